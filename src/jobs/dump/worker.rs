@@ -1,0 +1,188 @@
+//! One dump worker: a connection in the leader's snapshot that takes work
+//! items (a table or a ctid range of one) off the shared queue and streams
+//! each `COPY … TO STDOUT` through its own pack writer.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+
+use super::plan::{ctid_predicate, WorkItem};
+use crate::jobs::{JobError, Progress};
+use crate::pg::connect::connect;
+use crate::pg::conninfo::ConnInfo;
+use crate::pg::version::ServerVersion;
+use crate::pg::{quote_ident, quote_qualified, session};
+use crate::pipeline::PackWriter;
+use crate::repo::manifest::{StreamRef, TablePart};
+
+pub struct TableSpec {
+    pub schema: String,
+    pub name: String,
+    pub columns: Vec<String>,
+    pub filter: Option<String>,
+}
+
+pub struct Shared {
+    pub conn: ConnInfo,
+    pub version: ServerVersion,
+    pub lock_timeout: Duration,
+    pub snapshot: String,
+    pub tables: Vec<TableSpec>,
+    pub queue: Mutex<VecDeque<WorkItem>>,
+    /// Parts not yet finished, per table (progress counts whole tables).
+    pub parts_left: Mutex<Vec<usize>>,
+    pub progress: Arc<Progress>,
+}
+
+/// The COPY statement for one work item.
+pub fn copy_statement(t: &TableSpec, item: &WorkItem) -> String {
+    let table = quote_qualified(&t.schema, &t.name);
+    let cols = t
+        .columns
+        .iter()
+        .map(|c| quote_ident(c))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut preds = Vec::new();
+    if let Some(r) = &item.ctid {
+        preds.push(ctid_predicate(r));
+    }
+    match (&t.filter, preds.is_empty()) {
+        (None, true) if !cols.is_empty() => format!("COPY {table} ({cols}) TO STDOUT"),
+        (None, true) => format!("COPY {table} TO STDOUT"),
+        (filter, _) => {
+            let mut sql = format!("SELECT {cols} FROM ONLY {table}");
+            if let Some(f) = filter {
+                // pg_extension_config_dump conditions carry their own WHERE.
+                sql.push(' ');
+                sql.push_str(f);
+                if !preds.is_empty() {
+                    sql.push_str(" AND ");
+                }
+            } else {
+                sql.push_str(" WHERE ");
+            }
+            sql.push_str(&preds.join(" AND "));
+            format!("COPY ({sql}) TO STDOUT")
+        }
+    }
+}
+
+/// Returns (table index, part index, part) for every item this worker did.
+pub async fn run(
+    n: usize,
+    shared: Arc<Shared>,
+    mut writer: PackWriter,
+) -> Result<Vec<(usize, usize, TablePart)>, JobError> {
+    let client = connect(&shared.conn, "pgtide dump worker").await?;
+    session::configure(&client, shared.version, shared.lock_timeout)
+        .await
+        .map_err(JobError::sql(format!("configure worker {n}")))?;
+    session::import_snapshot(&client, &shared.snapshot)
+        .await
+        .map_err(JobError::sql(format!("worker {n}: import the snapshot")))?;
+    let mut done = Vec::new();
+    loop {
+        let Some(item) = shared.queue.lock().expect("queue lock").pop_front() else {
+            break;
+        };
+        let t = &shared.tables[item.table];
+        let span =
+            tracing::info_span!("table", schema = %t.schema, table = %t.name, ctid = ?item.ctid);
+        let _e = span.enter();
+        let what = format!("dump table {}.{}", t.schema, t.name);
+        let sql = copy_statement(t, &item);
+        tracing::debug!(%sql, "copy out");
+        let stream = client
+            .copy_out(&sql)
+            .await
+            .map_err(JobError::sql(what.clone()))?;
+        let progress = shared.progress.clone();
+        let stream = Box::pin(stream.inspect(move |r| {
+            if let Ok(b) = r {
+                progress.add_bytes(b.len() as u64);
+            }
+        }));
+        let info = writer
+            .write_stream(stream)
+            .await
+            .map_err(JobError::pipeline(what))?;
+        let rows = info.newlines;
+        shared.progress.rows.fetch_add(rows, Ordering::Relaxed);
+        {
+            let mut left = shared.parts_left.lock().expect("parts lock");
+            left[item.table] -= 1;
+            if left[item.table] == 0 {
+                shared.progress.units_done.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        done.push((
+            item.table,
+            item.part,
+            TablePart {
+                ctid: item.ctid,
+                rows,
+                stream: StreamRef::from(info),
+            },
+        ));
+    }
+    writer
+        .finish()
+        .await
+        .map_err(JobError::pipeline("close a pack"))?;
+    let _ = client.batch_execute("COMMIT").await;
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::manifest::CtidRange;
+
+    fn spec(filter: Option<&str>, cols: &[&str]) -> TableSpec {
+        TableSpec {
+            schema: "public".into(),
+            name: "T x".into(),
+            columns: cols.iter().map(|s| s.to_string()).collect(),
+            filter: filter.map(String::from),
+        }
+    }
+
+    fn item(ctid: Option<CtidRange>) -> WorkItem {
+        WorkItem {
+            table: 0,
+            part: 0,
+            ctid,
+            est_bytes: 0,
+        }
+    }
+
+    #[test]
+    fn statements() {
+        assert_eq!(
+            copy_statement(&spec(None, &["a", "B\"c"]), &item(None)),
+            r#"COPY "public"."T x" ("a", "B""c") TO STDOUT"#
+        );
+        assert_eq!(
+            copy_statement(&spec(None, &[]), &item(None)),
+            r#"COPY "public"."T x" TO STDOUT"#
+        );
+        assert_eq!(
+            copy_statement(
+                &spec(None, &["a"]),
+                &item(Some(CtidRange {
+                    start: 1,
+                    end: Some(2)
+                }))
+            ),
+            r#"COPY (SELECT "a" FROM ONLY "public"."T x" WHERE ctid >= '(1,0)'::tid AND ctid < '(2,0)'::tid) TO STDOUT"#
+        );
+        assert_eq!(
+            copy_statement(&spec(Some("WHERE id > 5"), &["a"]), &item(None)),
+            r#"COPY (SELECT "a" FROM ONLY "public"."T x" WHERE id > 5) TO STDOUT"#
+        );
+    }
+}

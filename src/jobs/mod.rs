@@ -1,0 +1,147 @@
+//! The jobs a user runs. Each takes validated settings, talks to PostgreSQL
+//! through `pg`, moves bytes through `pipeline`, and names objects through
+//! `repo`. Jobs never print: they update a `Progress` and return a report.
+
+pub mod dump;
+pub mod inspect;
+pub mod restore;
+pub mod verify;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use crate::pg::connect::ConnectError;
+use crate::pg::tools::ToolError;
+use crate::pg::version::ServerVersion;
+use crate::pipeline::PipelineError;
+use crate::repo::RepoError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("{context}: {}", pg_message(.source))]
+    Sql {
+        context: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    #[error("{context}: {source}")]
+    Pipeline {
+        context: String,
+        #[source]
+        source: PipelineError,
+    },
+    #[error(transparent)]
+    Tool(#[from] ToolError),
+    #[error("PostgreSQL {0} is not supported: pgtide supports PostgreSQL 13 and later")]
+    UnsupportedServer(ServerVersion),
+    #[error("table {table} in the target already holds rows: restore into an empty database, or pass --clean to replace its contents")]
+    TargetNotEmpty { table: String },
+    #[error("target database already has {object}: restore into an empty database, use --create, or pass --clean")]
+    TargetHasSchema { object: String },
+    #[error("{what}: expected {expected} rows, loaded {loaded}")]
+    RowCount {
+        what: String,
+        expected: u64,
+        loaded: u64,
+    },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("dump {id} is damaged: {what} (run pgtide verify {id})")]
+    Damaged { id: String, what: String },
+    #[error("database {name} already exists: drop it, or restore into it without --create")]
+    DatabaseExists { name: String },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("interrupted")]
+    Interrupted,
+}
+
+/// The server's own words for an error (`ERROR: …` message and detail).
+fn pg_message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut s = db.message().to_string();
+            if let Some(d) = db.detail() {
+                s.push_str(" (");
+                s.push_str(d);
+                s.push(')');
+            }
+            s
+        }
+        None => {
+            let s = e.to_string();
+            if s == "db error" || s.is_empty() {
+                "connection to the server was lost".into()
+            } else {
+                s
+            }
+        }
+    }
+}
+
+impl JobError {
+    pub fn sql(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> JobError {
+        let context = context.into();
+        move |source| JobError::Sql { context, source }
+    }
+
+    pub fn pipeline(context: impl Into<String>) -> impl FnOnce(PipelineError) -> JobError {
+        let context = context.into();
+        move |source| JobError::Pipeline { context, source }
+    }
+
+    /// True when the error means a stored object is damaged or missing.
+    pub fn is_corruption(&self) -> bool {
+        matches!(
+            self,
+            JobError::Pipeline {
+                source: PipelineError::Corrupt { .. } | PipelineError::UnknownPack(_),
+                ..
+            }
+        ) || matches!(
+            self,
+            JobError::Pipeline {
+                source: PipelineError::Storage(crate::storage::StorageError::NotFound { .. }),
+                ..
+            }
+        )
+    }
+}
+
+/// Counters a job updates and the CLI draws. Totals may be estimates.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub total_bytes: AtomicU64,
+    pub done_bytes: AtomicU64,
+    pub rows: AtomicU64,
+    pub units_total: AtomicU64,
+    pub units_done: AtomicU64,
+    phase: Mutex<String>,
+}
+
+impl Progress {
+    pub fn set_phase(&self, phase: impl Into<String>) {
+        *self.phase.lock().expect("progress lock") = phase.into();
+        tracing::info!("{}", self.phase());
+    }
+
+    pub fn phase(&self) -> String {
+        self.phase.lock().expect("progress lock").clone()
+    }
+
+    pub fn add_bytes(&self, n: u64) {
+        self.done_bytes.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(v: &AtomicU64) -> u64 {
+        v.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,26 @@
+//! Everything that talks to PostgreSQL: connection parameters (libpq
+//! conventions), sessions, catalog queries, and the external pg_dump/pg_restore
+//! tools used for the schema.
+
+pub mod catalog;
+pub mod connect;
+pub mod conninfo;
+pub mod pattern;
+pub mod session;
+pub mod tools;
+pub mod version;
+
+/// Quote an identifier the way PostgreSQL's `quote_ident` would, always.
+pub fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// `"schema"."name"`.
+pub fn quote_qualified(schema: &str, name: &str) -> String {
+    format!("{}.{}", quote_ident(schema), quote_ident(name))
+}
+
+/// A string literal, standard-conforming: `'it''s'`.
+pub fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}

@@ -1,0 +1,73 @@
+//! Object key names. The only place that knows how keys are spelled.
+
+/// The repository marker: format name and version.
+pub const MARKER: &str = "pgtide.json";
+pub const DUMPS: &str = "dumps/";
+
+pub fn dump_prefix(id: &str) -> String {
+    format!("{DUMPS}{id}/")
+}
+
+pub fn dump_started(id: &str) -> String {
+    format!("{DUMPS}{id}/started.json")
+}
+
+pub fn dump_manifest(id: &str) -> String {
+    format!("{DUMPS}{id}/manifest.json")
+}
+
+pub fn dump_packs(id: &str) -> String {
+    format!("{DUMPS}{id}/packs/")
+}
+
+/// The id part of a key under `dumps/`, if the key is one of a dump's objects.
+pub fn dump_id_of(key: &str) -> Option<&str> {
+    let rest = key.strip_prefix(DUMPS)?;
+    let (id, _) = rest.split_once('/')?;
+    valid_id(id).then_some(id)
+}
+
+/// Ids look like `20261123-060012D`: UTC date, time, kind letter, optional
+/// `-N` suffix when two start in the same second.
+pub fn valid_id(id: &str) -> bool {
+    let b = id.as_bytes();
+    b.len() >= 16
+        && b[..8].iter().all(u8::is_ascii_digit)
+        && b[8] == b'-'
+        && b[9..15].iter().all(u8::is_ascii_digit)
+        && b[15].is_ascii_uppercase()
+        && (b.len() == 16
+            || (b[16] == b'-' && b.len() > 17 && b[17..].iter().all(u8::is_ascii_digit)))
+}
+
+pub fn new_id(now: chrono::DateTime<chrono::Utc>, kind: char, attempt: u32) -> String {
+    let base = format!("{}{}", now.format("%Y%m%d-%H%M%S"), kind);
+    if attempt == 0 {
+        base
+    } else {
+        format!("{base}-{}", attempt + 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids() {
+        let t = chrono::DateTime::parse_from_rfc3339("2026-11-23T06:00:12Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        assert_eq!(new_id(t, 'D', 0), "20261123-060012D");
+        assert_eq!(new_id(t, 'D', 1), "20261123-060012D-2");
+        assert!(valid_id("20261123-060012D"));
+        assert!(valid_id("20261123-060012D-2"));
+        assert!(!valid_id("20261123-060012"));
+        assert!(!valid_id("../../etc"));
+        assert_eq!(
+            dump_id_of("dumps/20261123-060012D/manifest.json"),
+            Some("20261123-060012D")
+        );
+        assert_eq!(dump_id_of("dumps/x/manifest.json"), None);
+    }
+}

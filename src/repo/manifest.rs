@@ -1,0 +1,250 @@
+//! Manifest types: what a dump holds and where each byte is. Written last,
+//! as JSON, once every pack it names is durable. A reader refuses a manifest
+//! whose `format_version` it does not know. The format is specified in
+//! docs/FORMAT.md; change both together.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::pipeline::{Compression, StreamInfo};
+
+/// Version of the repository format (marker object and manifests).
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Where one chunk is stored. Serialized with one-letter keys: a large dump
+/// has hundreds of thousands of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkRef {
+    /// Index into the manifest's `packs`.
+    #[serde(rename = "p")]
+    pub pack: u32,
+    /// Byte offset of the stored frame in the pack.
+    #[serde(rename = "o")]
+    pub offset: u64,
+    /// Stored (compressed) length.
+    #[serde(rename = "l")]
+    pub stored_len: u64,
+    /// Raw (uncompressed) length.
+    #[serde(rename = "r")]
+    pub raw_len: u64,
+    /// CRC32 (IEEE) of the raw bytes.
+    #[serde(rename = "c")]
+    pub crc_raw: u32,
+    /// CRC32 (IEEE) of the stored bytes.
+    #[serde(rename = "s")]
+    pub crc_stored: u32,
+}
+
+/// One pack object: a concatenation of stored chunk frames.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackInfo {
+    /// Key relative to the repository root.
+    pub key: String,
+    pub size: u64,
+}
+
+/// A byte stream stored as chunks.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamRef {
+    pub raw_bytes: u64,
+    pub stored_bytes: u64,
+    pub chunks: Vec<ChunkRef>,
+}
+
+impl From<StreamInfo> for StreamRef {
+    fn from(s: StreamInfo) -> Self {
+        StreamRef {
+            raw_bytes: s.raw_bytes,
+            stored_bytes: s.stored_bytes,
+            chunks: s.chunks,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceInfo {
+    /// `server_version` as the server reports it.
+    pub server_version: String,
+    pub server_version_num: u32,
+    pub database: String,
+    /// user@host:port/db, never a password.
+    pub connection: String,
+    pub system_identifier: String,
+    pub encoding: String,
+    pub collate: String,
+    pub ctype: String,
+    /// The exported snapshot every row was read in.
+    pub snapshot: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DumpOptions {
+    pub compression: Compression,
+    pub chunk_size: u64,
+    pub jobs: u32,
+    pub schema_only: bool,
+    pub data_only: bool,
+    pub tables: Vec<String>,
+    pub exclude_tables: Vec<String>,
+    pub split_threshold: u64,
+}
+
+/// The `pg_dump -Fc --schema-only` archive taken in the dump's snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchemaArchive {
+    pub pg_dump_version: String,
+    pub stream: StreamRef,
+}
+
+/// A block range `[start, end)` of a table split by ctid; `end = None` is open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CtidRange {
+    pub start: u32,
+    pub end: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TablePart {
+    pub ctid: Option<CtidRange>,
+    pub rows: u64,
+    pub stream: StreamRef,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableEntry {
+    pub oid: u32,
+    pub schema: String,
+    pub name: String,
+    /// Column names (unquoted) in COPY order: no generated or dropped columns.
+    pub columns: Vec<String>,
+    /// Size of the main fork when the dump started.
+    pub relation_bytes: u64,
+    /// Row filter for extension configuration tables (`pg_extension_config_dump`).
+    pub filter: Option<String>,
+    /// Names of indexes on the table (for selective restore).
+    pub indexes: Vec<String>,
+    pub parts: Vec<TablePart>,
+}
+
+impl TableEntry {
+    pub fn rows(&self) -> u64 {
+        self.parts.iter().map(|p| p.rows).sum()
+    }
+    pub fn raw_bytes(&self) -> u64 {
+        self.parts.iter().map(|p| p.stream.raw_bytes).sum()
+    }
+    pub fn stored_bytes(&self) -> u64 {
+        self.parts.iter().map(|p| p.stream.stored_bytes).sum()
+    }
+    pub fn qualified(&self) -> String {
+        format!("{}.{}", self.schema, self.name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SequenceEntry {
+    pub schema: String,
+    pub name: String,
+    pub last_value: i64,
+    pub is_called: bool,
+    /// The table owning this sequence (identity/serial), if any, as schema.name.
+    pub owned_by: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoGrant {
+    /// Role name; `None` is PUBLIC.
+    pub grantee: Option<String>,
+    pub privilege: String,
+    pub grantable: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LargeObjectEntry {
+    pub oid: u32,
+    pub owner: String,
+    /// `None` when the object has default privileges.
+    pub grants: Option<Vec<LoGrant>>,
+    pub comment: Option<String>,
+    pub size: u64,
+}
+
+/// Large objects: their metadata, and their contents concatenated in
+/// `items` order in one stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LargeObjects {
+    pub items: Vec<LargeObjectEntry>,
+    pub stream: StreamRef,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MatviewEntry {
+    pub schema: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DumpStats {
+    pub tables: u64,
+    pub rows: u64,
+    pub raw_bytes: u64,
+    pub stored_bytes: u64,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DumpManifest {
+    pub format_version: u32,
+    pub kind: String,
+    pub id: String,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub pgtide_version: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub source: SourceInfo,
+    pub options: DumpOptions,
+    pub compression: Compression,
+    pub schema: Option<SchemaArchive>,
+    pub tables: Vec<TableEntry>,
+    pub sequences: Vec<SequenceEntry>,
+    pub large_objects: LargeObjects,
+    /// Materialized views that were populated in the source, in an order
+    /// where each comes after every matview it reads.
+    pub matviews: Vec<MatviewEntry>,
+    pub packs: Vec<PackInfo>,
+    pub stats: DumpStats,
+}
+
+pub const KIND_DUMP: &str = "dump";
+
+/// Only the fields needed to decide whether a manifest can be read at all.
+#[derive(Debug, Deserialize)]
+pub struct ManifestHeader {
+    pub format_version: u32,
+    pub kind: String,
+}
+
+impl DumpManifest {
+    /// Every stream in the dump (schema, table parts, large objects), for verify.
+    pub fn streams(&self) -> Vec<(String, &StreamRef)> {
+        let mut out = Vec::new();
+        if let Some(s) = &self.schema {
+            out.push(("schema archive".to_string(), &s.stream));
+        }
+        for t in &self.tables {
+            for (i, p) in t.parts.iter().enumerate() {
+                let what = if t.parts.len() > 1 {
+                    format!("table {} part {}", t.qualified(), i + 1)
+                } else {
+                    format!("table {}", t.qualified())
+                };
+                out.push((what, &p.stream));
+            }
+        }
+        if !self.large_objects.items.is_empty() {
+            out.push(("large objects".to_string(), &self.large_objects.stream));
+        }
+        out
+    }
+}

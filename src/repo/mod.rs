@@ -1,0 +1,290 @@
+//! The repository: a marker object with the format version, and dumps
+//! (`dumps/<id>/packs/*.pack` + `dumps/<id>/manifest.json`). A dump exists
+//! for readers only once its manifest is written, and manifests are written
+//! last. Nothing is ever overwritten. Jobs never build keys: they ask here.
+
+pub mod layout;
+pub mod manifest;
+
+use bytes::Bytes;
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+
+use crate::storage::{self, DynStorage, StorageError};
+use manifest::{DumpManifest, ManifestHeader, FORMAT_VERSION, KIND_DUMP};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("no pgtide repository at {location} (check --repo; a dump creates one)")]
+    NotARepository { location: String },
+    #[error("repository at {location} has format version {found}, newer than this pgtide supports ({supported}): upgrade pgtide")]
+    FormatTooNew {
+        location: String,
+        found: u32,
+        supported: u32,
+    },
+    #[error("{key} is not a valid pgtide object: {reason}")]
+    BadObject { key: String, reason: String },
+    #[error("no dump {id} in {location} (see pgtide list)")]
+    NoSuchDump { id: String, location: String },
+    #[error("no complete dump in {location}")]
+    Empty { location: String },
+    #[error("{id} is not a valid dump id (ids look like 20261123-060012D)")]
+    BadId { id: String },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Marker {
+    format: String,
+    format_version: u32,
+    created_at: chrono::DateTime<Utc>,
+}
+
+const MARKER_FORMAT: &str = "pgtide-repository";
+
+/// A dump whose manifest is missing: still running, or it failed.
+#[derive(Debug, Clone, Serialize)]
+pub struct IncompleteDump {
+    pub id: String,
+    pub objects: usize,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Repository {
+    storage: DynStorage,
+}
+
+impl Repository {
+    /// Open an existing repository; with `create`, make a new one where none is.
+    pub async fn open(url: &str, create: bool) -> Result<Repository, RepoError> {
+        let storage = storage::open(url).await?;
+        Self::open_storage(storage, create).await
+    }
+
+    pub async fn open_storage(storage: DynStorage, create: bool) -> Result<Repository, RepoError> {
+        let repo = Repository { storage };
+        match repo.storage.get(layout::MARKER).await {
+            Ok(bytes) => repo.check_marker(&bytes)?,
+            Err(StorageError::NotFound { .. }) if create => {
+                let marker = Marker {
+                    format: MARKER_FORMAT.into(),
+                    format_version: FORMAT_VERSION,
+                    created_at: Utc::now(),
+                };
+                let body = serde_json::to_vec_pretty(&marker).expect("marker serializes");
+                match repo
+                    .storage
+                    .put_if_absent(layout::MARKER, body.into())
+                    .await
+                {
+                    Ok(()) => {}
+                    // Someone else created it at the same moment: read theirs.
+                    Err(StorageError::AlreadyExists { .. }) => {
+                        let bytes = repo.storage.get(layout::MARKER).await?;
+                        repo.check_marker(&bytes)?;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Err(StorageError::NotFound { .. }) => {
+                return Err(RepoError::NotARepository {
+                    location: repo.location(),
+                })
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(repo)
+    }
+
+    fn check_marker(&self, bytes: &[u8]) -> Result<(), RepoError> {
+        let m: Marker = serde_json::from_slice(bytes).map_err(|e| RepoError::BadObject {
+            key: layout::MARKER.into(),
+            reason: e.to_string(),
+        })?;
+        if m.format != MARKER_FORMAT {
+            return Err(RepoError::BadObject {
+                key: layout::MARKER.into(),
+                reason: format!("unknown format {:?}", m.format),
+            });
+        }
+        if m.format_version > FORMAT_VERSION {
+            return Err(RepoError::FormatTooNew {
+                location: self.location(),
+                found: m.format_version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        Ok(())
+    }
+
+    pub fn storage(&self) -> &DynStorage {
+        &self.storage
+    }
+
+    pub fn location(&self) -> String {
+        self.storage.location()
+    }
+
+    /// Reserve a new dump id by creating its `started.json`.
+    pub async fn begin_dump(&self, info: &serde_json::Value) -> Result<String, RepoError> {
+        let body = Bytes::from(serde_json::to_vec_pretty(info).expect("json serializes"));
+        let now = Utc::now();
+        for attempt in 0..100 {
+            let id = layout::new_id(now, 'D', attempt);
+            match self
+                .storage
+                .put_if_absent(&layout::dump_started(&id), body.clone())
+                .await
+            {
+                Ok(()) => return Ok(id),
+                Err(StorageError::AlreadyExists { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(RepoError::BadObject {
+            key: layout::DUMPS.into(),
+            reason: "could not allocate a dump id".into(),
+        })
+    }
+
+    pub fn dump_packs_prefix(&self, id: &str) -> String {
+        layout::dump_packs(id)
+    }
+
+    /// Write the manifest: from now on the dump is complete and listed.
+    pub async fn commit_dump(&self, m: &DumpManifest) -> Result<(), RepoError> {
+        let body = serde_json::to_vec(m).expect("manifest serializes");
+        self.storage
+            .put_if_absent(&layout::dump_manifest(&m.id), body.into())
+            .await?;
+        Ok(())
+    }
+
+    pub async fn load_dump(&self, id: &str) -> Result<DumpManifest, RepoError> {
+        if !layout::valid_id(id) {
+            return Err(RepoError::BadId { id: id.into() });
+        }
+        let key = layout::dump_manifest(id);
+        let bytes = match self.storage.get(&key).await {
+            Ok(b) => b,
+            Err(StorageError::NotFound { .. }) => {
+                return Err(RepoError::NoSuchDump {
+                    id: id.into(),
+                    location: self.location(),
+                })
+            }
+            Err(e) => return Err(e.into()),
+        };
+        parse_manifest(&key, &bytes)
+    }
+
+    /// Ids of dumps with a manifest, oldest first.
+    pub async fn dump_ids(&self) -> Result<Vec<String>, RepoError> {
+        let mut ids: Vec<String> = self
+            .storage
+            .list(layout::DUMPS)
+            .await?
+            .into_iter()
+            .filter_map(|o| {
+                let id = layout::dump_id_of(&o.key)?;
+                (o.key == layout::dump_manifest(id)).then(|| id.to_string())
+            })
+            .collect();
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    /// Every complete dump, oldest first.
+    pub async fn list_dumps(&self) -> Result<Vec<DumpManifest>, RepoError> {
+        let mut out = Vec::new();
+        for id in self.dump_ids().await? {
+            out.push(self.load_dump(&id).await?);
+        }
+        Ok(out)
+    }
+
+    /// Dumps that have objects but no manifest.
+    pub async fn incomplete_dumps(&self) -> Result<Vec<IncompleteDump>, RepoError> {
+        let mut map: std::collections::BTreeMap<String, (bool, usize, u64)> = Default::default();
+        for o in self.storage.list(layout::DUMPS).await? {
+            if let Some(id) = layout::dump_id_of(&o.key) {
+                let e = map.entry(id.to_string()).or_default();
+                e.0 |= o.key == layout::dump_manifest(id);
+                e.1 += 1;
+                e.2 += o.size;
+            }
+        }
+        Ok(map
+            .into_iter()
+            .filter(|(_, (complete, _, _))| !complete)
+            .map(|(id, (_, objects, bytes))| IncompleteDump { id, objects, bytes })
+            .collect())
+    }
+
+    /// `latest` → the newest complete dump; otherwise the id as given.
+    pub async fn resolve_dump(&self, id: &str) -> Result<String, RepoError> {
+        if id == "latest" {
+            return self
+                .dump_ids()
+                .await?
+                .pop()
+                .ok_or_else(|| RepoError::Empty {
+                    location: self.location(),
+                });
+        }
+        if !layout::valid_id(id) {
+            return Err(RepoError::BadId { id: id.into() });
+        }
+        Ok(id.to_string())
+    }
+
+    /// Delete a dump: the manifest first (so it stops being listed), then the rest.
+    pub async fn delete_dump(&self, id: &str) -> Result<u64, RepoError> {
+        if !layout::valid_id(id) {
+            return Err(RepoError::BadId { id: id.into() });
+        }
+        let objects = self.storage.list(&layout::dump_prefix(id)).await?;
+        if objects.is_empty() {
+            return Err(RepoError::NoSuchDump {
+                id: id.into(),
+                location: self.location(),
+            });
+        }
+        let bytes = objects.iter().map(|o| o.size).sum();
+        self.storage
+            .delete_many(&[layout::dump_manifest(id)])
+            .await?;
+        let keys: Vec<String> = objects.into_iter().map(|o| o.key).collect();
+        self.storage.delete_many(&keys).await?;
+        Ok(bytes)
+    }
+}
+
+fn parse_manifest(key: &str, bytes: &[u8]) -> Result<DumpManifest, RepoError> {
+    let header: ManifestHeader =
+        serde_json::from_slice(bytes).map_err(|e| RepoError::BadObject {
+            key: key.into(),
+            reason: e.to_string(),
+        })?;
+    if header.format_version > FORMAT_VERSION {
+        return Err(RepoError::FormatTooNew {
+            location: key.into(),
+            found: header.format_version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    if header.kind != KIND_DUMP {
+        return Err(RepoError::BadObject {
+            key: key.into(),
+            reason: format!("expected a dump manifest, found kind {:?}", header.kind),
+        });
+    }
+    serde_json::from_slice(bytes).map_err(|e| RepoError::BadObject {
+        key: key.into(),
+        reason: e.to_string(),
+    })
+}

@@ -1,0 +1,1274 @@
+//! S3 driver (aws-sdk-s3): whole-object PUT with a CRC32 checksum, conditional
+//! create (`If-None-Match: *`), buffered multipart upload with per-part CRC32,
+//! ranged GET, paginated listing, batch delete. It owns the mapping from SDK
+//! errors to `StorageError` (one line, code and message of the service, never a
+//! debug dump) and the retry policy of the SDK client. It must never interpret
+//! what it stores, and never depend on ListParts (some S3-compatible servers
+//! answer it in a shape the SDK cannot parse).
+//!
+//! Repository location: `s3://bucket/prefix?endpoint=URL&region=R&path_style=true&part_size=16MiB`.
+//! Missing options fall back to `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL`,
+//! `AWS_REGION` / `AWS_DEFAULT_REGION`, the profile's region, then `us-east-1`.
+//! Credentials come from the standard chain of aws-config (environment,
+//! profile, web identity, container, instance metadata).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{BehaviorVersion, Region};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier,
+};
+use aws_sdk_s3::Client;
+use bytes::{Bytes, BytesMut};
+use tokio::task::JoinHandle;
+
+use super::{ObjectMeta, ObjectWriter, Storage, StorageError};
+
+const MIB: u64 = 1024 * 1024;
+/// Smallest part S3 accepts (except the last one).
+pub const MIN_PART_SIZE: usize = 5 * MIB as usize;
+/// Largest part S3 accepts.
+pub const MAX_PART_SIZE: usize = 5 * 1024 * MIB as usize;
+/// Part size used when the location does not say.
+pub const DEFAULT_PART_SIZE: usize = 8 * MIB as usize;
+/// S3 refuses part numbers above this.
+const MAX_PARTS: i32 = 10_000;
+/// The part size doubles after every this many parts, so that an object of
+/// unknown size stays under `MAX_PARTS` (8 MiB base: 8 TiB in 10,000 parts,
+/// more than the 5 TiB S3 allows for one object).
+const GROW_EVERY_PARTS: i32 = 1_000;
+/// Parts being uploaded while the next one fills. Memory held by a writer is
+/// at most (PARTS_IN_FLIGHT + 1) × part size.
+const PARTS_IN_FLIGHT: usize = 2;
+/// DeleteObjects takes at most this many keys.
+const DELETE_BATCH: usize = 1_000;
+/// SDK attempts per request (first try + retries) for retryable failures.
+const MAX_ATTEMPTS: u32 = 6;
+const DEFAULT_REGION: &str = "us-east-1";
+
+/// A parsed `s3://` repository location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Options {
+    pub bucket: String,
+    /// Key prefix of the repository: empty, or ending with `/`.
+    pub prefix: String,
+    /// `endpoint=`; `None` means the environment or AWS itself.
+    pub endpoint: Option<String>,
+    /// `region=`; `None` means the environment, the profile, then us-east-1.
+    pub region: Option<String>,
+    /// `path_style=` / `force_path_style=`; `None` means path style for an
+    /// endpoint given as an IP address or `localhost`, virtual-host otherwise.
+    pub path_style: Option<bool>,
+    /// Base part size of multipart uploads (`part_size=`); objects smaller
+    /// than this go up in one PUT.
+    pub part_size: usize,
+}
+
+impl S3Options {
+    /// Parse what follows `s3://`: `bucket[/prefix][?key=value&…]`.
+    pub fn parse(rest: &str) -> Result<S3Options, String> {
+        let (path, query) = match rest.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (rest, None),
+        };
+        let (bucket, prefix) = match path.split_once('/') {
+            Some((b, p)) => (b, p),
+            None => (path, ""),
+        };
+        if bucket.is_empty() {
+            return Err("missing bucket name (use s3://bucket/prefix)".into());
+        }
+        if let Some(c) = bucket
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
+        {
+            return Err(format!("bucket name {bucket:?} contains {c:?}"));
+        }
+        let prefix = prefix.trim_matches('/');
+        if prefix.split('/').any(str::is_empty) && !prefix.is_empty() {
+            return Err(format!("prefix {prefix:?} has an empty path segment"));
+        }
+        let mut opts = S3Options {
+            bucket: bucket.to_string(),
+            prefix: if prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{prefix}/")
+            },
+            endpoint: None,
+            region: None,
+            path_style: None,
+            part_size: DEFAULT_PART_SIZE,
+        };
+        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let value = percent_decode(value)?;
+            match name {
+                "endpoint" => {
+                    if !(value.starts_with("http://") || value.starts_with("https://")) {
+                        return Err(format!(
+                            "endpoint {value:?} must start with http:// or https://"
+                        ));
+                    }
+                    opts.endpoint = Some(value.trim_end_matches('/').to_string());
+                }
+                "region" => {
+                    if value.is_empty() {
+                        return Err("region is empty".into());
+                    }
+                    opts.region = Some(value);
+                }
+                "path_style" | "force_path_style" => {
+                    opts.path_style = Some(parse_bool(name, &value)?);
+                }
+                "part_size" => opts.part_size = parse_part_size(&value)?,
+                other => {
+                    return Err(format!(
+                        "unknown option {other:?} (known: endpoint, region, path_style, part_size)"
+                    ))
+                }
+            }
+        }
+        Ok(opts)
+    }
+
+    /// `s3://bucket/prefix`, for messages.
+    pub fn location(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.prefix)
+            .trim_end_matches('/')
+            .to_string()
+    }
+
+    /// Build an SDK client for these options without talking to the store
+    /// (`S3::connect` checks the bucket). Used by `connect` and by test setup
+    /// that must create buckets.
+    pub async fn client(&self) -> Client {
+        // The SDK is built without its default HTTP client (two TLS stacks);
+        // without this explicit one every request fails at run time.
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+            ))
+            .build_https();
+        let region = match &self.region {
+            Some(r) => Region::new(r.clone()),
+            None => aws_config::meta::region::RegionProviderChain::first_try(
+                aws_config::environment::region::EnvironmentVariableRegionProvider::new(),
+            )
+            .or_else(aws_config::profile::ProfileFileRegionProvider::new())
+            .or_else(Region::new(DEFAULT_REGION))
+            .region()
+            .await
+            .unwrap_or_else(|| Region::new(DEFAULT_REGION)),
+        };
+        let endpoint = self.endpoint.clone().or_else(|| {
+            ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]
+                .iter()
+                .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+        });
+        let path_style = self.path_style.unwrap_or_else(|| {
+            endpoint
+                .as_deref()
+                .is_some_and(|e| endpoint_is_local_or_ip(e))
+        });
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(http)
+            .region(region)
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(MAX_ATTEMPTS)
+                    .with_initial_backoff(Duration::from_millis(200))
+                    .with_max_backoff(Duration::from_secs(10)),
+            )
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(10))
+                    .build(),
+            );
+        if let Some(e) = &endpoint {
+            loader = loader.endpoint_url(e);
+        }
+        let sdk = loader.load().await;
+        let conf = aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(path_style)
+            .build();
+        Client::from_conf(conf)
+    }
+}
+
+fn percent_decode(s: &str) -> Result<String, String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| format!("bad percent escape in {s:?}"))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("option value {s:?} is not UTF-8"))
+}
+
+fn parse_bool(name: &str, value: &str) -> Result<bool, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "" | "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(format!("{name}={value:?}: use true or false")),
+    }
+}
+
+/// `8388608`, `8MiB`, `8M`, `16mib`, `1GiB`.
+fn parse_part_size(value: &str) -> Result<usize, String> {
+    let split = value
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(value.len());
+    let (digits, unit) = value.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("part_size={value:?}: use bytes or a size like 16MiB"))?;
+    let mult = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1024,
+        "m" | "mib" => MIB,
+        "g" | "gib" => 1024 * MIB,
+        _ => return Err(format!("part_size={value:?}: unknown unit {unit:?}")),
+    };
+    let size = n
+        .checked_mul(mult)
+        .filter(|s| (MIN_PART_SIZE as u64..=MAX_PART_SIZE as u64).contains(s))
+        .ok_or_else(|| format!("part_size={value:?}: must be between 5MiB and 5GiB"))?;
+    Ok(size as usize)
+}
+
+fn endpoint_is_local_or_ip(endpoint: &str) -> bool {
+    let rest = endpoint.split_once("://").map_or(endpoint, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or("");
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        return v6.contains(']');
+    } else {
+        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+    };
+    host == "localhost" || host.parse::<std::net::Ipv4Addr>().is_ok()
+}
+
+/// Size of part `part_number` (1-based) for a writer whose base size is `base`.
+fn part_size_for(base: usize, part_number: i32) -> usize {
+    let doublings = ((part_number.max(1) - 1) / GROW_EVERY_PARTS).min(32) as u32;
+    (base as u64)
+        .saturating_mul(1u64 << doublings)
+        .min(MAX_PART_SIZE as u64) as usize
+}
+
+/// CRC32 of `data`, base64 of its big-endian bytes (the `x-amz-checksum-crc32`
+/// form). Computed on the blocking pool: never checksum on reactor threads.
+async fn crc32_b64(data: Bytes) -> String {
+    let crc = if data.len() < 64 * 1024 {
+        crc32fast::hash(&data)
+    } else {
+        match tokio::task::spawn_blocking(move || crc32fast::hash(&data)).await {
+            Ok(c) => c,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    };
+    aws_smithy_types::base64::encode(crc.to_be_bytes())
+}
+
+// ---------------------------------------------------------------------------
+// Error classification
+
+/// What a failed SDK call tells us, reduced to what matters.
+#[derive(Debug)]
+struct Failure {
+    status: Option<u16>,
+    code: Option<String>,
+    /// One line: `Code: message (HTTP 503)` or the error chain.
+    message: String,
+    retryable: bool,
+    /// `x-amz-bucket-region` of the response, when the store said it.
+    bucket_region: Option<String>,
+}
+
+const RETRYABLE_CODES: &[&str] = &[
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "InternalError",
+    "ServiceUnavailable",
+    "RequestLimitExceeded",
+    "TooManyRequestsException",
+    "ConditionalRequestConflict",
+];
+
+const ACCESS_CODES: &[&str] = &[
+    "AccessDenied",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "InvalidToken",
+    "ExpiredToken",
+    "TokenRefreshRequired",
+    "AllAccessDisabled",
+];
+
+/// `Display` of an error and its sources, joined with `: `, skipping parts
+/// already said. Never `Debug`.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        let s = e.to_string();
+        if !s.is_empty() && !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+        cur = e.source();
+    }
+    parts.join(": ").replace('\n', " ")
+}
+
+fn failure<E>(err: SdkError<E, HttpResponse>) -> Failure
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let bucket_region = err
+        .raw_response()
+        .and_then(|r| r.headers().get("x-amz-bucket-region"))
+        .map(str::to_string);
+    match &err {
+        SdkError::ServiceError(ctx) => {
+            let status = ctx.raw().status().as_u16();
+            let code = ctx.err().code().map(str::to_string);
+            let msg = ctx.err().message().unwrap_or("").trim();
+            let message = match (&code, msg.is_empty()) {
+                (Some(c), false) => format!("{c}: {msg} (HTTP {status})"),
+                (Some(c), true) => format!("{c} (HTTP {status})"),
+                (None, _) => match error_chain(ctx.err()) {
+                    // An answer the SDK could not read (e.g. a 200 whose
+                    // body does not parse): say why.
+                    detail if !detail.is_empty() && !detail.starts_with("unhandled error") => {
+                        format!("HTTP {status}: {detail}")
+                    }
+                    detail => format!(
+                        "HTTP {status}: {}",
+                        detail
+                            .trim_start_matches("unhandled error")
+                            .trim_start_matches(": ")
+                    ),
+                },
+            };
+            let retryable = status >= 500
+                || status == 429
+                || code
+                    .as_deref()
+                    .is_some_and(|c| RETRYABLE_CODES.contains(&c));
+            Failure {
+                status: Some(status),
+                code,
+                message,
+                retryable,
+                bucket_region,
+            }
+        }
+        SdkError::TimeoutError(_) => Failure {
+            status: None,
+            code: None,
+            message: format!("timed out: {}", error_chain(&err)),
+            retryable: true,
+            bucket_region,
+        },
+        SdkError::DispatchFailure(d) => Failure {
+            status: None,
+            code: None,
+            retryable: !d.is_user(),
+            message: error_chain(&err),
+            bucket_region,
+        },
+        SdkError::ResponseError(_) => Failure {
+            status: err.raw_response().map(|r| r.status().as_u16()),
+            code: None,
+            message: error_chain(&err),
+            retryable: true,
+            bucket_region,
+        },
+        _ => Failure {
+            status: None,
+            code: None,
+            message: error_chain(&err),
+            retryable: false,
+            bucket_region,
+        },
+    }
+}
+
+fn service(
+    op: &'static str,
+    key: &str,
+    message: impl Into<String>,
+    retryable: bool,
+) -> StorageError {
+    StorageError::Service {
+        op,
+        key: key.to_string(),
+        message: message.into(),
+        retryable,
+    }
+}
+
+/// A CompleteMultipartUpload answer the SDK could not read but that is a
+/// success: HTTP 200 with an `<ETag>` and no `<Error>`. moto 5.2 names the
+/// root element `CompleteMultipartUploadResponse` instead of
+/// `CompleteMultipartUploadResult`. The object's size is checked afterwards.
+fn confirmed_despite_parse_error(
+    err: &SdkError<
+        aws_sdk_s3::operation::complete_multipart_upload::CompleteMultipartUploadError,
+        HttpResponse,
+    >,
+) -> bool {
+    let SdkError::ServiceError(ctx) = err else {
+        return false;
+    };
+    if ctx.raw().status().as_u16() != 200 || ctx.err().code().is_some() {
+        return false;
+    }
+    let Some(body) = ctx.raw().body().bytes() else {
+        return false;
+    };
+    let body = String::from_utf8_lossy(body);
+    body.contains("<ETag>") && !body.contains("<Error>")
+}
+
+// ---------------------------------------------------------------------------
+// The driver
+
+#[derive(Debug)]
+struct Inner {
+    client: Client,
+    bucket: String,
+    prefix: String,
+    part_size: usize,
+    location: String,
+}
+
+impl Inner {
+    fn full_key(&self, key: &str) -> String {
+        format!("{}{}", self.prefix, key)
+    }
+
+    /// Map a failure on object `key` (relative to the prefix).
+    fn error(&self, op: &'static str, key: &str, f: Failure) -> StorageError {
+        let code = f.code.as_deref();
+        if code == Some("NoSuchBucket") {
+            return StorageError::BucketNotFound {
+                bucket: self.bucket.clone(),
+            };
+        }
+        if code == Some("NoSuchKey")
+            || (f.status == Some(404) && matches!(code, None | Some("NotFound")))
+        {
+            return StorageError::NotFound {
+                key: key.to_string(),
+            };
+        }
+        if f.status == Some(403) || code.is_some_and(|c| ACCESS_CODES.contains(&c)) {
+            let what = format!("s3://{}/{}", self.bucket, self.full_key(key));
+            return StorageError::AccessDenied {
+                what: match code {
+                    Some(c) => format!("{what} ({c})"),
+                    None => what,
+                },
+            };
+        }
+        service(op, key, f.message, f.retryable)
+    }
+
+    async fn put_object(
+        &self,
+        op: &'static str,
+        key: &str,
+        data: Bytes,
+        if_absent: bool,
+    ) -> Result<(), StorageError> {
+        let crc = crc32_b64(data.clone()).await;
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .content_length(data.len() as i64)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .checksum_crc32(crc)
+            .body(ByteStream::from(data));
+        if if_absent {
+            req = req.if_none_match("*");
+        }
+        match req.send().await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let f = failure(e);
+                if if_absent
+                    && (f.status == Some(412) || f.code.as_deref() == Some("PreconditionFailed"))
+                {
+                    return Err(StorageError::AlreadyExists {
+                        key: key.to_string(),
+                    });
+                }
+                Err(self.error(op, key, f))
+            }
+        }
+    }
+
+    async fn abort_upload(&self, key: &str, upload_id: &str) -> Result<(), StorageError> {
+        match self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .upload_id(upload_id)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let f = failure(e);
+                if f.code.as_deref() == Some("NoSuchUpload") || f.status == Some(404) {
+                    return Ok(());
+                }
+                Err(self.error("abort upload of", key, f))
+            }
+        }
+    }
+}
+
+/// An S3 bucket (and key prefix) as a `Storage`.
+#[derive(Debug, Clone)]
+pub struct S3 {
+    inner: Arc<Inner>,
+}
+
+impl S3 {
+    /// Build the client and check the bucket with HeadBucket, so that a
+    /// missing bucket (`BucketNotFound`), bad credentials (`AccessDenied`) or a
+    /// wrong region are reported before any work starts.
+    pub async fn connect(opts: S3Options) -> Result<S3, StorageError> {
+        let client = opts.client().await;
+        let location = opts.location();
+        // Resolve credentials once here: without any, the SDK's own error is a
+        // retryable "dispatch failure" listing every provider it tried.
+        if let Some(creds) = client.config().credentials_provider() {
+            use aws_sdk_s3::config::ProvideCredentials as _;
+            if let Err(e) = creds.provide_credentials().await {
+                return Err(StorageError::AccessDenied {
+                    what: format!(
+                        "{location} (no AWS credentials found: {e}; set AWS_ACCESS_KEY_ID and \
+                         AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)"
+                    ),
+                });
+            }
+        }
+        let inner = Inner {
+            client,
+            bucket: opts.bucket.clone(),
+            prefix: opts.prefix.clone(),
+            part_size: opts.part_size,
+            location,
+        };
+        if let Err(e) = inner
+            .client
+            .head_bucket()
+            .bucket(&inner.bucket)
+            .send()
+            .await
+        {
+            let f = failure(e);
+            let location = inner.location.clone();
+            return Err(match f.status {
+                Some(404) => StorageError::BucketNotFound {
+                    bucket: inner.bucket.clone(),
+                },
+                Some(403) => StorageError::AccessDenied { what: location },
+                Some(301 | 400) if f.bucket_region.is_some() => service(
+                    "open",
+                    &location,
+                    format!(
+                        "bucket is in region {} (HTTP {}); add region={} to the repository location",
+                        f.bucket_region.as_deref().unwrap_or_default(),
+                        f.status.unwrap_or_default(),
+                        f.bucket_region.as_deref().unwrap_or_default()
+                    ),
+                    false,
+                ),
+                _ => match inner.error("open", "", f) {
+                    StorageError::Service {
+                        message, retryable, ..
+                    } => service("open", &location, message, retryable),
+                    other => other,
+                },
+            });
+        }
+        Ok(S3 {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// The SDK client (for tests and tools that need raw S3 calls).
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.inner.bucket
+    }
+}
+
+#[async_trait]
+impl Storage for S3 {
+    fn location(&self) -> String {
+        self.inner.location.clone()
+    }
+
+    async fn put(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
+        self.inner.put_object("upload", key, data, false).await
+    }
+
+    async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
+        self.inner.put_object("upload", key, data, true).await
+    }
+
+    async fn writer(&self, key: &str) -> Result<Box<dyn ObjectWriter>, StorageError> {
+        Ok(Box::new(S3Writer {
+            s3: self.inner.clone(),
+            key: key.to_string(),
+            buf: BytesMut::new(),
+            upload_id: None,
+            next_part: 1,
+            in_flight: VecDeque::new(),
+            done: Vec::new(),
+            size: 0,
+            failed: false,
+            closed: false,
+        }))
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes, StorageError> {
+        let s3 = &self.inner;
+        let resp = s3
+            .client
+            .get_object()
+            .bucket(&s3.bucket)
+            .key(s3.full_key(key))
+            .send()
+            .await
+            .map_err(|e| s3.error("read", key, failure(e)))?;
+        let expected = resp.content_length();
+        let data = resp
+            .body
+            .collect()
+            .await
+            .map_err(|e| service("read", key, error_chain(&e), true))?
+            .into_bytes();
+        if let Some(n) = expected {
+            if n != data.len() as i64 {
+                return Err(service(
+                    "read",
+                    key,
+                    format!("received {} bytes, the store announced {n}", data.len()),
+                    true,
+                ));
+            }
+        }
+        Ok(data)
+    }
+
+    async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Bytes, StorageError> {
+        let past_end = |size: Option<u64>| {
+            service(
+                "read",
+                key,
+                match size {
+                    Some(s) => {
+                        format!("range {offset}+{len} is past the end of the object ({s} bytes)")
+                    }
+                    None => format!("range {offset}+{len} is past the end of the object"),
+                },
+                false,
+            )
+        };
+        if len == 0 {
+            let size = self.size(key).await?;
+            return if offset <= size {
+                Ok(Bytes::new())
+            } else {
+                Err(past_end(Some(size)))
+            };
+        }
+        let end = offset.checked_add(len - 1).ok_or_else(|| past_end(None))?;
+        let s3 = &self.inner;
+        let resp = match s3
+            .client
+            .get_object()
+            .bucket(&s3.bucket)
+            .key(s3.full_key(key))
+            .range(format!("bytes={offset}-{end}"))
+            .send()
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                let f = failure(e);
+                if f.status == Some(416) || f.code.as_deref() == Some("InvalidRange") {
+                    return Err(past_end(None));
+                }
+                return Err(s3.error("read", key, f));
+            }
+        };
+        let total = resp
+            .content_range()
+            .and_then(|r| r.rsplit_once('/'))
+            .and_then(|(_, t)| t.parse::<u64>().ok());
+        let ranged = resp.content_range().is_some();
+        let data = resp
+            .body
+            .collect()
+            .await
+            .map_err(|e| service("read", key, error_chain(&e), true))?
+            .into_bytes();
+        if data.len() as u64 == len {
+            return Ok(data);
+        }
+        if !ranged {
+            // The store ignored Range and sent the whole object.
+            let size = data.len() as u64;
+            return if end < size {
+                Ok(data.slice(offset as usize..=end as usize))
+            } else {
+                Err(past_end(Some(size)))
+            };
+        }
+        Err(past_end(total))
+    }
+
+    async fn size(&self, key: &str) -> Result<u64, StorageError> {
+        let s3 = &self.inner;
+        let resp = s3
+            .client
+            .head_object()
+            .bucket(&s3.bucket)
+            .key(s3.full_key(key))
+            .send()
+            .await
+            .map_err(|e| s3.error("stat", key, failure(e)))?;
+        resp.content_length()
+            .and_then(|n| u64::try_from(n).ok())
+            .ok_or_else(|| service("stat", key, "the store sent no object size", false))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError> {
+        let s3 = &self.inner;
+        let full_prefix = s3.full_key(prefix);
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let resp = s3
+                .client
+                .list_objects_v2()
+                .bucket(&s3.bucket)
+                .prefix(&full_prefix)
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| s3.error("list", prefix, failure(e)))?;
+            for obj in resp.contents() {
+                let Some(full) = obj.key() else { continue };
+                // Keys ending in `/` are folder markers made by other tools;
+                // pgtide never writes one.
+                let Some(rel) = full.strip_prefix(&s3.prefix) else {
+                    continue;
+                };
+                if rel.is_empty() || rel.ends_with('/') {
+                    continue;
+                }
+                out.push(ObjectMeta {
+                    key: rel.to_string(),
+                    size: obj.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+                });
+            }
+            if resp.is_truncated() == Some(true) {
+                match resp.next_continuation_token() {
+                    Some(t) => token = Some(t.to_string()),
+                    None => {
+                        return Err(service(
+                            "list",
+                            prefix,
+                            "truncated listing without a continuation token",
+                            false,
+                        ))
+                    }
+                }
+            } else {
+                break;
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        out.dedup_by(|a, b| a.key == b.key);
+        Ok(out)
+    }
+
+    async fn delete_many(&self, keys: &[String]) -> Result<(), StorageError> {
+        let s3 = &self.inner;
+        for batch in keys.chunks(DELETE_BATCH) {
+            let first = batch[0].as_str();
+            let objects = batch
+                .iter()
+                .map(|k| ObjectIdentifier::builder().key(s3.full_key(k)).build())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| service("delete", first, error_chain(&e), false))?;
+            let delete = Delete::builder()
+                .set_objects(Some(objects))
+                .quiet(true)
+                .build()
+                .map_err(|e| service("delete", first, error_chain(&e), false))?;
+            let resp = s3
+                .client
+                .delete_objects()
+                .bucket(&s3.bucket)
+                .delete(delete)
+                .send()
+                .await
+                .map_err(|e| s3.error("delete", first, failure(e)))?;
+            let errors: Vec<_> = resp
+                .errors()
+                .iter()
+                .filter(|e| e.code() != Some("NoSuchKey"))
+                .collect();
+            if let Some(e) = errors.first() {
+                let full = e.key().unwrap_or_default();
+                let key = full.strip_prefix(&s3.prefix).unwrap_or(full);
+                let code = e.code().unwrap_or("error");
+                let more = match errors.len() {
+                    1 => String::new(),
+                    n => format!(" (and {} more keys failed)", n - 1),
+                };
+                let f = Failure {
+                    status: None,
+                    code: Some(code.to_string()),
+                    message: format!("{code}: {}{more}", e.message().unwrap_or("").trim()),
+                    retryable: RETRYABLE_CODES.contains(&code),
+                    bucket_region: None,
+                };
+                return Err(s3.error("delete", key, f));
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Streaming writer
+
+type PartTask = JoinHandle<Result<CompletedPart, StorageError>>;
+
+/// Buffers one part at a time. Below the part size at `finish` the object goes
+/// up in one PUT; otherwise a multipart upload is started with the first full
+/// part, at most `PARTS_IN_FLIGHT` parts upload while the next one fills, and
+/// `finish` completes the upload and checks the object's size.
+struct S3Writer {
+    s3: Arc<Inner>,
+    key: String,
+    /// The part being filled; never longer than the current part size.
+    buf: BytesMut,
+    /// Set once the first part is sent.
+    upload_id: Option<String>,
+    /// Number of the part being filled (1-based).
+    next_part: i32,
+    in_flight: VecDeque<PartTask>,
+    done: Vec<CompletedPart>,
+    /// Bytes accepted by `write`.
+    size: u64,
+    /// A call failed and the upload was aborted; every later call fails.
+    failed: bool,
+    /// Completed or aborted: `Drop` has nothing to clean up.
+    closed: bool,
+}
+
+impl S3Writer {
+    fn current_part_size(&self) -> usize {
+        part_size_for(self.s3.part_size, self.next_part)
+    }
+
+    fn check_usable(&self, op: &'static str) -> Result<(), StorageError> {
+        if self.failed || self.closed {
+            return Err(service(
+                op,
+                &self.key,
+                "writer already failed or closed",
+                false,
+            ));
+        }
+        Ok(())
+    }
+
+    async fn join_part(&self, task: PartTask) -> Result<CompletedPart, StorageError> {
+        task.await.map_err(|e| {
+            service(
+                "upload part of",
+                &self.key,
+                format!("upload task failed: {e}"),
+                false,
+            )
+        })?
+    }
+
+    /// Upload `body` as the next part, first waiting for the oldest part in
+    /// flight when `PARTS_IN_FLIGHT` are already uploading.
+    async fn send_part(&mut self, body: Bytes) -> Result<(), StorageError> {
+        if self.next_part > MAX_PARTS {
+            return Err(service(
+                "upload",
+                &self.key,
+                format!("object needs more than {MAX_PARTS} parts"),
+                false,
+            ));
+        }
+        let upload_id = match &self.upload_id {
+            Some(id) => id.clone(),
+            None => {
+                let resp = self
+                    .s3
+                    .client
+                    .create_multipart_upload()
+                    .bucket(&self.s3.bucket)
+                    .key(self.s3.full_key(&self.key))
+                    .checksum_algorithm(ChecksumAlgorithm::Crc32)
+                    .send()
+                    .await
+                    .map_err(|e| self.s3.error("start upload of", &self.key, failure(e)))?;
+                let id = resp
+                    .upload_id()
+                    .ok_or_else(|| {
+                        service(
+                            "start upload of",
+                            &self.key,
+                            "the store sent no upload id",
+                            false,
+                        )
+                    })?
+                    .to_string();
+                self.upload_id = Some(id.clone());
+                id
+            }
+        };
+        while self.in_flight.len() >= PARTS_IN_FLIGHT {
+            let task = self.in_flight.pop_front().expect("len checked");
+            let part = self.join_part(task).await?;
+            self.done.push(part);
+        }
+        let s3 = self.s3.clone();
+        let key = self.key.clone();
+        let number = self.next_part;
+        self.in_flight.push_back(tokio::spawn(async move {
+            let crc = crc32_b64(body.clone()).await;
+            let resp = s3
+                .client
+                .upload_part()
+                .bucket(&s3.bucket)
+                .key(s3.full_key(&key))
+                .upload_id(upload_id)
+                .part_number(number)
+                .content_length(body.len() as i64)
+                .checksum_algorithm(ChecksumAlgorithm::Crc32)
+                .checksum_crc32(&crc)
+                .body(ByteStream::from(body))
+                .send()
+                .await
+                .map_err(|e| s3.error("upload part of", &key, failure(e)))?;
+            let etag = resp.e_tag().ok_or_else(|| {
+                service(
+                    "upload part of",
+                    &key,
+                    format!("the store sent no ETag for part {number}"),
+                    true,
+                )
+            })?;
+            Ok(CompletedPart::builder()
+                .part_number(number)
+                .e_tag(etag)
+                .checksum_crc32(crc)
+                .build())
+        }));
+        self.next_part += 1;
+        Ok(())
+    }
+
+    async fn write_inner(&mut self, mut data: Bytes) -> Result<(), StorageError> {
+        while !data.is_empty() {
+            let part = self.current_part_size();
+            if self.buf.is_empty() && data.len() >= part {
+                // A whole part in hand: send it without copying.
+                let body = data.split_to(part);
+                self.size += part as u64;
+                self.send_part(body).await?;
+                continue;
+            }
+            if self.buf.is_empty() {
+                self.buf.reserve(part);
+            }
+            let take = (part - self.buf.len()).min(data.len());
+            self.buf.extend_from_slice(&data.split_to(take));
+            self.size += take as u64;
+            if self.buf.len() == part {
+                let body = std::mem::take(&mut self.buf).freeze();
+                self.send_part(body).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn finish_inner(&mut self) -> Result<u64, StorageError> {
+        let Some(upload_id) = self.upload_id.clone() else {
+            let body = std::mem::take(&mut self.buf).freeze();
+            self.s3.put_object("upload", &self.key, body, false).await?;
+            return Ok(self.size);
+        };
+        if !self.buf.is_empty() {
+            let body = std::mem::take(&mut self.buf).freeze();
+            self.send_part(body).await?;
+        }
+        while let Some(task) = self.in_flight.pop_front() {
+            let part = self.join_part(task).await?;
+            self.done.push(part);
+        }
+        let mut parts = std::mem::take(&mut self.done);
+        parts.sort_by_key(|p| p.part_number());
+        let count = parts.len();
+        let full_key = self.s3.full_key(&self.key);
+        let completed = self
+            .s3
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.s3.bucket)
+            .key(&full_key)
+            .upload_id(&upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await;
+        match completed {
+            Ok(resp) if resp.e_tag().is_some() => {}
+            Ok(_) => {
+                return Err(service(
+                    "complete upload of",
+                    &self.key,
+                    format!("the store did not confirm the upload of {count} parts"),
+                    true,
+                ))
+            }
+            Err(e) if confirmed_despite_parse_error(&e) => {}
+            Err(e) => {
+                let f = failure(e);
+                // A retried completion may find its own earlier success.
+                if f.code.as_deref() != Some("NoSuchUpload") {
+                    return Err(self.s3.error("complete upload of", &self.key, f));
+                }
+            }
+        }
+        self.upload_id = None;
+        self.closed = true;
+        // Prove the object is there and whole before saying so.
+        let stored = self
+            .s3
+            .client
+            .head_object()
+            .bucket(&self.s3.bucket)
+            .key(&full_key)
+            .send()
+            .await
+            .map_err(|e| self.s3.error("check upload of", &self.key, failure(e)))?
+            .content_length()
+            .unwrap_or(-1);
+        if stored != self.size as i64 {
+            let _ = self
+                .s3
+                .client
+                .delete_object()
+                .bucket(&self.s3.bucket)
+                .key(&full_key)
+                .send()
+                .await;
+            return Err(service(
+                "complete upload of",
+                &self.key,
+                format!(
+                    "stored object has {stored} bytes after {count} parts, {} were written",
+                    self.size
+                ),
+                true,
+            ));
+        }
+        Ok(self.size)
+    }
+
+    /// Stop part uploads and abort the multipart upload.
+    async fn cleanup(&mut self) -> Result<(), StorageError> {
+        for task in self.in_flight.drain(..) {
+            task.abort();
+        }
+        self.buf = BytesMut::new();
+        self.closed = true;
+        match self.upload_id.take() {
+            Some(id) => self.s3.abort_upload(&self.key, &id).await,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for S3Writer {
+    fn drop(&mut self) {
+        if self.closed {
+            return;
+        }
+        for task in self.in_flight.drain(..) {
+            task.abort();
+        }
+        // Best effort: nothing is visible anyway; this frees the stored parts.
+        if let (Some(id), Ok(rt)) = (self.upload_id.take(), tokio::runtime::Handle::try_current()) {
+            let s3 = self.s3.clone();
+            let key = self.key.clone();
+            rt.spawn(async move {
+                if let Err(e) = s3.abort_upload(&key, &id).await {
+                    // The upload's parts stay until a lifecycle rule removes them.
+                    tracing::warn!(key = %key, error = %e, "could not abort dropped multipart upload");
+                }
+            });
+        }
+    }
+}
+
+#[async_trait]
+impl ObjectWriter for S3Writer {
+    async fn write(&mut self, data: Bytes) -> Result<(), StorageError> {
+        self.check_usable("write")?;
+        if let Err(e) = self.write_inner(data).await {
+            self.failed = true;
+            let _ = self.cleanup().await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    async fn finish(mut self: Box<Self>) -> Result<u64, StorageError> {
+        self.check_usable("finish")?;
+        match self.finish_inner().await {
+            Ok(n) => {
+                self.closed = true;
+                Ok(n)
+            }
+            Err(e) => {
+                self.failed = true;
+                let _ = self.cleanup().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn abort(mut self: Box<Self>) -> Result<(), StorageError> {
+        if self.closed {
+            return Ok(());
+        }
+        self.cleanup().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_full_location() {
+        let o = S3Options::parse(
+            "bkt/some/prefix/?endpoint=http://127.0.0.1:9000&region=eu-west-1&path_style=true&part_size=16MiB",
+        )
+        .unwrap();
+        assert_eq!(o.bucket, "bkt");
+        assert_eq!(o.prefix, "some/prefix/");
+        assert_eq!(o.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!(o.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(o.path_style, Some(true));
+        assert_eq!(o.part_size, 16 * MIB as usize);
+        assert_eq!(o.location(), "s3://bkt/some/prefix");
+    }
+
+    #[test]
+    fn parse_minimal_and_aliases() {
+        let o = S3Options::parse("bkt").unwrap();
+        assert_eq!(o.prefix, "");
+        assert_eq!(o.part_size, DEFAULT_PART_SIZE);
+        assert_eq!(o.location(), "s3://bkt");
+        let o =
+            S3Options::parse("bkt/?force_path_style=false&endpoint=http%3A%2F%2Fh%3A1").unwrap();
+        assert_eq!(o.path_style, Some(false));
+        assert_eq!(o.endpoint.as_deref(), Some("http://h:1"));
+    }
+
+    #[test]
+    fn parse_errors() {
+        for bad in [
+            "",
+            "/prefix",
+            "bkt?nope=1",
+            "bkt?endpoint=127.0.0.1:9000",
+            "bkt?part_size=1MiB",
+            "bkt?part_size=6TiB",
+            "bkt?path_style=maybe",
+            "bkt/a//b",
+            "b kt",
+        ] {
+            assert!(S3Options::parse(bad).is_err(), "{bad:?} should not parse");
+        }
+    }
+
+    #[test]
+    fn part_size_keeps_unknown_objects_under_the_part_limit() {
+        let base = DEFAULT_PART_SIZE;
+        assert_eq!(part_size_for(base, 1), base);
+        assert_eq!(part_size_for(base, 1000), base);
+        assert_eq!(part_size_for(base, 1001), 2 * base);
+        let total: u64 = (1..=MAX_PARTS).map(|n| part_size_for(base, n) as u64).sum();
+        assert!(
+            total >= 5 * 1024 * 1024 * MIB,
+            "10,000 parts hold only {total} bytes"
+        );
+        let total_min: u64 = (1..=MAX_PARTS)
+            .map(|n| part_size_for(MIN_PART_SIZE, n) as u64)
+            .sum();
+        assert!(total_min >= 4 * 1024 * 1024 * MIB);
+        assert!((1..=MAX_PARTS).all(|n| part_size_for(base, n) <= MAX_PART_SIZE));
+    }
+
+    #[test]
+    fn local_endpoints_default_to_path_style() {
+        assert!(endpoint_is_local_or_ip("http://127.0.0.1:9000"));
+        assert!(endpoint_is_local_or_ip("http://localhost:9000/"));
+        assert!(endpoint_is_local_or_ip("http://[::1]:9000"));
+        assert!(!endpoint_is_local_or_ip(
+            "https://s3.eu-west-1.amazonaws.com"
+        ));
+    }
+}

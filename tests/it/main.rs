@@ -1,0 +1,8 @@
+//! The one integration-test binary: every test starts real servers
+//! (PostgreSQL via initdb, an S3-compatible server on 127.0.0.1).
+
+mod harness;
+
+mod dump_load;
+mod errors;
+mod storage_conformance;
