@@ -273,7 +273,8 @@ pub async fn large_objects(c: &Client) -> Result<Vec<LargeObjectMeta>, tokio_pos
         .collect())
 }
 
-/// Explicit grants of large objects with non-default privileges.
+/// Explicit grants of large objects with non-default privileges, in ACL
+/// order (so that re-granting them in order rebuilds the same ACL).
 pub async fn large_object_grants(
     c: &Client,
 ) -> Result<HashMap<u32, Vec<(Option<String>, String, bool)>>, tokio_postgres::Error> {
@@ -282,8 +283,10 @@ pub async fn large_object_grants(
             "SELECT m.oid, CASE WHEN a.grantee = 0 THEN NULL \
                                 ELSE pg_get_userbyid(a.grantee)::text END, \
                     a.privilege_type, a.is_grantable \
-             FROM pg_largeobject_metadata m CROSS JOIN LATERAL aclexplode(m.lomacl) a \
-             ORDER BY 1, 2, 3",
+             FROM pg_largeobject_metadata m \
+             CROSS JOIN LATERAL aclexplode(m.lomacl) WITH ORDINALITY \
+                  AS a(grantor, grantee, privilege_type, is_grantable, ord) \
+             ORDER BY m.oid, a.ord",
             &[],
         )
         .await?;

@@ -137,7 +137,8 @@ mod tests {
         let c = Compression::Zstd(3);
         let e = encode(&raw, c).unwrap();
         let mut bad = e.data.to_vec();
-        bad[bad.len() / 2] ^= 0x40;
+        let mid = bad.len() / 2;
+        bad[mid] ^= 0x40;
         let err = decode(
             &bad,
             bad.len() as u64,

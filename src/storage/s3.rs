@@ -151,6 +151,16 @@ impl S3Options {
     /// (`S3::connect` checks the bucket). Used by `connect` and by test setup
     /// that must create buckets.
     pub async fn client(&self) -> Client {
+        self.client_and_credentials().await.0
+    }
+
+    /// The client and the credentials provider it was configured with.
+    async fn client_and_credentials(
+        &self,
+    ) -> (
+        Client,
+        Option<aws_sdk_s3::config::SharedCredentialsProvider>,
+    ) {
         // The SDK is built without its default HTTP client (two TLS stacks);
         // without this explicit one every request fails at run time.
         let http = aws_smithy_http_client::Builder::new()
@@ -174,11 +184,9 @@ impl S3Options {
                 .iter()
                 .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
         });
-        let path_style = self.path_style.unwrap_or_else(|| {
-            endpoint
-                .as_deref()
-                .is_some_and(|e| endpoint_is_local_or_ip(e))
-        });
+        let path_style = self
+            .path_style
+            .unwrap_or_else(|| endpoint.as_deref().is_some_and(endpoint_is_local_or_ip));
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .http_client(http)
             .region(region)
@@ -200,7 +208,7 @@ impl S3Options {
         let conf = aws_sdk_s3::config::Builder::from(&sdk)
             .force_path_style(path_style)
             .build();
-        Client::from_conf(conf)
+        (Client::from_conf(conf), sdk.credentials_provider())
     }
 }
 
@@ -338,7 +346,11 @@ fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
         }
         cur = e.source();
     }
-    parts.join(": ").replace('\n', " ")
+    parts
+        .join(": ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn failure<E>(err: SdkError<E, HttpResponse>) -> Failure
@@ -357,19 +369,19 @@ where
             let message = match (&code, msg.is_empty()) {
                 (Some(c), false) => format!("{c}: {msg} (HTTP {status})"),
                 (Some(c), true) => format!("{c} (HTTP {status})"),
-                (None, _) => match error_chain(ctx.err()) {
-                    // An answer the SDK could not read (e.g. a 200 whose
-                    // body does not parse): say why.
-                    detail if !detail.is_empty() && !detail.starts_with("unhandled error") => {
+                (None, _) => {
+                    // No error code: an answer the SDK could not read (e.g. a
+                    // 200 whose body does not parse). Say why.
+                    let chain = error_chain(ctx.err());
+                    let detail = chain
+                        .strip_prefix("unhandled error")
+                        .map_or(chain.as_str(), |d| d.trim_start_matches(": "));
+                    if detail.is_empty() {
+                        format!("HTTP {status}")
+                    } else {
                         format!("HTTP {status}: {detail}")
                     }
-                    detail => format!(
-                        "HTTP {status}: {}",
-                        detail
-                            .trim_start_matches("unhandled error")
-                            .trim_start_matches(": ")
-                    ),
-                },
+                }
             };
             let retryable = status >= 500
                 || status == 429
@@ -565,16 +577,16 @@ impl S3 {
     /// missing bucket (`BucketNotFound`), bad credentials (`AccessDenied`) or a
     /// wrong region are reported before any work starts.
     pub async fn connect(opts: S3Options) -> Result<S3, StorageError> {
-        let client = opts.client().await;
+        let (client, credentials) = opts.client_and_credentials().await;
         let location = opts.location();
         // Resolve credentials once here: without any, the SDK's own error is a
         // retryable "dispatch failure" listing every provider it tried.
-        if let Some(creds) = client.config().credentials_provider() {
+        if let Some(creds) = credentials {
             use aws_sdk_s3::config::ProvideCredentials as _;
             if let Err(e) = creds.provide_credentials().await {
                 return Err(StorageError::AccessDenied {
                     what: format!(
-                        "{location} (no AWS credentials found: {e}; set AWS_ACCESS_KEY_ID and \
+                        "{location} (AWS credentials could not be loaded: {e}; set AWS_ACCESS_KEY_ID and \
                          AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)"
                     ),
                 });
@@ -1260,6 +1272,99 @@ mod tests {
             .sum();
         assert!(total_min >= 4 * 1024 * 1024 * MIB);
         assert!((1..=MAX_PARTS).all(|n| part_size_for(base, n) <= MAX_PART_SIZE));
+    }
+
+    fn inner() -> Inner {
+        Inner {
+            client: Client::from_conf(
+                aws_sdk_s3::Config::builder()
+                    .behavior_version(BehaviorVersion::latest())
+                    .build(),
+            ),
+            bucket: "bkt".into(),
+            prefix: "pre/".into(),
+            part_size: DEFAULT_PART_SIZE,
+            location: "s3://bkt/pre".into(),
+        }
+    }
+
+    fn service_failure(status: u16, code: Option<&str>) -> Failure {
+        use aws_sdk_s3::operation::get_object::GetObjectError;
+        let mut meta = aws_sdk_s3::error::ErrorMetadata::builder().message("words");
+        if let Some(c) = code {
+            meta = meta.code(c);
+        }
+        let raw = HttpResponse::new(
+            status.try_into().unwrap(),
+            aws_sdk_s3::primitives::SdkBody::empty(),
+        );
+        failure(SdkError::service_error(
+            GetObjectError::generic(meta.build()),
+            raw,
+        ))
+    }
+
+    #[test]
+    fn service_errors_are_classified() {
+        let s3 = inner();
+        let e = s3.error("read", "k", service_failure(503, Some("SlowDown")));
+        assert!(e.is_retryable(), "{e:?}");
+        assert_eq!(e.to_string(), "read k: SlowDown: words (HTTP 503)");
+        assert!(s3
+            .error("read", "k", service_failure(500, None))
+            .is_retryable());
+        assert!(s3
+            .error("read", "k", service_failure(400, Some("RequestTimeout")))
+            .is_retryable());
+        let e = s3.error("read", "k", service_failure(400, Some("InvalidArgument")));
+        assert!(
+            !e.is_retryable() && matches!(e, StorageError::Service { .. }),
+            "{e:?}"
+        );
+        let e = s3.error("read", "k", service_failure(404, Some("NoSuchKey")));
+        assert!(
+            matches!(&e, StorageError::NotFound { key } if key == "k"),
+            "{e:?}"
+        );
+        assert!(s3
+            .error("stat", "k", service_failure(404, None))
+            .is_not_found());
+        let e = s3.error("read", "k", service_failure(404, Some("NoSuchBucket")));
+        assert!(matches!(e, StorageError::BucketNotFound { .. }), "{e:?}");
+        let e = s3.error(
+            "read",
+            "k",
+            service_failure(403, Some("InvalidAccessKeyId")),
+        );
+        match e {
+            StorageError::AccessDenied { what } => {
+                assert_eq!(what, "s3://bkt/pre/k (InvalidAccessKeyId)")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn unreadable_completion_with_etag_counts_as_done() {
+        use aws_sdk_s3::operation::complete_multipart_upload::CompleteMultipartUploadError;
+        let err = |status: u16, body: &'static str| {
+            SdkError::service_error(
+                CompleteMultipartUploadError::generic(
+                    aws_sdk_s3::error::ErrorMetadata::builder().build(),
+                ),
+                HttpResponse::new(
+                    status.try_into().unwrap(),
+                    aws_sdk_s3::primitives::SdkBody::from(body),
+                ),
+            )
+        };
+        let moto = "<CompleteMultipartUploadResponse><Key>k</Key><ETag>\"x-2\"</ETag></CompleteMultipartUploadResponse>";
+        assert!(confirmed_despite_parse_error(&err(200, moto)));
+        assert!(!confirmed_despite_parse_error(&err(500, moto)));
+        assert!(!confirmed_despite_parse_error(&err(
+            200,
+            "<Error><Code>InternalError</Code><ETag>x</ETag></Error>"
+        )));
     }
 
     #[test]

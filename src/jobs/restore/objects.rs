@@ -200,7 +200,7 @@ pub async fn drop_existing(
     }
     c.batch_execute(&format!(
         "BEGIN; SET LOCAL search_path = ''; {}; COMMIT",
-        drops.join("\n")
+        drops.join(";\n")
     ))
     .await
     .map_err(JobError::sql("drop existing objects (--clean)"))
