@@ -215,6 +215,34 @@ fn check_jobs(jobs: usize) -> Result<usize, CliError> {
     Ok(jobs)
 }
 
+/// A token cancelled by the first SIGINT or SIGTERM, for jobs that clean up
+/// after themselves when stopped.
+fn cancel_on_signal() -> tokio_util::sync::CancellationToken {
+    let token = tokio_util::sync::CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            match signal(SignalKind::terminate()) {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = term.recv() => {}
+                    }
+                }
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        t.cancel();
+    });
+    token
+}
+
 /// Run a job until it ends or the process is told to stop.
 async fn interruptible<T>(
     fut: impl std::future::Future<Output = Result<T, jobs::JobError>>,
@@ -270,7 +298,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let repo = Repository::open(&a.repo.url(), true).await?;
             let progress = Arc::new(Progress::default());
             let _display = ProgressDisplay::start(progress.clone(), !json, "tables");
-            let r = dump::run(&repo, &s, progress).await?;
+            let r = dump::run(&repo, &s, progress, cancel_on_signal()).await?;
             if json {
                 print_json(&r);
             } else {

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use serde::Serialize;
 use tokio_postgres::Client;
+use tokio_util::sync::CancellationToken;
 
 use super::{JobError, Progress};
 use crate::pg::catalog::{self, Relation};
@@ -70,10 +71,13 @@ pub struct DumpReport {
 
 const APP: &str = "pgtide dump";
 
+/// Take a dump. When `cancel` fires (SIGINT/SIGTERM), the work stops and
+/// what was written is deleted: a dump is complete or absent.
 pub async fn run(
     repo: &Repository,
     s: &DumpSettings,
     progress: Arc<Progress>,
+    cancel: CancellationToken,
 ) -> Result<DumpReport, JobError> {
     let started = Instant::now();
     let started_at = Utc::now();
@@ -149,18 +153,20 @@ pub async fn run(
     let _enter = span.enter();
     let packs = PackSet::new(repo.storage().clone(), repo.dump_packs_prefix(&id));
 
-    let result = dump_contents(
-        s,
-        &leader,
-        &info,
-        &sel,
-        &mut tables,
-        &snapshot,
-        tools.as_ref(),
-        &packs,
-        &progress,
-    )
-    .await;
+    let result = tokio::select! {
+        r = dump_contents(
+            s,
+            &leader,
+            &info,
+            &sel,
+            &mut tables,
+            &snapshot,
+            tools.as_ref(),
+            &packs,
+            &progress,
+        ) => r,
+        _ = cancel.cancelled() => Err(JobError::Interrupted),
+    };
     let contents = match result {
         Ok(c) => c,
         Err(e) => {
