@@ -1,1 +1,47 @@
-fn main() {}
+//! Throughput of the pipeline's pure stages on COPY-like text: chunk
+//! encoding (zstd + CRC32 of raw and stored bytes) at the levels users pick,
+//! and decoding with all checks. `cargo bench --bench pipeline`.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use pgtide::pipeline::codec::{decode, encode};
+use pgtide::pipeline::Compression;
+
+/// 4 MiB of pgbench_accounts-like rows: `aid\tbid\tabalance\tfiller`.
+fn copy_text(bytes: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes + 128);
+    let mut i: u64 = 1;
+    while out.len() < bytes {
+        let filler = format!("{:<84}", format!("note {}", i.wrapping_mul(2654435761) % 9973));
+        out.extend_from_slice(format!("{i}\t{}\t{}\t{filler}\n", i / 100_000 + 1, (i * 7919) % 10_000).as_bytes());
+        i += 1;
+    }
+    out.truncate(bytes);
+    out
+}
+
+fn bench(c: &mut Criterion) {
+    let raw = copy_text(4 << 20);
+    let mut g = c.benchmark_group("encode_4MiB_chunk");
+    g.throughput(Throughput::Bytes(raw.len() as u64));
+    g.sample_size(20);
+    for comp in [Compression::None, Compression::Zstd(1), Compression::Zstd(3), Compression::Zstd(9)] {
+        g.bench_with_input(BenchmarkId::from_parameter(comp), &comp, |b, &comp| {
+            b.iter(|| encode(&raw, comp).unwrap())
+        });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("decode_4MiB_chunk");
+    g.throughput(Throughput::Bytes(raw.len() as u64));
+    g.sample_size(20);
+    for comp in [Compression::None, Compression::Zstd(1), Compression::Zstd(3)] {
+        let e = encode(&raw, comp).unwrap();
+        g.bench_with_input(BenchmarkId::from_parameter(comp), &comp, |b, &comp| {
+            b.iter(|| decode(&e.data, e.data.len() as u64, e.crc_stored, e.raw_len, e.crc_raw, comp).unwrap())
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
