@@ -18,7 +18,10 @@ fn main() -> ExitCode {
     match runtime.block_on(pgtide::cli::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", e.message.replace('\n', " "));
+            // An empty message is a quiet failure (`wal fetch` of a missing file).
+            if !e.message.is_empty() {
+                eprintln!("error: {}", e.message.replace('\n', " "));
+            }
             ExitCode::from(e.code)
         }
     }

@@ -11,6 +11,7 @@
 //! | 6 | the target is not empty or already exists (restore without --clean) |
 //! | 7 | pg_dump / pg_restore missing, too old, or failed |
 //! | 8 | PostgreSQL refused a statement or the server version is unsupported |
+//! | 126 | `wal fetch` could not serve a segment for a reason other than its absence: PostgreSQL aborts recovery on codes above 125 instead of ending it early |
 //! | 130 | interrupted (SIGINT / SIGTERM) |
 
 use crate::jobs::JobError;
@@ -26,6 +27,7 @@ pub const DAMAGED: u8 = 5;
 pub const TARGET_NOT_EMPTY: u8 = 6;
 pub const TOOL: u8 = 7;
 pub const SQL: u8 = 8;
+pub const RECOVERY_ABORT: u8 = 126;
 pub const INTERRUPTED: u8 = 130;
 
 /// An error the CLI can print, with its exit code.
@@ -82,5 +84,25 @@ impl From<JobError> for CliError {
 impl From<RepoError> for CliError {
     fn from(e: RepoError) -> Self {
         CliError::new(repo_code(&e), e.to_string())
+    }
+}
+
+pub fn classify_wal(e: &crate::jobs::wal::WalJobError) -> u8 {
+    use crate::jobs::wal::WalJobError as W;
+    use crate::repo::wal_archive::WalError;
+    match e {
+        W::Repo(r) => repo_code(r),
+        W::Wal(WalError::Damaged { .. }) => DAMAGED,
+        W::Wal(WalError::Conflict { .. }) => TARGET_NOT_EMPTY,
+        W::Wal(WalError::BadName { .. }) | W::NotSegment { .. } => USAGE,
+        W::Wal(WalError::Storage(s)) if s.is_not_found() => DAMAGED,
+        W::Wal(WalError::Storage(_)) => REPOSITORY,
+        W::Wal(WalError::Codec(_)) | W::Io { .. } => FAILURE,
+    }
+}
+
+impl From<crate::jobs::wal::WalJobError> for CliError {
+    fn from(e: crate::jobs::wal::WalJobError) -> Self {
+        CliError::new(classify_wal(&e), e.to_string())
     }
 }

@@ -95,6 +95,50 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Delete a dump from the repository
     Delete(IdArgs),
+    /// WAL archiving: push (archive_command), fetch (restore_command)
+    #[command(subcommand)]
+    Wal(WalCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WalCommand {
+    /// Archive one WAL file: archive_command = 'pgtide wal push --repo URL %p'
+    Push {
+        /// The file PostgreSQL passes as %p
+        path: PathBuf,
+        #[command(flatten)]
+        repo: RepoArg,
+        /// Compression of the stored segment
+        #[arg(long, default_value = "zstd:1")]
+        compress: Compression,
+    },
+    /// Fetch one WAL file: restore_command = 'pgtide wal fetch --repo URL %f %p'.
+    /// Exits 1 quietly when the archive does not hold it.
+    Fetch {
+        /// The file name PostgreSQL asks for (%f)
+        name: String,
+        /// Where to write it (%p)
+        dest: PathBuf,
+        #[command(flatten)]
+        repo: RepoArg,
+        /// Prefetch spool directory [default: pg_wal/pgtide-prefetch inside a data directory]
+        #[arg(long)]
+        spool: Option<PathBuf>,
+        /// Segments to prefetch after the one asked for (0: none)
+        #[arg(long, default_value_t = 8)]
+        prefetch: u64,
+    },
+    /// Fetch the segments after NAME into a spool (started by `wal fetch`)
+    #[command(hide = true)]
+    Prefetch {
+        name: String,
+        #[command(flatten)]
+        repo: RepoArg,
+        #[arg(long)]
+        spool: PathBuf,
+        #[arg(long, default_value_t = 8)]
+        count: u64,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -427,6 +471,64 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                     human_bytes(r.bytes_freed)
                 );
             }
+        }
+        Command::Wal(w) => return run_wal(w, json).await,
+    }
+    Ok(())
+}
+
+async fn run_wal(cmd: WalCommand, json: bool) -> Result<(), CliError> {
+    use crate::jobs::wal::{fetch, push};
+    match cmd {
+        WalCommand::Push {
+            path,
+            repo,
+            compress,
+        } => {
+            let repo = Repository::open(&repo.url(), true).await?;
+            let r = push::push(&repo, &path, compress).await?;
+            if json {
+                print_json(&r);
+            }
+            tracing::info!(name = %r.name, outcome = r.outcome, "wal push");
+        }
+        WalCommand::Fetch {
+            name,
+            dest,
+            repo,
+            spool,
+            prefetch,
+        } => {
+            // Anything but "not in the archive" must stop recovery rather
+            // than end it early: exit codes above 125 do that.
+            let abort = |e: CliError| CliError::new(exit::RECOVERY_ABORT, e.message);
+            let url = repo.url();
+            let repo = Repository::open(&url, false)
+                .await
+                .map_err(|e| abort(e.into()))?;
+            let spool = spool.or_else(fetch::default_spool);
+            match fetch::fetch(&repo, &name, &dest, spool.as_deref())
+                .await
+                .map_err(|e| abort(e.into()))?
+            {
+                fetch::Fetched::NotFound => return Err(CliError::new(exit::FAILURE, "")),
+                fetch::Fetched::Served { .. } => {
+                    if let (Some(spool), true) = (spool, prefetch > 0) {
+                        if name.len() == 24 {
+                            fetch::spawn_prefetcher(&url, &name, &spool, prefetch);
+                        }
+                    }
+                }
+            }
+        }
+        WalCommand::Prefetch {
+            name,
+            repo,
+            spool,
+            count,
+        } => {
+            let repo = Repository::open(&repo.url(), false).await?;
+            fetch::prefetch(&repo, &name, &spool, count).await?;
         }
     }
     Ok(())

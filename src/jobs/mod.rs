@@ -6,6 +6,7 @@ pub mod dump;
 pub mod inspect;
 pub mod restore;
 pub mod verify;
+pub mod wal;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;

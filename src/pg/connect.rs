@@ -252,7 +252,7 @@ fn error_chain(e: &dyn StdError) -> String {
 
 /// Security-relevant libpq settings that tokio-postgres cannot honour are
 /// refused rather than silently ignored.
-fn check_supported(ci: &ConnInfo) -> Result<(), ConnectError> {
+pub(crate) fn check_supported(ci: &ConnInfo) -> Result<(), ConnectError> {
     let refuse = |keyword: &'static str, bad: &dyn Fn(&str) -> bool| match ci.other.get(keyword) {
         Some(value) if bad(value) => Err(ConnectError::Unsupported {
             keyword,
@@ -385,7 +385,9 @@ fn tls_error(
 }
 
 /// The rustls client configuration for `sslmode`, with ring as the provider.
-fn tls_connector(ci: &ConnInfo, sslmode: SslMode) -> Result<MakeRustlsConnect, ConnectError> {
+/// Also used by the replication client (`pg::replication`), so both kinds of
+/// connection check certificates the same way.
+pub(crate) fn tls_connector(ci: &ConnInfo, sslmode: SslMode) -> Result<MakeRustlsConnect, ConnectError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let home = std::env::var_os("HOME").map(PathBuf::from);
     // libpq's default files under ~/.postgresql, used when they exist.

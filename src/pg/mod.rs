@@ -5,6 +5,8 @@
 pub mod catalog;
 pub mod connect;
 pub mod conninfo;
+pub mod lsn;
+pub mod walpage;
 pub mod pattern;
 pub mod session;
 pub mod tools;

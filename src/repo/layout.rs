@@ -3,6 +3,8 @@
 /// The repository marker: format name and version.
 pub const MARKER: &str = "pgtide.json";
 pub const DUMPS: &str = "dumps/";
+/// The cluster (system identifier, segment size) of physical backups and WAL.
+pub const CLUSTER: &str = "cluster.json";
 
 pub fn dump_prefix(id: &str) -> String {
     format!("{DUMPS}{id}/")

@@ -5,6 +5,7 @@
 
 pub mod layout;
 pub mod manifest;
+pub mod wal_archive;
 
 use bytes::Bytes;
 use chrono::Utc;
@@ -33,6 +34,20 @@ pub enum RepoError {
     Empty { location: String },
     #[error("{id} is not a valid dump id (ids look like 20261123-060012D)")]
     BadId { id: String },
+    #[error("repository {location} belongs to the cluster with system identifier {repo}, not to this one ({found}): use another --repo")]
+    OtherCluster {
+        location: String,
+        repo: String,
+        found: String,
+    },
+    #[error(
+        "repository {location} holds WAL segments of {repo} bytes, but the server uses {found}"
+    )]
+    SegmentSizeMismatch {
+        location: String,
+        repo: u64,
+        found: u64,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -43,6 +58,15 @@ struct Marker {
 }
 
 const MARKER_FORMAT: &str = "pgtide-repository";
+
+/// The cluster whose physical backups and WAL this repository holds.
+/// Written once (create-if-absent) by the first physical job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterInfo {
+    pub system_identifier: String,
+    pub wal_segment_size: u64,
+    pub bound_at: chrono::DateTime<Utc>,
+}
 
 /// A dump whose manifest is missing: still running, or it failed.
 #[derive(Debug, Clone, Serialize)]
@@ -118,6 +142,69 @@ impl Repository {
             });
         }
         Ok(())
+    }
+
+    /// The cluster this repository belongs to, if a physical job bound one.
+    pub async fn cluster(&self) -> Result<Option<ClusterInfo>, RepoError> {
+        match self.storage.get(layout::CLUSTER).await {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| RepoError::BadObject {
+                    key: layout::CLUSTER.into(),
+                    reason: e.to_string(),
+                }),
+            Err(StorageError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Bind the repository to a cluster, or check it is bound to this one.
+    pub async fn bind_cluster(
+        &self,
+        system_identifier: &str,
+        wal_segment_size: u64,
+    ) -> Result<ClusterInfo, RepoError> {
+        let check = |c: ClusterInfo| {
+            if c.system_identifier != system_identifier {
+                return Err(RepoError::OtherCluster {
+                    location: self.location(),
+                    repo: c.system_identifier,
+                    found: system_identifier.to_string(),
+                });
+            }
+            if c.wal_segment_size != wal_segment_size {
+                return Err(RepoError::SegmentSizeMismatch {
+                    location: self.location(),
+                    repo: c.wal_segment_size,
+                    found: wal_segment_size,
+                });
+            }
+            Ok(c)
+        };
+        if let Some(c) = self.cluster().await? {
+            return check(c);
+        }
+        let info = ClusterInfo {
+            system_identifier: system_identifier.to_string(),
+            wal_segment_size,
+            bound_at: Utc::now(),
+        };
+        let body = serde_json::to_vec_pretty(&info).expect("cluster info serializes");
+        match self
+            .storage
+            .put_if_absent(layout::CLUSTER, body.into())
+            .await
+        {
+            Ok(()) => Ok(info),
+            Err(StorageError::AlreadyExists { .. }) => {
+                let c = self.cluster().await?.ok_or_else(|| RepoError::BadObject {
+                    key: layout::CLUSTER.into(),
+                    reason: "vanished while being read".into(),
+                })?;
+                check(c)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     pub fn storage(&self) -> &DynStorage {
