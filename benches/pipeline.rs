@@ -11,8 +11,18 @@ fn copy_text(bytes: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes + 128);
     let mut i: u64 = 1;
     while out.len() < bytes {
-        let filler = format!("{:<84}", format!("note {}", i.wrapping_mul(2654435761) % 9973));
-        out.extend_from_slice(format!("{i}\t{}\t{}\t{filler}\n", i / 100_000 + 1, (i * 7919) % 10_000).as_bytes());
+        let filler = format!(
+            "{:<84}",
+            format!("note {}", i.wrapping_mul(2654435761) % 9973)
+        );
+        out.extend_from_slice(
+            format!(
+                "{i}\t{}\t{}\t{filler}\n",
+                i / 100_000 + 1,
+                (i * 7919) % 10_000
+            )
+            .as_bytes(),
+        );
         i += 1;
     }
     out.truncate(bytes);
@@ -24,7 +34,12 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("encode_4MiB_chunk");
     g.throughput(Throughput::Bytes(raw.len() as u64));
     g.sample_size(20);
-    for comp in [Compression::None, Compression::Zstd(1), Compression::Zstd(3), Compression::Zstd(9)] {
+    for comp in [
+        Compression::None,
+        Compression::Zstd(1),
+        Compression::Zstd(3),
+        Compression::Zstd(9),
+    ] {
         g.bench_with_input(BenchmarkId::from_parameter(comp), &comp, |b, &comp| {
             b.iter(|| encode(&raw, comp).unwrap())
         });
@@ -34,10 +49,24 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("decode_4MiB_chunk");
     g.throughput(Throughput::Bytes(raw.len() as u64));
     g.sample_size(20);
-    for comp in [Compression::None, Compression::Zstd(1), Compression::Zstd(3)] {
+    for comp in [
+        Compression::None,
+        Compression::Zstd(1),
+        Compression::Zstd(3),
+    ] {
         let e = encode(&raw, comp).unwrap();
         g.bench_with_input(BenchmarkId::from_parameter(comp), &comp, |b, &comp| {
-            b.iter(|| decode(&e.data, e.data.len() as u64, e.crc_stored, e.raw_len, e.crc_raw, comp).unwrap())
+            b.iter(|| {
+                decode(
+                    &e.data,
+                    e.data.len() as u64,
+                    e.crc_stored,
+                    e.raw_len,
+                    e.crc_raw,
+                    comp,
+                )
+                .unwrap()
+            })
         });
     }
     g.finish();

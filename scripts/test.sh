@@ -36,7 +36,7 @@ begin() {
 end() {
     local dt
     dt="$(awk -v a="$phase_t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')"
-    timings+=("$(printf '%-34s %7ss' "$phase_name" "$dt")")
+    timings+=("$(printf '%-40s %7ss' "$phase_name" "$dt")")
     echo "<== $phase_name: ${dt}s" >&2
 }
 script_t0="$EPOCHREALTIME"
@@ -48,7 +48,8 @@ is_root=false
 s3s_pid=""
 s3s_log=""
 s3s_t0=""
-if cargo install --list 2>/dev/null | grep -q "^s3s-fs v$S3S_FS_VERSION:" && command -v s3s-fs >/dev/null; then
+# (grep without -q: it must read all of cargo's output, or pipefail may see SIGPIPE)
+if cargo install --list 2>/dev/null | grep "^s3s-fs v$S3S_FS_VERSION:" >/dev/null && command -v s3s-fs >/dev/null; then
     echo "==> s3s-fs $S3S_FS_VERSION already installed" >&2
 else
     s3s_log="$(mktemp -t pgtide-s3s-fs-install.XXXXXX.log)"
@@ -58,6 +59,8 @@ else
     env -u CARGO_TARGET_DIR cargo install "s3s-fs@$S3S_FS_VERSION" --features binary --locked \
         >"$s3s_log" 2>&1 &
     s3s_pid=$!
+    # Do not leave it running if this script stops early.
+    trap '[ -n "$s3s_pid" ] && kill "$s3s_pid" 2>/dev/null; true' EXIT
 fi
 
 # ---- Debian packages --------------------------------------------------------
@@ -157,12 +160,14 @@ end
 if [ -n "$s3s_pid" ]; then
     begin "s3s-fs (wait for background install)"
     if ! wait "$s3s_pid"; then
+        s3s_pid=""
         echo "scripts/test.sh: cargo install s3s-fs@$S3S_FS_VERSION failed:" >&2
         tail -n 40 "$s3s_log" >&2
         exit 1
     fi
+    s3s_pid=""
     end
-    timings+=("$(printf '%-34s %7ss' "  (s3s-fs install, total)" \
+    timings+=("$(printf '%-40s %7ss' "  (s3s-fs install, total)" \
         "$(awk -v a="$s3s_t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')")")
     rm -f "$s3s_log"
 fi
@@ -201,19 +206,25 @@ if ! cargo build --all-targets; then
 fi
 end
 
+# Benches in test mode (one quick iteration each) before the tests: criterion
+# prints its own "Success" lines, and the run must end with cargo test's summary.
+begin "cargo test --bench '*' (smoke)"
+cargo test --bench '*' --no-fail-fast || failed+=("cargo test --bench '*'")
+end
+
 total="$(awk -v a="$script_t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')"
 {
     echo "==> timings so far (the tests' own times follow in cargo's summary lines)"
     printf '  %s\n' "${timings[@]}"
-    printf '  %-34s %7ss\n' "total before tests" "$total"
+    printf '  %-40s %7ss\n' "total before tests" "$total"
     if [ "${#failed[@]}" -gt 0 ]; then
         echo "==> FAILED so far: ${failed[*]} (the tests still run; the script will exit 1)"
     fi
-    echo "==> cargo test --all-targets"
+    echo "==> cargo test --tests (lib and bin unit tests, tests/it)"
 } >&2
 
 test_status=0
-cargo test --all-targets --no-fail-fast || test_status=$?
+cargo test --tests --no-fail-fast || test_status=$?
 if [ "$test_status" -ne 0 ] || [ "${#failed[@]}" -gt 0 ]; then
     exit 1
 fi

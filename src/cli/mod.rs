@@ -539,8 +539,8 @@ fn print_listing(l: &jobs::inspect::Listing) {
         println!("no dumps in {}", l.repository);
     } else {
         println!(
-            "{:<20} {:<16} {:<10} {:>7} {:>12} {:>10} {:>10}  {}",
-            "ID", "DATABASE", "SERVER", "TABLES", "ROWS", "DATA", "STORED", "NAME"
+            "{:<20} {:<16} {:<10} {:>7} {:>12} {:>10} {:>10}  NAME",
+            "ID", "DATABASE", "SERVER", "TABLES", "ROWS", "DATA", "STORED"
         );
         for d in &l.dumps {
             let mut name = d.name.clone().unwrap_or_default();

@@ -4,6 +4,7 @@
 
 pub mod dump;
 pub mod inspect;
+pub mod pitr;
 pub mod restore;
 pub mod verify;
 pub mod wal;

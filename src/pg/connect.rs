@@ -355,7 +355,8 @@ fn classify(e: tokio_postgres::Error, target: &Target, ci: &ConnInfo) -> Connect
     }
 }
 
-fn tls_error(
+/// Also used by the replication client for its own TLS handshakes.
+pub(crate) fn tls_error(
     target: &Target,
     detail: &str,
     source: Option<&(dyn StdError + Send + Sync + 'static)>,

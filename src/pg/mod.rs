@@ -8,6 +8,7 @@ pub mod conninfo;
 pub mod lsn;
 pub mod walpage;
 pub mod pattern;
+pub mod proto;
 pub mod session;
 pub mod tools;
 pub mod version;

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::storage::StorageError;
 
-pub use packer::{PackSet, PackWriter, StreamInfo};
+pub use packer::{PackSet, PackWriter, StreamInfo, StreamState};
 pub use reader::ChunkReader;
 
 /// How chunks are stored.

@@ -68,6 +68,13 @@ pub struct StreamInfo {
     pub newlines: u64,
 }
 
+/// A stream being written with `PackWriter::push`.
+pub struct StreamState {
+    buf: BytesMut,
+    pending: VecDeque<tokio::task::JoinHandle<Result<Encoded, PipelineError>>>,
+    info: StreamInfo,
+}
+
 struct OpenPack {
     index: u32,
     writer: Box<dyn ObjectWriter>,
@@ -142,6 +149,54 @@ impl PackWriter {
         }
     }
 
+    /// Start a stream fed with `push` (for callers that receive bytes, such
+    /// as a tar parser); finish it with `end_stream`.
+    pub fn begin_stream(&self) -> StreamState {
+        StreamState {
+            buf: BytesMut::new(),
+            pending: VecDeque::new(),
+            info: StreamInfo::default(),
+        }
+    }
+
+    /// Add bytes to a stream. Waits while `in_flight` chunks are being
+    /// compressed (back-pressure), so memory stays bounded.
+    pub async fn push(&mut self, st: &mut StreamState, data: &[u8]) -> Result<(), PipelineError> {
+        let chunk_size = self.cfg.chunk_size.max(1);
+        st.buf.extend_from_slice(data);
+        while st.buf.len() >= chunk_size {
+            let raw = st.buf.split_to(chunk_size).freeze();
+            self.submit(st, raw).await?;
+        }
+        Ok(())
+    }
+
+    fn spawn_encode(&self, raw: Bytes) -> tokio::task::JoinHandle<Result<Encoded, PipelineError>> {
+        let compression = self.cfg.compression;
+        tokio::task::spawn_blocking(move || codec::encode(&raw, compression))
+    }
+
+    async fn submit(&mut self, st: &mut StreamState, raw: Bytes) -> Result<(), PipelineError> {
+        st.pending.push_back(self.spawn_encode(raw));
+        while st.pending.len() > self.cfg.in_flight.max(1) {
+            let h = st.pending.pop_front().expect("pending not empty");
+            self.collect(h, &mut st.info).await?;
+        }
+        Ok(())
+    }
+
+    /// Flush the last partial chunk and wait for every chunk of the stream.
+    pub async fn end_stream(&mut self, mut st: StreamState) -> Result<StreamInfo, PipelineError> {
+        if !st.buf.is_empty() {
+            let raw = std::mem::take(&mut st.buf).freeze();
+            self.submit(&mut st, raw).await?;
+        }
+        while let Some(h) = st.pending.pop_front() {
+            self.collect(h, &mut st.info).await?;
+        }
+        Ok(st.info)
+    }
+
     /// Store a whole byte stream as a sequence of chunks. Reading the source,
     /// compressing and uploading overlap; at most `in_flight` chunks are being
     /// compressed and one is being filled.
@@ -150,47 +205,23 @@ impl PackWriter {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        let chunk_size = self.cfg.chunk_size.max(1);
-        let compression = self.cfg.compression;
-        let in_flight = self.cfg.in_flight.max(1);
-        let mut info = StreamInfo::default();
-        let mut buf = BytesMut::with_capacity(chunk_size);
-        let mut pending: VecDeque<tokio::task::JoinHandle<Result<Encoded, PipelineError>>> =
-            VecDeque::new();
-        let mut done = false;
-        while !done {
-            match input.next().await {
-                Some(Ok(bytes)) => buf.extend_from_slice(&bytes),
-                Some(Err(e)) => {
-                    for h in pending {
+        let mut st = self.begin_stream();
+        while let Some(item) = input.next().await {
+            match item {
+                Ok(bytes) => self.push(&mut st, &bytes).await?,
+                Err(e) => {
+                    for h in st.pending {
                         h.abort();
                     }
                     return Err(PipelineError::Source(e.to_string()));
                 }
-                None => done = true,
-            }
-            while buf.len() >= chunk_size || (done && !buf.is_empty()) {
-                let n = buf.len().min(chunk_size);
-                let raw = buf.split_to(n).freeze();
-                if buf.capacity() < chunk_size {
-                    buf.reserve(chunk_size);
-                }
-                pending.push_back(tokio::task::spawn_blocking(move || {
-                    codec::encode(&raw, compression)
-                }));
-                while pending.len() > in_flight {
-                    let h = pending.pop_front().expect("pending not empty");
-                    self.take(h, &mut info).await?;
-                }
             }
         }
-        while let Some(h) = pending.pop_front() {
-            self.take(h, &mut info).await?;
-        }
-        Ok(info)
+        self.end_stream(st).await
     }
 
-    async fn take(
+    /// Wait for one compressed chunk and append it to the pack.
+    async fn collect(
         &mut self,
         h: tokio::task::JoinHandle<Result<Encoded, PipelineError>>,
         info: &mut StreamInfo,

@@ -6,27 +6,83 @@ pub const DUMPS: &str = "dumps/";
 /// The cluster (system identifier, segment size) of physical backups and WAL.
 pub const CLUSTER: &str = "cluster.json";
 
-pub fn dump_prefix(id: &str) -> String {
-    format!("{DUMPS}{id}/")
+pub const BACKUPS: &str = "backups/";
+
+/// The two kinds of sets a repository holds: logical dumps (`D`) and
+/// physical base backups (`F`), each under its own prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetKind {
+    Dump,
+    Backup,
 }
 
-pub fn dump_started(id: &str) -> String {
-    format!("{DUMPS}{id}/started.json")
+impl SetKind {
+    pub fn prefix(self) -> &'static str {
+        match self {
+            SetKind::Dump => DUMPS,
+            SetKind::Backup => BACKUPS,
+        }
+    }
+    pub fn letter(self) -> char {
+        match self {
+            SetKind::Dump => 'D',
+            SetKind::Backup => 'F',
+        }
+    }
+    pub fn noun(self) -> &'static str {
+        match self {
+            SetKind::Dump => "dump",
+            SetKind::Backup => "backup",
+        }
+    }
+    /// The kind an id names, by its letter.
+    pub fn of_id(id: &str) -> Option<SetKind> {
+        match id.as_bytes().get(15) {
+            Some(b'D') => Some(SetKind::Dump),
+            Some(b'F') => Some(SetKind::Backup),
+            _ => None,
+        }
+    }
+}
+
+pub fn set_prefix(kind: SetKind, id: &str) -> String {
+    format!("{}{id}/", kind.prefix())
+}
+
+pub fn set_started(kind: SetKind, id: &str) -> String {
+    format!("{}{id}/started.json", kind.prefix())
+}
+
+pub fn set_manifest(kind: SetKind, id: &str) -> String {
+    format!("{}{id}/manifest.json", kind.prefix())
+}
+
+pub fn set_packs(kind: SetKind, id: &str) -> String {
+    format!("{}{id}/packs/", kind.prefix())
+}
+
+/// PostgreSQL's own `backup_manifest`, kept beside ours.
+pub fn backup_pg_manifest(id: &str) -> String {
+    format!("{BACKUPS}{id}/backup_manifest")
 }
 
 pub fn dump_manifest(id: &str) -> String {
-    format!("{DUMPS}{id}/manifest.json")
+    set_manifest(SetKind::Dump, id)
 }
 
 pub fn dump_packs(id: &str) -> String {
-    format!("{DUMPS}{id}/packs/")
+    set_packs(SetKind::Dump, id)
 }
 
-/// The id part of a key under `dumps/`, if the key is one of a dump's objects.
-pub fn dump_id_of(key: &str) -> Option<&str> {
-    let rest = key.strip_prefix(DUMPS)?;
+/// The id part of a key under a kind's prefix, if the key is a set's object.
+pub fn set_id_of(kind: SetKind, key: &str) -> Option<&str> {
+    let rest = key.strip_prefix(kind.prefix())?;
     let (id, _) = rest.split_once('/')?;
     valid_id(id).then_some(id)
+}
+
+pub fn dump_id_of(key: &str) -> Option<&str> {
+    set_id_of(SetKind::Dump, key)
 }
 
 /// Ids look like `20261123-060012D`: UTC date, time, kind letter, optional

@@ -248,3 +248,85 @@ impl DumpManifest {
         out
     }
 }
+
+pub const KIND_BACKUP: &str = "backup";
+
+/// One entry of a base backup's tar archives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupFile {
+    /// `None` for the main data directory, else the tablespace oid.
+    pub tablespace: Option<u32>,
+    /// Path inside the archive (relative, `/`-separated).
+    pub path: String,
+    /// `file`, `dir` or `symlink`.
+    pub kind: String,
+    pub mode: u32,
+    pub mtime: i64,
+    pub size: u64,
+    /// Symlink target.
+    pub target: Option<String>,
+    /// Contents, for files.
+    pub stream: Option<StreamRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TablespaceEntry {
+    pub oid: u32,
+    /// Where it lived on the source server.
+    pub location: String,
+}
+
+/// A physical base backup. It is restorable with the WAL from the
+/// `wal_start` segment through the `wal_end` segment (both included) on
+/// `timeline`, which the backup does not call complete until the archive
+/// holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackupManifest {
+    pub format_version: u32,
+    pub kind: String,
+    pub id: String,
+    pub label: String,
+    pub name: Option<String>,
+    pub pgtide_version: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub system_identifier: String,
+    pub server_version: String,
+    pub server_version_num: u32,
+    pub wal_segment_size: u64,
+    pub timeline: u32,
+    pub start_lsn: crate::pg::lsn::Lsn,
+    pub end_lsn: crate::pg::lsn::Lsn,
+    pub end_timeline: u32,
+    /// First and last WAL segment names the backup needs.
+    pub wal_start: String,
+    pub wal_end: String,
+    pub compression: Compression,
+    pub chunk_size: u64,
+    pub tablespaces: Vec<TablespaceEntry>,
+    pub files: Vec<BackupFile>,
+    /// PostgreSQL's own `backup_manifest`, also stored as a plain object.
+    pub pg_backup_manifest: Option<StreamRef>,
+    pub packs: Vec<PackInfo>,
+    pub stats: DumpStats,
+}
+
+impl BackupManifest {
+    pub fn streams(&self) -> Vec<(String, &StreamRef)> {
+        let mut out: Vec<(String, &StreamRef)> = self
+            .files
+            .iter()
+            .filter_map(|f| {
+                let name = match f.tablespace {
+                    None => f.path.clone(),
+                    Some(oid) => format!("tablespace {oid}: {}", f.path),
+                };
+                f.stream.as_ref().map(|s| (name, s))
+            })
+            .collect();
+        if let Some(s) = &self.pg_backup_manifest {
+            out.push(("backup_manifest".into(), s));
+        }
+        out
+    }
+}

@@ -9,10 +9,12 @@ pub mod wal_archive;
 
 use bytes::Bytes;
 use chrono::Utc;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::storage::{self, DynStorage, StorageError};
-use manifest::{DumpManifest, ManifestHeader, FORMAT_VERSION, KIND_DUMP};
+pub use layout::SetKind;
+use manifest::{DumpManifest, ManifestHeader, FORMAT_VERSION};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
@@ -28,12 +30,19 @@ pub enum RepoError {
     },
     #[error("{key} is not a valid pgtide object: {reason}")]
     BadObject { key: String, reason: String },
-    #[error("no dump {id} in {location} (see pgtide list)")]
-    NoSuchDump { id: String, location: String },
-    #[error("no complete dump in {location}")]
-    Empty { location: String },
-    #[error("{id} is not a valid dump id (ids look like 20261123-060012D)")]
-    BadId { id: String },
+    #[error("no {kind} {id} in {location} (see pgtide list)")]
+    NoSuch {
+        kind: &'static str,
+        id: String,
+        location: String,
+    },
+    #[error("no complete {kind} in {location}")]
+    Empty {
+        kind: &'static str,
+        location: String,
+    },
+    #[error("{id} is not a valid {kind} id (dump ids look like 20261123-060012D, backup ids like 20261123-060012F)")]
+    BadId { id: String, kind: &'static str },
     #[error("repository {location} belongs to the cluster with system identifier {repo}, not to this one ({found}): use another --repo")]
     OtherCluster {
         location: String,
@@ -215,15 +224,19 @@ impl Repository {
         self.storage.location()
     }
 
-    /// Reserve a new dump id by creating its `started.json`.
-    pub async fn begin_dump(&self, info: &serde_json::Value) -> Result<String, RepoError> {
+    /// Reserve a new id of `kind` by creating its `started.json`.
+    pub async fn begin(
+        &self,
+        kind: SetKind,
+        info: &serde_json::Value,
+    ) -> Result<String, RepoError> {
         let body = Bytes::from(serde_json::to_vec_pretty(info).expect("json serializes"));
         let now = Utc::now();
         for attempt in 0..100 {
-            let id = layout::new_id(now, 'D', attempt);
+            let id = layout::new_id(now, kind.letter(), attempt);
             match self
                 .storage
-                .put_if_absent(&layout::dump_started(&id), body.clone())
+                .put_if_absent(&layout::set_started(kind, &id), body.clone())
                 .await
             {
                 Ok(()) => return Ok(id),
@@ -232,57 +245,87 @@ impl Repository {
             }
         }
         Err(RepoError::BadObject {
-            key: layout::DUMPS.into(),
-            reason: "could not allocate a dump id".into(),
+            key: kind.prefix().into(),
+            reason: format!("could not allocate a {} id", kind.noun()),
         })
     }
 
-    pub fn dump_packs_prefix(&self, id: &str) -> String {
-        layout::dump_packs(id)
+    pub async fn begin_dump(&self, info: &serde_json::Value) -> Result<String, RepoError> {
+        self.begin(SetKind::Dump, info).await
     }
 
-    /// Write the manifest: from now on the dump is complete and listed.
-    pub async fn commit_dump(&self, m: &DumpManifest) -> Result<(), RepoError> {
+    pub fn packs_prefix(&self, kind: SetKind, id: &str) -> String {
+        layout::set_packs(kind, id)
+    }
+
+    pub fn dump_packs_prefix(&self, id: &str) -> String {
+        layout::set_packs(SetKind::Dump, id)
+    }
+
+    /// Write a manifest: from now on the set is complete and listed.
+    pub async fn commit<T: Serialize>(
+        &self,
+        kind: SetKind,
+        id: &str,
+        m: &T,
+    ) -> Result<(), RepoError> {
         let body = serde_json::to_vec(m).expect("manifest serializes");
         self.storage
-            .put_if_absent(&layout::dump_manifest(&m.id), body.into())
+            .put_if_absent(&layout::set_manifest(kind, id), body.into())
             .await?;
         Ok(())
     }
 
-    pub async fn load_dump(&self, id: &str) -> Result<DumpManifest, RepoError> {
-        if !layout::valid_id(id) {
-            return Err(RepoError::BadId { id: id.into() });
+    pub async fn commit_dump(&self, m: &DumpManifest) -> Result<(), RepoError> {
+        self.commit(SetKind::Dump, &m.id, m).await
+    }
+
+    /// Read and check a manifest of `kind`.
+    pub async fn load<T: DeserializeOwned>(&self, kind: SetKind, id: &str) -> Result<T, RepoError> {
+        if !layout::valid_id(id) || SetKind::of_id(id) != Some(kind) {
+            return Err(RepoError::BadId {
+                id: id.into(),
+                kind: kind.noun(),
+            });
         }
-        let key = layout::dump_manifest(id);
+        let key = layout::set_manifest(kind, id);
         let bytes = match self.storage.get(&key).await {
             Ok(b) => b,
             Err(StorageError::NotFound { .. }) => {
-                return Err(RepoError::NoSuchDump {
+                return Err(RepoError::NoSuch {
+                    kind: kind.noun(),
                     id: id.into(),
                     location: self.location(),
                 })
             }
             Err(e) => return Err(e.into()),
         };
-        parse_manifest(&key, &bytes)
+        parse_manifest(&key, &bytes, kind.noun())
     }
 
-    /// Ids of dumps with a manifest, oldest first.
-    pub async fn dump_ids(&self) -> Result<Vec<String>, RepoError> {
+    pub async fn load_dump(&self, id: &str) -> Result<DumpManifest, RepoError> {
+        self.load(SetKind::Dump, id).await
+    }
+
+    /// Ids of complete sets of `kind`, oldest first.
+    pub async fn ids(&self, kind: SetKind) -> Result<Vec<String>, RepoError> {
         let mut ids: Vec<String> = self
             .storage
-            .list(layout::DUMPS)
+            .list(kind.prefix())
             .await?
             .into_iter()
             .filter_map(|o| {
-                let id = layout::dump_id_of(&o.key)?;
-                (o.key == layout::dump_manifest(id)).then(|| id.to_string())
+                let id = layout::set_id_of(kind, &o.key)?;
+                (o.key == layout::set_manifest(kind, id)).then(|| id.to_string())
             })
             .collect();
         ids.sort();
         ids.dedup();
         Ok(ids)
+    }
+
+    pub async fn dump_ids(&self) -> Result<Vec<String>, RepoError> {
+        self.ids(SetKind::Dump).await
     }
 
     /// Every complete dump, oldest first.
@@ -294,13 +337,13 @@ impl Repository {
         Ok(out)
     }
 
-    /// Dumps that have objects but no manifest.
-    pub async fn incomplete_dumps(&self) -> Result<Vec<IncompleteDump>, RepoError> {
+    /// Sets of `kind` that have objects but no manifest.
+    pub async fn incomplete(&self, kind: SetKind) -> Result<Vec<IncompleteDump>, RepoError> {
         let mut map: std::collections::BTreeMap<String, (bool, usize, u64)> = Default::default();
-        for o in self.storage.list(layout::DUMPS).await? {
-            if let Some(id) = layout::dump_id_of(&o.key) {
+        for o in self.storage.list(kind.prefix()).await? {
+            if let Some(id) = layout::set_id_of(kind, &o.key) {
                 let e = map.entry(id.to_string()).or_default();
-                e.0 |= o.key == layout::dump_manifest(id);
+                e.0 |= o.key == layout::set_manifest(kind, id);
                 e.1 += 1;
                 e.2 += o.size;
             }
@@ -312,46 +355,66 @@ impl Repository {
             .collect())
     }
 
-    /// `latest` → the newest complete dump; otherwise the id as given.
-    pub async fn resolve_dump(&self, id: &str) -> Result<String, RepoError> {
+    pub async fn incomplete_dumps(&self) -> Result<Vec<IncompleteDump>, RepoError> {
+        self.incomplete(SetKind::Dump).await
+    }
+
+    /// `latest` → the newest complete set of `kind`; otherwise the id as given.
+    pub async fn resolve(&self, kind: SetKind, id: &str) -> Result<String, RepoError> {
         if id == "latest" {
-            return self
-                .dump_ids()
-                .await?
-                .pop()
-                .ok_or_else(|| RepoError::Empty {
-                    location: self.location(),
-                });
+            return self.ids(kind).await?.pop().ok_or_else(|| RepoError::Empty {
+                kind: kind.noun(),
+                location: self.location(),
+            });
         }
-        if !layout::valid_id(id) {
-            return Err(RepoError::BadId { id: id.into() });
+        if !layout::valid_id(id) || SetKind::of_id(id) != Some(kind) {
+            return Err(RepoError::BadId {
+                id: id.into(),
+                kind: kind.noun(),
+            });
         }
         Ok(id.to_string())
     }
 
-    /// Delete a dump: the manifest first (so it stops being listed), then the rest.
-    pub async fn delete_dump(&self, id: &str) -> Result<u64, RepoError> {
-        if !layout::valid_id(id) {
-            return Err(RepoError::BadId { id: id.into() });
+    pub async fn resolve_dump(&self, id: &str) -> Result<String, RepoError> {
+        self.resolve(SetKind::Dump, id).await
+    }
+
+    /// Delete a set: the manifest first (so it stops being listed), then the rest.
+    pub async fn delete(&self, kind: SetKind, id: &str) -> Result<u64, RepoError> {
+        if !layout::valid_id(id) || SetKind::of_id(id) != Some(kind) {
+            return Err(RepoError::BadId {
+                id: id.into(),
+                kind: kind.noun(),
+            });
         }
-        let objects = self.storage.list(&layout::dump_prefix(id)).await?;
+        let objects = self.storage.list(&layout::set_prefix(kind, id)).await?;
         if objects.is_empty() {
-            return Err(RepoError::NoSuchDump {
+            return Err(RepoError::NoSuch {
+                kind: kind.noun(),
                 id: id.into(),
                 location: self.location(),
             });
         }
         let bytes = objects.iter().map(|o| o.size).sum();
         self.storage
-            .delete_many(&[layout::dump_manifest(id)])
+            .delete_many(&[layout::set_manifest(kind, id)])
             .await?;
         let keys: Vec<String> = objects.into_iter().map(|o| o.key).collect();
         self.storage.delete_many(&keys).await?;
         Ok(bytes)
     }
+
+    pub async fn delete_dump(&self, id: &str) -> Result<u64, RepoError> {
+        self.delete(SetKind::Dump, id).await
+    }
 }
 
-fn parse_manifest(key: &str, bytes: &[u8]) -> Result<DumpManifest, RepoError> {
+fn parse_manifest<T: DeserializeOwned>(
+    key: &str,
+    bytes: &[u8],
+    kind: &str,
+) -> Result<T, RepoError> {
     let header: ManifestHeader =
         serde_json::from_slice(bytes).map_err(|e| RepoError::BadObject {
             key: key.into(),
@@ -364,10 +427,10 @@ fn parse_manifest(key: &str, bytes: &[u8]) -> Result<DumpManifest, RepoError> {
             supported: FORMAT_VERSION,
         });
     }
-    if header.kind != KIND_DUMP {
+    if header.kind != kind {
         return Err(RepoError::BadObject {
             key: key.into(),
-            reason: format!("expected a dump manifest, found kind {:?}", header.kind),
+            reason: format!("expected a {kind} manifest, found kind {:?}", header.kind),
         });
     }
     serde_json::from_slice(bytes).map_err(|e| RepoError::BadObject {

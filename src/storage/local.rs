@@ -70,8 +70,7 @@ fn create_parent(path: &Path) -> std::io::Result<()> {
     }
     std::fs::create_dir_all(parent)?;
     let mut dir = parent;
-    loop {
-        let Some(up) = dir.parent() else { break };
+    while let Some(up) = dir.parent() {
         fsync_dir(if up.as_os_str().is_empty() {
             Path::new(".")
         } else {

@@ -334,8 +334,7 @@ async fn drop_leaves_nothing(f: Fixture) {
     assert_not_found(s.get("dr/large").await, "get dropped");
     // The abort runs in the background after the drop.
     f.assert_no_open_uploads().await;
-    // A writer dropped after a failed finish is not a concern here; a writer
-    // reused for the same key afterwards works.
+    // The same key can be written afterwards.
     let mut w = s.writer("dr/large").await.unwrap();
     w.write(Bytes::from_static(b"again")).await.unwrap();
     assert_eq!(w.finish().await.unwrap(), 5);

@@ -552,7 +552,7 @@ async fn load_tables(
             progress.units_done.fetch_add(1, Ordering::Relaxed);
         }
     }
-    items.sort_by(|a, b| b.0.cmp(&a.0));
+    items.sort_by_key(|i| std::cmp::Reverse(i.0));
     progress
         .total_bytes
         .store(items.iter().map(|i| i.0).sum(), Ordering::Relaxed);

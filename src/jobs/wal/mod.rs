@@ -4,6 +4,7 @@
 
 pub mod fetch;
 pub mod push;
+pub mod segment;
 
 use crate::repo::wal_archive::WalError;
 use crate::repo::RepoError;

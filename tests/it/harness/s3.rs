@@ -305,13 +305,15 @@ impl Drop for S3Server {
 }
 
 /// `sh -c WRAPPER sh PROGRAM ARGS…`: runs the server in the background, kills
-/// it when our stdin reaches EOF (this process exited or dropped the pipe),
-/// exits with the server's status, and removes `$PGTIDE_S3_CLEAN`.
+/// it and removes its log when our stdin reaches EOF (this process exited or
+/// dropped the pipe), exits with the server's status, and removes
+/// `$PGTIDE_S3_CLEAN`. A server that dies by itself leaves its log for
+/// [`S3Server::log_tail`].
 const WRAPPER: &str = r#"
 exec 3<&0
 "$@" </dev/null >"$PGTIDE_S3_LOG" 2>&1 &
 pid=$!
-( read -r _ <&3; kill "$pid" 2>/dev/null ) &
+( read -r _ <&3; kill "$pid" 2>/dev/null; rm -f "$PGTIDE_S3_LOG" ) &
 wait "$pid"
 status=$?
 [ -n "$PGTIDE_S3_CLEAN" ] && rm -rf "$PGTIDE_S3_CLEAN"

@@ -1,0 +1,484 @@
+//! `pgtide backup`: a physical base backup over the replication protocol.
+//!
+//! BASE_BACKUP's tar streams are parsed as they arrive; every file becomes a
+//! stream of chunks in the backup's packs (compressed on all cores), and
+//! PostgreSQL's `backup_manifest` is kept. The WAL from the start to the end
+//! LSN is streamed alongside through a temporary slot (or, with `--wal
+//! archive`, awaited from a running archiver). The manifest is written only
+//! once that WAL range is in the repository.
+
+pub mod wal_range;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use chrono::Utc;
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::{JobError, Progress};
+use crate::pg::conninfo::ConnInfo;
+use crate::pg::lsn::{segment_name, Lsn};
+use crate::pg::proto::tar::{EntryKind, TarEvent, TarParser};
+use crate::pg::replication::{
+    parse_size_setting, BaseBackupEvent, BaseBackupOptions, ReplError, ReplicationClient,
+};
+use crate::pipeline::{PackSet, PackWriter, PipelineConfig, StreamState};
+use crate::repo::manifest::{
+    BackupFile, BackupManifest, DumpStats, StreamRef, TablespaceEntry, FORMAT_VERSION,
+    KIND_BACKUP,
+};
+use crate::repo::wal_archive::WalArchive;
+use crate::repo::{Repository, SetKind};
+use wal_range::{RangeError, RangeStreamer};
+
+/// Where the WAL a backup needs comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WalSource {
+    /// Streamed by the backup itself through a temporary slot.
+    Stream,
+    /// Delivered by `wal stream` or `archive_command`; the backup waits.
+    Archive,
+}
+
+#[derive(Debug, Clone)]
+pub struct BackupSettings {
+    pub conn: ConnInfo,
+    pub pipeline: PipelineConfig,
+    pub fast_checkpoint: bool,
+    pub manifest_checksums: String,
+    pub max_rate_kbps: Option<u32>,
+    pub server_compression: Option<String>,
+    pub name: Option<String>,
+    pub wal: WalSource,
+    /// How long to wait for the archiver with `WalSource::Archive`.
+    pub wal_wait: Duration,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupReport {
+    pub id: String,
+    pub label: String,
+    pub system_identifier: String,
+    pub timeline: u32,
+    pub start_lsn: Lsn,
+    pub end_lsn: Lsn,
+    pub wal_start: String,
+    pub wal_end: String,
+    pub files: u64,
+    pub bytes_in: u64,
+    pub bytes_stored: u64,
+    pub seconds: f64,
+    pub mb_per_second: f64,
+}
+
+fn repl(context: &'static str) -> impl FnOnce(ReplError) -> JobError {
+    move |e| JobError::Replication { context, source: e }
+}
+
+fn range_err(e: RangeError) -> JobError {
+    match e {
+        RangeError::Repl(r) => JobError::Replication {
+            context: "stream the backup's WAL",
+            source: r,
+        },
+        other => JobError::Invalid(format!("stream the backup's WAL: {other}")),
+    }
+}
+
+pub async fn run(
+    repo: &Repository,
+    s: &BackupSettings,
+    progress: Arc<Progress>,
+    cancel: CancellationToken,
+) -> Result<BackupReport, JobError> {
+    let started = Instant::now();
+    let started_at = Utc::now();
+    progress.set_phase("connecting");
+    let mut client = ReplicationClient::connect(&s.conn, "pgtide backup")
+        .await
+        .map_err(repl("connect for the base backup"))?;
+    let version = client.server_version();
+    if !version.is_supported() {
+        return Err(JobError::UnsupportedServer(version));
+    }
+    let sys = client
+        .identify_system()
+        .await
+        .map_err(repl("identify the system"))?;
+    let seg_text = client
+        .show("wal_segment_size")
+        .await
+        .map_err(repl("read wal_segment_size"))?;
+    let seg_size = parse_size_setting(&seg_text)
+        .ok_or_else(|| JobError::Invalid(format!("unexpected wal_segment_size {seg_text:?}")))?;
+    repo.bind_cluster(&sys.system_identifier, seg_size).await?;
+    let archive = WalArchive::new(repo.storage().clone(), seg_size, s.pipeline.compression);
+
+    let id = repo
+        .begin(
+            SetKind::Backup,
+            &serde_json::json!({
+                "kind": KIND_BACKUP,
+                "started_at": started_at,
+                "system_identifier": sys.system_identifier,
+                "connection": s.conn.display(),
+            }),
+        )
+        .await?;
+    let span = tracing::info_span!("job", kind = "backup", id = %id, system = %sys.system_identifier);
+    let _e = span.enter();
+    let result = tokio::select! {
+        r = take(repo, s, &mut client, &id, seg_size, &sys, archive, &progress, started_at) => r,
+        _ = cancel.cancelled() => Err(JobError::Interrupted),
+    };
+    match result {
+        Ok(m) => {
+            let secs = started.elapsed().as_secs_f64();
+            Ok(BackupReport {
+                id: m.id.clone(),
+                label: m.label.clone(),
+                system_identifier: m.system_identifier.clone(),
+                timeline: m.timeline,
+                start_lsn: m.start_lsn,
+                end_lsn: m.end_lsn,
+                wal_start: m.wal_start.clone(),
+                wal_end: m.wal_end.clone(),
+                files: m.stats.tables,
+                bytes_in: m.stats.raw_bytes,
+                bytes_stored: m.stats.stored_bytes,
+                seconds: secs,
+                mb_per_second: m.stats.raw_bytes as f64 / 1e6 / secs.max(1e-9),
+            })
+        }
+        Err(e) => {
+            let _ = repo.delete(SetKind::Backup, &id).await;
+            Err(e)
+        }
+    }
+}
+
+/// One archive (tar stream) being received: its tablespace and the file
+/// being written.
+struct ArchiveState {
+    tablespace: Option<u32>,
+    parser: TarParser,
+    buf: BytesMut,
+    current: Option<(BackupFile, Option<StreamState>)>,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn take(
+    repo: &Repository,
+    s: &BackupSettings,
+    client: &mut ReplicationClient,
+    id: &str,
+    seg_size: u64,
+    sys: &crate::pg::replication::SystemInfo,
+    archive: WalArchive,
+    progress: &Arc<Progress>,
+    started_at: chrono::DateTime<Utc>,
+) -> Result<BackupManifest, JobError> {
+    // The WAL range: a temporary slot before the backup starts.
+    let (until_tx, until_rx) = watch::channel(u64::MAX);
+    let (archived_tx, mut archived_rx) = watch::channel(None::<u64>);
+    let streamer = match s.wal {
+        WalSource::Stream => {
+            let r = RangeStreamer::prepare(&s.conn, sys.timeline, seg_size)
+                .await
+                .map_err(range_err)?;
+            Some(tokio::spawn(r.run(archive.clone(), until_rx, archived_tx)))
+        }
+        WalSource::Archive => None,
+    };
+
+    let label = format!("pgtide backup {id}");
+    client
+        .base_backup(&BaseBackupOptions {
+            label: label.clone(),
+            fast_checkpoint: s.fast_checkpoint,
+            wal: false,
+            manifest_checksums: Some(s.manifest_checksums.clone()),
+            max_rate_kbps: s.max_rate_kbps,
+            server_compression: s.server_compression.clone(),
+            progress: true,
+            wait_for_wal_archive: false,
+        })
+        .await
+        .map_err(repl("start BASE_BACKUP"))?;
+    progress.set_phase("receiving the base backup");
+
+    let packs = PackSet::new(repo.storage().clone(), repo.packs_prefix(SetKind::Backup, id));
+    let mut writer = PackWriter::new(packs.clone(), s.pipeline);
+    let mut files: Vec<BackupFile> = Vec::new();
+    let mut tablespaces: Vec<TablespaceEntry> = Vec::new();
+    let mut ts_locations: Vec<(Option<u32>, Option<String>)> = Vec::new();
+    let mut cur: Option<ArchiveState> = None;
+    let mut manifest_state: Option<StreamState> = None;
+    let mut pg_manifest: Option<StreamRef> = None;
+    let mut manifest_bytes = Vec::new();
+    let (mut start_lsn, mut end_lsn, mut tli, mut end_tli) = (Lsn::INVALID, Lsn::INVALID, sys.timeline, sys.timeline);
+    let pipe = |c: &'static str| JobError::pipeline(c);
+
+    while let Some(ev) = client
+        .base_backup_next()
+        .await
+        .map_err(repl("receive the base backup"))?
+    {
+        match ev {
+            BaseBackupEvent::Started { start_lsn: l, timeline } => {
+                start_lsn = l;
+                tli = timeline;
+            }
+            BaseBackupEvent::Tablespaces(list) => {
+                let total: u64 = list.iter().filter_map(|t| t.size).sum::<u64>() * 1024;
+                progress.total_bytes.store(total, Ordering::Relaxed);
+                for t in list {
+                    ts_locations.push((t.oid, t.location.clone()));
+                    if let (Some(oid), Some(location)) = (t.oid, t.location) {
+                        tablespaces.push(TablespaceEntry { oid, location });
+                    }
+                }
+            }
+            BaseBackupEvent::ArchiveStart { name, tablespace_location } => {
+                if let Some(a) = cur.take() {
+                    finish_archive(a, &mut writer, &mut files).await?;
+                }
+                let oid = match &tablespace_location {
+                    None => None,
+                    Some(loc) => ts_locations
+                        .iter()
+                        .find(|(_, l)| l.as_deref() == Some(loc.as_str()))
+                        .and_then(|(o, _)| *o)
+                        .or_else(|| name.trim_end_matches(".tar").parse().ok()),
+                };
+                cur = Some(ArchiveState {
+                    tablespace: oid,
+                    parser: TarParser::new(),
+                    buf: BytesMut::new(),
+                    current: None,
+                });
+            }
+            BaseBackupEvent::ArchiveData(data) => {
+                let a = cur
+                    .as_mut()
+                    .ok_or_else(|| JobError::Invalid("archive data before any archive started".into()))?;
+                progress.add_bytes(data.len() as u64);
+                a.buf.extend_from_slice(&data);
+                feed(a, &mut writer, &mut files).await?;
+            }
+            BaseBackupEvent::Progress(_) => {}
+            BaseBackupEvent::ManifestStart => {
+                if let Some(a) = cur.take() {
+                    finish_archive(a, &mut writer, &mut files).await?;
+                }
+                manifest_state = Some(writer.begin_stream());
+            }
+            BaseBackupEvent::ManifestData(data) => {
+                let st = manifest_state
+                    .as_mut()
+                    .ok_or_else(|| JobError::Invalid("manifest data before the manifest started".into()))?;
+                manifest_bytes.extend_from_slice(&data);
+                writer.push(st, &data).await.map_err(pipe("store backup_manifest"))?;
+            }
+            BaseBackupEvent::Finished { end_lsn: l, timeline } => {
+                end_lsn = l;
+                end_tli = timeline;
+            }
+        }
+    }
+    if let Some(a) = cur.take() {
+        finish_archive(a, &mut writer, &mut files).await?;
+    }
+    if let Some(st) = manifest_state.take() {
+        pg_manifest = Some(writer.end_stream(st).await.map_err(pipe("store backup_manifest"))?.into());
+    }
+    writer.finish().await.map_err(pipe("close a pack"))?;
+    if end_lsn == Lsn::INVALID {
+        return Err(JobError::Invalid("the server did not report the backup's end LSN".into()));
+    }
+
+    // The WAL range, start segment to the segment holding the end LSN.
+    let first = start_lsn.segno(seg_size);
+    let last = Lsn(end_lsn.0.saturating_sub(1).max(start_lsn.0)).segno(seg_size);
+    let wal_start = segment_name(tli, first, seg_size);
+    let wal_end = segment_name(end_tli, last, seg_size);
+    progress.set_phase(format!("waiting for WAL {wal_start}..{wal_end} to be archived"));
+    match streamer {
+        Some(handle) => {
+            until_tx.send_replace(last);
+            // Done when the streamer has archived `last`, or failed.
+            let mut handle = handle;
+            loop {
+                if archived_rx.borrow().is_some_and(|s| s >= last) {
+                    break;
+                }
+                tokio::select! {
+                    r = &mut handle => {
+                        r.map_err(|e| JobError::Invalid(format!("WAL streamer failed: {e}")))?
+                            .map_err(range_err)?;
+                        break;
+                    }
+                    _ = archived_rx.changed() => {}
+                }
+            }
+            handle.abort();
+        }
+        None => wait_for_archive(&archive, tli, first, last, s.wal_wait).await?,
+    }
+    let held = archive
+        .segments()
+        .await
+        .map_err(|e| JobError::Invalid(format!("list the WAL archive: {e}")))?;
+    for segno in first..=last {
+        if !held.get(&tli).is_some_and(|s| s.contains(&segno)) {
+            return Err(JobError::Invalid(format!(
+                "WAL segment {} that the backup needs is not in the archive",
+                segment_name(tli, segno, seg_size)
+            )));
+        }
+    }
+
+    // PostgreSQL's manifest as a plain object too, for pg_verifybackup users.
+    repo.storage()
+        .put(&crate::repo::layout::backup_pg_manifest(id), manifest_bytes.into())
+        .await
+        .map_err(|e| JobError::Repo(e.into()))?;
+    let pack_list = packs.packs();
+    let raw: u64 = files.iter().map(|f| f.size).sum();
+    let m = BackupManifest {
+        format_version: FORMAT_VERSION,
+        kind: KIND_BACKUP.into(),
+        id: id.to_string(),
+        label,
+        name: s.name.clone(),
+        pgtide_version: env!("CARGO_PKG_VERSION").into(),
+        started_at,
+        finished_at: Utc::now(),
+        system_identifier: sys.system_identifier.clone(),
+        server_version: client.server_version().to_string(),
+        server_version_num: client.server_version().0,
+        wal_segment_size: seg_size,
+        timeline: tli,
+        start_lsn,
+        end_lsn,
+        end_timeline: end_tli,
+        wal_start,
+        wal_end,
+        compression: s.pipeline.compression,
+        chunk_size: s.pipeline.chunk_size as u64,
+        tablespaces,
+        stats: DumpStats {
+            tables: files.iter().filter(|f| f.kind == "file").count() as u64,
+            rows: 0,
+            raw_bytes: raw,
+            stored_bytes: pack_list.iter().map(|p| p.size).sum(),
+            seconds: (Utc::now() - started_at).num_milliseconds() as f64 / 1000.0,
+        },
+        files,
+        pg_backup_manifest: pg_manifest,
+        packs: pack_list,
+    };
+    progress.set_phase("writing the manifest");
+    repo.commit(SetKind::Backup, id, &m).await?;
+    Ok(m)
+}
+
+/// Parse what the archive's buffer holds into file streams.
+async fn feed(a: &mut ArchiveState, w: &mut PackWriter, files: &mut Vec<BackupFile>) -> Result<(), JobError> {
+    let pipe = JobError::pipeline;
+    while let Some(ev) = a
+        .parser
+        .decode(&mut a.buf)
+        .map_err(|e| JobError::Invalid(format!("base backup tar stream: {e}")))?
+    {
+        match ev {
+            TarEvent::EntryStart(e) => {
+                let (kind, target) = match &e.kind {
+                    EntryKind::File => ("file", None),
+                    EntryKind::Directory => ("dir", None),
+                    EntryKind::Symlink { target } => ("symlink", Some(target.clone())),
+                    other => {
+                        return Err(JobError::Invalid(format!(
+                            "unexpected tar entry {:?} for {} in the base backup",
+                            other, e.path
+                        )))
+                    }
+                };
+                let f = BackupFile {
+                    tablespace: a.tablespace,
+                    path: e.path.clone(),
+                    kind: kind.into(),
+                    mode: e.mode,
+                    mtime: e.mtime,
+                    size: e.size,
+                    target,
+                    stream: None,
+                };
+                let st = (kind == "file").then(|| w.begin_stream());
+                a.current = Some((f, st));
+            }
+            TarEvent::EntryData(d) => {
+                if let Some((f, Some(st))) = a.current.as_mut() {
+                    w.push(st, &d).await.map_err(pipe(format!("store {}", f.path)))?;
+                }
+            }
+            TarEvent::EntryEnd => {
+                if let Some((mut f, st)) = a.current.take() {
+                    if let Some(st) = st {
+                        f.stream = Some(w.end_stream(st).await.map_err(pipe(format!("store {}", f.path)))?.into());
+                    }
+                    files.push(f);
+                }
+            }
+            TarEvent::End => {}
+        }
+    }
+    Ok(())
+}
+
+async fn finish_archive(
+    mut a: ArchiveState,
+    w: &mut PackWriter,
+    files: &mut Vec<BackupFile>,
+) -> Result<(), JobError> {
+    feed(&mut a, w, files).await?;
+    if !a.parser.is_done() {
+        a.parser
+            .finish()
+            .map_err(|e| JobError::Invalid(format!("base backup tar stream: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Wait until an archiver has delivered segments `first..=last` of `tli`.
+async fn wait_for_archive(
+    archive: &WalArchive,
+    tli: u32,
+    first: u64,
+    last: u64,
+    wait: Duration,
+) -> Result<(), JobError> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let held = archive
+            .segments()
+            .await
+            .map_err(|e| JobError::Invalid(format!("list the WAL archive: {e}")))?;
+        if (first..=last).all(|s| held.get(&tli).is_some_and(|h| h.contains(&s))) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(JobError::Invalid(format!(
+                "the WAL the backup needs ({} to {}) did not reach the archive within {} s: is `pgtide wal stream` or archive_command running? (or use --wal stream)",
+                segment_name(tli, first, archive.seg_size()),
+                segment_name(tli, last, archive.seg_size()),
+                wait.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

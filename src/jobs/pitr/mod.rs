@@ -1,0 +1,488 @@
+//! `pgtide restore <backup> --pgdata DIR`: rebuild a data directory from a
+//! base backup, write the recovery settings, and (with `--start`) start the
+//! server and wait until recovery ends. PostgreSQL itself replays the WAL,
+//! fetching it with `pgtide wal fetch`.
+
+pub mod recovery;
+pub mod select;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde::Serialize;
+use tokio::io::AsyncWriteExt;
+
+use super::{JobError, Progress};
+use crate::pipeline::ChunkReader;
+use crate::repo::manifest::{BackupFile, BackupManifest};
+use crate::repo::{Repository, SetKind};
+use recovery::RecoverySettings;
+use select::{Candidate, Target};
+
+#[derive(Debug, Clone)]
+pub struct PitrSettings {
+    pub pgdata: PathBuf,
+    pub target: Target,
+    pub action: String,
+    pub timeline: String,
+    pub inclusive: bool,
+    pub force: bool,
+    pub jobs: usize,
+    /// Tablespace oid (or original location) → new location.
+    pub tablespace_map: Vec<(String, PathBuf)>,
+    pub start: bool,
+    /// Directory of pg_ctl for `--start` (default: found by major version).
+    pub pg_bin: Option<PathBuf>,
+    /// When running as root: the OS user to own the files and run the server.
+    pub os_user: Option<String>,
+    pub repo_url: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PitrReport {
+    pub backup: String,
+    pub pgdata: String,
+    pub files: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+    pub started: bool,
+    /// With --start: what the server said when recovery ended.
+    pub recovery: Option<String>,
+    pub timeline: Option<u32>,
+}
+
+/// The backups of a repository as candidates for a target.
+pub async fn candidates(repo: &Repository) -> Result<Vec<Candidate>, JobError> {
+    let mut out = Vec::new();
+    for id in repo.ids(SetKind::Backup).await? {
+        let m: BackupManifest = repo.load(SetKind::Backup, &id).await?;
+        out.push(Candidate {
+            id,
+            finished_at: m.finished_at,
+            end_lsn: m.end_lsn,
+        });
+    }
+    Ok(out)
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> JobError {
+    let context = context.into();
+    move |source| JobError::Io { context, source }
+}
+
+fn is_empty_dir(p: &Path) -> Result<bool, JobError> {
+    match std::fs::read_dir(p) {
+        Ok(mut rd) => Ok(rd.next().is_none()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+        Err(e) => Err(io(format!("read {}", p.display()))(e)),
+    }
+}
+
+/// Make `dir` an empty directory (mode 0700), refusing to touch a non-empty
+/// one unless `force`.
+fn prepare_dir(dir: &Path, force: bool, what: &str) -> Result<(), JobError> {
+    if !is_empty_dir(dir)? {
+        if !force {
+            return Err(JobError::TargetHasSchema {
+                object: format!(
+                    "a non-empty {what} {} (pass --force to replace its contents)",
+                    dir.display()
+                ),
+            });
+        }
+        for e in std::fs::read_dir(dir).map_err(io(format!("read {}", dir.display())))? {
+            let p = e.map_err(io(format!("read {}", dir.display())))?.path();
+            let r = if p.is_dir() && !p.is_symlink() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+            r.map_err(io(format!("remove {}", p.display())))?;
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(io(format!("create {}", dir.display())))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(io(format!("chmod {}", dir.display())))?;
+    }
+    Ok(())
+}
+
+/// A relative archive path that cannot escape its directory.
+fn safe_join(base: &Path, rel: &str) -> Result<PathBuf, JobError> {
+    let p = Path::new(rel.trim_end_matches('/'));
+    if p.is_absolute()
+        || p.components().any(|c| {
+            !matches!(
+                c,
+                std::path::Component::Normal(_) | std::path::Component::CurDir
+            )
+        })
+    {
+        return Err(JobError::Invalid(format!(
+            "unsafe path {rel:?} in the backup manifest"
+        )));
+    }
+    Ok(base.join(p))
+}
+
+pub async fn run(
+    repo: &Repository,
+    id: &str,
+    s: &PitrSettings,
+    progress: Arc<Progress>,
+) -> Result<PitrReport, JobError> {
+    let started = Instant::now();
+    let m: BackupManifest = repo.load(SetKind::Backup, id).await?;
+    progress.set_phase(format!(
+        "restoring backup {} into {}",
+        m.id,
+        s.pgdata.display()
+    ));
+
+    // Where every tablespace goes.
+    let mut ts_dirs: HashMap<u32, PathBuf> = HashMap::new();
+    for t in &m.tablespaces {
+        let dest = s
+            .tablespace_map
+            .iter()
+            .find(|(k, _)| *k == t.oid.to_string() || *k == t.location)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| PathBuf::from(&t.location));
+        ts_dirs.insert(t.oid, dest);
+    }
+    prepare_dir(&s.pgdata, s.force, "data directory")?;
+    for dir in ts_dirs.values() {
+        prepare_dir(dir, s.force, "tablespace directory")?;
+    }
+    let base_of = |f: &BackupFile| -> Result<PathBuf, JobError> {
+        match f.tablespace {
+            None => Ok(s.pgdata.clone()),
+            Some(oid) => ts_dirs.get(&oid).cloned().ok_or_else(|| {
+                JobError::Invalid(format!(
+                    "backup file {} names unknown tablespace {oid}",
+                    f.path
+                ))
+            }),
+        }
+    };
+
+    // Directories first, then symlinks (tablespace links remapped), then files.
+    for f in m.files.iter().filter(|f| f.kind == "dir") {
+        let p = safe_join(&base_of(f)?, &f.path)?;
+        std::fs::create_dir_all(&p).map_err(io(format!("create {}", p.display())))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(f.mode & 0o7777));
+        }
+    }
+    for f in m.files.iter().filter(|f| f.kind == "symlink") {
+        let p = safe_join(&base_of(f)?, &f.path)?;
+        let mut target = PathBuf::from(f.target.clone().unwrap_or_default());
+        if let (None, Some(oid)) = (
+            f.tablespace,
+            f.path
+                .strip_prefix("pg_tblspc/")
+                .and_then(|o| o.parse::<u32>().ok()),
+        ) {
+            if let Some(d) = ts_dirs.get(&oid) {
+                target = d.clone();
+            }
+        }
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).map_err(io(format!("create {}", parent.display())))?;
+        }
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(&target, &p).map_err(io(format!("link {}", p.display())))?;
+    }
+    std::fs::create_dir_all(s.pgdata.join("pg_wal/archive_status"))
+        .map_err(io("create pg_wal/archive_status"))?;
+
+    let reader = ChunkReader::new(
+        repo.storage().clone(),
+        Arc::new(m.packs.clone()),
+        m.compression,
+        4,
+    );
+    let mut files: Vec<(PathBuf, &BackupFile)> = Vec::new();
+    for f in m.files.iter().filter(|f| f.kind == "file") {
+        files.push((safe_join(&base_of(f)?, &f.path)?, f));
+    }
+    files.sort_by_key(|f| std::cmp::Reverse(f.1.size));
+    let total: u64 = files.iter().map(|(_, f)| f.size).sum();
+    progress.total_bytes.store(total, Ordering::Relaxed);
+    progress
+        .units_total
+        .store(files.len() as u64, Ordering::Relaxed);
+    let queue = Mutex::new(files.into_iter().collect::<std::collections::VecDeque<_>>());
+    let worker = || async {
+        loop {
+            let Some((path, f)) = queue.lock().expect("queue lock").pop_front() else {
+                return Ok::<(), JobError>(());
+            };
+            restore_file(&reader, &path, f, &progress).await?;
+            progress.units_done.fetch_add(1, Ordering::Relaxed);
+        }
+    };
+    futures::future::try_join_all((0..s.jobs.max(1)).map(|_| worker())).await?;
+
+    // PostgreSQL's manifest beside the files, for pg_verifybackup.
+    if let Some(st) = &m.pg_backup_manifest {
+        let mut out = Vec::new();
+        let mut chunks = reader.stream(st.chunks.clone());
+        while let Some(c) = chunks.next().await {
+            out.extend_from_slice(&c.map_err(JobError::pipeline("read backup_manifest"))?);
+        }
+        std::fs::write(s.pgdata.join("backup_manifest"), out)
+            .map_err(io("write backup_manifest"))?;
+    }
+
+    // Recovery settings.
+    let exe = std::env::current_exe()
+        .map_err(io("find the pgtide executable for restore_command"))?
+        .display()
+        .to_string();
+    let rs = RecoverySettings {
+        pgtide_exe: exe,
+        repo_url: s.repo_url.clone(),
+        target: s.target.clone(),
+        action: s.action.clone(),
+        timeline: s.timeline.clone(),
+        inclusive: s.inclusive,
+    };
+    let auto = s.pgdata.join("postgresql.auto.conf");
+    let mut f = tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&auto)
+        .await
+        .map_err(io(format!("open {}", auto.display())))?;
+    f.write_all(format!("\n{}", rs.conf()).as_bytes())
+        .await
+        .map_err(io(format!("write {}", auto.display())))?;
+    f.sync_all()
+        .await
+        .map_err(io(format!("sync {}", auto.display())))?;
+    std::fs::write(s.pgdata.join("recovery.signal"), b"").map_err(io("write recovery.signal"))?;
+    chown_if_root(&s.pgdata, &ts_dirs, s.os_user.as_deref())?;
+
+    let mut report = PitrReport {
+        backup: m.id.clone(),
+        pgdata: s.pgdata.display().to_string(),
+        files: m.files.iter().filter(|f| f.kind == "file").count() as u64,
+        bytes: total,
+        seconds: 0.0,
+        started: false,
+        recovery: None,
+        timeline: None,
+    };
+    if s.start {
+        progress.set_phase("starting the server and waiting for recovery to end");
+        let (summary, tli) = start_and_wait(s, m.server_version_num / 10000).await?;
+        report.started = true;
+        report.recovery = Some(summary);
+        report.timeline = tli;
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+async fn restore_file(
+    reader: &ChunkReader,
+    path: &Path,
+    f: &BackupFile,
+    progress: &Progress,
+) -> Result<(), JobError> {
+    let mut out = tokio::fs::File::create(path)
+        .await
+        .map_err(io(format!("create {}", path.display())))?;
+    let mut written = 0u64;
+    if let Some(st) = &f.stream {
+        let mut chunks = reader.stream(st.chunks.clone());
+        while let Some(c) = chunks.next().await {
+            let c = c.map_err(JobError::pipeline(format!("restore {}", f.path)))?;
+            out.write_all(&c)
+                .await
+                .map_err(io(format!("write {}", path.display())))?;
+            written += c.len() as u64;
+            progress.add_bytes(c.len() as u64);
+        }
+    }
+    if written != f.size {
+        return Err(JobError::Damaged {
+            id: String::new(),
+            what: format!(
+                "{} restored {written} bytes, the manifest records {}",
+                f.path, f.size
+            ),
+        });
+    }
+    out.sync_all()
+        .await
+        .map_err(io(format!("sync {}", path.display())))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = tokio::fs::set_permissions(path, std::fs::Permissions::from_mode(f.mode & 0o7777))
+            .await;
+    }
+    Ok(())
+}
+
+fn running_as_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// PostgreSQL refuses to run as root: as root, give the files to the OS user
+/// that will run the server (`--os-user`, default `postgres`).
+fn chown_if_root(
+    pgdata: &Path,
+    ts: &HashMap<u32, PathBuf>,
+    user: Option<&str>,
+) -> Result<(), JobError> {
+    if !running_as_root() {
+        return Ok(());
+    }
+    let user = user.unwrap_or("postgres");
+    for dir in std::iter::once(pgdata).chain(ts.values().map(PathBuf::as_path)) {
+        let st = std::process::Command::new("chown")
+            .args(["-R", &format!("{user}:")])
+            .arg(dir)
+            .status()
+            .map_err(io("run chown"))?;
+        if !st.success() {
+            return Err(JobError::Invalid(format!(
+                "could not give {} to OS user {user} (name the server's user with --os-user)",
+                dir.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// pg_ctl of the backup's major version.
+fn find_pg_ctl(s: &PitrSettings, major: u32) -> Result<PathBuf, JobError> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    if let Some(b) = &s.pg_bin {
+        dirs.push(b.clone());
+    }
+    dirs.push(PathBuf::from(format!("/usr/lib/postgresql/{major}/bin")));
+    dirs.push(PathBuf::from(format!("/usr/pgsql-{major}/bin")));
+    if let Some(p) = std::env::var_os("PATH") {
+        dirs.extend(std::env::split_paths(&p));
+    }
+    for d in dirs {
+        let p = d.join("pg_ctl");
+        if !p.is_file() {
+            continue;
+        }
+        let out = std::process::Command::new(&p).arg("--version").output();
+        if let Ok(o) = out {
+            let v = String::from_utf8_lossy(&o.stdout);
+            if crate::pg::version::tool_major(&v) == Some(major) {
+                return Ok(p);
+            }
+        }
+    }
+    Err(JobError::Invalid(format!(
+        "no pg_ctl for PostgreSQL {major} found: name its directory with --pg-bin"
+    )))
+}
+
+/// Start the restored server and wait until recovery has ended (promoted,
+/// paused at the target, or shut down). Returns what the server said.
+async fn start_and_wait(s: &PitrSettings, major: u32) -> Result<(String, Option<u32>), JobError> {
+    let pg_ctl = find_pg_ctl(s, major)?;
+    let log = s.pgdata.join("pgtide-recovery.log");
+    let mut cmd = if running_as_root() {
+        let mut c = tokio::process::Command::new("runuser");
+        c.args(["-u", s.os_user.as_deref().unwrap_or("postgres"), "--"])
+            .arg(&pg_ctl);
+        c
+    } else {
+        tokio::process::Command::new(&pg_ctl)
+    };
+    cmd.arg("-D")
+        .arg(&s.pgdata)
+        .arg("-l")
+        .arg(&log)
+        .args(["-w", "-t", "86400", "start"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let out = cmd.output().await.map_err(io("run pg_ctl start"))?;
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    if !out.status.success() && !read_log().contains("shutting down") {
+        return Err(JobError::Invalid(format!(
+            "the restored server did not start: {}",
+            last_fatal(&read_log()).unwrap_or_else(|| crate::pg::tools::tail_lines(&out.stderr, 2))
+        )));
+    }
+    // Wait for the end of recovery as the log tells it.
+    let deadline = Instant::now() + Duration::from_secs(86400);
+    loop {
+        let text = read_log();
+        if let Some(f) = last_fatal(&text) {
+            return Err(JobError::Invalid(format!("recovery failed: {f}")));
+        }
+        let done = text.contains("database system is ready to accept connections")
+            || text.contains("recovery has paused")
+            || text.contains("pausing at the end of recovery")
+            || text.contains("database system is shut down");
+        if done {
+            let tli = text
+                .lines()
+                .rev()
+                .find_map(|l| l.split("selected new timeline ID: ").nth(1))
+                .and_then(|v| v.trim().parse().ok());
+            let summary = text
+                .lines()
+                .filter(|l| {
+                    l.contains("recovery stopping")
+                        || l.contains("redo done at")
+                        || l.contains("last completed transaction")
+                        || l.contains("recovery has paused")
+                })
+                .map(|l| {
+                    l.split_once(": ")
+                        .map(|x| x.1)
+                        .unwrap_or(l)
+                        .trim()
+                        .to_string()
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Ok((summary, tli));
+        }
+        if Instant::now() > deadline {
+            return Err(JobError::Invalid(
+                "recovery did not end within a day".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn last_fatal(log: &str) -> Option<String> {
+    log.lines()
+        .rev()
+        .find(|l| l.contains("FATAL:") || l.contains("PANIC:"))
+        .map(|l| {
+            l.split_once(": ")
+                .map(|x| x.1)
+                .unwrap_or(l)
+                .trim()
+                .to_string()
+        })
+}

@@ -1,0 +1,300 @@
+//! `pgtide wal stream`: continuous WAL archiving through a physical
+//! replication slot.
+//!
+//! Invariants:
+//! - The flush position reported to the server (which frees WAL held by the
+//!   slot) is never beyond what the repository holds durably: the end of the
+//!   last complete segment archived, or of the last `.partial` uploaded.
+//! - Every (re)connection starts at a segment boundary at or before that
+//!   position, so a segment is always assembled whole from contiguous data;
+//!   segments already archived are re-sent identical and pushing them is a
+//!   no-op.
+//! - At the end of a timeline the partial last segment is stored as a
+//!   `.partial`, the new timeline's history file is archived, and streaming
+//!   continues on the new timeline.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use super::segment::SegmentAssembler;
+use crate::jobs::JobError;
+use crate::pg::conninfo::ConnInfo;
+use crate::pg::lsn::{history_name, Lsn};
+use crate::pg::replication::{parse_size_setting, ReplError, ReplEvent, ReplicationClient};
+use crate::pipeline::Compression;
+use crate::repo::wal_archive::{WalArchive, WalError};
+use crate::repo::Repository;
+
+#[derive(Debug, Clone)]
+pub struct StreamSettings {
+    pub conn: ConnInfo,
+    pub slot: String,
+    pub create_slot: bool,
+    pub compression: Compression,
+    /// Upload the tail of the current segment this often (0: never).
+    pub partial_interval: Duration,
+    /// Send a standby status update at least this often.
+    pub status_interval: Duration,
+    /// Stop once this LSN is archived (tests and one-shot catch-up).
+    pub stop_at: Option<Lsn>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StreamReport {
+    pub segments: u64,
+    pub partials: u64,
+    pub reconnects: u64,
+    pub timeline: u32,
+    /// The flush position last reported to the server.
+    pub flushed: Lsn,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum StreamError {
+    #[error(transparent)]
+    Repl(#[from] ReplError),
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    #[error(transparent)]
+    Assembly(#[from] super::segment::AssemblyError),
+    #[error(transparent)]
+    Job(#[from] JobError),
+}
+
+impl StreamError {
+    fn is_retryable(&self) -> bool {
+        match self {
+            StreamError::Repl(e) => e.is_retryable(),
+            StreamError::Wal(e) => e.is_retryable(),
+            // A gap after a reconnect is resolved by reconnecting from the slot.
+            StreamError::Assembly(_) => true,
+            StreamError::Job(_) => false,
+        }
+    }
+}
+
+impl From<StreamError> for JobError {
+    fn from(e: StreamError) -> JobError {
+        match e {
+            StreamError::Repl(r) => JobError::Replication {
+                context: "stream WAL",
+                source: r,
+            },
+            StreamError::Job(j) => j,
+            other => JobError::Invalid(format!("stream WAL: {other}")),
+        }
+    }
+}
+
+/// Stream until cancelled (or `stop_at`), reconnecting with backoff after
+/// errors that may pass (server restart, connection cut, storage outage).
+pub async fn run(
+    repo: &Repository,
+    s: &StreamSettings,
+    cancel: CancellationToken,
+) -> Result<StreamReport, JobError> {
+    let mut report = StreamReport::default();
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let attempt_started = Instant::now();
+        match session(repo, s, &cancel, &mut report).await {
+            Ok(()) => return Ok(report),
+            Err(e) if e.is_retryable() && !cancel.is_cancelled() => {
+                // Logged here, where it is handled: the stream goes on.
+                tracing::warn!("WAL stream interrupted, reconnecting in {:?}: {e}", backoff);
+                report.reconnects += 1;
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = cancel.cancelled() => return Ok(report),
+                }
+                backoff = if attempt_started.elapsed() > Duration::from_secs(60) {
+                    Duration::from_millis(500)
+                } else {
+                    (backoff * 2).min(Duration::from_secs(30))
+                };
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// One connection's worth of streaming. Ok(()) means: stop (cancelled or
+/// `stop_at` reached).
+async fn session(
+    repo: &Repository,
+    s: &StreamSettings,
+    cancel: &CancellationToken,
+    report: &mut StreamReport,
+) -> Result<(), StreamError> {
+    let mut client = ReplicationClient::connect(&s.conn, "pgtide wal stream").await?;
+    let version = client.server_version();
+    if !version.is_supported() {
+        return Err(JobError::UnsupportedServer(version).into());
+    }
+    let sys = client.identify_system().await?;
+    let seg_text = client.show("wal_segment_size").await?;
+    let seg_size = parse_size_setting(&seg_text)
+        .ok_or_else(|| JobError::Invalid(format!("unexpected wal_segment_size {seg_text:?}")))?;
+    repo.bind_cluster(&sys.system_identifier, seg_size)
+        .await
+        .map_err(JobError::from)?;
+    let archive = WalArchive::new(repo.storage().clone(), seg_size, s.compression);
+
+    // Where to start: the slot's restart point, or after the newest archived
+    // segment, whichever is later; on the timeline the archive is on.
+    let slot = client.read_slot(&s.slot).await?;
+    let mut created = None;
+    if slot.is_none() {
+        match client.create_physical_slot(&s.slot, false, true).await {
+            Ok(lsn) if s.create_slot => created = lsn,
+            Ok(_) => {
+                // Only reached on servers without READ_REPLICATION_SLOT, where a
+                // missing slot cannot be told from an existing one up front.
+                let _ = client.drop_slot(&s.slot, false).await;
+                return Err(JobError::Invalid(format!(
+                    "replication slot {} does not exist (pass --create-slot to create it)",
+                    s.slot
+                ))
+                .into());
+            }
+            Err(ReplError::SlotExists { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if created.is_none() && version.has_read_replication_slot() && !s.create_slot {
+            return Err(JobError::Invalid(format!(
+                "replication slot {} does not exist (pass --create-slot to create it)",
+                s.slot
+            ))
+            .into());
+        }
+    }
+    let held = archive.segments().await?;
+    let (archive_tli, archive_next) = held
+        .iter()
+        .next_back()
+        .and_then(|(tli, segs)| {
+            segs.iter()
+                .next_back()
+                .map(|&n| (*tli, Lsn((n + 1) * seg_size)))
+        })
+        .unwrap_or((sys.timeline, Lsn::INVALID));
+    let slot_start = slot
+        .as_ref()
+        .and_then(|s| s.restart_lsn)
+        .or(created)
+        .unwrap_or(sys.xlogpos);
+    let mut tli =
+        slot.as_ref()
+            .and_then(|s| s.restart_tli)
+            .unwrap_or(if archive_tli <= sys.timeline {
+                archive_tli
+            } else {
+                sys.timeline
+            });
+    if archive_tli > tli && archive_tli <= sys.timeline {
+        tli = archive_tli;
+    }
+    let mut start = slot_start.segment_start(seg_size);
+    if archive_tli == tli
+        && archive_next > start
+        && archive_next <= sys.xlogpos.segment_start(seg_size)
+    {
+        start = archive_next;
+    }
+    tracing::info!(slot = %s.slot, %start, tli, "starting WAL stream");
+    client.start_physical(Some(&s.slot), start, tli).await?;
+    let mut asm = SegmentAssembler::new(start, tli, seg_size);
+    let mut flushed = start;
+    let mut last_status = Instant::now();
+    let mut last_partial = Instant::now();
+    let mut partial_len = 0usize;
+    report.timeline = tli;
+
+    loop {
+        let wait = s.status_interval.min(if s.partial_interval.is_zero() {
+            s.status_interval
+        } else {
+            s.partial_interval
+        });
+        let ev = tokio::select! {
+            ev = client.recv_timeout(wait) => ev?,
+            _ = cancel.cancelled() => {
+                // Flush what we have and tell the server.
+                if let Some((name, data)) = asm.partial() {
+                    let end = Lsn(asm.next_lsn().0);
+                    archive.push_partial(&name, data).await?;
+                    flushed = end;
+                    report.partials += 1;
+                }
+                let _ = client.send_status(asm.next_lsn(), flushed, Lsn::INVALID, false).await;
+                report.flushed = flushed;
+                return Ok(());
+            }
+        };
+        let mut reply_now = false;
+        match ev {
+            Some(ReplEvent::XLogData { start, data, .. }) => {
+                for seg in asm.push(start, &data)? {
+                    archive.push(&seg.name, seg.data).await?;
+                    report.segments += 1;
+                    flushed = Lsn((seg.segno + 1) * seg_size);
+                    partial_len = 0;
+                    reply_now = true;
+                    tracing::debug!(segment = %seg.name, "archived");
+                }
+            }
+            Some(ReplEvent::Keepalive {
+                reply_requested, ..
+            }) => reply_now = reply_requested,
+            Some(ReplEvent::EndOfTimeline {
+                next_tli,
+                next_tli_start,
+            }) => {
+                if let Some((name, data)) = asm.partial() {
+                    archive.push_partial(&name, data).await?;
+                    report.partials += 1;
+                }
+                let (name, content) = client.timeline_history(next_tli).await?;
+                let expected = history_name(next_tli);
+                if name != expected {
+                    tracing::warn!(%name, %expected, "server named the history file differently");
+                }
+                archive.push(&expected, content).await?;
+                tracing::info!(from = tli, to = next_tli, at = %next_tli_start, "following timeline switch");
+                tli = next_tli;
+                report.timeline = tli;
+                let seg_start = next_tli_start.segment_start(seg_size);
+                client.start_physical(Some(&s.slot), seg_start, tli).await?;
+                asm = SegmentAssembler::new(seg_start, tli, seg_size);
+                partial_len = 0;
+                continue;
+            }
+            None => {}
+        }
+        // The tail of the current segment, on an interval.
+        if !s.partial_interval.is_zero() && last_partial.elapsed() >= s.partial_interval {
+            last_partial = Instant::now();
+            if let Some((name, data)) = asm.partial() {
+                if data.len() > partial_len {
+                    partial_len = data.len();
+                    archive.push_partial(&name, data).await?;
+                    flushed = asm.next_lsn();
+                    report.partials += 1;
+                    reply_now = true;
+                }
+            }
+        }
+        if reply_now || last_status.elapsed() >= s.status_interval {
+            client
+                .send_status(asm.next_lsn(), flushed, Lsn::INVALID, false)
+                .await?;
+            last_status = Instant::now();
+            report.flushed = flushed;
+        }
+        if s.stop_at.is_some_and(|stop| flushed >= stop) {
+            return Ok(());
+        }
+    }
+}
