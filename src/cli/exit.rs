@@ -46,6 +46,19 @@ impl CliError {
     }
 }
 
+fn repl_code(e: &crate::pg::replication::ReplError) -> u8 {
+    use crate::pg::replication::ReplError as R;
+    match e {
+        R::Connect(_)
+        | R::Auth { .. }
+        | R::NoReplicationPrivilege { .. }
+        | R::NoWalSenders { .. } => CONNECT,
+        R::ConnectionLost { .. } => CONNECT,
+        R::SlotInUse { .. } | R::SlotExists { .. } => TARGET_NOT_EMPTY,
+        _ => SQL,
+    }
+}
+
 fn repo_code(e: &RepoError) -> u8 {
     match e {
         RepoError::BadObject { .. } => DAMAGED,
@@ -56,6 +69,7 @@ fn repo_code(e: &RepoError) -> u8 {
 pub fn classify(e: &JobError) -> u8 {
     match e {
         JobError::Connect(_) => CONNECT,
+        JobError::Replication { source, .. } => repl_code(source),
         JobError::Sql { .. } | JobError::UnsupportedServer(_) | JobError::RowCount { .. } => SQL,
         JobError::Repo(r) => repo_code(r),
         JobError::Pipeline { source, .. } => match source {

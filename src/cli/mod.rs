@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::jobs::{self, dump, restore, verify, Progress};
+use crate::jobs::{self, backup, dump, restore, verify, Progress};
 use crate::pg::conninfo::ConnInfo;
 use crate::pg::pattern::NamePattern;
 use crate::pipeline::{Compression, PipelineConfig};
@@ -85,6 +85,8 @@ impl TableFilter {
 pub enum Command {
     /// Take a parallel, snapshot-consistent logical dump of a database
     Dump(DumpArgs),
+    /// Take a physical base backup over the replication protocol
+    Backup(BackupArgs),
     /// Restore a dump into a database
     Restore(RestoreArgs),
     /// List the dumps in a repository
@@ -128,6 +130,8 @@ pub enum WalCommand {
         #[arg(long, default_value_t = 8)]
         prefetch: u64,
     },
+    /// Archive WAL continuously through a replication slot
+    Stream(StreamArgs),
     /// Fetch the segments after NAME into a spool (started by `wal fetch`)
     #[command(hide = true)]
     Prefetch {
@@ -207,8 +211,75 @@ pub struct DumpArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Server to back up (a replication connection is made; the role needs REPLICATION)
+    #[command(flatten)]
+    pub db: DbArg,
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// Compression of stored chunks: none, zstd or zstd:LEVEL (1-22)
+    #[arg(long, default_value = "zstd:1")]
+    pub compress: Compression,
+    /// Chunks compressed in parallel
+    #[arg(long, short = 'j', default_value_t = default_jobs())]
+    pub jobs: usize,
+    /// Uncompressed bytes per chunk
+    #[arg(long, default_value = "4MiB", value_parser = parse_size)]
+    pub chunk_size: u64,
+    /// Checkpoint at the start: fast (immediate) or spread
+    #[arg(long, default_value = "fast", value_parser = ["fast", "spread"])]
+    pub checkpoint: String,
+    /// Checksum algorithm of PostgreSQL's backup_manifest
+    #[arg(long, default_value = "CRC32C", value_parser = ["NONE", "CRC32C", "SHA224", "SHA256", "SHA384", "SHA512"])]
+    pub manifest_checksums: String,
+    /// Server-side rate limit, e.g. 100MiB (per second)
+    #[arg(long, value_parser = parse_size)]
+    pub max_rate: Option<u64>,
+    /// Compress on the server before sending (PostgreSQL 15+): zstd or zstd:LEVEL
+    #[arg(long)]
+    pub server_compress: Option<String>,
+    /// A name recorded in the manifest
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Where the backup's WAL comes from: stream (a temporary slot, default) or
+    /// archive (wait for `wal stream` / archive_command to deliver it)
+    #[arg(long, default_value = "stream", value_parser = ["stream", "archive"])]
+    pub wal: String,
+    /// With --wal archive: how long to wait for the WAL
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub wal_wait: std::time::Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct StreamArgs {
+    /// Server to stream from (replication connection)
+    #[command(flatten)]
+    pub db: DbArg,
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// Physical replication slot to stream through
+    #[arg(long, default_value = "pgtide")]
+    pub slot: String,
+    /// Create the slot if it does not exist
+    #[arg(long)]
+    pub create_slot: bool,
+    /// Compression of stored segments
+    #[arg(long, default_value = "zstd:1")]
+    pub compress: Compression,
+    /// Upload the tail of the current segment this often (0 disables)
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub partial_interval: std::time::Duration,
+    /// Send standby status updates at least this often
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub status_interval: std::time::Duration,
+    /// Exit once WAL up to this LSN is archived
+    #[arg(long)]
+    pub stop_at: Option<crate::pg::lsn::Lsn>,
+}
+
+#[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// Dump id or `latest`
+    /// Dump or backup id, or `latest`
     pub id: String,
     #[command(flatten)]
     pub db: DbArg,
@@ -243,6 +314,48 @@ pub struct RestoreArgs {
     /// pg_dump whose pg_restore to use (binary or its directory) [default: the newest found]
     #[arg(long, env = "PGTIDE_PG_DUMP")]
     pub pg_dump: Option<PathBuf>,
+    /// Restore a physical backup into this data directory (point-in-time restore)
+    #[arg(long, help_heading = "Physical restore")]
+    pub pgdata: Option<PathBuf>,
+    /// Recover to this time (with a UTC offset, e.g. '2026-11-20 14:03:00+00')
+    #[arg(long, help_heading = "Physical restore", group = "target")]
+    pub target_time: Option<String>,
+    /// Recover to this LSN
+    #[arg(long, help_heading = "Physical restore", group = "target")]
+    pub target_lsn: Option<crate::pg::lsn::Lsn>,
+    /// Recover to this transaction id
+    #[arg(long, help_heading = "Physical restore", group = "target")]
+    pub target_xid: Option<String>,
+    /// Recover to this restore point (pg_create_restore_point)
+    #[arg(long, help_heading = "Physical restore", group = "target")]
+    pub target_name: Option<String>,
+    /// Stop as soon as the backup is consistent
+    #[arg(long, help_heading = "Physical restore", group = "target")]
+    pub target_immediate: bool,
+    /// What the server does at the target
+    #[arg(long, help_heading = "Physical restore", default_value = "promote", value_parser = ["pause", "promote", "shutdown"])]
+    pub target_action: String,
+    /// Timeline to recover along: latest, current or a number
+    #[arg(long, help_heading = "Physical restore", default_value = "latest")]
+    pub target_timeline: String,
+    /// Stop just before the target instead of just after it
+    #[arg(long, help_heading = "Physical restore")]
+    pub target_exclusive: bool,
+    /// Replace the contents of a non-empty data or tablespace directory
+    #[arg(long, help_heading = "Physical restore")]
+    pub force: bool,
+    /// Put tablespace OID (or original path) at DIR: OID=DIR; repeatable
+    #[arg(long, help_heading = "Physical restore", value_name = "OID=DIR")]
+    pub tablespace_map: Vec<String>,
+    /// Start the server and wait until recovery ends
+    #[arg(long, help_heading = "Physical restore")]
+    pub start: bool,
+    /// Directory of pg_ctl for --start [default: found by the backup's major version]
+    #[arg(long, help_heading = "Physical restore")]
+    pub pg_bin: Option<PathBuf>,
+    /// When run as root: the OS user that owns the files and runs the server
+    #[arg(long, help_heading = "Physical restore")]
+    pub os_user: Option<String>,
 }
 
 fn conninfo(db: &DbArg) -> Result<ConnInfo, CliError> {
@@ -362,6 +475,60 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 );
             }
         }
+        Command::Backup(a) => {
+            let s = backup::BackupSettings {
+                conn: conninfo(&a.db)?,
+                pipeline: PipelineConfig {
+                    chunk_size: usize::try_from(a.chunk_size)
+                        .ok()
+                        .filter(|c| (64 << 10..=256 << 20).contains(c))
+                        .ok_or_else(|| {
+                            CliError::new(
+                                exit::USAGE,
+                                "--chunk-size must be between 64KiB and 256MiB",
+                            )
+                        })?,
+                    compression: a.compress,
+                    in_flight: check_jobs(a.jobs)?,
+                    ..PipelineConfig::default()
+                },
+                fast_checkpoint: a.checkpoint == "fast",
+                manifest_checksums: a.manifest_checksums,
+                max_rate_kbps: a.max_rate.map(|r| (r / 1024).clamp(32, 1_048_576) as u32),
+                server_compression: a.server_compress,
+                name: a.name,
+                wal: if a.wal == "archive" {
+                    backup::WalSource::Archive
+                } else {
+                    backup::WalSource::Stream
+                },
+                wal_wait: a.wal_wait,
+            };
+            let repo = Repository::open(&a.repo.url(), true).await?;
+            let progress = Arc::new(Progress::default());
+            let _display = ProgressDisplay::start(progress.clone(), !json, "files");
+            let r = backup::run(&repo, &s, progress, cancel_on_signal()).await?;
+            if json {
+                print_json(&r);
+            } else {
+                println!(
+                    "backup {} of system {}: timeline {}, {} to {}, WAL {}..{}\n  {} files, {} in, {} stored, {:.1} s, {:.1} MB/s",
+                    r.id,
+                    r.system_identifier,
+                    r.timeline,
+                    r.start_lsn,
+                    r.end_lsn,
+                    r.wal_start,
+                    r.wal_end,
+                    r.files,
+                    human_bytes(r.bytes_in),
+                    human_bytes(r.bytes_stored),
+                    r.seconds,
+                    r.mb_per_second
+                );
+            }
+        }
+        Command::Restore(a) if a.pgdata.is_some() => return restore_physical(a, json).await,
         Command::Restore(a) => {
             let (tables, exclude_tables) = a.filter.patterns()?;
             let s = restore::RestoreSettings {
@@ -419,10 +586,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Info(a) => {
             let repo = Repository::open(&a.repo.url(), false).await?;
             let m = jobs::inspect::info(&repo, &a.id).await?;
-            if json {
-                print_json(&m);
-            } else {
-                print_info(&m);
+            match (&m, json) {
+                (_, true) => print_json(&m),
+                (jobs::inspect::Info::Dump(d), false) => print_info(d),
+                (jobs::inspect::Info::Backup(b), false) => print_backup_info(b),
             }
         }
         Command::Verify(a) => {
@@ -521,6 +688,27 @@ async fn run_wal(cmd: WalCommand, json: bool) -> Result<(), CliError> {
                 }
             }
         }
+        WalCommand::Stream(a) => {
+            let s = crate::jobs::wal::stream::StreamSettings {
+                conn: conninfo(&a.db)?,
+                slot: a.slot,
+                create_slot: a.create_slot,
+                compression: a.compress,
+                partial_interval: a.partial_interval,
+                status_interval: a.status_interval.max(std::time::Duration::from_millis(100)),
+                stop_at: a.stop_at,
+            };
+            let repo = Repository::open(&a.repo.url(), true).await?;
+            let r = crate::jobs::wal::stream::run(&repo, &s, cancel_on_signal()).await?;
+            if json {
+                print_json(&r);
+            } else {
+                println!(
+                    "wal stream stopped: {} segments and {} partials archived, {} reconnects, flushed to {} on timeline {}",
+                    r.segments, r.partials, r.reconnects, r.flushed, r.timeline
+                );
+            }
+        }
         WalCommand::Prefetch {
             name,
             repo,
@@ -532,6 +720,132 @@ async fn run_wal(cmd: WalCommand, json: bool) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+async fn restore_physical(a: RestoreArgs, json: bool) -> Result<(), CliError> {
+    use crate::jobs::pitr::{self, select};
+    let usage = |m: String| CliError::new(exit::USAGE, m);
+    let target = if let Some(t) = &a.target_time {
+        select::Target::Time {
+            at: select::parse_time(t).map_err(usage)?,
+            text: t.clone(),
+        }
+    } else if let Some(l) = a.target_lsn {
+        select::Target::Lsn(l)
+    } else if let Some(x) = &a.target_xid {
+        select::Target::Xid(x.clone())
+    } else if let Some(n) = &a.target_name {
+        select::Target::Name(n.clone())
+    } else if a.target_immediate {
+        select::Target::Immediate
+    } else {
+        select::Target::End
+    };
+    let mut tablespace_map = Vec::new();
+    for m in &a.tablespace_map {
+        let (k, v) = m
+            .split_once('=')
+            .ok_or_else(|| usage(format!("--tablespace-map {m:?}: use OID=DIR")))?;
+        tablespace_map.push((k.to_string(), PathBuf::from(v)));
+    }
+    let url = a.repo.url();
+    let repo = Repository::open(&url, false).await?;
+    let id = if a.id == "latest" {
+        let c = pitr::candidates(&repo).await?;
+        select::select(&c, &target)
+            .map_err(|e| CliError::new(exit::REPOSITORY, e.to_string()))?
+            .id
+            .clone()
+    } else {
+        repo.resolve(crate::repo::SetKind::Backup, &a.id).await?
+    };
+    let pgdata = a.pgdata.clone().expect("checked by the caller");
+    let pgdata = if pgdata.is_absolute() {
+        pgdata
+    } else {
+        std::env::current_dir()
+            .map_err(|e| CliError::new(exit::FAILURE, format!("current directory: {e}")))?
+            .join(pgdata)
+    };
+    let s = pitr::PitrSettings {
+        pgdata,
+        target,
+        action: a.target_action,
+        timeline: a.target_timeline,
+        inclusive: !a.target_exclusive,
+        force: a.force,
+        jobs: check_jobs(a.jobs)?,
+        tablespace_map,
+        start: a.start,
+        pg_bin: a.pg_bin,
+        os_user: a.os_user,
+        repo_url: url,
+    };
+    let progress = Arc::new(Progress::default());
+    let display = ProgressDisplay::start(progress.clone(), !json, "files");
+    let r = interruptible(pitr::run(&repo, &id, &s, progress)).await?;
+    drop(display);
+    if json {
+        print_json(&r);
+    } else {
+        println!(
+            "restored backup {} into {}: {} files, {}, {:.1} s",
+            r.backup,
+            r.pgdata,
+            r.files,
+            human_bytes(r.bytes),
+            r.seconds
+        );
+        match &r.recovery {
+            Some(summary) => println!(
+                "recovery ended{}: {}",
+                r.timeline
+                    .map(|t| format!(" on timeline {t}"))
+                    .unwrap_or_default(),
+                if summary.is_empty() {
+                    "see pgtide-recovery.log"
+                } else {
+                    summary
+                }
+            ),
+            None => println!(
+                "start the server to recover (recovery.signal and restore_command are in place)"
+            ),
+        }
+    }
+    Ok(())
+}
+
+fn print_backup_info(m: &crate::repo::manifest::BackupManifest) {
+    println!("backup      {}", m.id);
+    if let Some(n) = &m.name {
+        println!("name        {n}");
+    }
+    println!(
+        "system      {} (PostgreSQL {})",
+        m.system_identifier, m.server_version
+    );
+    println!("label       {}", m.label);
+    println!("started     {}", m.started_at.to_rfc3339());
+    println!(
+        "finished    {} ({:.1} s)",
+        m.finished_at.to_rfc3339(),
+        m.stats.seconds
+    );
+    println!("timeline    {} (ends on {})", m.timeline, m.end_timeline);
+    println!("lsn         {} to {}", m.start_lsn, m.end_lsn);
+    println!("wal needed  {} .. {}", m.wal_start, m.wal_end);
+    println!(
+        "storage     {} packs, {} stored, {} of data, {}",
+        m.packs.len(),
+        human_bytes(m.stats.stored_bytes),
+        human_bytes(m.stats.raw_bytes),
+        m.compression
+    );
+    println!("files       {}", m.stats.tables);
+    for t in &m.tablespaces {
+        println!("tablespace  {} at {}", t.oid, t.location);
+    }
 }
 
 fn print_listing(l: &jobs::inspect::Listing) {
@@ -562,6 +876,40 @@ fn print_listing(l: &jobs::inspect::Listing) {
                 name.trim()
             );
         }
+    }
+    if !l.backups.is_empty() {
+        println!();
+        println!(
+            "{:<20} {:<8} {:>4} {:>14} {:>14} {:>10} {:>10}  NAME",
+            "BACKUP", "SERVER", "TLI", "START LSN", "END LSN", "DATA", "STORED"
+        );
+        for b in &l.backups {
+            println!(
+                "{:<20} {:<8} {:>4} {:>14} {:>14} {:>10} {:>10}  {}",
+                b.id,
+                b.server_version,
+                b.timeline,
+                b.start_lsn.to_string(),
+                b.end_lsn.to_string(),
+                human_bytes(b.bytes_raw),
+                human_bytes(b.bytes_stored),
+                b.name.clone().unwrap_or_default()
+            );
+        }
+    }
+    for w in &l.wal {
+        println!(
+            "wal timeline {}: {} segments, {} .. {}{}",
+            w.timeline,
+            w.segments,
+            w.first,
+            w.last,
+            if w.gaps.is_empty() {
+                String::new()
+            } else {
+                format!(", {} missing (first {})", w.gaps.len(), w.gaps[0])
+            }
+        );
     }
     for i in &l.incomplete {
         println!(

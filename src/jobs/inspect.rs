@@ -5,8 +5,11 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::JobError;
-use crate::repo::manifest::DumpManifest;
-use crate::repo::{IncompleteDump, Repository};
+use crate::pg::lsn::{segment_name, Lsn};
+use crate::pipeline::Compression;
+use crate::repo::manifest::{BackupManifest, DumpManifest};
+use crate::repo::wal_archive::WalArchive;
+use crate::repo::{IncompleteDump, Repository, SetKind};
 
 /// One line of `pgtide list`.
 #[derive(Debug, Clone, Serialize)]
@@ -46,26 +49,135 @@ impl From<&DumpManifest> for DumpSummary {
     }
 }
 
+/// One line of `pgtide list` for a physical backup.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupSummary {
+    pub id: String,
+    pub name: Option<String>,
+    pub server_version: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub timeline: u32,
+    pub start_lsn: Lsn,
+    pub end_lsn: Lsn,
+    pub wal_start: String,
+    pub wal_end: String,
+    pub files: u64,
+    pub bytes_raw: u64,
+    pub bytes_stored: u64,
+}
+
+impl From<&BackupManifest> for BackupSummary {
+    fn from(m: &BackupManifest) -> Self {
+        BackupSummary {
+            id: m.id.clone(),
+            name: m.name.clone(),
+            server_version: m.server_version.clone(),
+            started_at: m.started_at,
+            finished_at: m.finished_at,
+            timeline: m.timeline,
+            start_lsn: m.start_lsn,
+            end_lsn: m.end_lsn,
+            wal_start: m.wal_start.clone(),
+            wal_end: m.wal_end.clone(),
+            files: m.stats.tables,
+            bytes_raw: m.stats.raw_bytes,
+            bytes_stored: m.stats.stored_bytes,
+        }
+    }
+}
+
+/// The WAL archive of one timeline.
+#[derive(Debug, Clone, Serialize)]
+pub struct WalTimeline {
+    pub timeline: u32,
+    pub segments: u64,
+    pub first: String,
+    pub last: String,
+    /// Segments missing between first and last.
+    pub gaps: Vec<String>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Listing {
     pub repository: String,
+    /// System identifier of the cluster whose backups and WAL this holds.
+    pub system_identifier: Option<String>,
     pub dumps: Vec<DumpSummary>,
-    /// Dumps without a manifest: running now, or failed and never cleaned.
+    pub backups: Vec<BackupSummary>,
+    pub wal: Vec<WalTimeline>,
+    /// Dumps and backups without a manifest: running now, or failed.
     pub incomplete: Vec<IncompleteDump>,
 }
 
 pub async fn list(repo: &Repository) -> Result<Listing, JobError> {
     let dumps = repo.list_dumps().await?;
+    let mut backups = Vec::new();
+    for id in repo.ids(SetKind::Backup).await? {
+        let m: BackupManifest = repo.load(SetKind::Backup, &id).await?;
+        backups.push(BackupSummary::from(&m));
+    }
+    let cluster = repo.cluster().await?;
+    let mut wal = Vec::new();
+    if let Some(c) = &cluster {
+        let archive = WalArchive::new(
+            repo.storage().clone(),
+            c.wal_segment_size,
+            Compression::None,
+        );
+        let segs = archive
+            .segments()
+            .await
+            .map_err(|e| JobError::Invalid(format!("list the WAL archive: {e}")))?;
+        for (tli, set) in segs {
+            let (Some(&first), Some(&last)) = (set.iter().next(), set.iter().next_back()) else {
+                continue;
+            };
+            let name = |n| segment_name(tli, n, c.wal_segment_size);
+            wal.push(WalTimeline {
+                timeline: tli,
+                segments: set.len() as u64,
+                first: name(first),
+                last: name(last),
+                gaps: (first..=last)
+                    .filter(|n| !set.contains(n))
+                    .take(100)
+                    .map(name)
+                    .collect(),
+            });
+        }
+    }
+    let mut incomplete = repo.incomplete_dumps().await?;
+    incomplete.extend(repo.incomplete(SetKind::Backup).await?);
     Ok(Listing {
         repository: repo.location(),
+        system_identifier: cluster.map(|c| c.system_identifier),
         dumps: dumps.iter().map(DumpSummary::from).collect(),
-        incomplete: repo.incomplete_dumps().await?,
+        backups,
+        wal,
+        incomplete,
     })
 }
 
-pub async fn info(repo: &Repository, id: &str) -> Result<DumpManifest, JobError> {
-    let id = repo.resolve_dump(id).await?;
-    Ok(repo.load_dump(&id).await?)
+/// A dump's or a backup's manifest.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Info {
+    Dump(Box<DumpManifest>),
+    Backup(Box<BackupManifest>),
+}
+
+pub async fn info(repo: &Repository, id: &str) -> Result<Info, JobError> {
+    if id == "latest" {
+        let id = repo.resolve_dump(id).await?;
+        return Ok(Info::Dump(Box::new(repo.load_dump(&id).await?)));
+    }
+    match SetKind::of_id(id) {
+        Some(SetKind::Backup) => Ok(Info::Backup(Box::new(
+            repo.load(SetKind::Backup, id).await?,
+        ))),
+        _ => Ok(Info::Dump(Box::new(repo.load_dump(id).await?))),
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -75,7 +187,8 @@ pub struct DeleteReport {
 }
 
 pub async fn delete(repo: &Repository, id: &str) -> Result<DeleteReport, JobError> {
-    let bytes_freed = repo.delete_dump(id).await?;
+    let kind = SetKind::of_id(id).unwrap_or(SetKind::Dump);
+    let bytes_freed = repo.delete(kind, id).await?;
     Ok(DeleteReport {
         id: id.to_string(),
         bytes_freed,

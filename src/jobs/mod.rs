@@ -2,6 +2,7 @@
 //! through `pg`, moves bytes through `pipeline`, and names objects through
 //! `repo`. Jobs never print: they update a `Progress` and return a report.
 
+pub mod backup;
 pub mod dump;
 pub mod inspect;
 pub mod pitr;
@@ -22,6 +23,12 @@ use crate::repo::RepoError;
 pub enum JobError {
     #[error(transparent)]
     Connect(#[from] ConnectError),
+    #[error("{context}: {source}")]
+    Replication {
+        context: &'static str,
+        #[source]
+        source: crate::pg::replication::ReplError,
+    },
     #[error("{context}: {}", pg_message(.source))]
     Sql {
         context: String,

@@ -10,8 +10,12 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use super::{JobError, Progress};
+use crate::pg::lsn::{parse_segment_name, segment_name};
+use crate::pipeline::Compression;
 use crate::pipeline::{ChunkReader, PipelineError};
-use crate::repo::Repository;
+use crate::repo::manifest::{BackupManifest, PackInfo, StreamRef};
+use crate::repo::wal_archive::WalArchive;
+use crate::repo::{Repository, SetKind};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct VerifyReport {
@@ -32,20 +36,104 @@ pub async fn run(
     jobs: usize,
     progress: Arc<Progress>,
 ) -> Result<VerifyReport, JobError> {
+    match SetKind::of_id(id) {
+        Some(SetKind::Backup) => {
+            let m: BackupManifest = repo.load(SetKind::Backup, id).await?;
+            let streams: Vec<(String, StreamRef)> = m
+                .streams()
+                .into_iter()
+                .map(|(w, s)| (w, s.clone()))
+                .collect();
+            let mut r = check(
+                repo,
+                SetKind::Backup,
+                &m.id,
+                &m.packs,
+                m.compression,
+                streams,
+                m.stats.raw_bytes,
+                jobs,
+                progress,
+            )
+            .await?;
+            // The WAL the backup needs: present, complete and intact.
+            let archive =
+                WalArchive::new(repo.storage().clone(), m.wal_segment_size, m.compression);
+            let (Some((tli, first)), Some((_, last))) = (
+                parse_segment_name(&m.wal_start, m.wal_segment_size),
+                parse_segment_name(&m.wal_end, m.wal_segment_size),
+            ) else {
+                r.problems.push(format!(
+                    "manifest names an invalid WAL range {}..{}",
+                    m.wal_start, m.wal_end
+                ));
+                r.ok = false;
+                return Ok(r);
+            };
+            for segno in first..=last {
+                let name = segment_name(tli, segno, m.wal_segment_size);
+                match archive.fetch(&name).await {
+                    Ok(Some(d)) if d.len() as u64 == m.wal_segment_size => {}
+                    Ok(Some(d)) => r
+                        .problems
+                        .push(format!("WAL segment {name} has {} bytes", d.len())),
+                    Ok(None) => r.problems.push(format!(
+                        "WAL segment {name} that the backup needs is missing"
+                    )),
+                    Err(e) => r.problems.push(format!("WAL segment {name}: {e}")),
+                }
+            }
+            r.ok = r.problems.is_empty();
+            Ok(r)
+        }
+        _ => {
+            let m = repo.load_dump(id).await?;
+            let streams: Vec<(String, StreamRef)> = m
+                .streams()
+                .into_iter()
+                .map(|(w, s)| (w, s.clone()))
+                .collect();
+            check(
+                repo,
+                SetKind::Dump,
+                &m.id,
+                &m.packs,
+                m.compression,
+                streams,
+                m.stats.raw_bytes,
+                jobs,
+                progress,
+            )
+            .await
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn check(
+    repo: &Repository,
+    kind: SetKind,
+    id: &str,
+    packs: &[PackInfo],
+    compression: Compression,
+    streams: Vec<(String, StreamRef)>,
+    raw_bytes: u64,
+    jobs: usize,
+    progress: Arc<Progress>,
+) -> Result<VerifyReport, JobError> {
     let started = std::time::Instant::now();
-    let m = repo.load_dump(id).await?;
     let mut problems = Vec::new();
     // Packs: present, with the recorded sizes.
     let listed: HashMap<String, u64> = repo
         .storage()
-        .list(&crate::repo::layout::dump_packs(&m.id))
+        .list(&crate::repo::layout::set_packs(kind, id))
         .await
         .map_err(|e| JobError::Repo(e.into()))?
         .into_iter()
         .map(|o| (o.key, o.size))
         .collect();
-    let mut bad_pack = vec![false; m.packs.len()];
-    for (i, p) in m.packs.iter().enumerate() {
+    let mut bad_pack = vec![false; packs.len()];
+    for (i, p) in packs.iter().enumerate() {
         match listed.get(&p.key) {
             None => {
                 problems.push(format!("pack {} is missing", p.key));
@@ -63,12 +151,12 @@ pub async fn run(
     }
     let reader = ChunkReader::new(
         repo.storage().clone(),
-        Arc::new(m.packs.clone()),
-        m.compression,
+        Arc::new(packs.to_vec()),
+        compression,
         1,
     );
     let mut work = Vec::new();
-    for (what, s) in m.streams() {
+    for (what, s) in &streams {
         for (n, c) in s.chunks.iter().enumerate() {
             if !bad_pack.get(c.pack as usize).copied().unwrap_or(true) {
                 work.push((what.clone(), n, *c));
@@ -101,12 +189,12 @@ pub async fn run(
         .await;
     problems.extend(results.into_iter().flatten());
     Ok(VerifyReport {
-        id: m.id.clone(),
+        id: id.to_string(),
         ok: problems.is_empty(),
-        packs: m.packs.len() as u64,
+        packs: packs.len() as u64,
         chunks,
-        bytes_stored: m.packs.iter().map(|p| p.size).sum(),
-        bytes_raw: m.stats.raw_bytes,
+        bytes_stored: packs.iter().map(|p| p.size).sum(),
+        bytes_raw: raw_bytes,
         problems,
         seconds: started.elapsed().as_secs_f64(),
     })

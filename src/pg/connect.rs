@@ -388,7 +388,10 @@ pub(crate) fn tls_error(
 /// The rustls client configuration for `sslmode`, with ring as the provider.
 /// Also used by the replication client (`pg::replication`), so both kinds of
 /// connection check certificates the same way.
-pub(crate) fn tls_connector(ci: &ConnInfo, sslmode: SslMode) -> Result<MakeRustlsConnect, ConnectError> {
+pub(crate) fn tls_connector(
+    ci: &ConnInfo,
+    sslmode: SslMode,
+) -> Result<MakeRustlsConnect, ConnectError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let home = std::env::var_os("HOME").map(PathBuf::from);
     // libpq's default files under ~/.postgresql, used when they exist.

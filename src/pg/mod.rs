@@ -9,6 +9,7 @@ pub mod lsn;
 pub mod walpage;
 pub mod pattern;
 pub mod proto;
+pub mod replication;
 pub mod session;
 pub mod tools;
 pub mod version;

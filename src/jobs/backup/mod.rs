@@ -28,8 +28,7 @@ use crate::pg::replication::{
 };
 use crate::pipeline::{PackSet, PackWriter, PipelineConfig, StreamState};
 use crate::repo::manifest::{
-    BackupFile, BackupManifest, DumpStats, StreamRef, TablespaceEntry, FORMAT_VERSION,
-    KIND_BACKUP,
+    BackupFile, BackupManifest, DumpStats, StreamRef, TablespaceEntry, FORMAT_VERSION, KIND_BACKUP,
 };
 use crate::repo::wal_archive::WalArchive;
 use crate::repo::{Repository, SetKind};
@@ -129,7 +128,8 @@ pub async fn run(
             }),
         )
         .await?;
-    let span = tracing::info_span!("job", kind = "backup", id = %id, system = %sys.system_identifier);
+    let span =
+        tracing::info_span!("job", kind = "backup", id = %id, system = %sys.system_identifier);
     let _e = span.enter();
     let result = tokio::select! {
         r = take(repo, s, &mut client, &id, seg_size, &sys, archive, &progress, started_at) => r,
@@ -211,7 +211,10 @@ async fn take(
         .map_err(repl("start BASE_BACKUP"))?;
     progress.set_phase("receiving the base backup");
 
-    let packs = PackSet::new(repo.storage().clone(), repo.packs_prefix(SetKind::Backup, id));
+    let packs = PackSet::new(
+        repo.storage().clone(),
+        repo.packs_prefix(SetKind::Backup, id),
+    );
     let mut writer = PackWriter::new(packs.clone(), s.pipeline);
     let mut files: Vec<BackupFile> = Vec::new();
     let mut tablespaces: Vec<TablespaceEntry> = Vec::new();
@@ -220,7 +223,8 @@ async fn take(
     let mut manifest_state: Option<StreamState> = None;
     let mut pg_manifest: Option<StreamRef> = None;
     let mut manifest_bytes = Vec::new();
-    let (mut start_lsn, mut end_lsn, mut tli, mut end_tli) = (Lsn::INVALID, Lsn::INVALID, sys.timeline, sys.timeline);
+    let (mut start_lsn, mut end_lsn, mut tli, mut end_tli) =
+        (Lsn::INVALID, Lsn::INVALID, sys.timeline, sys.timeline);
     let pipe = |c: &'static str| JobError::pipeline(c);
 
     while let Some(ev) = client
@@ -229,7 +233,10 @@ async fn take(
         .map_err(repl("receive the base backup"))?
     {
         match ev {
-            BaseBackupEvent::Started { start_lsn: l, timeline } => {
+            BaseBackupEvent::Started {
+                start_lsn: l,
+                timeline,
+            } => {
                 start_lsn = l;
                 tli = timeline;
             }
@@ -243,7 +250,10 @@ async fn take(
                     }
                 }
             }
-            BaseBackupEvent::ArchiveStart { name, tablespace_location } => {
+            BaseBackupEvent::ArchiveStart {
+                name,
+                tablespace_location,
+            } => {
                 if let Some(a) = cur.take() {
                     finish_archive(a, &mut writer, &mut files).await?;
                 }
@@ -263,9 +273,9 @@ async fn take(
                 });
             }
             BaseBackupEvent::ArchiveData(data) => {
-                let a = cur
-                    .as_mut()
-                    .ok_or_else(|| JobError::Invalid("archive data before any archive started".into()))?;
+                let a = cur.as_mut().ok_or_else(|| {
+                    JobError::Invalid("archive data before any archive started".into())
+                })?;
                 progress.add_bytes(data.len() as u64);
                 a.buf.extend_from_slice(&data);
                 feed(a, &mut writer, &mut files).await?;
@@ -278,13 +288,19 @@ async fn take(
                 manifest_state = Some(writer.begin_stream());
             }
             BaseBackupEvent::ManifestData(data) => {
-                let st = manifest_state
-                    .as_mut()
-                    .ok_or_else(|| JobError::Invalid("manifest data before the manifest started".into()))?;
+                let st = manifest_state.as_mut().ok_or_else(|| {
+                    JobError::Invalid("manifest data before the manifest started".into())
+                })?;
                 manifest_bytes.extend_from_slice(&data);
-                writer.push(st, &data).await.map_err(pipe("store backup_manifest"))?;
+                writer
+                    .push(st, &data)
+                    .await
+                    .map_err(pipe("store backup_manifest"))?;
             }
-            BaseBackupEvent::Finished { end_lsn: l, timeline } => {
+            BaseBackupEvent::Finished {
+                end_lsn: l,
+                timeline,
+            } => {
                 end_lsn = l;
                 end_tli = timeline;
             }
@@ -294,11 +310,19 @@ async fn take(
         finish_archive(a, &mut writer, &mut files).await?;
     }
     if let Some(st) = manifest_state.take() {
-        pg_manifest = Some(writer.end_stream(st).await.map_err(pipe("store backup_manifest"))?.into());
+        pg_manifest = Some(
+            writer
+                .end_stream(st)
+                .await
+                .map_err(pipe("store backup_manifest"))?
+                .into(),
+        );
     }
     writer.finish().await.map_err(pipe("close a pack"))?;
     if end_lsn == Lsn::INVALID {
-        return Err(JobError::Invalid("the server did not report the backup's end LSN".into()));
+        return Err(JobError::Invalid(
+            "the server did not report the backup's end LSN".into(),
+        ));
     }
 
     // The WAL range, start segment to the segment holding the end LSN.
@@ -306,7 +330,9 @@ async fn take(
     let last = Lsn(end_lsn.0.saturating_sub(1).max(start_lsn.0)).segno(seg_size);
     let wal_start = segment_name(tli, first, seg_size);
     let wal_end = segment_name(end_tli, last, seg_size);
-    progress.set_phase(format!("waiting for WAL {wal_start}..{wal_end} to be archived"));
+    progress.set_phase(format!(
+        "waiting for WAL {wal_start}..{wal_end} to be archived"
+    ));
     match streamer {
         Some(handle) => {
             until_tx.send_replace(last);
@@ -344,7 +370,10 @@ async fn take(
 
     // PostgreSQL's manifest as a plain object too, for pg_verifybackup users.
     repo.storage()
-        .put(&crate::repo::layout::backup_pg_manifest(id), manifest_bytes.into())
+        .put(
+            &crate::repo::layout::backup_pg_manifest(id),
+            manifest_bytes.into(),
+        )
         .await
         .map_err(|e| JobError::Repo(e.into()))?;
     let pack_list = packs.packs();
@@ -388,7 +417,11 @@ async fn take(
 }
 
 /// Parse what the archive's buffer holds into file streams.
-async fn feed(a: &mut ArchiveState, w: &mut PackWriter, files: &mut Vec<BackupFile>) -> Result<(), JobError> {
+async fn feed(
+    a: &mut ArchiveState,
+    w: &mut PackWriter,
+    files: &mut Vec<BackupFile>,
+) -> Result<(), JobError> {
     let pipe = JobError::pipeline;
     while let Some(ev) = a
         .parser
@@ -423,13 +456,20 @@ async fn feed(a: &mut ArchiveState, w: &mut PackWriter, files: &mut Vec<BackupFi
             }
             TarEvent::EntryData(d) => {
                 if let Some((f, Some(st))) = a.current.as_mut() {
-                    w.push(st, &d).await.map_err(pipe(format!("store {}", f.path)))?;
+                    w.push(st, &d)
+                        .await
+                        .map_err(pipe(format!("store {}", f.path)))?;
                 }
             }
             TarEvent::EntryEnd => {
                 if let Some((mut f, st)) = a.current.take() {
                     if let Some(st) = st {
-                        f.stream = Some(w.end_stream(st).await.map_err(pipe(format!("store {}", f.path)))?.into());
+                        f.stream = Some(
+                            w.end_stream(st)
+                                .await
+                                .map_err(pipe(format!("store {}", f.path)))?
+                                .into(),
+                        );
                     }
                     files.push(f);
                 }

@@ -34,9 +34,17 @@ pub struct RangeStreamer {
 
 impl RangeStreamer {
     /// Connect and create the temporary slot (it reserves WAL at once).
-    pub async fn prepare(ci: &ConnInfo, tli: u32, seg_size: u64) -> Result<RangeStreamer, RangeError> {
+    pub async fn prepare(
+        ci: &ConnInfo,
+        tli: u32,
+        seg_size: u64,
+    ) -> Result<RangeStreamer, RangeError> {
         let mut client = ReplicationClient::connect(ci, "pgtide backup wal").await?;
-        let slot = format!("pgtide_backup_{}_{:08x}", std::process::id(), fastrand::u32(..));
+        let slot = format!(
+            "pgtide_backup_{}_{:08x}",
+            std::process::id(),
+            fastrand::u32(..)
+        );
         let lsn = client.create_physical_slot(&slot, true, true).await?;
         let start = lsn.unwrap_or_default().segment_start(seg_size);
         client.start_physical(Some(&slot), start, tli).await?;
@@ -70,14 +78,18 @@ impl RangeStreamer {
                         archived.send_replace(Some(seg.segno));
                     }
                 }
-                Some(ReplEvent::Keepalive { reply_requested, .. }) => {
+                Some(ReplEvent::Keepalive {
+                    reply_requested, ..
+                }) => {
                     if reply_requested {
                         self.client
                             .send_status(asm.next_lsn(), flushed, Lsn::INVALID, false)
                             .await?;
                     }
                 }
-                Some(ReplEvent::EndOfTimeline { .. }) => return Err(RangeError::TimelineEnded(self.tli)),
+                Some(ReplEvent::EndOfTimeline { .. }) => {
+                    return Err(RangeError::TimelineEnded(self.tli))
+                }
                 None => {
                     self.client
                         .send_status(asm.next_lsn(), flushed, Lsn::INVALID, false)

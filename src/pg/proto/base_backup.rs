@@ -10,6 +10,9 @@
 //! - PostgreSQL 13–14: the same result sets around one CopyOut stream per
 //!   tablespace, in the order of the tablespace list (each a tar archive
 //!   with no type bytes), then one CopyOut stream holding the manifest.
+//!   These servers leave out the tar end-of-archive blocks; the decoder adds
+//!   them (as pg_basebackup does), so every archive is a complete tar file
+//!   whatever the server version.
 //!
 //! Owns: the order of these messages and what they mean. Must never: read a
 //! socket, or buffer archive data (each CopyData becomes one event, a
@@ -22,6 +25,9 @@ use bytes::{Bytes, BytesMut};
 use super::messages::{self, BackendMessage, ErrorFields};
 use super::{ProtoError, Reader};
 use crate::pg::lsn::Lsn;
+
+/// The two zero blocks that end a tar archive.
+static TAR_END_OF_ARCHIVE: [u8; 1024] = [0; 1024];
 
 /// Which answer to expect; pick with
 /// `ServerVersion::uses_new_base_backup_syntax`.
@@ -64,7 +70,10 @@ impl Tablespace {
 pub enum BaseBackupEvent {
     /// The backup's checkpoint: WAL from `start_lsn` on `timeline` is needed
     /// to make it consistent.
-    Started { start_lsn: Lsn, timeline: u32 },
+    Started {
+        start_lsn: Lsn,
+        timeline: u32,
+    },
     Tablespaces(Vec<Tablespace>),
     /// A new archive (a tar file, or compressed tar with server compression):
     /// `base.tar`, `<oid>.tar`, …
@@ -79,7 +88,10 @@ pub enum BaseBackupEvent {
     ManifestStart,
     ManifestData(Bytes),
     /// The backup is consistent once WAL up to `end_lsn` is replayed.
-    Finished { end_lsn: Lsn, timeline: u32 },
+    Finished {
+        end_lsn: Lsn,
+        timeline: u32,
+    },
 }
 
 /// What [`BaseBackupDecoder::decode`] returns.
@@ -313,6 +325,13 @@ impl BaseBackupDecoder {
                 if self.copy == Copy::No {
                     return Err(self.unexpected(&BackendMessage::CopyDone));
                 }
+                if self.shape == Shape::TarPerTablespace && self.copy == Copy::Archive {
+                    // 13–14 leave the end-of-archive blocks out; add them, as
+                    // pg_basebackup does, so every archive is a complete tar.
+                    self.event(BaseBackupEvent::ArchiveData(Bytes::from_static(
+                        &TAR_END_OF_ARCHIVE,
+                    )));
+                }
                 self.copy = Copy::No;
             }
             other => return Err(self.unexpected(&other)),
@@ -360,8 +379,9 @@ impl BaseBackupDecoder {
             b'p' => {
                 let mut r = Reader::new(&payload[1..], "progress message");
                 let done = r.i64()?;
-                let done = u64::try_from(done)
-                    .map_err(|_| ProtoError::malformed("progress message", "negative byte count"))?;
+                let done = u64::try_from(done).map_err(|_| {
+                    ProtoError::malformed("progress message", "negative byte count")
+                })?;
                 self.event(BaseBackupEvent::Progress(done));
             }
             b'm' => {
@@ -377,7 +397,6 @@ impl BaseBackupDecoder {
         }
         Ok(())
     }
-
 }
 
 /// `(recptr text, tli int8)`.
@@ -389,8 +408,8 @@ fn position(values: &[Option<Bytes>]) -> Result<(Lsn, u32), ProtoError> {
             format!("{} columns, expected 2", values.len()),
         ));
     }
-    let lsn = messages::text(&values[0], what)?
-        .ok_or_else(|| ProtoError::malformed(what, "NULL LSN"))?;
+    let lsn =
+        messages::text(&values[0], what)?.ok_or_else(|| ProtoError::malformed(what, "NULL LSN"))?;
     let lsn: Lsn = lsn
         .parse()
         .map_err(|e: String| ProtoError::malformed(what, e))?;
@@ -431,4 +450,316 @@ fn tablespace(values: &[Option<Bytes>]) -> Result<Tablespace, ProtoError> {
         location,
         size,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pg::proto::tar::{EntryKind, TarEvent, TarParser};
+    use crate::pg::proto::testutil::{every_byte, feed, fixture, fixtures, random_splits};
+
+    fn shape_of(name: &str) -> Shape {
+        let major: u32 = name
+            .rsplit('/')
+            .next()
+            .and_then(|f| f.split('-').next())
+            .and_then(|m| m.parse().ok())
+            .unwrap_or_else(|| panic!("{name}: no major version in the name"));
+        if major >= 15 {
+            Shape::Tagged
+        } else {
+            Shape::TarPerTablespace
+        }
+    }
+
+    fn run(
+        name: &str,
+        bytes: &[u8],
+        splits: &[usize],
+    ) -> (Vec<BaseBackupStep>, Result<(), ProtoError>) {
+        let mut d = BaseBackupDecoder::new(shape_of(name));
+        let (steps, rest) = feed(bytes, splits, |b| d.decode(b));
+        let end = rest.and_then(|rest| {
+            if rest.is_empty() {
+                d.finish()
+            } else {
+                Err(ProtoError::Truncated { what: "leftover" })
+            }
+        });
+        (steps, end)
+    }
+
+    /// Checks a complete backup: order of events, tar archives that parse
+    /// to the end with the files a data directory needs, a JSON manifest
+    /// whose WAL range starts at the start LSN.
+    fn check_complete(name: &str, steps: &[BaseBackupStep]) {
+        let events: Vec<&BaseBackupEvent> = steps
+            .iter()
+            .filter_map(|s| match s {
+                BaseBackupStep::Event(e) => Some(e),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(steps.last(), Some(&BaseBackupStep::Done), "{name}");
+        let Some(BaseBackupEvent::Started {
+            start_lsn,
+            timeline,
+        }) = events.first()
+        else {
+            panic!("{name}: does not start with Started")
+        };
+        assert!(
+            matches!(events.get(1), Some(BaseBackupEvent::Tablespaces(_))),
+            "{name}"
+        );
+        let Some(BaseBackupEvent::Finished { end_lsn, .. }) = events.last() else {
+            panic!("{name}: does not end with Finished")
+        };
+        assert!(end_lsn >= start_lsn, "{name}");
+
+        let mut archives: Vec<(String, TarParser, Vec<String>)> = Vec::new();
+        let mut manifest = Vec::new();
+        let mut in_manifest = false;
+        let mut last_progress = 0;
+        for e in &events {
+            match e {
+                BaseBackupEvent::ArchiveStart { name, .. } => {
+                    archives.push((name.clone(), TarParser::new(), Vec::new()));
+                }
+                BaseBackupEvent::ArchiveData(d) => {
+                    let (_, parser, paths) = archives.last_mut().expect("data before archive");
+                    let mut buf = BytesMut::from(&d[..]);
+                    while let Some(ev) = parser.decode(&mut buf).unwrap() {
+                        if let TarEvent::EntryStart(h) = ev {
+                            if let EntryKind::Symlink { .. } = h.kind {
+                                assert!(h.path.starts_with("pg_tblspc/"), "{}", h.path);
+                            }
+                            paths.push(h.path);
+                        }
+                    }
+                }
+                BaseBackupEvent::ManifestStart => in_manifest = true,
+                BaseBackupEvent::ManifestData(d) => {
+                    assert!(in_manifest);
+                    manifest.extend_from_slice(d);
+                }
+                BaseBackupEvent::Progress(p) => {
+                    assert!(*p >= last_progress, "{name}: progress went back");
+                    last_progress = *p;
+                }
+                _ => {}
+            }
+        }
+        let (base_name, base, paths) = &archives[0];
+        assert_eq!(base_name, "base.tar", "{name}");
+        for must in ["PG_VERSION", "global/pg_control", "backup_label", "base"] {
+            assert!(
+                paths.iter().any(|p| p == must),
+                "{name}: no {must} in base.tar"
+            );
+        }
+        for (archive, parser, _) in &archives {
+            // PostgreSQL ends every archive with the two zero blocks.
+            assert!(
+                parser.finish().is_ok(),
+                "{name}: {archive} is not a complete tar"
+            );
+        }
+        let _ = base;
+        let m: serde_json::Value = serde_json::from_slice(&manifest)
+            .unwrap_or_else(|e| panic!("{name}: manifest is not JSON: {e}"));
+        assert_eq!(m["PostgreSQL-Backup-Manifest-Version"], 1, "{name}");
+        let ranges = m["WAL-Ranges"].as_array().expect("WAL-Ranges");
+        assert_eq!(ranges[0]["Start-LSN"], start_lsn.to_string(), "{name}");
+        assert_eq!(ranges[0]["Timeline"], *timeline, "{name}");
+    }
+
+    #[test]
+    fn base_backup_fixtures() {
+        let mut rng = fastrand::Rng::with_seed(13);
+        let names = fixtures("base_backup");
+        assert!(!names.is_empty(), "no base backup fixtures");
+        for name in names {
+            let bytes = fixture(&name);
+            let (whole, end) = run(&name, &bytes, &[]);
+            end.unwrap_or_else(|e| panic!("{name}: {e}"));
+            if name.contains("-error-") {
+                assert!(
+                    whole
+                        .iter()
+                        .any(|s| matches!(s, BaseBackupStep::ServerError(_))),
+                    "{name}"
+                );
+                assert_eq!(whole.last(), Some(&BaseBackupStep::Done));
+            } else {
+                check_complete(&name, &whole);
+            }
+            // Byte at a time for the first MiB (and all of small fixtures),
+            // random splits over the whole.
+            let head = bytes.len().min(1 << 20);
+            let (bytewise, _) = run(&name, &bytes[..head], &every_byte(head));
+            let (head_whole, _) = run(&name, &bytes[..head], &[]);
+            assert_eq!(bytewise, head_whole, "{name}: byte-at-a-time differs");
+            for _ in 0..3 {
+                let splits = random_splits(&mut rng, bytes.len(), 200);
+                let (split, end) = run(&name, &bytes, &splits);
+                end.unwrap();
+                assert_eq!(split, whole, "{name}: random splits differ");
+            }
+            // A cut anywhere is an error at the end, never a panic.
+            for _ in 0..20 {
+                let cut = rng.usize(0..bytes.len());
+                let (_, end) = run(&name, &bytes[..cut], &[]);
+                assert!(end.is_err(), "{name}: cut at {cut} accepted");
+            }
+        }
+    }
+
+    #[test]
+    fn corrupted_fixtures_never_panic() {
+        let mut rng = fastrand::Rng::with_seed(17);
+        for name in fixtures("base_backup") {
+            let bytes = fixture(&name);
+            let head = &bytes[..bytes.len().min(256 << 10)];
+            for _ in 0..50 {
+                let mut b = head.to_vec();
+                for _ in 0..rng.usize(1..4) {
+                    let i = rng.usize(0..b.len());
+                    b[i] = rng.u8(..);
+                }
+                let _ = run(&name, &b, &random_splits(&mut rng, b.len(), 10));
+            }
+        }
+    }
+
+    fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = vec![tag];
+        v.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    fn row_description(names: &[&str]) -> Vec<u8> {
+        let mut b = (names.len() as i16).to_be_bytes().to_vec();
+        for n in names {
+            b.extend_from_slice(n.as_bytes());
+            b.push(0);
+            b.extend_from_slice(&[0; 18]);
+        }
+        frame(b'T', &b)
+    }
+
+    fn data_row(values: &[Option<&str>]) -> Vec<u8> {
+        let mut b = (values.len() as i16).to_be_bytes().to_vec();
+        for v in values {
+            match v {
+                Some(v) => {
+                    b.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                    b.extend_from_slice(v.as_bytes());
+                }
+                None => b.extend_from_slice(&(-1i32).to_be_bytes()),
+            }
+        }
+        frame(b'D', &b)
+    }
+
+    /// The 13–14 shape with a tablespace: archives are named and located
+    /// from the tablespace list, then the manifest stream.
+    #[test]
+    fn old_shape_with_tablespace() {
+        let mut s = Vec::new();
+        s.extend(row_description(&["recptr", "tli"]));
+        s.extend(data_row(&[Some("0/2000028"), Some("1")]));
+        s.extend(frame(b'C', b"SELECT\0"));
+        s.extend(row_description(&["spcoid", "spclocation", "size"]));
+        s.extend(data_row(&[Some("16384"), Some("/srv/ts"), Some("2")]));
+        s.extend(data_row(&[None, None, Some("30")]));
+        s.extend(frame(b'C', b"SELECT\0"));
+        for body in [&b"ts-tar"[..], b"base-tar", b"{}"] {
+            s.extend(frame(b'H', &[0, 0, 0]));
+            s.extend(frame(b'd', body));
+            s.extend(frame(b'c', b""));
+        }
+        s.extend(row_description(&["recptr", "tli"]));
+        s.extend(data_row(&[Some("0/2000100"), Some("1")]));
+        s.extend(frame(b'C', b"SELECT\0"));
+        s.extend(frame(b'Z', b"I"));
+        let mut d = BaseBackupDecoder::new(Shape::TarPerTablespace);
+        let (steps, rest) = feed(&s, &[], |b| d.decode(b));
+        assert!(rest.unwrap().is_empty());
+        let ev = |e| BaseBackupStep::Event(e);
+        assert_eq!(
+            steps,
+            vec![
+                ev(BaseBackupEvent::Started {
+                    start_lsn: Lsn(0x2000028),
+                    timeline: 1
+                }),
+                ev(BaseBackupEvent::Tablespaces(vec![
+                    Tablespace {
+                        oid: Some(16384),
+                        location: Some("/srv/ts".into()),
+                        size: Some(2048)
+                    },
+                    Tablespace {
+                        oid: None,
+                        location: None,
+                        size: Some(30 * 1024)
+                    },
+                ])),
+                ev(BaseBackupEvent::ArchiveStart {
+                    name: "16384.tar".into(),
+                    tablespace_location: Some("/srv/ts".into())
+                }),
+                ev(BaseBackupEvent::ArchiveData(Bytes::from_static(b"ts-tar"))),
+                ev(BaseBackupEvent::ArchiveData(Bytes::from_static(
+                    &TAR_END_OF_ARCHIVE
+                ))),
+                ev(BaseBackupEvent::ArchiveStart {
+                    name: "base.tar".into(),
+                    tablespace_location: None
+                }),
+                ev(BaseBackupEvent::ArchiveData(Bytes::from_static(
+                    b"base-tar"
+                ))),
+                ev(BaseBackupEvent::ArchiveData(Bytes::from_static(
+                    &TAR_END_OF_ARCHIVE
+                ))),
+                ev(BaseBackupEvent::ManifestStart),
+                ev(BaseBackupEvent::ManifestData(Bytes::from_static(b"{}"))),
+                ev(BaseBackupEvent::Finished {
+                    end_lsn: Lsn(0x2000100),
+                    timeline: 1
+                }),
+                BaseBackupStep::Done,
+            ]
+        );
+        // Bytes after ReadyForQuery belong to the next command.
+        let mut d = BaseBackupDecoder::new(Shape::TarPerTablespace);
+        let mut buf = BytesMut::from(&s[..]);
+        buf.extend_from_slice(b"next");
+        while d.decode(&mut buf).unwrap().is_some() {}
+        assert_eq!(&buf[..], b"next");
+    }
+
+    #[test]
+    fn tagged_messages_are_checked() {
+        let mut d = BaseBackupDecoder::new(Shape::Tagged);
+        let mut s = Vec::new();
+        s.extend(row_description(&["recptr", "tli"]));
+        s.extend(data_row(&[Some("0/2000028"), Some("1")]));
+        s.extend(frame(b'C', b"SELECT\0"));
+        s.extend(frame(b'H', &[0, 0, 0]));
+        // Data before any archive was opened.
+        s.extend(frame(b'd', b"dxyz"));
+        let (_, rest) = feed(&s, &[], |b| d.decode(b));
+        assert!(rest.is_err());
+        for bad in [&b"n"[..], b"nname", b"p\x00\x01", b"x", b""] {
+            let mut d = BaseBackupDecoder::new(Shape::Tagged);
+            let mut s2 = s[..s.len() - frame(b'd', b"dxyz").len()].to_vec();
+            s2.extend(frame(b'd', bad));
+            let (_, rest) = feed(&s2, &[], |b| d.decode(b));
+            assert!(rest.is_err(), "{bad:?}");
+        }
+    }
 }

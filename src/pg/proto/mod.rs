@@ -152,12 +152,6 @@ impl<'a> Reader<'a> {
         let bytes = self.cstr()?;
         utf8(bytes, what)
     }
-
-    pub(crate) fn rest(&mut self) -> &'a [u8] {
-        let out = &self.buf[self.pos..];
-        self.pos = self.buf.len();
-        out
-    }
 }
 
 /// UTF-8 text from the server; a server whose encoding is not UTF-8 may
@@ -176,13 +170,19 @@ pub(crate) mod testutil {
 
     use super::ProtoError;
 
-    /// Where a fixture file lives, for error messages.
+    /// The bytes of fixture `<kind>/<file>`; `.zst` files (the large base
+    /// backups) are decompressed.
     pub(crate) fn fixture(name: &str) -> Vec<u8> {
         let path = format!("{}/proto-fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
         // Reading the fixture is the test's I/O, not the decoder's.
-        match std::fs::read(&path) {
+        let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
             Err(e) => panic!("fixture {path}: {e}"),
+        };
+        if name.ends_with(".zst") {
+            zstd::stream::decode_all(&bytes[..]).unwrap_or_else(|e| panic!("fixture {path}: {e}"))
+        } else {
+            bytes
         }
     }
 
@@ -193,7 +193,7 @@ pub(crate) mod testutil {
             .map(|rd| {
                 rd.filter_map(|e| e.ok())
                     .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| n.ends_with(".bin"))
+                    .filter(|n| n.ends_with(".bin") || n.ends_with(".bin.zst"))
                     .map(|n| format!("{kind}/{n}"))
                     .collect()
             })
@@ -288,6 +288,6 @@ mod tests {
         let mut r = Reader::new(b"abc\0def", "test");
         assert_eq!(r.string().unwrap(), "abc");
         assert!(r.cstr().is_err());
-        assert_eq!(r.rest(), b"def");
+        assert_eq!(r.remaining(), 3);
     }
 }

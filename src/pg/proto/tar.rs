@@ -230,12 +230,24 @@ impl TarParser {
         let unsigned: u64 = h
             .iter()
             .enumerate()
-            .map(|(i, &b)| if (148..156).contains(&i) { 32 } else { b as u64 })
+            .map(|(i, &b)| {
+                if (148..156).contains(&i) {
+                    32
+                } else {
+                    b as u64
+                }
+            })
             .sum();
         let signed: i64 = h
             .iter()
             .enumerate()
-            .map(|(i, &b)| if (148..156).contains(&i) { 32 } else { b as i8 as i64 })
+            .map(|(i, &b)| {
+                if (148..156).contains(&i) {
+                    32
+                } else {
+                    b as i8 as i64
+                }
+            })
             .sum();
         if stored != unsigned && stored as i64 != signed {
             return Err(ProtoError::TarChecksum { offset: at });
@@ -323,8 +335,8 @@ impl TarParser {
         let bad = |field: &'static str| ProtoError::TarField { offset: at, field };
         match flag {
             b'L' => {
-                let name = String::from_utf8(cstring(data).to_vec())
-                    .map_err(|_| bad("GNU long name"))?;
+                let name =
+                    String::from_utf8(cstring(data).to_vec()).map_err(|_| bad("GNU long name"))?;
                 self.next.path = Some(name);
             }
             b'K' => {
@@ -362,8 +374,7 @@ impl TarParser {
                         b"path" => self.next.path = Some(text()?),
                         b"linkpath" => self.next.linkpath = Some(text()?),
                         b"size" => {
-                            self.next.size =
-                                Some(text()?.parse().map_err(|_| bad("pax size"))?);
+                            self.next.size = Some(text()?.parse().map_err(|_| bad("pax size"))?);
                         }
                         b"mtime" => {
                             let t = text()?;

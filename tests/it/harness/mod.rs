@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod cli;
+pub mod cut;
 pub mod oracle;
 pub mod pg;
 pub mod s3;
