@@ -356,6 +356,13 @@ pub struct RestoreArgs {
     /// When run as root: the OS user that owns the files and runs the server
     #[arg(long, help_heading = "Physical restore")]
     pub os_user: Option<String>,
+    /// A server setting for the restored cluster, e.g. port=5433; repeatable
+    #[arg(
+        long = "set",
+        help_heading = "Physical restore",
+        value_name = "NAME=VALUE"
+    )]
+    pub settings: Vec<String>,
 }
 
 fn conninfo(db: &DbArg) -> Result<ConnInfo, CliError> {
@@ -748,6 +755,18 @@ async fn restore_physical(a: RestoreArgs, json: bool) -> Result<(), CliError> {
             .ok_or_else(|| usage(format!("--tablespace-map {m:?}: use OID=DIR")))?;
         tablespace_map.push((k.to_string(), PathBuf::from(v)));
     }
+    let mut settings = Vec::new();
+    for kv in &a.settings {
+        let (k, v) = kv
+            .split_once('=')
+            .filter(|(k, _)| {
+                !k.trim().is_empty()
+                    && k.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+            })
+            .ok_or_else(|| usage(format!("--set {kv:?}: use NAME=VALUE")))?;
+        settings.push((k.trim().to_string(), v.to_string()));
+    }
     let url = a.repo.url();
     let repo = Repository::open(&url, false).await?;
     let id = if a.id == "latest" {
@@ -780,6 +799,7 @@ async fn restore_physical(a: RestoreArgs, json: bool) -> Result<(), CliError> {
         pg_bin: a.pg_bin,
         os_user: a.os_user,
         repo_url: url,
+        settings,
     };
     let progress = Arc::new(Progress::default());
     let display = ProgressDisplay::start(progress.clone(), !json, "files");

@@ -40,6 +40,8 @@ pub struct PitrSettings {
     /// When running as root: the OS user to own the files and run the server.
     pub os_user: Option<String>,
     pub repo_url: String,
+    /// Extra settings appended to postgresql.auto.conf (e.g. port).
+    pub settings: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -264,7 +266,11 @@ pub async fn run(
         .open(&auto)
         .await
         .map_err(io(format!("open {}", auto.display())))?;
-    f.write_all(format!("\n{}", rs.conf()).as_bytes())
+    let mut conf = rs.conf();
+    for (k, v) in &s.settings {
+        conf.push_str(&format!("{k} = {}\n", recovery::conf_quote(v)));
+    }
+    f.write_all(format!("\n{conf}").as_bytes())
         .await
         .map_err(io(format!("write {}", auto.display())))?;
     f.sync_all()
