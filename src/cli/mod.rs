@@ -502,7 +502,22 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 fast_checkpoint: a.checkpoint == "fast",
                 manifest_checksums: a.manifest_checksums,
                 max_rate_kbps: a.max_rate.map(|r| (r / 1024).clamp(32, 1_048_576) as u32),
-                server_compression: a.server_compress,
+                server_compression: match a.server_compress {
+                    None => None,
+                    Some(c)
+                        if c == "zstd"
+                            || c.strip_prefix("zstd:")
+                                .is_some_and(|l| l.parse::<u8>().is_ok()) =>
+                    {
+                        Some(c)
+                    }
+                    Some(c) => {
+                        return Err(CliError::new(
+                            exit::USAGE,
+                            format!("--server-compress {c:?}: use zstd or zstd:LEVEL"),
+                        ))
+                    }
+                },
                 name: a.name,
                 wal: if a.wal == "archive" {
                     backup::WalSource::Archive

@@ -168,6 +168,31 @@ struct ArchiveState {
     parser: TarParser,
     buf: BytesMut,
     current: Option<(BackupFile, Option<StreamState>)>,
+    /// For server-compressed archives (`base.tar.zst`).
+    zstd: Option<zstd::stream::raw::Decoder<'static>>,
+}
+
+impl ArchiveState {
+    /// Append archive bytes, decompressing server-side zstd.
+    fn take_in(&mut self, data: &[u8]) -> Result<(), JobError> {
+        use zstd::stream::raw::{InBuffer, Operation, OutBuffer};
+        let Some(d) = self.zstd.as_mut() else {
+            self.buf.extend_from_slice(data);
+            return Ok(());
+        };
+        let bad = |e: std::io::Error| JobError::Invalid(format!("server-compressed archive: {e}"));
+        let mut input = InBuffer::around(data);
+        let mut out = vec![0u8; 256 << 10];
+        loop {
+            let mut ob = OutBuffer::around(&mut out[..]);
+            d.run(&mut input, &mut ob).map_err(bad)?;
+            let n = ob.pos();
+            self.buf.extend_from_slice(&out[..n]);
+            if input.pos() >= data.len() && n < out.len() {
+                return Ok(());
+            }
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -265,11 +290,23 @@ async fn take(
                         .and_then(|(o, _)| *o)
                         .or_else(|| name.trim_end_matches(".tar").parse().ok()),
                 };
+                let zstd = if name.ends_with(".zst") {
+                    Some(zstd::stream::raw::Decoder::new().map_err(|e| {
+                        JobError::Invalid(format!("server-compressed archive {name}: {e}"))
+                    })?)
+                } else if name.ends_with(".tar") {
+                    None
+                } else {
+                    return Err(JobError::Invalid(format!(
+                        "archive {name} is compressed in a way pgtide does not read: use --server-compress zstd"
+                    )));
+                };
                 cur = Some(ArchiveState {
                     tablespace: oid,
                     parser: TarParser::new(),
                     buf: BytesMut::new(),
                     current: None,
+                    zstd,
                 });
             }
             BaseBackupEvent::ArchiveData(data) => {
@@ -277,7 +314,7 @@ async fn take(
                     JobError::Invalid("archive data before any archive started".into())
                 })?;
                 progress.add_bytes(data.len() as u64);
-                a.buf.extend_from_slice(&data);
+                a.take_in(&data)?;
                 feed(a, &mut writer, &mut files).await?;
             }
             BaseBackupEvent::Progress(_) => {}
