@@ -616,7 +616,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Verify(a) => {
             let repo = Repository::open(&a.repo.url(), false).await?;
-            let id = repo.resolve_dump(&a.id).await?;
+            let id = repo.resolve_any(&a.id).await?;
             let progress = Arc::new(Progress::default());
             let display = ProgressDisplay::start(progress.clone(), !json, "streams");
             let r = interruptible(verify::run(&repo, &id, check_jobs(a.jobs)?, progress)).await?;

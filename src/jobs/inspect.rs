@@ -168,15 +168,12 @@ pub enum Info {
 }
 
 pub async fn info(repo: &Repository, id: &str) -> Result<Info, JobError> {
-    if id == "latest" {
-        let id = repo.resolve_dump(id).await?;
-        return Ok(Info::Dump(Box::new(repo.load_dump(&id).await?)));
-    }
-    match SetKind::of_id(id) {
+    let id = repo.resolve_any(id).await?;
+    match SetKind::of_id(&id) {
         Some(SetKind::Backup) => Ok(Info::Backup(Box::new(
-            repo.load(SetKind::Backup, id).await?,
+            repo.load(SetKind::Backup, &id).await?,
         ))),
-        _ => Ok(Info::Dump(Box::new(repo.load_dump(id).await?))),
+        _ => Ok(Info::Dump(Box::new(repo.load_dump(&id).await?))),
     }
 }
 

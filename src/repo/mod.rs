@@ -376,6 +376,21 @@ impl Repository {
         Ok(id.to_string())
     }
 
+    /// `latest` → the newest complete dump or backup; otherwise the id.
+    pub async fn resolve_any(&self, id: &str) -> Result<String, RepoError> {
+        if id != "latest" {
+            return Ok(id.to_string());
+        }
+        let mut all = self.ids(SetKind::Dump).await?;
+        all.extend(self.ids(SetKind::Backup).await?);
+        // Ids start with their UTC start time.
+        all.sort_by(|a, b| a[..15].cmp(&b[..15]).then(a.cmp(b)));
+        all.pop().ok_or_else(|| RepoError::Empty {
+            kind: "dump or backup",
+            location: self.location(),
+        })
+    }
+
     pub async fn resolve_dump(&self, id: &str) -> Result<String, RepoError> {
         self.resolve(SetKind::Dump, id).await
     }
