@@ -625,7 +625,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 print_json(&r);
             } else if r.ok {
                 println!(
-                    "dump {} is intact: {} packs, {} chunks, {} stored, {} of data checked in {:.1} s",
+                    "{} {} is intact: {} packs, {} chunks, {} stored, {} of data checked in {:.1} s",
+                    crate::repo::SetKind::of_id(&r.id).map_or("dump", |k| k.noun()),
                     r.id,
                     r.packs,
                     r.chunks,
@@ -641,7 +642,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 return Err(CliError::new(
                     exit::DAMAGED,
                     format!(
-                        "dump {} is damaged: {} problems found",
+                        "{} {} is damaged: {} problems found",
+                        crate::repo::SetKind::of_id(&r.id).map_or("dump", |k| k.noun()),
                         r.id,
                         r.problems.len()
                     ),
