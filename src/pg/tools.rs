@@ -163,10 +163,14 @@ pub fn tail_lines(stderr: &[u8], max_lines: usize) -> String {
     lines[start..].join("; ")
 }
 
-/// Run a tool to completion; its stderr becomes the error message.
-pub async fn run(tool: &'static str, mut cmd: tokio::process::Command) -> Result<(), ToolError> {
+/// Run a tool to completion and return its stdout; on failure its stderr
+/// becomes the error message.
+pub async fn output(
+    tool: &'static str,
+    mut cmd: tokio::process::Command,
+) -> Result<Vec<u8>, ToolError> {
     cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     tracing::debug!(?cmd, "running {tool}");
@@ -181,5 +185,10 @@ pub async fn run(tool: &'static str, mut cmd: tokio::process::Command) -> Result
             stderr: tail_lines(&out.stderr, 3),
         });
     }
-    Ok(())
+    Ok(out.stdout)
+}
+
+/// Run a tool to completion, ignoring its stdout.
+pub async fn run(tool: &'static str, cmd: tokio::process::Command) -> Result<(), ToolError> {
+    output(tool, cmd).await.map(drop)
 }

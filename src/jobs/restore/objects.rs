@@ -10,7 +10,7 @@ use tokio_postgres::Client;
 
 use super::RestoreSettings;
 use crate::jobs::JobError;
-use crate::pg::tools::{tail_lines, PgTools, ToolError};
+use crate::pg::tools::{self, PgTools};
 use crate::pg::{quote_ident, quote_literal, quote_qualified};
 use crate::pipeline::ChunkReader;
 use crate::repo::manifest::{DumpManifest, SequenceEntry};
@@ -180,20 +180,9 @@ pub async fn drop_existing(
     if let Some(l) = list {
         cmd.arg("--use-list").arg(l);
     }
-    cmd.arg(archive).stdin(std::process::Stdio::null());
-    let out = cmd.output().await.map_err(|source| ToolError::Spawn {
-        tool: "pg_restore",
-        source,
-    })?;
-    if !out.status.success() {
-        return Err(ToolError::Failed {
-            tool: "pg_restore",
-            status: out.status.to_string(),
-            stderr: tail_lines(&out.stderr, 3),
-        }
-        .into());
-    }
-    let script = String::from_utf8_lossy(&out.stdout);
+    cmd.arg(archive);
+    let out = tools::output("pg_restore", cmd).await?;
+    let script = String::from_utf8_lossy(&out);
     let drops = drop_statements(&script);
     if drops.is_empty() {
         return Ok(());

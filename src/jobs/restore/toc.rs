@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use crate::jobs::JobError;
-use crate::pg::tools::{tail_lines, PgTools, ToolError};
+use crate::pg::tools::{self, PgTools};
 use crate::repo::manifest::DumpManifest;
 
 use super::TempFile;
@@ -148,26 +148,11 @@ pub async fn write_filtered_list(
     m: &DumpManifest,
     table_idx: &[usize],
 ) -> Result<TempFile, JobError> {
-    let out = tokio::process::Command::new(&t.pg_restore)
-        .arg("--list")
-        .arg(archive)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .map_err(|source| ToolError::Spawn {
-            tool: "pg_restore",
-            source,
-        })?;
-    if !out.status.success() {
-        return Err(ToolError::Failed {
-            tool: "pg_restore",
-            status: out.status.to_string(),
-            stderr: tail_lines(&out.stderr, 3),
-        }
-        .into());
-    }
+    let mut cmd = tokio::process::Command::new(&t.pg_restore);
+    cmd.arg("--list").arg(archive);
+    let out = tools::output("pg_restore", cmd).await?;
     let wanted = Wanted::new(m, table_idx);
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = String::from_utf8_lossy(&out);
     let list: String = text
         .lines()
         .filter(|l| parse_line(l).is_some_and(|e| wanted.keep(&e)))
