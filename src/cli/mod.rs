@@ -95,8 +95,8 @@ pub enum Command {
     Info(IdArgs),
     /// Read every object of a dump back and check every checksum
     Verify(VerifyArgs),
-    /// Delete a dump from the repository
-    Delete(IdArgs),
+    /// Delete a dump or backup, or the archived WAL older than a backup
+    Delete(DeleteArgs),
     /// WAL archiving: push (archive_command), fetch (restore_command)
     #[command(subcommand)]
     Wal(WalCommand),
@@ -155,6 +155,19 @@ pub struct RepoOnly {
 pub struct IdArgs {
     /// Dump id (or `latest`)
     pub id: String,
+    #[command(flatten)]
+    pub repo: RepoArg,
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// Dump or backup id
+    #[arg(required_unless_present = "wal_before", conflicts_with = "wal_before")]
+    pub id: Option<String>,
+    /// Delete the archived WAL this backup and every newer one do not need
+    /// (refused while an older backup still needs it)
+    #[arg(long, value_name = "BACKUP_ID")]
+    pub wal_before: Option<String>,
     #[command(flatten)]
     pub repo: RepoArg,
 }
@@ -650,14 +663,34 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 ));
             }
         }
-        Command::Delete(a) => {
-            let repo = Repository::open(&a.repo.url(), false).await?;
-            let r = jobs::inspect::delete(&repo, &a.id).await?;
+        Command::Delete(DeleteArgs {
+            wal_before: Some(before),
+            repo,
+            ..
+        }) => {
+            let repo = Repository::open(&repo.url(), false).await?;
+            let r = jobs::inspect::delete_wal_before(&repo, &before).await?;
             if json {
                 print_json(&r);
             } else {
                 println!(
-                    "deleted dump {} ({} freed)",
+                    "deleted {} WAL objects before {} ({} freed)",
+                    r.objects,
+                    r.kept_from,
+                    human_bytes(r.bytes_freed)
+                );
+            }
+        }
+        Command::Delete(a) => {
+            let repo = Repository::open(&a.repo.url(), false).await?;
+            let id = a.id.unwrap_or_default();
+            let r = jobs::inspect::delete(&repo, &id).await?;
+            if json {
+                print_json(&r);
+            } else {
+                println!(
+                    "deleted {} {} ({} freed)",
+                    crate::repo::SetKind::of_id(&r.id).map_or("dump", |k| k.noun()),
                     r.id,
                     human_bytes(r.bytes_freed)
                 );

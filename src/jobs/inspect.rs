@@ -5,10 +5,10 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::JobError;
-use crate::pg::lsn::{segment_name, Lsn};
+use crate::pg::lsn::{parse_segment_name, segment_name, Lsn};
 use crate::pipeline::Compression;
 use crate::repo::manifest::{BackupManifest, DumpManifest};
-use crate::repo::wal_archive::WalArchive;
+use crate::repo::wal_archive::{WalArchive, WAL_PREFIX};
 use crate::repo::{IncompleteDump, Repository, SetKind};
 
 /// One line of `pgtide list`.
@@ -189,5 +189,67 @@ pub async fn delete(repo: &Repository, id: &str) -> Result<DeleteReport, JobErro
     Ok(DeleteReport {
         id: id.to_string(),
         bytes_freed,
+    })
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WalDeleteReport {
+    /// The first segment kept (the backup's first WAL segment).
+    pub kept_from: String,
+    pub objects: u64,
+    pub bytes_freed: u64,
+}
+
+/// Delete archived WAL older than what backup `id` needs: segments, partials
+/// and `.backup` files of its timeline and earlier ones, before its first
+/// segment. History files are kept. Refused while an older backup exists.
+pub async fn delete_wal_before(repo: &Repository, id: &str) -> Result<WalDeleteReport, JobError> {
+    let id = repo.resolve(SetKind::Backup, id).await?;
+    let m: BackupManifest = repo.load(SetKind::Backup, &id).await?;
+    let older: Vec<String> = repo
+        .ids(SetKind::Backup)
+        .await?
+        .into_iter()
+        .filter(|b| b[..15] < id[..15])
+        .collect();
+    if let Some(o) = older.first() {
+        return Err(JobError::Invalid(format!(
+            "backup {o} is older than {id} and needs that WAL: delete the older backups first"
+        )));
+    }
+    let Some((tli, first)) = parse_segment_name(&m.wal_start, m.wal_segment_size) else {
+        return Err(JobError::Invalid(format!(
+            "backup {id} names an invalid WAL segment {}",
+            m.wal_start
+        )));
+    };
+    let mut keys = Vec::new();
+    let mut bytes = 0;
+    for o in repo
+        .storage()
+        .list(WAL_PREFIX)
+        .await
+        .map_err(|e| JobError::Repo(e.into()))?
+    {
+        let name = o.key.rsplit('/').next().unwrap_or("");
+        if name.len() < 24 {
+            continue;
+        }
+        let Some((t, segno)) = parse_segment_name(&name[..24], m.wal_segment_size) else {
+            continue;
+        };
+        if t <= tli && segno < first {
+            bytes += o.size;
+            keys.push(o.key);
+        }
+    }
+    repo.storage()
+        .delete_many(&keys)
+        .await
+        .map_err(|e| JobError::Repo(e.into()))?;
+    Ok(WalDeleteReport {
+        kept_from: m.wal_start.clone(),
+        objects: keys.len() as u64,
+        bytes_freed: bytes,
     })
 }
