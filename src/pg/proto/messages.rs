@@ -430,13 +430,106 @@ mod tests {
             } else {
                 assert!(rest.is_empty(), "{name}: {} bytes left over", rest.len());
             }
-            let (bytewise, _) = feed(&bytes, &every_byte(bytes.len()), decode);
-            assert_eq!(whole, bytewise, "{name}: byte-at-a-time differs");
+            // Byte at a time: whole small fixtures, the first MiB of the
+            // base backups (tens of MiB; random splits cover the rest).
+            let head = bytes.len().min(1 << 20);
+            let (bytewise, _) = feed(&bytes[..head], &every_byte(head), decode);
+            let (head_whole, _) = feed(&bytes[..head], &[], decode);
+            assert_eq!(head_whole, bytewise, "{name}: byte-at-a-time differs");
             for _ in 0..4 {
                 let splits = random_splits(&mut rng, bytes.len(), 50);
                 let (split, _) = feed(&bytes, &splits, decode);
                 assert_eq!(whole, split, "{name}: random splits differ");
             }
+        }
+    }
+
+    /// The startup fixtures: the authentication exchange of each method,
+    /// then the parameters and ReadyForQuery.
+    #[test]
+    fn auth_fixtures() {
+        let names = fixtures("auth");
+        assert!(names.len() >= 3);
+        for name in names {
+            let (msgs, rest) = feed(&fixture(&name), &[], decode);
+            assert!(rest.unwrap().is_empty(), "{name}");
+            let first = &msgs[0];
+            if name.ends_with("-trust.bin") {
+                assert_eq!(*first, BackendMessage::AuthenticationOk, "{name}");
+            } else if name.ends_with("-md5.bin") {
+                assert!(matches!(
+                    first,
+                    BackendMessage::AuthenticationMd5Password { .. }
+                ));
+                assert_eq!(msgs[1], BackendMessage::AuthenticationOk, "{name}");
+            } else if name.ends_with("-scram.bin") {
+                assert_eq!(
+                    *first,
+                    BackendMessage::AuthenticationSasl {
+                        mechanisms: vec!["SCRAM-SHA-256".to_owned()]
+                    },
+                    "{name}"
+                );
+                let BackendMessage::AuthenticationSaslContinue(server_first) = &msgs[1] else {
+                    panic!("{name}: {:?}", msgs[1])
+                };
+                assert!(server_first.starts_with(b"r="), "{name}");
+                assert!(server_first.windows(7).any(|w| w == b",i=4096"), "{name}");
+                let BackendMessage::AuthenticationSaslFinal(server_final) = &msgs[2] else {
+                    panic!("{name}: {:?}", msgs[2])
+                };
+                assert!(server_final.starts_with(b"v="), "{name}");
+                assert_eq!(msgs[3], BackendMessage::AuthenticationOk, "{name}");
+            } else {
+                panic!("{name}: unknown case");
+            }
+            let major = name.trim_start_matches("auth/").split('-').next().unwrap();
+            let version = msgs.iter().find_map(|m| match m {
+                BackendMessage::ParameterStatus { name, value } if name == "server_version" => {
+                    Some(value.clone())
+                }
+                _ => None,
+            });
+            let version = version.unwrap_or_else(|| panic!("{name}: no server_version"));
+            assert!(
+                version.starts_with(&format!("{major}.")),
+                "{name}: {version}"
+            );
+            assert!(msgs
+                .iter()
+                .any(|m| matches!(m, BackendMessage::BackendKeyData { .. })));
+            assert_eq!(
+                msgs.last(),
+                Some(&BackendMessage::ReadyForQuery { status: b'I' }),
+                "{name}"
+            );
+        }
+    }
+
+    /// IDENTIFY_SYSTEM: one row (systemid, timeline, xlogpos, dbname).
+    #[test]
+    fn identify_system_fixtures() {
+        for name in fixtures("replication") {
+            if !name.contains("identify-system") {
+                continue;
+            }
+            let (msgs, rest) = feed(&fixture(&name), &[], decode);
+            assert!(rest.unwrap().is_empty(), "{name}");
+            let BackendMessage::RowDescription(cols) = &msgs[0] else {
+                panic!("{name}")
+            };
+            let names: Vec<&str> = cols.iter().map(|c| c.name.as_str()).collect();
+            assert_eq!(
+                names,
+                ["systemid", "timeline", "xlogpos", "dbname"],
+                "{name}"
+            );
+            let BackendMessage::DataRow(row) = &msgs[1] else {
+                panic!("{name}")
+            };
+            assert_eq!(row[1].as_deref(), Some(&b"2"[..]), "{name}");
+            assert_eq!(row[3], None, "{name}: physical replication has no database");
+            assert!(text(&row[2], "x").unwrap().unwrap().contains('/'));
         }
     }
 

@@ -39,8 +39,6 @@ use super::version::ServerVersion;
 
 #[cfg(test)]
 mod capture;
-#[cfg(test)]
-mod manual_check;
 
 /// How much is read from the socket at a time. A message longer than this
 /// is assembled over several reads; the buffer never holds more than the
@@ -53,8 +51,9 @@ const READ_CHUNK: usize = 64 * 1024;
 pub enum ReplError {
     /// The server could not be reached, TLS failed, or the connection
     /// settings are unusable (shared with normal sessions).
+    /// (Boxed to keep `ReplError` small.)
     #[error(transparent)]
-    Connect(#[from] ConnectError),
+    Connect(Box<ConnectError>),
     /// The server refused the credentials, or asked for a password that was
     /// not given, or for a method pgtide does not speak.
     #[error("{message} (hint: {hint})")]
@@ -65,12 +64,11 @@ pub enum ReplError {
     },
     /// The role lacks the REPLICATION attribute, or pg_hba.conf has no
     /// `replication` line for this client.
-    #[error("user \"{user}\" may not open a replication connection to {server}: {message} (hint: {hint})")]
+    #[error("{}", no_replication_message(user, server, *reason))]
     NoReplicationPrivilege {
         user: String,
         server: Target,
-        message: String,
-        hint: &'static str,
+        reason: NoReplication,
     },
     /// Every walsender slot is taken (`max_wal_senders`; 0 = replication off).
     #[error("{}", no_wal_senders_message(server, *max_wal_senders))]
@@ -118,17 +116,41 @@ pub enum ReplError {
     ConnectionLost { server: Target, reason: String },
     /// A method was called in the wrong state, e.g. `identify_system` while
     /// streaming: a bug in the caller.
-    #[error("replication connection is busy {doing}; cannot {wanted} now")]
+    #[error("replication connection is {doing}, so it cannot {wanted} (hint: this is a bug in pgtide; please report it)")]
     Busy {
         doing: &'static str,
         wanted: &'static str,
     },
 }
 
+/// Why a role may not open a replication connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoReplication {
+    /// pg_hba.conf has no line that allows a `replication` connection for
+    /// this user from this client.
+    NoHbaEntry,
+    /// The role lacks the REPLICATION attribute (and is not a superuser).
+    NotReplicationRole,
+}
+
+fn no_replication_message(user: &str, server: &Target, reason: NoReplication) -> String {
+    match reason {
+        NoReplication::NoHbaEntry if server.is_unix_socket() => format!(
+            "the server's pg_hba.conf has no line allowing replication connections for user \"{user}\" on socket \"{server}\" (hint: add \"local replication {user} scram-sha-256\" to pg_hba.conf and reload the server)"
+        ),
+        NoReplication::NoHbaEntry => format!(
+            "the server's pg_hba.conf has no line allowing replication connections for user \"{user}\" from this client to {server} (hint: add \"host replication {user} <client address> scram-sha-256\" to pg_hba.conf and reload the server)"
+        ),
+        NoReplication::NotReplicationRole => format!(
+            "user \"{user}\" may not start replication on {server}: the role lacks the REPLICATION attribute (hint: run ALTER ROLE {user} REPLICATION as a superuser, or connect as a role that has it)"
+        ),
+    }
+}
+
 fn no_wal_senders_message(server: &Target, max: Option<u32>) -> String {
     match max {
         Some(0) => format!(
-            "server at {server} does not allow replication connections: max_wal_senders = 0 (hint: set max_wal_senders to 10 in postgresql.conf and restart the server)"
+            "server at {server} does not allow replication connections: max_wal_senders = 0 (hint: set max_wal_senders = 10 and wal_level = replica in postgresql.conf and restart the server)"
         ),
         Some(n) => format!(
             "server at {server} has no free replication connection: all {n} (max_wal_senders) are in use (hint: stop an idle WAL receiver, or raise max_wal_senders and restart the server)"
@@ -136,6 +158,12 @@ fn no_wal_senders_message(server: &Target, max: Option<u32>) -> String {
         None => format!(
             "server at {server} has no free replication connection (hint: raise max_wal_senders in postgresql.conf and restart the server)"
         ),
+    }
+}
+
+impl From<ConnectError> for ReplError {
+    fn from(e: ConnectError) -> ReplError {
+        ReplError::Connect(Box::new(e))
     }
 }
 
@@ -167,10 +195,11 @@ impl ReplError {
     /// reached or is starting up.
     fn tries_next_host(&self) -> bool {
         match self {
-            ReplError::Connect(ConnectError::Unreachable { .. }) => true,
-            ReplError::Connect(ConnectError::Server { code, .. }) => {
-                *code == SqlState::CANNOT_CONNECT_NOW
-            }
+            ReplError::Connect(e) => match &**e {
+                ConnectError::Unreachable { .. } => true,
+                ConnectError::Server { code, .. } => *code == SqlState::CANNOT_CONNECT_NOW,
+                _ => false,
+            },
             _ => false,
         }
     }
@@ -260,8 +289,8 @@ enum Mode {
     Streaming { stopping: bool },
     /// Receiving a base backup.
     BaseBackup {
-        decoder: BaseBackupDecoder,
-        error: Option<ErrorFields>,
+        decoder: Box<BaseBackupDecoder>,
+        error: Option<Box<ErrorFields>>,
     },
     /// The connection broke or the peer spoke nonsense: only errors now.
     Broken,
@@ -270,7 +299,7 @@ enum Mode {
 impl Mode {
     fn doing(&self) -> &'static str {
         match self {
-            Mode::Idle => "idle",
+            Mode::Idle => "not streaming",
             Mode::Streaming { .. } => "streaming WAL",
             Mode::BaseBackup { .. } => "receiving a base backup",
             Mode::Broken => "broken",
@@ -370,11 +399,10 @@ impl ReplicationClient {
             let result = match timeout {
                 Some(t) => match tokio::time::timeout(t, attempt).await {
                     Ok(r) => r,
-                    Err(_) => Err(ConnectError::Unreachable {
+                    Err(_) => Err(ReplError::from(ConnectError::Unreachable {
                         target: target.clone(),
                         error: io::Error::new(io::ErrorKind::TimedOut, "timed out"),
-                    }
-                    .into()),
+                    })),
                 },
                 None => attempt.await,
             };
@@ -712,11 +740,13 @@ impl ReplicationClient {
     }
 
     /// `CREATE_REPLICATION_SLOT name [TEMPORARY] PHYSICAL [RESERVE_WAL]`.
-    /// Returns the LSN from which the slot keeps WAL: with `reserve_wal`
-    /// on PostgreSQL 15+ the slot's restart LSN (read back with
-    /// `READ_REPLICATION_SLOT`); otherwise `None` (physical slots have no
-    /// consistent point). A temporary slot is dropped when this connection
-    /// closes.
+    /// Returns an LSN from which the slot keeps WAL: with `reserve_wal` on
+    /// PostgreSQL 15+ the slot's restart LSN (read back with
+    /// `READ_REPLICATION_SLOT`); on 13/14, which cannot read a slot back, the
+    /// server's WAL position right after creating it (`IDENTIFY_SYSTEM`),
+    /// where all WAL written afterwards begins; without `reserve_wal` `None`
+    /// (physical slots have no consistent point). A temporary slot is
+    /// dropped when this connection closes.
     pub async fn create_physical_slot(
         &mut self,
         name: &str,
@@ -752,6 +782,13 @@ impl ReplicationClient {
             return Ok(Some(lsn));
         }
         if reserve_wal {
+            if !self.version.has_read_replication_slot() {
+                // PostgreSQL 13/14 cannot read the slot back over replication.
+                // A physical slot reserves WAL from the last checkpoint's redo
+                // LSN, which is at or before the server's WAL position now:
+                // the slot keeps everything from that position on.
+                return Ok(Some(self.identify_system().await?.xlogpos));
+            }
             if let Some(info) = self.read_slot(name).await? {
                 return Ok(info.restart_lsn);
             }
@@ -1074,7 +1111,7 @@ impl ReplicationClient {
         frontend::query(&sql, &mut self.wbuf).map_err(|e| self.settings_error(e))?;
         self.send().await?;
         self.mode = Mode::BaseBackup {
-            decoder: BaseBackupDecoder::new(shape),
+            decoder: Box::new(BaseBackupDecoder::new(shape)),
             error: None,
         };
         Ok(())
@@ -1094,13 +1131,13 @@ impl ReplicationClient {
                 Ok(Some(BaseBackupStep::Notice(n))) => self.notice(&n),
                 Ok(Some(BaseBackupStep::ServerError(e))) => {
                     if let Mode::BaseBackup { error, .. } = &mut self.mode {
-                        error.get_or_insert(e);
+                        error.get_or_insert(Box::new(e));
                     }
                 }
                 Ok(Some(BaseBackupStep::Done)) => {
                     let mode = std::mem::replace(&mut self.mode, Mode::Idle);
                     if let Mode::BaseBackup { error: Some(e), .. } = mode {
-                        return Err(self.command_error(e, None));
+                        return Err(self.command_error(*e, None));
                     }
                     return Ok(None);
                 }
@@ -1301,28 +1338,24 @@ impl ReplicationClient {
     /// walsender", whenever they arrive.
     fn privilege_or_senders(&self, e: &ErrorFields) -> Option<ReplError> {
         let m = &e.message;
-        if m.contains("pg_hba.conf") && m.contains("replication") {
-            return Some(ReplError::NoReplicationPrivilege {
+        let no_replication = |reason| {
+            Some(ReplError::NoReplicationPrivilege {
                 user: self.user.clone(),
                 server: self.server.clone(),
-                message: m.clone(),
-                hint: if self.server.is_unix_socket() {
-                    "add a \"local replication <user> scram-sha-256\" line to the server's pg_hba.conf and reload it"
-                } else {
-                    "add a \"host replication <user> <client address> scram-sha-256\" line to the server's pg_hba.conf and reload it"
-                },
-            });
+                reason,
+            })
+        };
+        // "no pg_hba.conf entry for replication connection from host …"
+        if m.contains("pg_hba.conf") && m.contains("replication connection") {
+            tracing::debug!(server = %self.server, message = %m, "refused by pg_hba.conf");
+            return no_replication(NoReplication::NoHbaEntry);
         }
+        // 13–15: "must be superuser or replication role to start walsender";
+        // 16+: "permission denied to start WAL sender".
         if m.contains("must be superuser or replication role")
             || m.contains("permission denied to start WAL sender")
-            || m.contains("REPLICATION attribute")
         {
-            return Some(ReplError::NoReplicationPrivilege {
-                user: self.user.clone(),
-                server: self.server.clone(),
-                message: m.clone(),
-                hint: "grant it with ALTER ROLE ... REPLICATION, or connect as a role that has it",
-            });
+            return no_replication(NoReplication::NotReplicationRole);
         }
         if m.contains("max_wal_senders") {
             // "number of requested standby connections exceeds
@@ -1627,7 +1660,7 @@ mod tests {
             server: target(),
             max_wal_senders: Some(0),
         };
-        assert_eq!(e.to_string(), "server at db:5432 does not allow replication connections: max_wal_senders = 0 (hint: set max_wal_senders to 10 in postgresql.conf and restart the server)");
+        assert_eq!(e.to_string(), "server at db:5432 does not allow replication connections: max_wal_senders = 0 (hint: set max_wal_senders = 10 and wal_level = replica in postgresql.conf and restart the server)");
         assert!(!e.is_retryable());
         let e = ReplError::NoWalSenders {
             server: target(),
@@ -1805,7 +1838,8 @@ mod replay {
         );
         assert!(!e.is_retryable());
 
-        let cases: [(&str, &str, fn(&ReplError) -> bool); 4] = [
+        type Check = fn(&ReplError) -> bool;
+        let cases: [(&str, &str, Check); 4] = [
             (
                 "28000",
                 "no pg_hba.conf entry for replication connection from host \"127.0.0.1\", user \"x\", no encryption",
@@ -1909,5 +1943,164 @@ mod replay {
         let ci = fake_server(fixture("auth/16-startup-scram.bin"), vec![], None).await;
         let e = ReplicationClient::connect(&ci, "test").await.unwrap_err();
         assert!(matches!(e, ReplError::Auth { .. }), "{e:?}");
+    }
+
+    /// Like [`fake_server`], but answers each query by its text and sends
+    /// the queries it got (in order) down `seen`.
+    async fn scripted_server(
+        startup: Vec<u8>,
+        answer: fn(&str) -> Vec<u8>,
+        seen: tokio::sync::mpsc::UnboundedSender<String>,
+    ) -> ConnInfo {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let len = s.read_u32().await.unwrap();
+            let mut rest = vec![0; len as usize - 4];
+            s.read_exact(&mut rest).await.unwrap();
+            s.write_all(&startup).await.unwrap();
+            loop {
+                let Ok(tag) = s.read_u8().await else { return };
+                let len = s.read_u32().await.unwrap();
+                let mut body = vec![0; len as usize - 4];
+                s.read_exact(&mut body).await.unwrap();
+                if tag != b'Q' {
+                    return;
+                }
+                let q = String::from_utf8_lossy(&body[..body.len() - 1]).into_owned();
+                let a = answer(&q);
+                let _ = seen.send(q);
+                s.write_all(&a).await.unwrap();
+            }
+        });
+        ConnInfo::parse(&format!(
+            "host=127.0.0.1 port={port} user=postgres sslmode=disable"
+        ))
+        .unwrap()
+    }
+
+    fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = vec![tag];
+        v.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    /// RowDescription, one DataRow, CommandComplete, ReadyForQuery.
+    fn one_row_result(tag: &str, names: &[&str], values: &[Option<&str>]) -> Vec<u8> {
+        let mut t = (names.len() as i16).to_be_bytes().to_vec();
+        for n in names {
+            t.extend_from_slice(n.as_bytes());
+            t.push(0);
+            t.extend_from_slice(&[
+                0, 0, 0, 0, 0, 0, 0, 0, 0, 25, 255, 255, 255, 255, 255, 255, 0, 0,
+            ]);
+        }
+        let mut d = (values.len() as i16).to_be_bytes().to_vec();
+        for v in values {
+            match v {
+                Some(v) => {
+                    d.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                    d.extend_from_slice(v.as_bytes());
+                }
+                None => d.extend_from_slice(&(-1i32).to_be_bytes()),
+            }
+        }
+        let mut out = frame(b'T', &t);
+        out.extend(frame(b'D', &d));
+        out.extend(frame(b'C', format!("{tag}\0").as_bytes()));
+        out.extend(frame(b'Z', b"I"));
+        out
+    }
+
+    /// A physical slot's CREATE_REPLICATION_SLOT answer: the consistent
+    /// point is 0/0 (physical slots have none), on every version.
+    fn created_answer() -> Vec<u8> {
+        one_row_result(
+            "CREATE_REPLICATION_SLOT",
+            &[
+                "slot_name",
+                "consistent_point",
+                "snapshot_name",
+                "output_plugin",
+            ],
+            &[Some("s"), Some("0/0"), None, None],
+        )
+    }
+
+    /// On 13/14 (no READ_REPLICATION_SLOT) a slot created with RESERVE_WAL
+    /// reports the server's position after creating it, never 0/0 (from
+    /// which START_REPLICATION fails: "requested WAL segment … has already
+    /// been removed"); on 15+ the slot's restart LSN.
+    #[tokio::test]
+    async fn reserved_slot_start_on_every_version() {
+        for major in [13u32, 14, 15, 16] {
+            fn answer_13_14(q: &str) -> Vec<u8> {
+                if q.starts_with("CREATE_REPLICATION_SLOT") {
+                    created_answer()
+                } else if q == "IDENTIFY_SYSTEM" {
+                    // A capture from a real server: xlogpos 0/1709900.
+                    fixture("replication/14-command-identify-system.bin")
+                } else {
+                    frame(b'E', b"SERROR\0C42601\0Msyntax error\0\0")
+                        .into_iter()
+                        .chain(frame(b'Z', b"I"))
+                        .collect()
+                }
+            }
+            fn answer_15_16(q: &str) -> Vec<u8> {
+                if q.starts_with("CREATE_REPLICATION_SLOT") {
+                    created_answer()
+                } else if q.starts_with("READ_REPLICATION_SLOT") {
+                    one_row_result(
+                        "READ_REPLICATION_SLOT",
+                        &["slot_type", "restart_lsn", "restart_tli"],
+                        &[Some("physical"), Some("0/3000028"), Some("1")],
+                    )
+                } else {
+                    frame(b'E', b"SERROR\0C42601\0Msyntax error\0\0")
+                        .into_iter()
+                        .chain(frame(b'Z', b"I"))
+                        .collect()
+                }
+            }
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let old = major < 15;
+            let ci = scripted_server(
+                fixture(&format!("auth/{major}-startup-trust.bin")),
+                if old { answer_13_14 } else { answer_15_16 },
+                tx,
+            )
+            .await;
+            let mut c = ReplicationClient::connect(&ci, "test").await.unwrap();
+            let lsn = c.create_physical_slot("s", true, true).await.unwrap();
+            let mut queries = Vec::new();
+            while let Ok(q) = rx.try_recv() {
+                queries.push(q);
+            }
+            if old {
+                assert_eq!(lsn, Some("0/1709900".parse().unwrap()), "{major}");
+                assert_eq!(
+                    queries,
+                    [
+                        "CREATE_REPLICATION_SLOT s TEMPORARY PHYSICAL RESERVE_WAL",
+                        "IDENTIFY_SYSTEM"
+                    ],
+                    "{major}"
+                );
+            } else {
+                assert_eq!(lsn, Some("0/3000028".parse().unwrap()), "{major}");
+                assert_eq!(
+                    queries,
+                    [
+                        "CREATE_REPLICATION_SLOT s TEMPORARY PHYSICAL (RESERVE_WAL)",
+                        "READ_REPLICATION_SLOT s"
+                    ],
+                    "{major}"
+                );
+            }
+            assert!(c.ready("x").is_ok(), "{major}");
+        }
     }
 }
