@@ -180,11 +180,9 @@ async fn session(
                 .map(|&n| (*tli, Lsn((n + 1) * seg_size)))
         })
         .unwrap_or((sys.timeline, Lsn::INVALID));
-    let slot_start = slot
-        .as_ref()
-        .and_then(|s| s.restart_lsn)
-        .or(created)
-        .unwrap_or(sys.xlogpos);
+    // The slot's restart point when the server can tell (15+, or a slot
+    // just created); otherwise only the archive knows where we were.
+    let slot_start = slot.as_ref().and_then(|s| s.restart_lsn).or(created);
     let mut tli =
         slot.as_ref()
             .and_then(|s| s.restart_tli)
@@ -196,13 +194,18 @@ async fn session(
     if archive_tli > tli && archive_tli <= sys.timeline {
         tli = archive_tli;
     }
-    let mut start = slot_start.segment_start(seg_size);
-    if archive_tli == tli
-        && archive_next > start
-        && archive_next <= sys.xlogpos.segment_start(seg_size)
-    {
-        start = archive_next;
-    }
+    let server_end = sys.xlogpos.segment_start(seg_size);
+    let archive_next = (archive_tli == tli && archive_next != Lsn::INVALID)
+        .then_some(archive_next.min(server_end));
+    let start = match (slot_start, archive_next) {
+        // Never before the slot (the server may have removed that WAL),
+        // never re-streaming what the archive already holds whole.
+        (Some(slot), Some(next)) => slot.segment_start(seg_size).max(next),
+        (Some(slot), None) => slot.segment_start(seg_size),
+        // No restart point (13-14, existing slot): continue the archive.
+        (None, Some(next)) => next,
+        (None, None) => server_end,
+    };
     tracing::info!(slot = %s.slot, %start, tli, "starting WAL stream");
     client.start_physical(Some(&s.slot), start, tli).await?;
     let mut asm = SegmentAssembler::new(start, tli, seg_size);
