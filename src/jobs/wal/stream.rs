@@ -9,6 +9,8 @@
 //!   position, so a segment is always assembled whole from contiguous data;
 //!   segments already archived are re-sent identical and pushing them is a
 //!   no-op.
+//! - What the repository holds never shrinks: a `.partial` is only replaced
+//!   by a longer one, also while a reconnection re-streams its segment.
 //! - At the end of a timeline the partial last segment is stored as a
 //!   `.partial`, the new timeline's history file is archived, and streaming
 //!   continues on the new timeline.
@@ -21,11 +23,11 @@ use tokio_util::sync::CancellationToken;
 use super::segment::SegmentAssembler;
 use crate::jobs::JobError;
 use crate::pg::conninfo::ConnInfo;
-use crate::pg::lsn::{history_name, Lsn};
+use crate::pg::lsn::{history_name, segment_name, Lsn};
 use crate::pg::replication::{parse_size_setting, ReplError, ReplEvent, ReplicationClient};
 use crate::pipeline::Compression;
 use crate::repo::wal_archive::{WalArchive, WalError};
-use crate::repo::Repository;
+use crate::repo::{RepoError, Repository};
 
 #[derive(Debug, Clone)]
 pub struct StreamSettings {
@@ -59,6 +61,11 @@ enum StreamError {
     Wal(#[from] WalError),
     #[error(transparent)]
     Assembly(#[from] super::segment::AssemblyError),
+    /// The repository itself (binding it to the cluster on every
+    /// (re)connection): a store that is down for a while must not end the
+    /// stream.
+    #[error(transparent)]
+    Repo(#[from] RepoError),
     #[error(transparent)]
     Job(#[from] JobError),
 }
@@ -70,6 +77,8 @@ impl StreamError {
             StreamError::Wal(e) => e.is_retryable(),
             // A gap after a reconnect is resolved by reconnecting from the slot.
             StreamError::Assembly(_) => true,
+            StreamError::Repo(RepoError::Storage(e)) => e.is_retryable(),
+            StreamError::Repo(_) => false,
             StreamError::Job(_) => false,
         }
     }
@@ -83,6 +92,7 @@ impl From<StreamError> for JobError {
                 source: r,
             },
             StreamError::Job(j) => j,
+            StreamError::Repo(r) => r.into(),
             other => JobError::Invalid(format!("stream WAL: {other}")),
         }
     }
@@ -95,13 +105,42 @@ pub async fn run(
     s: &StreamSettings,
     cancel: CancellationToken,
 ) -> Result<StreamReport, JobError> {
+    const FIRST_BACKOFF: Duration = Duration::from_millis(500);
     let mut report = StreamReport::default();
-    let mut backoff = Duration::from_millis(500);
+    let mut backoff = FIRST_BACKOFF;
+    // A slot in use at the first connection belongs to another streamer: an
+    // error. After we have streamed, it may be our own previous walsender
+    // that the server has not yet noticed is gone (it lets go within
+    // wal_sender_timeout): retry, for a while.
+    let mut connected_once = false;
+    let mut slot_busy_since: Option<Instant> = None;
     loop {
         let attempt_started = Instant::now();
-        match session(repo, s, &cancel, &mut report).await {
+        let result = session(repo, s, &cancel, &mut report).await;
+        if let Err(StreamError::Repl(ReplError::SlotInUse { .. })) = &result {
+            let since = *slot_busy_since.get_or_insert_with(Instant::now);
+            if !connected_once || since.elapsed() > Duration::from_secs(180) {
+                return Err(result.expect_err("matched an error").into());
+            }
+        } else {
+            slot_busy_since = None;
+            connected_once = true;
+        }
+        match result {
             Ok(()) => return Ok(report),
-            Err(e) if e.is_retryable() && !cancel.is_cancelled() => {
+            Err(e) if e.is_retryable() && cancel.is_cancelled() => {
+                // Told to stop while the server or the store was away (e.g.
+                // both stopped at shutdown): a normal stop, nothing is lost
+                // because the slot keeps what the repository does not hold.
+                tracing::warn!("WAL stream stopped while interrupted: {e}");
+                return Ok(report);
+            }
+            Err(e) if e.is_retryable() => {
+                // A session that ran for a while was a success: after it,
+                // retry quickly, not after the backoff of an older outage.
+                if attempt_started.elapsed() > Duration::from_secs(60) {
+                    backoff = FIRST_BACKOFF;
+                }
                 // Logged here, where it is handled: the stream goes on.
                 tracing::warn!("WAL stream interrupted, reconnecting in {:?}: {e}", backoff);
                 report.reconnects += 1;
@@ -109,11 +148,7 @@ pub async fn run(
                     _ = tokio::time::sleep(backoff) => {}
                     _ = cancel.cancelled() => return Ok(report),
                 }
-                backoff = if attempt_started.elapsed() > Duration::from_secs(60) {
-                    Duration::from_millis(500)
-                } else {
-                    (backoff * 2).min(Duration::from_secs(30))
-                };
+                backoff = (backoff * 2).min(Duration::from_secs(30));
             }
             Err(e) => return Err(e.into()),
         }
@@ -137,9 +172,7 @@ async fn session(
     let seg_text = client.show("wal_segment_size").await?;
     let seg_size = parse_size_setting(&seg_text)
         .ok_or_else(|| JobError::Invalid(format!("unexpected wal_segment_size {seg_text:?}")))?;
-    repo.bind_cluster(&sys.system_identifier, seg_size)
-        .await
-        .map_err(JobError::from)?;
+    repo.bind_cluster(&sys.system_identifier, seg_size).await?;
     let archive = WalArchive::new(repo.storage().clone(), seg_size, s.compression);
 
     // Where to start: the slot's restart point, or after the newest archived
@@ -212,7 +245,9 @@ async fn session(
     let mut flushed = start;
     let mut last_status = Instant::now();
     let mut last_partial = Instant::now();
-    let mut partial_len = 0usize;
+    // Length of the partial of the current segment that the repository
+    // holds: only a longer one is ever uploaded.
+    let mut partial_len = stored_partial_len(&archive, &asm, seg_size).await?;
     report.timeline = tli;
 
     loop {
@@ -224,9 +259,10 @@ async fn session(
         let ev = tokio::select! {
             ev = client.recv_timeout(wait) => ev?,
             _ = cancel.cancelled() => {
-                // Flush what we have and tell the server.
-                if let Some((name, data)) = asm.partial() {
-                    let end = Lsn(asm.next_lsn().0);
+                // Flush what we have (if it is more than the repository
+                // holds) and tell the server.
+                if let Some((name, data)) = asm.partial().filter(|(_, d)| d.len() > partial_len) {
+                    let end = asm.next_lsn();
                     archive.push_partial(&name, data).await?;
                     flushed = end;
                     report.partials += 1;
@@ -255,7 +291,7 @@ async fn session(
                 next_tli,
                 next_tli_start,
             }) => {
-                if let Some((name, data)) = asm.partial() {
+                if let Some((name, data)) = asm.partial().filter(|(_, d)| d.len() > partial_len) {
                     archive.push_partial(&name, data).await?;
                     report.partials += 1;
                 }
@@ -271,7 +307,7 @@ async fn session(
                 let seg_start = next_tli_start.segment_start(seg_size);
                 client.start_physical(Some(&s.slot), seg_start, tli).await?;
                 asm = SegmentAssembler::new(seg_start, tli, seg_size);
-                partial_len = 0;
+                partial_len = stored_partial_len(&archive, &asm, seg_size).await?;
                 continue;
             }
             None => {}
@@ -299,5 +335,29 @@ async fn session(
         if s.stop_at.is_some_and(|stop| flushed >= stop) {
             return Ok(());
         }
+    }
+}
+
+/// How much of the segment `asm` is about to fill the repository already
+/// holds as a `.partial` (0: none), e.g. from before a crash or a SIGKILL.
+/// A reconnection re-streams the segment from its start, and storing a
+/// shorter partial would replace the longer one (`push_partial` keeps only
+/// the newest), taking back WAL the slot may already have let go of. A
+/// damaged partial counts as none: the next upload replaces it.
+async fn stored_partial_len(
+    archive: &WalArchive,
+    asm: &SegmentAssembler,
+    seg_size: u64,
+) -> Result<usize, StreamError> {
+    let name = segment_name(asm.timeline(), asm.next_lsn().segno(seg_size), seg_size);
+    match archive.fetch_partial(&name).await {
+        Ok(Some(data)) => Ok(data.len()),
+        Ok(None) => Ok(0),
+        Err(e @ WalError::Damaged { .. }) => {
+            // Handled here: the stream goes on and overwrites it.
+            tracing::warn!("ignoring a damaged partial of {name}: {e}");
+            Ok(0)
+        }
+        Err(e) => Err(e.into()),
     }
 }

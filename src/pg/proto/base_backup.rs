@@ -568,7 +568,20 @@ mod tests {
         let _ = base;
         let m: serde_json::Value = serde_json::from_slice(&manifest)
             .unwrap_or_else(|e| panic!("{name}: manifest is not JSON: {e}"));
-        assert_eq!(m["PostgreSQL-Backup-Manifest-Version"], 1, "{name}");
+        // PostgreSQL 17 moved to manifest version 2, which adds the
+        // cluster's System-Identifier.
+        let major: u32 = name
+            .trim_start_matches("base_backup/")
+            .split('-')
+            .next()
+            .and_then(|m| m.parse().ok())
+            .unwrap_or_else(|| panic!("{name}: no major version in the name"));
+        if major >= 17 {
+            assert_eq!(m["PostgreSQL-Backup-Manifest-Version"], 2, "{name}");
+            assert!(m["System-Identifier"].is_u64(), "{name}");
+        } else {
+            assert_eq!(m["PostgreSQL-Backup-Manifest-Version"], 1, "{name}");
+        }
         let ranges = m["WAL-Ranges"].as_array().expect("WAL-Ranges");
         assert_eq!(ranges[0]["Start-LSN"], start_lsn.to_string(), "{name}");
         assert_eq!(ranges[0]["Timeline"], *timeline, "{name}");

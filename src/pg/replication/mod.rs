@@ -1761,7 +1761,7 @@ mod replay {
 
     #[tokio::test]
     async fn base_backups_through_the_shell() {
-        for major in [13, 14, 15, 16] {
+        for major in [13, 14, 15, 16, 17, 18] {
             let backup = fixture(&format!("base_backup/{major}-basebackup-full.bin.zst"));
             let ci = fake_server(
                 fixture(&format!("auth/{major}-startup-trust.bin")),
@@ -1870,7 +1870,7 @@ mod replay {
 
     #[tokio::test]
     async fn streams_through_the_shell() {
-        for major in [13, 14, 15, 16] {
+        for major in [13, 14, 15, 16, 17, 18] {
             // The end of a historic timeline.
             let ci = fake_server(
                 fixture(&format!("auth/{major}-startup-trust.bin")),
@@ -2035,7 +2035,7 @@ mod replay {
     /// been removed"); on 15+ the slot's restart LSN.
     #[tokio::test]
     async fn reserved_slot_start_on_every_version() {
-        for major in [13u32, 14, 15, 16] {
+        for major in [13u32, 14, 15, 16, 17, 18] {
             fn answer_13_14(q: &str) -> Vec<u8> {
                 if q.starts_with("CREATE_REPLICATION_SLOT") {
                     created_answer()

@@ -348,6 +348,55 @@ fn simple_query(config: tokio_postgres::Config, sql: &str, batch: bool) -> Resul
 }
 
 // ---------------------------------------------------------------------------
+// Servers the harness did not start (e.g. a cluster `pgtide restore --start` runs)
+// ---------------------------------------------------------------------------
+
+/// A free TCP port on 127.0.0.1 (never handed out twice in this process), for
+/// a server a test starts some other way, e.g. `pgtide restore --set port=…`.
+pub fn pick_free_port() -> u16 {
+    free_port()
+}
+
+/// Gives `path` (not recursively) to the OS user the servers run as (the
+/// `postgres` user when we are root; a no-op otherwise), so a server or a
+/// `pgtide restore --pgdata` under it can use it.
+pub fn give_to_server_user(path: &Path) {
+    if is_root() {
+        let (uid, gid) = postgres_ids();
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))
+            .unwrap_or_else(|e| panic!("chown {} to postgres: {e}", path.display()));
+    }
+}
+
+/// Rows of `sql` as the superuser on the server at 127.0.0.1:`port`.
+pub fn query_port(port: u16, db: &str, sql: &str) -> Result<Rows, String> {
+    let mut c = tokio_postgres::Config::new();
+    c.host("127.0.0.1")
+        .port(port)
+        .user(SUPERUSER)
+        .dbname(db)
+        .application_name("pgtide-test-harness")
+        .connect_timeout(Duration::from_secs(30));
+    simple_query(c, sql, false)
+}
+
+/// `pg_ctl stop -w -m MODE -D data_dir` with `bin_dir`'s pg_ctl, as the data
+/// dir's owner (postgres when we are root). Returns whether it succeeded,
+/// with pg_ctl's output.
+pub fn pg_ctl_stop(bin_dir: &Path, data_dir: &Path, mode: &str) -> Result<(), String> {
+    let cwd = data_dir.parent().unwrap_or(Path::new("/"));
+    let mut cmd = as_owner(&bin_dir.join("pg_ctl"), cwd);
+    cmd.args(["stop", "-w", "-t", PG_CTL_TIMEOUT_SECS, "-m", mode, "-D"])
+        .arg(data_dir);
+    let out = run(cmd);
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(output_text(&out))
+    }
+}
+
+// ---------------------------------------------------------------------------
 // The cluster
 // ---------------------------------------------------------------------------
 

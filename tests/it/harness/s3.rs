@@ -12,7 +12,9 @@
 //!
 //! Each is started once per test process, on a free port, the first time a
 //! test asks for it; [`S3Server::s3s_fs_with_keys`] starts a private instance
-//! (stopped on `Drop`) for tests that need other credentials. A missing binary
+//! (stopped on `Drop`) for tests that need other credentials or an outage: a
+//! private instance can be [`stop`](S3Server::stop)ped and
+//! [`start_again`](S3Server::start_again)ed on the same port and data dir. A missing binary
 //! or a server that does not come up is a panic naming what to install, never
 //! a skip.
 //!
@@ -90,6 +92,11 @@ pub struct S3Server {
     /// The wrapper and the pipe that keeps the server alive.
     guard: Mutex<Option<(Child, ChildStdin)>>,
     log: PathBuf,
+    /// The wrapper's arguments and data dir, to start it again.
+    args: Vec<String>,
+    data_dir: Option<PathBuf>,
+    /// Private instances may be stopped and started again.
+    private: bool,
 }
 
 impl S3Server {
@@ -108,7 +115,65 @@ impl S3Server {
 
     /// A private s3s-fs that accepts only these keys; stopped on `Drop`.
     pub fn s3s_fs_with_keys(access_key: &str, secret_key: &str) -> S3Server {
-        S3Server::start(S3Kind::S3sFs, access_key, secret_key)
+        let mut server = S3Server::start(S3Kind::S3sFs, access_key, secret_key);
+        server.private = true;
+        server
+    }
+
+    /// Stop a private server (connections are refused until
+    /// [`start_again`](Self::start_again)); its data dir is kept.
+    pub fn stop(&self) {
+        assert!(self.private, "only a private S3 server may be stopped");
+        assert!(
+            self.stop_keeping_data(),
+            "{} on port {} is not running",
+            self.kind.name(),
+            self.port
+        );
+    }
+
+    /// Stop the wrapper with "keep" (the data dir stays); false when it
+    /// was not running.
+    fn stop_keeping_data(&self) -> bool {
+        use std::io::Write as _;
+        let Some((mut child, mut stdin)) = self.guard.lock().unwrap().take() else {
+            return false;
+        };
+        let _ = stdin.write_all(b"keep\n");
+        drop(stdin);
+        let _ = child.wait();
+        true
+    }
+
+    /// Start a stopped private server again on the same port and data dir.
+    pub fn start_again(&self) {
+        assert!(self.private, "only a private S3 server may be restarted");
+        assert!(
+            self.guard.lock().unwrap().is_none(),
+            "{} on port {} already runs",
+            self.kind.name(),
+            self.port
+        );
+        // The old listening socket may linger for a moment: retry.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            *self.guard.lock().unwrap() = Some(spawn_wrapper(
+                self.kind,
+                &self.args,
+                &self.log,
+                self.data_dir.as_deref(),
+            ));
+            match self.wait_ready(Duration::from_secs(30)) {
+                Ok(()) => return,
+                Err(e) if Instant::now() > deadline => {
+                    panic!("{} did not start again: {e}", self.kind.name())
+                }
+                Err(_) => {
+                    self.stop_keeping_data();
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+        }
     }
 
     pub fn kind(&self) -> S3Kind {
@@ -219,29 +284,16 @@ impl S3Server {
                     data_dir = Some(dir);
                 }
             }
-            let mut cmd = Command::new("sh");
-            cmd.arg("-c")
-                .arg(WRAPPER)
-                .arg("sh")
-                .args(&args)
-                .env("PGTIDE_S3_LOG", &log)
-                .env(
-                    "PGTIDE_S3_CLEAN",
-                    data_dir.as_ref().map(|d| d.as_os_str()).unwrap_or_default(),
-                )
-                .stdin(Stdio::piped())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
-            let mut child = cmd
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot run sh to start {}: {e}", kind.name()));
-            let stdin = child.stdin.take().expect("piped stdin");
+            let guard = spawn_wrapper(kind, &args, &log, data_dir.as_deref());
             let server = S3Server {
                 kind,
                 port,
                 endpoint: format!("http://127.0.0.1:{port}"),
-                guard: Mutex::new(Some((child, stdin))),
+                guard: Mutex::new(Some(guard)),
                 log,
+                args,
+                data_dir,
+                private: false,
             };
             match server.wait_ready(Duration::from_secs(60)) {
                 Ok(()) => return server,
@@ -299,24 +351,58 @@ impl Drop for S3Server {
         if let Some((mut child, stdin)) = self.guard.lock().unwrap().take() {
             drop(stdin);
             let _ = child.wait();
+        } else if let Some(dir) = &self.data_dir {
+            // Stopped with `stop`, which kept the data dir.
+            let _ = std::fs::remove_dir_all(dir);
         }
         let _ = std::fs::remove_file(&self.log);
     }
+}
+
+/// Start `sh -c WRAPPER sh ARGS…` with the server's log and data dir.
+fn spawn_wrapper(
+    kind: S3Kind,
+    args: &[String],
+    log: &std::path::Path,
+    data_dir: Option<&std::path::Path>,
+) -> (Child, ChildStdin) {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(WRAPPER)
+        .arg("sh")
+        .args(args)
+        .env("PGTIDE_S3_LOG", log)
+        .env(
+            "PGTIDE_S3_CLEAN",
+            data_dir.map(|d| d.as_os_str()).unwrap_or_default(),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run sh to start {}: {e}", kind.name()));
+    let stdin = child.stdin.take().expect("piped stdin");
+    (child, stdin)
 }
 
 /// `sh -c WRAPPER sh PROGRAM ARGS…`: runs the server in the background, kills
 /// it and removes its log when our stdin reaches EOF (this process exited or
 /// dropped the pipe), exits with the server's status, and removes
 /// `$PGTIDE_S3_CLEAN`. A server that dies by itself leaves its log for
-/// [`S3Server::log_tail`].
+/// [`S3Server::log_tail`]. The line `keep` on stdin ([`S3Server::stop`])
+/// kills the server but keeps its data dir (and log) for a restart.
 const WRAPPER: &str = r#"
 exec 3<&0
 "$@" </dev/null >"$PGTIDE_S3_LOG" 2>&1 &
 pid=$!
-( read -r _ <&3; kill "$pid" 2>/dev/null; rm -f "$PGTIDE_S3_LOG" ) &
+( read -r cmd <&3
+  if [ "$cmd" = keep ]; then : >"$PGTIDE_S3_LOG.keep"; kill "$pid" 2>/dev/null
+  else kill "$pid" 2>/dev/null; rm -f "$PGTIDE_S3_LOG"; fi ) &
 wait "$pid"
 status=$?
-[ -n "$PGTIDE_S3_CLEAN" ] && rm -rf "$PGTIDE_S3_CLEAN"
+if [ -e "$PGTIDE_S3_LOG.keep" ]; then rm -f "$PGTIDE_S3_LOG.keep"
+elif [ -n "$PGTIDE_S3_CLEAN" ]; then rm -rf "$PGTIDE_S3_CLEAN"; fi
 exit "$status"
 "#;
 
