@@ -6,13 +6,13 @@ pub mod catalog;
 pub mod connect;
 pub mod conninfo;
 pub mod lsn;
-pub mod walpage;
 pub mod pattern;
 pub mod proto;
 pub mod replication;
 pub mod session;
 pub mod tools;
 pub mod version;
+pub mod walpage;
 
 /// Quote an identifier the way PostgreSQL's `quote_ident` would, always.
 pub fn quote_ident(s: &str) -> String {
