@@ -8,6 +8,6 @@ mod errors;
 mod physical_errors;
 mod pitr;
 mod storage_conformance;
-mod wal_fetch;
 mod versions;
 mod wal_faults;
+mod wal_fetch;

@@ -1,9 +1,11 @@
 //! Fault injection for `pgtide wal stream` (DESIGN.md §3; STYLE.md habits 7
 //! and 9). Named scenarios against a real PostgreSQL 15: the walsender
-//! terminated, the server restarted and crashed, the TCP connection cut
-//! mid-message by the relay, pgtide SIGKILLed mid-segment, the S3 store down
-//! for half a minute, and the slot's `restart_lsn` sampled against what the
-//! repository holds.
+//! terminated, the server restarted and crashed (and pgtide stopped with
+//! SIGTERM while it is down), the TCP connection cut mid-message by the
+//! relay, pgtide SIGKILLed mid-segment (its `.partial` must never shrink
+//! when it starts again), the S3 store down for half a minute (and pgtide
+//! stopped during a second outage), and the slot's `restart_lsn` sampled
+//! against what the repository holds.
 //!
 //! Every scenario ends with the same oracles:
 //! - gap-free: `pgtide list --json` shows no gap on the timeline; every
@@ -682,12 +684,37 @@ impl Rig {
         listed
     }
 
-    /// The weak feedback oracle: the slot holds nothing the repository lacks.
+    /// Check the slot against the repository every 100 ms (recording each
+    /// `restart_lsn` seen) until `done` (3 minutes at most).
+    fn sample_slot_until(
+        &self,
+        repo: &Repo,
+        floor: u64,
+        s: &Streamer,
+        seen: &mut BTreeSet<u64>,
+        samples: &mut u64,
+        mut done: impl FnMut() -> bool,
+    ) {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        while !done() {
+            assert!(
+                Instant::now() < deadline,
+                "timed out sampling the slot\n{}",
+                self.diag(s)
+            );
+            if let Some(r) = self.check_slot_behind_archive(repo, floor, s) {
+                seen.insert(r);
+            }
+            *samples += 1;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The feedback oracle: the slot holds nothing the repository lacks.
+    /// Returns the `restart_lsn` checked.
     #[track_caller]
-    fn check_slot_behind_archive(&self, repo: &Repo, floor: u64, s: &Streamer) {
-        let Some(restart) = self.restart_lsn() else {
-            return;
-        };
+    fn check_slot_behind_archive(&self, repo: &Repo, floor: u64, s: &Streamer) -> Option<u64> {
+        let restart = self.restart_lsn()?;
         // Read after restart_lsn: the archive only grows.
         let held = repo.held_end(self.seg).max(floor);
         assert!(
@@ -697,6 +724,7 @@ impl Rig {
             show_lsn(held),
             self.diag(s)
         );
+        Some(restart)
     }
 }
 
@@ -901,11 +929,13 @@ impl Drop for Restored {
             return;
         }
         let pg_ctl = pg_tool(15, "pg_ctl");
-        let mut cmd = Command::new("runuser");
-        cmd.args(["-u", "postgres", "--"]).arg(pg_ctl);
-        if !is_root() {
-            cmd = Command::new(pg_tool(15, "pg_ctl"));
-        }
+        let mut cmd = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(pg_ctl);
+            c
+        } else {
+            Command::new(pg_ctl)
+        };
         let _ = cmd
             .args(["stop", "-w", "-t", "60", "-m", "immediate", "-D"])
             .arg(&self.pgdata)
@@ -957,9 +987,6 @@ fn connection_cut_mid_message() {
     rig.wait_wal(from, 6 << 20, &s);
     let (log, listed) = rig.finish(&repo, &mut s, writer);
     assert!(s.reconnects() >= 3, "{}", rig.diag(&s));
-    if std::env::var_os("WAL_FAULTS_SHOW").is_some() {
-        eprintln!("{}", s.describe());
-    }
     eprintln!(
         "connection_cut_mid_message: {} rows, {} cuts, archive {listed:?}",
         log.committed.len(),
@@ -1163,47 +1190,45 @@ fn slot_never_passes_the_archive() {
     let out = rig.scratch("out");
     let conninfo = rig.conninfo(rig.pg.port());
     let mut s = Streamer::start(&out, "1", &conninfo, &repo, false, "1s");
-    let mut pid = rig.wait_streaming(&mut s, None);
+    let pid = rig.wait_streaming(&mut s, None);
     let writer = Writer::start(&rig.pg, 32 << 10, 60.0);
-    let from = rig.insert_lsn();
+    let mut seen = BTreeSet::new();
     let mut samples = 0;
-    let mut moved = BTreeSet::new();
+    // Three segments of WAL, with the walsender terminated half-way.
+    let from = rig.insert_lsn();
     let mut terminated = false;
-    let deadline = Instant::now() + Duration::from_secs(180);
-    while rig.insert_lsn() < from + 3 * rig.seg {
-        assert!(Instant::now() < deadline, "too slow\n{}", rig.diag(&s));
-        rig.check_slot_behind_archive(&repo, floor, &s);
-        samples += 1;
-        if let Some(r) = rig.restart_lsn() {
-            moved.insert(r);
-        }
+    rig.sample_slot_until(&repo, floor, &s, &mut seen, &mut samples, || {
         if !terminated && rig.insert_lsn() > from + 3 * rig.seg / 2 {
             rig.pg
                 .query("postgres", &format!("SELECT pg_terminate_backend({pid})"));
-            pid = rig.wait_streaming(&mut s, Some(&pid));
             terminated = true;
         }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        rig.insert_lsn() >= from + 3 * rig.seg
+    });
+    assert!(terminated);
     assert!(
-        moved.len() > 3,
-        "restart_lsn hardly moved ({moved:?}): the streamer does not report progress\n{}",
+        seen.len() > 3,
+        "restart_lsn hardly moved ({seen:?}): the streamer does not report progress\n{}",
         rig.diag(&s)
     );
+    assert!(s.reconnects() >= 1, "{}", rig.diag(&s));
+    // SIGKILLed: the walsender lingers until it notices; the slot stays put.
     s.kill9();
-    for _ in 0..10 {
-        rig.check_slot_behind_archive(&repo, floor, &s);
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let _ = pid;
+    let killed = Instant::now();
+    rig.sample_slot_until(&repo, floor, &s, &mut seen, &mut samples, || {
+        killed.elapsed() > Duration::from_secs(2)
+    });
+    // Started again: sampled while it catches up and one more segment.
     let mut s2 = Streamer::start(&out, "2", &conninfo, &repo, false, "1s");
-    rig.wait_streaming(&mut s2, None);
-    rig.check_slot_behind_archive(&repo, floor, &s2);
+    let from = rig.insert_lsn();
+    rig.sample_slot_until(&repo, floor, &s2, &mut seen, &mut samples, || {
+        rig.insert_lsn() >= from + rig.seg
+    });
     let (log, listed) = rig.finish(&repo, &mut s2, writer);
     rig.check_slot_behind_archive(&repo, floor, &s2);
     eprintln!(
         "slot_never_passes_the_archive: {samples} samples, {} distinct restart_lsn, {} rows, archive {listed:?}",
-        moved.len(),
+        seen.len(),
         log.committed.len()
     );
 }

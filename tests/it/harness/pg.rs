@@ -381,8 +381,8 @@ pub fn query_port(port: u16, db: &str, sql: &str) -> Result<Rows, String> {
 }
 
 /// `pg_ctl stop -w -m MODE -D data_dir` with `bin_dir`'s pg_ctl, as the data
-/// dir's owner (postgres when we are root). Returns whether it succeeded,
-/// with pg_ctl's output.
+/// dir's owner (postgres when we are root). `Err` holds pg_ctl's exit
+/// status and output.
 pub fn pg_ctl_stop(bin_dir: &Path, data_dir: &Path, mode: &str) -> Result<(), String> {
     let cwd = data_dir.parent().unwrap_or(Path::new("/"));
     let mut cmd = as_owner(&bin_dir.join("pg_ctl"), cwd);
