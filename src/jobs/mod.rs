@@ -156,3 +156,15 @@ impl Progress {
         v.load(Ordering::Relaxed)
     }
 }
+
+/// The path of this pgtide binary, for commands PostgreSQL or pgtide itself
+/// will run later (restore_command, the prefetcher). When the binary was
+/// replaced while running (an upgrade), Linux names the old inode
+/// "… (deleted)": the path itself, if it exists, is the one to call.
+pub fn pgtide_executable() -> std::io::Result<String> {
+    let exe = std::env::current_exe()?.display().to_string();
+    Ok(match exe.strip_suffix(" (deleted)") {
+        Some(p) if std::path::Path::new(p).is_file() => p.to_string(),
+        _ => exe,
+    })
+}

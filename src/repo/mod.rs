@@ -420,6 +420,22 @@ impl Repository {
         Ok(bytes)
     }
 
+    /// Remove everything of a failed or interrupted set. Writes that were
+    /// already under way on the blocking pool (a rename finishing a pack)
+    /// can land after a first sweep: sweep until nothing is left.
+    pub async fn purge(&self, kind: SetKind, id: &str) {
+        for _ in 0..5 {
+            match self.delete(kind, id).await {
+                Err(RepoError::NoSuch { .. }) => return,
+                Err(e) => {
+                    tracing::warn!("could not remove the incomplete {} {id}: {e}", kind.noun());
+                    return;
+                }
+                Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+            }
+        }
+    }
+
     pub async fn delete_dump(&self, id: &str) -> Result<u64, RepoError> {
         self.delete(SetKind::Dump, id).await
     }

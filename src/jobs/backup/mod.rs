@@ -155,7 +155,7 @@ pub async fn run(
             })
         }
         Err(e) => {
-            let _ = repo.delete(SetKind::Backup, &id).await;
+            repo.purge(SetKind::Backup, &id).await;
             Err(e)
         }
     }

@@ -34,7 +34,7 @@ use crate::repo::manifest::{
     SchemaArchive, SequenceEntry, SourceInfo, StreamRef, TableEntry, TablePart, FORMAT_VERSION,
     KIND_DUMP,
 };
-use crate::repo::Repository;
+use crate::repo::{Repository, SetKind};
 
 /// Everything `dump` needs, validated by the CLI.
 #[derive(Debug, Clone)]
@@ -172,7 +172,7 @@ pub async fn run(
         Err(e) => {
             // Best effort: leave no half-dump behind. A dump killed outright
             // leaves objects without a manifest; `list` reports those.
-            let _ = repo.delete_dump(&id).await;
+            repo.purge(SetKind::Dump, &id).await;
             return Err(e);
         }
     };
@@ -237,7 +237,7 @@ pub async fn run(
     let manifest = DumpManifest { stats, ..manifest };
     progress.set_phase("writing the manifest");
     if let Err(e) = repo.commit_dump(&manifest).await {
-        let _ = repo.delete_dump(&id).await;
+        repo.purge(SetKind::Dump, &id).await;
         return Err(e.into());
     }
     let st = &manifest.stats;

@@ -305,10 +305,8 @@ pub async fn run(
     }
 
     // Recovery settings.
-    let exe = std::env::current_exe()
-        .map_err(io("find the pgtide executable for restore_command"))?
-        .display()
-        .to_string();
+    let exe = crate::jobs::pgtide_executable()
+        .map_err(io("find the pgtide executable for restore_command"))?;
     let rs = RecoverySettings {
         pgtide_exe: exe,
         repo_url: s.repo_url.clone(),

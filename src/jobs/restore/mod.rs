@@ -26,7 +26,7 @@ use crate::pg::connect::{connect, ConnectError};
 use crate::pg::conninfo::ConnInfo;
 use crate::pg::pattern::{selected, NamePattern};
 use crate::pg::tools::{self, PgTools, ToolError};
-use crate::pg::version::tool_major;
+use crate::pg::version::{tool_major, ServerVersion};
 use crate::pg::{quote_ident, quote_literal, quote_qualified};
 use crate::pipeline::ChunkReader;
 use crate::repo::manifest::DumpManifest;
@@ -48,6 +48,24 @@ pub struct RestoreSettings {
     pub pg_dump: Option<PathBuf>,
     /// Chunks fetched ahead per stream.
     pub prefetch: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scripts_for_older_servers_lose_what_they_cannot_run() {
+        let script = "\\restrict abc\nSET statement_timeout = 0;\nSET transaction_timeout = 0;\nCREATE TABLE t ();\n\\unrestrict abc";
+        assert_eq!(
+            script_for_server(script, ServerVersion(130000)),
+            "SET statement_timeout = 0;\nCREATE TABLE t ();"
+        );
+        assert_eq!(
+            script_for_server(script, ServerVersion(170000)),
+            "SET statement_timeout = 0;\nSET transaction_timeout = 0;\nCREATE TABLE t ();"
+        );
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -137,6 +155,7 @@ pub async fn run(
         Err(ConnectError::DatabaseMissing { .. }) if s.create && s.dry_run => None,
         Err(e) => return Err(e.into()),
     };
+    let mut target_version = ServerVersion(0);
     if let Some(client) = &target {
         let info = catalog::server_info(client)
             .await
@@ -144,6 +163,7 @@ pub async fn run(
         if !info.version.is_supported() {
             return Err(JobError::UnsupportedServer(info.version));
         }
+        target_version = info.version;
         check_target(client, &m, &table_idx, s, do_schema).await?;
     }
 
@@ -180,6 +200,8 @@ pub async fn run(
                 "pre-data",
                 1,
                 s,
+                c,
+                target_version,
             )
             .await?;
         }
@@ -231,7 +253,7 @@ pub async fn run(
             "restore post-data (indexes, constraints, triggers) with pg_restore -j {}",
             s.jobs
         ));
-        if let (Some(t), Some(a)) = (&tools, &archive) {
+        if let (Some(t), Some(a), Some(c)) = (&tools, &archive, &target) {
             progress.set_phase("restoring post-data (indexes, constraints)");
             pg_restore(
                 t,
@@ -240,6 +262,8 @@ pub async fn run(
                 "post-data",
                 s.jobs,
                 s,
+                c,
+                target_version,
             )
             .await?;
         }
@@ -475,6 +499,12 @@ pub(crate) fn pg_restore_command(t: &PgTools, s: &RestoreSettings) -> tokio::pro
     cmd
 }
 
+/// Run one section of the schema archive into the target. A pg_restore of
+/// 17 or later always sends `SET transaction_timeout`, which older servers
+/// reject: for those, pg_restore writes the section as a script, and pgtide
+/// runs it over its own connection (in one transaction, without the
+/// settings the server does not know).
+#[allow(clippy::too_many_arguments)]
 async fn pg_restore(
     t: &PgTools,
     archive: &Path,
@@ -482,19 +512,41 @@ async fn pg_restore(
     section: &str,
     jobs: usize,
     s: &RestoreSettings,
+    target: &Client,
+    version: ServerVersion,
 ) -> Result<(), JobError> {
     let mut cmd = pg_restore_command(t, s);
-    cmd.arg(format!("--section={section}"))
-        .arg("--exit-on-error")
-        .arg(format!("--jobs={}", jobs.max(1)));
+    cmd.arg(format!("--section={section}"));
     if let Some(l) = list {
         cmd.arg("--use-list").arg(l);
     }
-    cmd.arg("--dbname")
+    if t.major >= 17 && !version.has_transaction_timeout() {
+        cmd.arg("--file=-").arg(archive);
+        let script = tools::output("pg_restore", cmd).await?;
+        let script = script_for_server(&String::from_utf8_lossy(&script), version);
+        return target
+            .batch_execute(&script)
+            .await
+            .map_err(JobError::sql(format!("restore {section}")));
+    }
+    cmd.arg("--exit-on-error")
+        .arg(format!("--jobs={}", jobs.max(1)))
+        .arg("--dbname")
         .arg(s.conn.to_libpq_string())
         .arg(archive);
     tools::run("pg_restore", cmd).await?;
     Ok(())
+}
+
+/// A pg_restore script made runnable over a plain connection to `version`:
+/// psql meta-commands (`\restrict`) and settings the server lacks removed.
+pub fn script_for_server(script: &str, version: ServerVersion) -> String {
+    script
+        .lines()
+        .filter(|l| !l.starts_with('\\'))
+        .filter(|l| version.has_transaction_timeout() || !l.starts_with("SET transaction_timeout"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 async fn load_tables(

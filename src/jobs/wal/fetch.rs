@@ -175,7 +175,7 @@ pub async fn prefetch(
 
 /// Start a detached `pgtide wal prefetch` for the segments after `name`.
 pub fn spawn_prefetcher(repo_url: &str, name: &str, spool: &Path, count: u64) {
-    let Ok(exe) = std::env::current_exe() else {
+    let Ok(exe) = crate::jobs::pgtide_executable() else {
         return;
     };
     let mut cmd = std::process::Command::new(exe);
