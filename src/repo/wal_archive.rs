@@ -215,12 +215,24 @@ impl WalArchive {
     }
 
     /// Store the first `data.len()` bytes of segment `name` as a partial.
-    /// Partials are named by their length, so a newer (longer) one never
-    /// overwrites an older one; older partials are removed afterwards. No-op
-    /// when the complete segment is archived.
+    /// Partials are named by their length, so a longer one never overwrites
+    /// a shorter one in place; shorter partials are removed afterwards. No-op
+    /// when the complete segment or a partial at least as long is archived.
     pub async fn push_partial(&self, name: &str, data: Bytes) -> Result<(), WalError> {
         let key = self.key(name)?;
         if self.exists(&key).await? {
+            return Ok(());
+        }
+        // Never replace a longer partial with a shorter one: the archive
+        // only grows, whoever pushes (a restarted streamer, archive_command).
+        let len_of = |k: &str| {
+            k.strip_suffix(".partial")
+                .and_then(|k| k.rsplit('.').next())
+                .and_then(|h| u64::from_str_radix(h, 16).ok())
+                .unwrap_or(0)
+        };
+        let existing = self.partial_keys(name).await?;
+        if existing.iter().any(|k| len_of(k) >= data.len() as u64) {
             return Ok(());
         }
         let pkey = format!("{key}.{:08X}.partial", data.len());
@@ -229,13 +241,8 @@ impl WalArchive {
             Ok(()) | Err(StorageError::AlreadyExists { .. }) => {}
             Err(e) => return Err(e.into()),
         }
-        let older: Vec<String> = self
-            .partial_keys(name)
-            .await?
-            .into_iter()
-            .filter(|k| *k != pkey)
-            .collect();
-        self.storage.delete_many(&older).await?;
+        // Shorter ones are superseded.
+        self.storage.delete_many(&existing).await?;
         Ok(())
     }
 

@@ -585,6 +585,18 @@ impl Rig {
         )
     }
 
+    /// Wait until no walsender holds the slot (after a SIGKILL or SIGTERM the
+    /// old one may linger until it notices; a new streamer treats a busy slot
+    /// at its first connection as another streamer's).
+    fn wait_slot_released(&self, s: &Streamer) {
+        wait_for(
+            "the killed streamer's walsender to release the slot",
+            Duration::from_secs(120),
+            || self.diag(s),
+            || self.slot_pid().is_none().then_some(()),
+        );
+    }
+
     /// Wait until the archive holds the segment containing `upto - 1`.
     fn wait_archived(&self, repo: &Repo, s: &Streamer, upto: u64) -> Listed {
         let need = (upto - 1) / self.seg;
@@ -809,6 +821,7 @@ fn server_restart_and_crash() {
     );
     s.terminate();
     rig.pg.start_again();
+    rig.wait_slot_released(&s);
     let mut s2 = Streamer::start(&out, "2", &conninfo, &repo, false, "1s");
     rig.wait_streaming(&mut s2, None);
     let from = rig.insert_lsn();
@@ -1032,6 +1045,7 @@ fn streamer_sigkill_mid_segment() {
         rig.check_slot_behind_archive(&repo, floor, &s);
         std::thread::sleep(Duration::from_millis(200));
     }
+    rig.wait_slot_released(&s);
     let (_, len_now) = repo
         .partials()
         .into_iter()
@@ -1082,6 +1096,7 @@ fn streamer_sigkill_mid_segment() {
         },
     );
     s2.terminate();
+    rig.wait_slot_released(&s2);
     let mut s3 = Streamer::start(&out, "3", &conninfo, &repo, false, "1s");
     rig.wait_streaming(&mut s3, None);
     let (_, segno) = parse_segment_name(&partial, rig.seg).expect("name");
@@ -1162,6 +1177,7 @@ fn s3_outage() {
     );
     s.terminate();
     s3.start_again();
+    rig.wait_slot_released(&s);
     let mut s2 = Streamer::start(&out, "2", &rig.conninfo(rig.pg.port()), &repo, false, "1s");
     rig.wait_streaming(&mut s2, None);
     let from = rig.insert_lsn();
@@ -1216,7 +1232,7 @@ fn slot_never_passes_the_archive() {
     s.kill9();
     let killed = Instant::now();
     rig.sample_slot_until(&repo, floor, &s, &mut seen, &mut samples, || {
-        killed.elapsed() > Duration::from_secs(2)
+        killed.elapsed() > Duration::from_secs(2) && rig.slot_pid().is_none()
     });
     // Started again: sampled while it catches up and one more segment.
     let mut s2 = Streamer::start(&out, "2", &conninfo, &repo, false, "1s");
