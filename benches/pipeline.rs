@@ -2,8 +2,8 @@
 //! encoding (zstd + CRC32 of raw and stored bytes) at the levels users pick,
 //! and decoding with all checks. `cargo bench --bench pipeline`.
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use pgtide::pipeline::codec::{decode, encode};
+use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use pgtide::pipeline::codec::{count_newlines, decode, encode};
 use pgtide::pipeline::Compression;
 
 /// 4 MiB of pgbench_accounts-like rows: `aid\tbid\tabalance\tfiller`.
@@ -31,6 +31,24 @@ fn copy_text(bytes: usize) -> Vec<u8> {
 
 fn bench(c: &mut Criterion) {
     let raw = copy_text(4 << 20);
+    assert_eq!(
+        count_newlines(&raw),
+        raw.iter().filter(|&&b| b == b'\n').count() as u64
+    );
+    // The stored size at each level, for the compression ratio.
+    for comp in [
+        Compression::Zstd(1),
+        Compression::Zstd(3),
+        Compression::Zstd(9),
+    ] {
+        let e = encode(&raw, comp).unwrap();
+        eprintln!(
+            "{comp}: {} raw bytes stored in {} ({:.1}:1)",
+            raw.len(),
+            e.data.len(),
+            raw.len() as f64 / e.data.len() as f64
+        );
+    }
     let mut g = c.benchmark_group("encode_4MiB_chunk");
     g.throughput(Throughput::Bytes(raw.len() as u64));
     g.sample_size(20);
@@ -44,6 +62,21 @@ fn bench(c: &mut Criterion) {
             b.iter(|| encode(&raw, comp).unwrap())
         });
     }
+    g.finish();
+
+    // What `encode` spends besides zstd: the CRC32 of the raw bytes and the
+    // row count (`\n` bytes), measured apart, plus a chunked count that the
+    // compiler vectorises, to show what the row count could cost.
+    let mut g = c.benchmark_group("encode_parts_4MiB");
+    g.throughput(Throughput::Bytes(raw.len() as u64));
+    g.sample_size(20);
+    g.bench_function("crc32", |b| b.iter(|| crc32fast::hash(black_box(&raw))));
+    g.bench_function("newlines_iter_filter", |b| {
+        b.iter(|| black_box(&raw).iter().filter(|&&b| b == b'\n').count() as u64)
+    });
+    g.bench_function("newlines_chunked", |b| {
+        b.iter(|| count_newlines(black_box(&raw)))
+    });
     g.finish();
 
     let mut g = c.benchmark_group("decode_4MiB_chunk");

@@ -198,9 +198,14 @@ pub struct DumpArgs {
     /// Uncompressed bytes per chunk (memory ≈ chunk size × 4 per worker)
     #[arg(long, default_value = "4MiB", value_parser = parse_size)]
     pub chunk_size: u64,
-    /// Split tables larger than this into ctid ranges copied in parallel (0: never)
+    /// Split tables larger than this into parts that restore loads in parallel (0: never)
     #[arg(long, default_value = "256MiB", value_parser = parse_size)]
     pub split_size: u64,
+    /// How to split: output (one scan per table, its output cut into parts;
+    /// spares the source's cache) or ctid (block ranges read by several
+    /// workers at once, PostgreSQL 14+; faster on many cores, fills shared_buffers)
+    #[arg(long, default_value = "output", value_parser = ["output", "ctid"])]
+    pub split_by: String,
     /// Only the schema (pg_dump --schema-only in the snapshot)
     #[arg(long, conflicts_with = "data_only")]
     pub schema_only: bool,
@@ -469,6 +474,11 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 name: a.name,
                 description: a.description,
                 split_size: a.split_size,
+                split_by: if a.split_by == "ctid" {
+                    dump::plan::SplitBy::Ctid
+                } else {
+                    dump::plan::SplitBy::Output
+                },
                 pg_dump: a.pg_dump,
                 lock_timeout: a.lock_wait_timeout,
             };

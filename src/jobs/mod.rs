@@ -168,3 +168,16 @@ pub fn pgtide_executable() -> std::io::Result<String> {
         _ => exe,
     })
 }
+
+/// Wait for every task of a set; the first error wins and drops the set,
+/// which aborts the tasks still running.
+pub(crate) async fn join_all<T: 'static>(
+    mut set: tokio::task::JoinSet<Result<T, JobError>>,
+    what: &str,
+) -> Result<Vec<T>, JobError> {
+    let mut out = Vec::with_capacity(set.len());
+    while let Some(r) = set.join_next().await {
+        out.push(r.map_err(|e| JobError::Invalid(format!("{what} failed: {e}")))??);
+    }
+    Ok(out)
+}

@@ -107,7 +107,19 @@ fn round_trip_local_repository_with_split_tables_and_small_chunks() {
 fn round_trip_s3_repository() {
     let pg = rich_cluster();
     let bucket = S3Server::moto().fresh_bucket_blocking();
-    round_trip(&pg, &bucket.url, &s3_env(), &["--compress", "none"]);
+    round_trip(
+        &pg,
+        &bucket.url,
+        &s3_env(),
+        &[
+            "--compress",
+            "none",
+            "--split-by",
+            "ctid",
+            "--split-size",
+            "256KiB",
+        ],
+    );
 }
 
 /// Transfers commit continuously while the dump runs: every worker reads

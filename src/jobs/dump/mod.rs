@@ -48,8 +48,9 @@ pub struct DumpSettings {
     pub exclude_tables: Vec<NamePattern>,
     pub name: Option<String>,
     pub description: Option<String>,
-    /// Tables bigger than this are split into ctid ranges (0 = never).
+    /// Tables bigger than this are split into parts (0 = never).
     pub split_size: u64,
+    pub split_by: plan::SplitBy,
     pub pg_dump: Option<PathBuf>,
     pub lock_timeout: Duration,
 }
@@ -362,10 +363,11 @@ async fn dump_contents(
             splittable: t.filter.is_none(),
         })
         .collect();
-    let (items, parts_per_table) = plan::plan(
+    let (items, items_per_table) = plan::plan(
         &sizes,
         info.block_size,
         s.split_size,
+        s.split_by,
         info.version.has_tid_range_scan(),
     );
     progress
@@ -401,17 +403,20 @@ async fn dump_contents(
             })
             .collect(),
         queue: Mutex::new(items.into_iter().collect()),
-        parts_left: Mutex::new(parts_per_table.clone()),
+        items_left: Mutex::new(items_per_table),
         progress: progress.clone(),
     });
-    let workers = (0..s.jobs.min(shared.queue.lock().expect("queue").len())).map(|n| {
-        worker::run(
+    // Workers are tasks of their own: a COPY stream's batches are handled
+    // where its connection runs, not handed to this task row by row.
+    let mut workers = tokio::task::JoinSet::new();
+    for n in 0..s.jobs.min(shared.queue.lock().expect("queue").len()) {
+        workers.spawn(worker::run(
             n,
             shared.clone(),
             PackWriter::new(packs.clone(), s.pipeline),
-        )
-    });
-    let data_fut = futures::future::try_join_all(workers);
+        ));
+    }
+    let data_fut = crate::jobs::join_all(workers, "dump worker");
     let meta_fut = async {
         // Sequence values and matview contents are data, as in pg_dump.
         let (sequences, matviews) = if s.schema_only {
@@ -442,12 +447,11 @@ async fn dump_contents(
     for (i, t) in tables.iter_mut().enumerate() {
         let mut parts = by_table.remove(&i).unwrap_or_default();
         parts.sort_by_key(|(n, _)| *n);
-        if parts.len() != parts_per_table[i] {
+        if parts.is_empty() || parts.iter().enumerate().any(|(k, (n, _))| k != *n) {
             return Err(JobError::Invalid(format!(
-                "internal: table {} has {} of {} parts",
+                "internal: table {} has parts {:?}",
                 t.qualified(),
-                parts.len(),
-                parts_per_table[i]
+                parts.iter().map(|(n, _)| n).collect::<Vec<_>>()
             )));
         }
         t.parts = parts.into_iter().map(|(_, p)| p).collect();

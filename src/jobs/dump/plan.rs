@@ -12,8 +12,24 @@ pub struct WorkItem {
     /// Index of this part within the table's parts.
     pub part: usize,
     pub ctid: Option<CtidRange>,
+    /// Cut the table's one COPY stream into parts of about this many bytes,
+    /// at row boundaries (parts numbered from `part`).
+    pub split_output: Option<u64>,
     /// Bytes of the relation this unit covers (for ordering and progress).
     pub est_bytes: u64,
+}
+
+/// How tables bigger than the split size are divided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SplitBy {
+    /// One sequential scan per table (with PostgreSQL's small ring buffer,
+    /// so the source's cache is spared); its output is cut into parts that
+    /// restore loads in parallel.
+    Output,
+    /// Block ranges read by several workers at once (a TID range scan on
+    /// 14+); faster to read on many cores, but it goes through
+    /// shared_buffers and evicts the source's working set.
+    Ctid,
 }
 
 /// What the planner needs to know of a table.
@@ -26,23 +42,26 @@ pub struct TableSize {
 
 /// Split tables bigger than `split_size` into block ranges of about
 /// `split_size` each (only where the server scans TID ranges efficiently).
-/// Returns the items largest first and, per table, its number of parts.
+/// Returns the items largest first and, per table, its number of items.
 pub fn plan(
     tables: &[TableSize],
     block_size: u64,
     split_size: u64,
+    split_by: SplitBy,
     tid_range_scan: bool,
 ) -> (Vec<WorkItem>, Vec<usize>) {
     let mut items = Vec::new();
     let mut parts_per_table = Vec::with_capacity(tables.len());
     for (i, t) in tables.iter().enumerate() {
         let blocks = t.bytes / block_size.max(1);
-        let split = tid_range_scan && t.splittable && split_size > 0 && t.bytes > split_size;
+        let big = split_size > 0 && t.bytes > split_size;
+        let split = split_by == SplitBy::Ctid && tid_range_scan && t.splittable && big;
         if !split {
             items.push(WorkItem {
                 table: i,
                 part: 0,
                 ctid: None,
+                split_output: (split_by == SplitBy::Output && big).then_some(split_size),
                 est_bytes: t.bytes,
             });
             parts_per_table.push(1);
@@ -65,6 +84,7 @@ pub fn plan(
                     start: start as u32,
                     end: if last { None } else { Some(end as u32) },
                 }),
+                split_output: None,
                 est_bytes: (end.min(blocks) - start) * block_size,
             });
             part += 1;
@@ -108,7 +128,7 @@ mod tests {
                 splittable: true,
             },
         ];
-        let (items, parts) = plan(&t, 8192, 1 << 30, true);
+        let (items, parts) = plan(&t, 8192, 1 << 30, SplitBy::Ctid, true);
         assert_eq!(parts, vec![1, 1]);
         assert_eq!(items[0].table, 1);
         assert_eq!(items[1].table, 0);
@@ -121,7 +141,7 @@ mod tests {
             bytes: 1000 * bs,
             splittable: true,
         }];
-        let (items, parts) = plan(&t, bs, 300 * bs, true);
+        let (items, parts) = plan(&t, bs, 300 * bs, SplitBy::Ctid, true);
         assert_eq!(parts, vec![4]);
         let mut ranges: Vec<_> = items.iter().map(|i| i.ctid.unwrap()).collect();
         ranges.sort_by_key(|r| r.start);
@@ -131,12 +151,32 @@ mod tests {
         }
         assert_eq!(ranges.last().unwrap().end, None);
         // No split without TID range scans, nor for unsplittable tables.
-        assert_eq!(plan(&t, bs, 300 * bs, false).1, vec![1]);
+        assert_eq!(plan(&t, bs, 300 * bs, SplitBy::Ctid, false).1, vec![1]);
         let t2 = [TableSize {
             bytes: 1000 * bs,
             splittable: false,
         }];
-        assert_eq!(plan(&t2, bs, 300 * bs, true).1, vec![1]);
+        assert_eq!(plan(&t2, bs, 300 * bs, SplitBy::Ctid, true).1, vec![1]);
+    }
+
+    #[test]
+    fn output_splitting_keeps_one_scan_per_table() {
+        let bs = 8192;
+        let t = [
+            TableSize {
+                bytes: 1000 * bs,
+                splittable: true,
+            },
+            TableSize {
+                bytes: 10 * bs,
+                splittable: true,
+            },
+        ];
+        let (items, per_table) = plan(&t, bs, 300 * bs, SplitBy::Output, true);
+        assert_eq!(per_table, vec![1, 1]);
+        assert_eq!(items[0].split_output, Some(300 * bs));
+        assert_eq!(items[0].ctid, None);
+        assert_eq!(items[1].split_output, None);
     }
 
     #[test]

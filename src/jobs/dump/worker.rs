@@ -32,8 +32,8 @@ pub struct Shared {
     pub snapshot: String,
     pub tables: Vec<TableSpec>,
     pub queue: Mutex<VecDeque<WorkItem>>,
-    /// Parts not yet finished, per table (progress counts whole tables).
-    pub parts_left: Mutex<Vec<usize>>,
+    /// Work items not yet finished, per table (progress counts whole tables).
+    pub items_left: Mutex<Vec<usize>>,
     pub progress: Arc<Progress>,
 }
 
@@ -71,7 +71,28 @@ pub fn copy_statement(t: &TableSpec, item: &WorkItem) -> String {
     }
 }
 
-/// Returns (table index, part index, part) for every item this worker did.
+fn finished_part(
+    shared: &Shared,
+    item: &WorkItem,
+    part: usize,
+    info: crate::pipeline::StreamInfo,
+) -> (usize, usize, TablePart) {
+    shared
+        .progress
+        .rows
+        .fetch_add(info.newlines, Ordering::Relaxed);
+    (
+        item.table,
+        part,
+        TablePart {
+            ctid: item.ctid,
+            rows: info.newlines,
+            stream: StreamRef::from(info),
+        },
+    )
+}
+
+/// Returns (table index, part index, part) for every part this worker wrote.
 pub async fn run(
     n: usize,
     shared: Arc<Shared>,
@@ -100,34 +121,51 @@ pub async fn run(
             .copy_out(&sql)
             .await
             .map_err(JobError::sql(what.clone()))?;
-        let progress = shared.progress.clone();
-        let stream = Box::pin(stream.inspect(move |r| {
-            if let Ok(b) = r {
-                progress.add_bytes(b.len() as u64);
+        let mut stream = Box::pin(stream);
+        // Each CopyData message is one row: cutting between messages cuts at
+        // row boundaries, so every part is a valid COPY stream of its own.
+        let split = item.split_output.unwrap_or(u64::MAX);
+        let mut part = item.part;
+        let mut st = writer.begin_stream();
+        let mut part_bytes = 0u64;
+        let mut pending_progress = 0u64;
+        while let Some(row) = stream.next().await {
+            let row = row.map_err(JobError::sql(what.clone()))?;
+            writer
+                .push(&mut st, &row)
+                .await
+                .map_err(JobError::pipeline(what.clone()))?;
+            part_bytes += row.len() as u64;
+            pending_progress += row.len() as u64;
+            if pending_progress >= 1 << 20 {
+                shared
+                    .progress
+                    .add_bytes(std::mem::take(&mut pending_progress));
             }
-        }));
-        let info = writer
-            .write_stream(stream)
-            .await
-            .map_err(JobError::pipeline(what))?;
-        let rows = info.newlines;
-        shared.progress.rows.fetch_add(rows, Ordering::Relaxed);
-        {
-            let mut left = shared.parts_left.lock().expect("parts lock");
-            left[item.table] -= 1;
-            if left[item.table] == 0 {
-                shared.progress.units_done.fetch_add(1, Ordering::Relaxed);
+            if part_bytes >= split {
+                let info = writer
+                    .end_stream(std::mem::replace(&mut st, writer.begin_stream()))
+                    .await
+                    .map_err(JobError::pipeline(what.clone()))?;
+                done.push(finished_part(&shared, &item, part, info));
+                part += 1;
+                part_bytes = 0;
             }
         }
-        done.push((
-            item.table,
-            item.part,
-            TablePart {
-                ctid: item.ctid,
-                rows,
-                stream: StreamRef::from(info),
-            },
-        ));
+        shared.progress.add_bytes(pending_progress);
+        let info = writer
+            .end_stream(st)
+            .await
+            .map_err(JobError::pipeline(what))?;
+        // A table split exactly at its end has no rows left for a last part.
+        if part == item.part || info.raw_bytes > 0 {
+            done.push(finished_part(&shared, &item, part, info));
+        }
+        let mut left = shared.items_left.lock().expect("items lock");
+        left[item.table] -= 1;
+        if left[item.table] == 0 {
+            shared.progress.units_done.fetch_add(1, Ordering::Relaxed);
+        }
     }
     writer
         .finish()
@@ -156,6 +194,7 @@ mod tests {
             table: 0,
             part: 0,
             ctid,
+            split_output: None,
             est_bytes: 0,
         }
     }

@@ -629,9 +629,12 @@ async fn load_tables(
         progress: progress.clone(),
     });
     let n = s.jobs.min(shared.queue.lock().expect("queue").len());
-    let rows = futures::future::try_join_all((0..n).map(|k| worker::run(k, shared.clone())))
+    let mut workers = tokio::task::JoinSet::new();
+    for k in 0..n {
+        workers.spawn(worker::run(k, shared.clone()));
+    }
+    Ok(crate::jobs::join_all(workers, "restore worker")
         .await?
         .into_iter()
-        .sum();
-    Ok(rows)
+        .sum())
 }
