@@ -70,7 +70,7 @@ mkdir -p "$WORK/x-tar"
 read -r t_tar rss_tar < <(timed xtar tar -C "$WORK/x-tar" -I zstd -xf "$WORK/bb1/base.tar.zst")
 read -r t_rst rss_rst < <(timed xpt "$PGTIDE" restore latest --repo "$WORK/repo1" --pgdata "$WORK/x-pgtide")
 rows+=("| restore | tar -I zstd -xf base.tar.zst | $t_tar | | $((rss_tar / 1024)) | 1.00 |")
-rows+=("| restore | pgtide restore --pgdata (checks every CRC, fsyncs) | $t_rst | | $((rss_rst / 1024)) | $(ratio "$t_rst" "$t_tar") |")
+rows+=("| restore | pgtide restore --pgdata (checks every CRC, syncs to disk) | $t_rst | | $((rss_rst / 1024)) | $(ratio "$t_rst" "$t_tar") |")
 
 # WAL burst: how long after the last byte of a burst is the archive complete?
 "$PGTIDE" wal stream --db "$CONN" --repo "$WORK/repo1" --slot bench --create-slot --partial-interval 0 \

@@ -292,6 +292,13 @@ pub async fn run(
         }
     };
     futures::future::try_join_all((0..s.jobs.max(1)).map(|_| worker())).await?;
+    progress.set_phase("syncing the restored files to disk");
+    let dirs: Vec<PathBuf> = std::iter::once(s.pgdata.clone())
+        .chain(ts_dirs.values().cloned())
+        .collect();
+    tokio::task::spawn_blocking(move || sync_filesystems(&dirs))
+        .await
+        .map_err(|e| JobError::Invalid(format!("sync the restored files: {e}")))??;
 
     // PostgreSQL's manifest beside the files, for pg_verifybackup.
     if let Some(st) = &m.pg_backup_manifest {
@@ -394,14 +401,39 @@ async fn restore_file(
             ),
         });
     }
-    out.sync_all()
-        .await
-        .map_err(io(format!("sync {}", path.display())))?;
+    // Durability comes from one syncfs per file system once every file is
+    // written (see `sync_filesystems`): far cheaper than a journal commit
+    // per file, and the restore is not reported done before it.
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         let _ = tokio::fs::set_permissions(path, std::fs::Permissions::from_mode(f.mode & 0o7777))
             .await;
+    }
+    Ok(())
+}
+
+/// Flush every file system holding restored files (`syncfs(2)` on Linux;
+/// elsewhere a full `sync`).
+fn sync_filesystems(dirs: &[PathBuf]) -> Result<(), JobError> {
+    for d in dirs {
+        let f = std::fs::File::open(d).map_err(io(format!("open {}", d.display())))?;
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::unix::io::AsRawFd;
+            // SAFETY: syncfs only reads the descriptor, which `f` keeps open.
+            if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
+                return Err(io(format!("sync {}", d.display()))(
+                    std::io::Error::last_os_error(),
+                ));
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            drop(f);
+            // SAFETY: sync(2) takes no arguments and cannot fail.
+            unsafe { libc::sync() };
+        }
     }
     Ok(())
 }
