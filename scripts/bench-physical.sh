@@ -13,6 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SCALE=${SCALE:-100}
+RUNS=${RUNS:-3}
 BURST_MB=${BURST_MB:-1024}
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 PORT=${PORT:-55433}
@@ -59,18 +60,36 @@ timed() { # label cmd... -> "seconds rss_kb"
 }
 mib() { du -sb "$1" | awk '{ printf "%.1f", $1 / 1048576 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+declare -A T R
+for run in $(seq 1 "$RUNS"); do
+  echo "# run $run of $RUNS" >&2
+  for level in 1 3; do
+    rm -rf "$WORK/bb$level" "$WORK/repo$level"
+    read -r t r < <(timed bb$level "$PGBIN/pg_basebackup" -d "$CONN" -D "$WORK/bb$level" -Ft -X none -Z "client-zstd:$level" --no-sync)
+    T[bb$level]+="$t "; R[bb$level]=$r
+    read -r t r < <(timed pt$level "$PGTIDE" backup --db "$CONN" --repo "$WORK/repo$level" --compress "zstd:$level")
+    T[pt$level]+="$t "; R[pt$level]=$r
+  done
+  rm -rf "$WORK/x-tar" "$WORK/x-pgtide"; mkdir -p "$WORK/x-tar"
+  read -r t r < <(timed xtar tar -C "$WORK/x-tar" -I zstd -xf "$WORK/bb1/base.tar.zst")
+  T[xtar]+="$t "; R[xtar]=$r
+  rm -rf "$WORK/x-tar"; mkdir -p "$WORK/x-tar"
+  read -r t r < <(timed xtarsync sh -c "tar -C '$WORK/x-tar' -I zstd -xf '$WORK/bb1/base.tar.zst' && sync")
+  T[xtarsync]+="$t "; R[xtarsync]=$r
+  read -r t r < <(timed xpt "$PGTIDE" restore latest --repo "$WORK/repo1" --pgdata "$WORK/x-pgtide")
+  T[xpt]+="$t "; R[xpt]=$r
+done
+med() { printf '%s\n' ${T[$1]} | median; }
 rows=()
 for level in 1 3; do
-  read -r t_bb rss_bb < <(timed bb$level "$PGBIN/pg_basebackup" -d "$CONN" -D "$WORK/bb$level" -Ft -X none -Z "client-zstd:$level" --no-sync)
-  read -r t_pt rss_pt < <(timed pt$level "$PGTIDE" backup --db "$CONN" --repo "$WORK/repo$level" --compress "zstd:$level")
-  rows+=("| backup zstd:$level | pg_basebackup -Ft -X none -Z client-zstd:$level | $t_bb | $(mib "$WORK/bb$level") | $((rss_bb / 1024)) | 1.00 |")
-  rows+=("| backup zstd:$level | pgtide backup --compress zstd:$level | $t_pt | $(mib "$WORK/repo$level/backups") | $((rss_pt / 1024)) | $(ratio "$t_pt" "$t_bb") |")
+  rows+=("| backup zstd:$level | pg_basebackup -Ft -X none -Z client-zstd:$level | $(med bb$level) | $(mib "$WORK/bb$level") | $((R[bb$level] / 1024)) | 1.00 |")
+  rows+=("| backup zstd:$level | pgtide backup --compress zstd:$level (+ its WAL range, streamed) | $(med pt$level) | $(mib "$WORK/repo$level/backups") | $((R[pt$level] / 1024)) | $(ratio "$(med pt$level)" "$(med bb$level)") |")
 done
-mkdir -p "$WORK/x-tar"
-read -r t_tar rss_tar < <(timed xtar tar -C "$WORK/x-tar" -I zstd -xf "$WORK/bb1/base.tar.zst")
-read -r t_rst rss_rst < <(timed xpt "$PGTIDE" restore latest --repo "$WORK/repo1" --pgdata "$WORK/x-pgtide")
-rows+=("| restore | tar -I zstd -xf base.tar.zst | $t_tar | | $((rss_tar / 1024)) | 1.00 |")
-rows+=("| restore | pgtide restore --pgdata (checks every CRC, syncs to disk) | $t_rst | | $((rss_rst / 1024)) | $(ratio "$t_rst" "$t_tar") |")
+rows+=("| restore | tar -I zstd -xf base.tar.zst (no sync) | $(med xtar) | | $((R[xtar] / 1024)) | 1.00 |")
+rows+=("| restore | tar -I zstd -xf base.tar.zst && sync | $(med xtarsync) | | $((R[xtarsync] / 1024)) | $(ratio "$(med xtarsync)" "$(med xtar)") |")
+rows+=("| restore | pgtide restore --pgdata (checks every CRC, syncs to disk) | $(med xpt) | | $((R[xpt] / 1024)) | $(ratio "$(med xpt)" "$(med xtar)") |")
+runs_line="Timed steps: median of $RUNS runs (times per run: $(for k in bb1 pt1 bb3 pt3 xtar xtarsync xpt; do printf '%s=[%s] ' "$k" "${T[$k]% }"; done))."
 
 # WAL burst: how long after the last byte of a burst is the archive complete?
 "$PGTIDE" wal stream --db "$CONN" --repo "$WORK/repo1" --slot bench --create-slot --partial-interval 0 \
@@ -101,6 +120,8 @@ Cluster: pgbench scale $SCALE ($SIZE); $(nproc) cores; PostgreSQL $("$PGBIN/post
 | operation | tool | seconds | stored MiB | peak RSS MiB | ratio |
 | --- | --- | ---: | ---: | ---: | ---: |
 $(printf '%s\n' "${rows[@]}")
+
+$runs_line
 
 WAL burst: an INSERT generating WAL for ${gen_s} s (${wal_mb} MB of WAL, $(awk -v m="$wal_mb" -v s="$gen_s" 'BEGIN { printf "%.0f", m / s }') MB/s); \`pgtide wal stream\` had the last segment archived ${lag_s} s after the INSERT returned.
 MD
