@@ -25,8 +25,7 @@ use serde_json::Value;
 use crate::harness::cli::{Cli, CliOutput, PGTIDE_BIN};
 use crate::harness::oracle;
 use crate::harness::pg::{
-    give_to_server_user, pg_bin_dir, pg_ctl_stop, pg_dump_bin, pg_tool, pick_free_port, query_port,
-    PgCluster,
+    give_to_server_user, pg_bin_dir, pg_ctl_stop, pg_tool, pick_free_port, query_port, PgCluster,
 };
 use crate::harness::s3::{s3_env, S3Server};
 
@@ -399,25 +398,7 @@ fn archived_wal(repo: &Repo) -> (Value, Vec<Value>) {
 /// `pg_dump --schema-only` of `db` with PostgreSQL 18's pg_dump (the npm
 /// packages ship no client tools), minus the lines that differ per run.
 fn schema18(pg: &PgCluster, db: &str) -> String {
-    let out = Command::new(pg_dump_bin(18))
-        .args(["--schema-only", "--no-password", "--dbname"])
-        .arg(pg.conninfo("postgres", db))
-        .output()
-        .expect("run pg_dump 18");
-    assert!(
-        out.status.success(),
-        "pg_dump --schema-only {db} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| {
-            !l.starts_with("\\restrict")
-                && !l.starts_with("\\unrestrict")
-                && !l.starts_with("-- Dumped")
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+    crate::harness::oracle::schema_with(pg, db, 18)
 }
 
 /// A cluster of `row.major` with database `app` holding [`SETUP_SQL`], and

@@ -7,7 +7,12 @@ use super::pg::{pg_dump_bin, PgCluster};
 /// `pg_dump --schema-only` of `db`, without the lines that differ between
 /// any two runs (`\restrict` keys, version banners).
 pub fn schema(pg: &PgCluster, db: &str) -> String {
-    let out = std::process::Command::new(pg_dump_bin(pg.major().max(15)))
+    schema_with(pg, db, pg.major().max(15))
+}
+
+/// [`schema`] with the pg_dump of major version `dump_major`.
+pub fn schema_with(pg: &PgCluster, db: &str, dump_major: u32) -> String {
+    let out = std::process::Command::new(pg_dump_bin(dump_major))
         .args(["--schema-only", "--no-password", "--dbname"])
         .arg(pg.conninfo("postgres", db))
         .output()
