@@ -23,7 +23,7 @@ use settings::{default_jobs, default_repo, human_bytes, parse_duration, parse_si
 #[command(
     name = "pgtide",
     version,
-    about = "PostgreSQL backup engine: parallel snapshot-consistent logical dumps and restores through a chunked, compressed, checksummed repository",
+    about = "PostgreSQL backup engine: parallel logical dumps, physical base backups, continuous WAL archiving and point-in-time restore, through a chunked, compressed, checksummed repository",
     propagate_version = true
 )]
 pub struct Cli {
@@ -87,17 +87,17 @@ pub enum Command {
     Dump(DumpArgs),
     /// Take a physical base backup over the replication protocol
     Backup(BackupArgs),
-    /// Restore a dump into a database
+    /// Restore a dump into a database, or a backup into a data directory (--pgdata) to a point in time
     Restore(RestoreArgs),
-    /// List the dumps in a repository
+    /// List the dumps, backups and archived WAL of a repository
     List(RepoOnly),
-    /// Show a dump in detail: tables, rows, bytes, checksums, timings
+    /// Show a dump or backup in detail: tables or files, bytes, LSNs, timings
     Info(IdArgs),
-    /// Read every object of a dump back and check every checksum
+    /// Read every object of a dump or backup back and check every checksum (backups: their WAL too)
     Verify(VerifyArgs),
     /// Delete a dump or backup, or the archived WAL older than a backup
     Delete(DeleteArgs),
-    /// WAL archiving: push (archive_command), fetch (restore_command)
+    /// WAL archiving: stream (replication slot), push (archive_command), fetch (restore_command)
     #[command(subcommand)]
     Wal(WalCommand),
 }
@@ -153,7 +153,7 @@ pub struct RepoOnly {
 
 #[derive(Debug, Args)]
 pub struct IdArgs {
-    /// Dump id (or `latest`)
+    /// Dump or backup id (or `latest`: the newest of either)
     pub id: String,
     #[command(flatten)]
     pub repo: RepoArg,
@@ -174,7 +174,7 @@ pub struct DeleteArgs {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// Dump id (or `latest`)
+    /// Dump or backup id (or `latest`: the newest of either)
     pub id: String,
     #[command(flatten)]
     pub repo: RepoArg,
