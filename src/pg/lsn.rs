@@ -1,5 +1,5 @@
 //! WAL positions and names: `Lsn`, timelines, segment numbers and the
-//! `TTTTTTTTXXXXXXXXYYYYYYYY` segment file names, timeline `.history` names.
+//! segment file names (8 hex digits each of timeline, log id and segment), timeline `.history` names.
 //! Pure code, PostgreSQL's own naming (xlog_internal.h).
 
 use std::fmt;

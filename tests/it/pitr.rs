@@ -500,6 +500,34 @@ fn marker(pg: &PgCluster, v: &str) {
 }
 
 /// Starts a streamer on slot `s` and waits until the slot is active.
+/// A PostgreSQL 15 cluster with the test tables, a local repository in a
+/// fresh work directory, and `wal stream` running on slot `s` into it.
+struct Scene {
+    pg: PgCluster,
+    work: tempfile::TempDir,
+    repo: String,
+    conn: String,
+    streamer: Streamer,
+}
+
+impl Scene {
+    fn streaming() -> Scene {
+        let pg = PgCluster::start(15);
+        create_tables(&pg);
+        let work = work_dir("pgtide-pitr-");
+        let repo = path_in(&work, "repo");
+        let conn = pg.conninfo("postgres", "postgres");
+        let streamer = stream_from(&conn, &repo, "s", work.path(), &pg);
+        Scene {
+            pg,
+            work,
+            repo,
+            conn,
+            streamer,
+        }
+    }
+}
+
 fn stream_from(pg_conn: &str, repo: &str, slot: &str, dir: &Path, pg: &PgCluster) -> Streamer {
     let st = Streamer::start(pg_conn, repo, slot, dir);
     wait_until(
@@ -518,12 +546,13 @@ fn stream_from(pg_conn: &str, repo: &str, slot: &str, dir: &Path, pg: &PgCluster
 /// after it: the restored server has exactly the rows committed before it.
 #[test]
 fn pitr_to_a_time_brings_back_a_dropped_table() {
-    let pg = PgCluster::start(15);
-    create_tables(&pg);
-    let work = work_dir("pgtide-pitr-");
-    let repo = path_in(&work, "repo");
-    let conn = pg.conninfo("postgres", "postgres");
-    let streamer = stream_from(&conn, &repo, "s", work.path(), &pg);
+    let Scene {
+        pg,
+        work: _work,
+        repo,
+        conn,
+        streamer,
+    } = Scene::streaming();
 
     // The backup while a writer inserts rows.
     let stop = AtomicBool::new(false);
@@ -603,12 +632,13 @@ fn pitr_to_a_time_brings_back_a_dropped_table() {
 /// shutdown (the server stops at the target).
 #[test]
 fn pitr_to_an_lsn_a_restore_point_and_an_xid() {
-    let pg = PgCluster::start(15);
-    create_tables(&pg);
-    let work = work_dir("pgtide-pitr-");
-    let repo = path_in(&work, "repo");
-    let conn = pg.conninfo("postgres", "postgres");
-    let streamer = stream_from(&conn, &repo, "s", work.path(), &pg);
+    let Scene {
+        pg,
+        work: _work,
+        repo,
+        conn,
+        streamer,
+    } = Scene::streaming();
     backup(&conn, &repo, &[]);
 
     marker(&pg, "1-before-lsn");
@@ -696,12 +726,13 @@ fn pitr_to_an_lsn_a_restore_point_and_an_xid() {
 /// which crosses the switch through 00000002.history.
 #[test]
 fn pitr_across_a_timeline_switch() {
-    let pg = PgCluster::start(15);
-    create_tables(&pg);
-    let work = work_dir("pgtide-pitr-");
-    let repo = path_in(&work, "repo");
-    let conn = pg.conninfo("postgres", "postgres");
-    let streamer = stream_from(&conn, &repo, "s", work.path(), &pg);
+    let Scene {
+        pg,
+        work,
+        repo,
+        conn,
+        streamer,
+    } = Scene::streaming();
     let b1 = backup(&conn, &repo, &[]);
     marker(&pg, "tl1-kept");
     pg.execute("postgres", "SELECT pg_create_restore_point('fork')");
@@ -905,12 +936,13 @@ fn archive_command_and_restore_command() {
 /// reaches the end of timeline 2; `restore latest` (when `latest`) must pick
 /// that one rather than the newest backup.
 fn abandoned_branch(latest: bool) {
-    let pg = PgCluster::start(15);
-    create_tables(&pg);
-    let work = work_dir("pgtide-pitr-");
-    let repo = path_in(&work, "repo");
-    let conn = pg.conninfo("postgres", "postgres");
-    let streamer = stream_from(&conn, &repo, "s", work.path(), &pg);
+    let Scene {
+        pg,
+        work,
+        repo,
+        conn,
+        streamer,
+    } = Scene::streaming();
     let b1 = backup(&conn, &repo, &[]);
     marker(&pg, "tl1-kept");
     pg.execute("postgres", "SELECT pg_create_restore_point('fork')");
