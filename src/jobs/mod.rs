@@ -59,7 +59,7 @@ pub enum JobError {
     },
     #[error("{0}")]
     Invalid(String),
-    #[error("dump {id} is damaged: {what} (run pgtide verify {id})")]
+    #[error("{} {id} is damaged: {what} (run pgtide verify {id})", set_word(id))]
     Damaged { id: String, what: String },
     #[error("database {name} already exists: drop it, or restore into it without --create")]
     DatabaseExists { name: String },
@@ -73,6 +73,15 @@ pub enum JobError {
     },
     #[error("interrupted")]
     Interrupted,
+}
+
+/// "backup" or "dump", from the kind letter that ends a set id.
+fn set_word(id: &str) -> &'static str {
+    if id.ends_with('F') {
+        "backup"
+    } else {
+        "dump"
+    }
 }
 
 /// The server's own words for an error (`ERROR: …` message and detail).

@@ -78,6 +78,36 @@ pub fn decode(
     crc_raw: u32,
     compression: Compression,
 ) -> Result<Bytes, CorruptKind> {
+    // The manifest bounds the output; a frame claiming more is corrupt.
+    let cap = usize::try_from(raw_len).map_err(|_| CorruptKind::RawLen {
+        expected: raw_len,
+        found: 0,
+    })?;
+    let mut out = vec![0u8; cap];
+    let n = decode_into(
+        stored,
+        stored_len,
+        crc_stored,
+        raw_len,
+        crc_raw,
+        compression,
+        &mut out,
+    )?;
+    out.truncate(n);
+    Ok(Bytes::from(out))
+}
+
+/// [`decode`] into a caller's buffer (at least `raw_len` long), so a reader
+/// can reuse its buffers; returns `raw_len`.
+pub fn decode_into(
+    stored: &[u8],
+    stored_len: u64,
+    crc_stored: u32,
+    raw_len: u64,
+    crc_raw: u32,
+    compression: Compression,
+    out: &mut [u8],
+) -> Result<usize, CorruptKind> {
     if stored.len() as u64 != stored_len {
         return Err(CorruptKind::StoredLen {
             expected: stored_len,
@@ -91,34 +121,43 @@ pub fn decode(
             found,
         });
     }
-    let raw = match compression {
-        Compression::None => Bytes::copy_from_slice(stored),
-        Compression::Zstd(_) => {
-            // The manifest bounds the output; a frame claiming more is corrupt.
-            let cap = usize::try_from(raw_len).map_err(|_| CorruptKind::RawLen {
-                expected: raw_len,
-                found: 0,
-            })?;
-            Bytes::from(
-                zstd::bulk::decompress(stored, cap)
-                    .map_err(|e| CorruptKind::Decompress(e.to_string()))?,
-            )
+    let cap = usize::try_from(raw_len)
+        .ok()
+        .filter(|&n| n <= out.len())
+        .ok_or(CorruptKind::RawLen {
+            expected: raw_len,
+            found: out.len() as u64,
+        })?;
+    let out = &mut out[..cap];
+    let n = match compression {
+        Compression::None => {
+            if stored.len() != cap {
+                return Err(CorruptKind::RawLen {
+                    expected: raw_len,
+                    found: stored.len() as u64,
+                });
+            }
+            out.copy_from_slice(stored);
+            cap
         }
+        // A frame that decodes to more than `raw_len` fails here.
+        Compression::Zstd(_) => zstd::bulk::decompress_to_buffer(stored, out)
+            .map_err(|e| CorruptKind::Decompress(e.to_string()))?,
     };
-    if raw.len() as u64 != raw_len {
+    if n != cap {
         return Err(CorruptKind::RawLen {
             expected: raw_len,
-            found: raw.len() as u64,
+            found: n as u64,
         });
     }
-    let found = crc32fast::hash(&raw);
+    let found = crc32fast::hash(&out[..n]);
     if found != crc_raw {
         return Err(CorruptKind::RawCrc {
             expected: crc_raw,
             found,
         });
     }
-    Ok(raw)
+    Ok(n)
 }
 
 #[cfg(test)]
@@ -161,6 +200,53 @@ mod tests {
         roundtrip(Compression::Zstd(3));
         roundtrip(Compression::Zstd(1));
         roundtrip(Compression::None);
+    }
+
+    #[test]
+    fn decode_into_refuses_a_frame_larger_than_recorded() {
+        let raw = b"0123456789\n".repeat(5000);
+        for c in [Compression::Zstd(1), Compression::None] {
+            let e = encode(&raw, c).unwrap();
+            let mut out = vec![0u8; raw.len() + 100];
+            let n = decode_into(
+                &e.data,
+                e.data.len() as u64,
+                e.crc_stored,
+                e.raw_len,
+                e.crc_raw,
+                c,
+                &mut out,
+            )
+            .unwrap();
+            assert_eq!(&out[..n], &raw[..]);
+            // The manifest claims fewer raw bytes than the frame holds.
+            let err = decode_into(
+                &e.data,
+                e.data.len() as u64,
+                e.crc_stored,
+                e.raw_len - 1,
+                e.crc_raw,
+                c,
+                &mut out,
+            )
+            .unwrap_err();
+            assert!(
+                matches!(err, CorruptKind::Decompress(_) | CorruptKind::RawLen { .. }),
+                "{err:?}"
+            );
+            // A buffer too small for what the manifest claims.
+            let err = decode_into(
+                &e.data,
+                e.data.len() as u64,
+                e.crc_stored,
+                e.raw_len,
+                e.crc_raw,
+                c,
+                &mut out[..10],
+            )
+            .unwrap_err();
+            assert!(matches!(err, CorruptKind::RawLen { .. }), "{err:?}");
+        }
     }
 
     #[test]

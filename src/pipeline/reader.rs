@@ -13,6 +13,9 @@ use super::{cpu, Compression, PipelineError};
 use crate::repo::manifest::{ChunkRef, PackInfo};
 use crate::storage::DynStorage;
 
+/// The largest chunk `--chunk-size` allows.
+pub const MAX_CHUNK: usize = 256 << 20;
+
 #[derive(Debug, Clone)]
 pub struct ChunkReader {
     storage: DynStorage,
@@ -38,10 +41,21 @@ impl ChunkReader {
 
     /// Fetch, check and decode one chunk.
     pub async fn read_chunk(&self, c: &ChunkRef) -> Result<Bytes, PipelineError> {
-        let pack = self
-            .packs
-            .get(c.pack as usize)
-            .ok_or(PipelineError::UnknownPack(c.pack))?;
+        let stored = self.fetch(c).await?;
+        self.check_raw_len(c)?;
+        let (me, c2) = (self.clone(), *c);
+        cpu(move || {
+            let mut out = vec![0u8; c2.raw_len as usize];
+            let n = me.decode_into(&c2, &stored, &mut out)?;
+            out.truncate(n);
+            Ok(Bytes::from(out))
+        })
+        .await?
+    }
+
+    /// The stored bytes of one chunk, not yet checked.
+    pub async fn fetch(&self, c: &ChunkRef) -> Result<Bytes, PipelineError> {
+        let pack = self.pack(c)?;
         if c.offset
             .checked_add(c.stored_len)
             .is_none_or(|end| end > pack.size)
@@ -55,27 +69,61 @@ impl ChunkReader {
                 },
             });
         }
-        let stored = self
+        Ok(self
             .storage
             .get_range(&pack.key, c.offset, c.stored_len)
-            .await?;
-        let (c2, compression) = (*c, self.compression);
-        cpu(move || {
-            codec::decode(
-                &stored,
-                c2.stored_len,
-                c2.crc_stored,
-                c2.raw_len,
-                c2.crc_raw,
-                compression,
-            )
-        })
-        .await?
+            .await?)
+    }
+
+    /// Check and decode fetched bytes into `out` (CPU work: call it off the
+    /// reactor). Returns the raw length.
+    pub fn decode_into(
+        &self,
+        c: &ChunkRef,
+        stored: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize, PipelineError> {
+        codec::decode_into(
+            stored,
+            c.stored_len,
+            c.crc_stored,
+            c.raw_len,
+            c.crc_raw,
+            self.compression,
+            out,
+        )
         .map_err(|kind| PipelineError::Corrupt {
-            pack: pack.key.clone(),
+            pack: self
+                .packs
+                .get(c.pack as usize)
+                .map(|p| p.key.clone())
+                .unwrap_or_default(),
             offset: c.offset,
             kind,
         })
+    }
+
+    /// Refuse a manifest entry claiming a chunk larger than any writer makes
+    /// (it would make the reader allocate that much).
+    pub fn check_raw_len(&self, c: &ChunkRef) -> Result<(), PipelineError> {
+        if c.raw_len > MAX_CHUNK as u64 {
+            let pack = self.pack(c)?;
+            return Err(PipelineError::Corrupt {
+                pack: pack.key.clone(),
+                offset: c.offset,
+                kind: codec::CorruptKind::RawLen {
+                    expected: c.raw_len,
+                    found: 0,
+                },
+            });
+        }
+        Ok(())
+    }
+
+    fn pack(&self, c: &ChunkRef) -> Result<&PackInfo, PipelineError> {
+        self.packs
+            .get(c.pack as usize)
+            .ok_or(PipelineError::UnknownPack(c.pack))
     }
 
     /// The original byte stream of a chunk list, in order.

@@ -216,6 +216,37 @@ impl Repository {
         }
     }
 
+    /// Before a restore reads a set: every pack it lists is present with the
+    /// recorded size (one listing, no reads). `Err` describes the first
+    /// problem, for a "damaged" error.
+    pub async fn check_packs(
+        &self,
+        kind: SetKind,
+        id: &str,
+        packs: &[manifest::PackInfo],
+    ) -> Result<Result<(), String>, RepoError> {
+        let listed: std::collections::HashMap<String, u64> = self
+            .storage
+            .list(&layout::set_packs(kind, id))
+            .await?
+            .into_iter()
+            .map(|o| (o.key, o.size))
+            .collect();
+        for p in packs {
+            match listed.get(&p.key) {
+                None => return Ok(Err(format!("pack {} is missing", p.key))),
+                Some(&size) if size != p.size => {
+                    return Ok(Err(format!(
+                        "pack {} has {size} bytes, the manifest records {}",
+                        p.key, p.size
+                    )))
+                }
+                _ => {}
+            }
+        }
+        Ok(Ok(()))
+    }
+
     pub fn storage(&self) -> &DynStorage {
         &self.storage
     }

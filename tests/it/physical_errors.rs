@@ -277,3 +277,69 @@ fn corrupt_wal_object_is_reported() {
     .assert_one_line_error(126, "damaged");
     assert!(!dest.exists());
 }
+
+/// A damaged base backup: a flipped byte in a pack and a truncated pack are
+/// both refused by `restore --pgdata` with exit 5, naming the pack, and by
+/// `verify`.
+#[test]
+fn corrupt_backup_pack_is_refused_by_restore() {
+    let pg = PgCluster::start(15);
+    let work = work_dir("pgtide-phys-corrupt-");
+    let repo = path_in(&work, "repo");
+    let b = backup(&pg.conninfo("postgres", "postgres"), &repo, &[]);
+    let id = b["id"].as_str().unwrap().to_string();
+    let packs_dir = Path::new(&repo).join("backups").join(&id).join("packs");
+    let mut packs: Vec<_> = fs::read_dir(&packs_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    packs.sort_by_key(|p| std::cmp::Reverse(fs::metadata(p).unwrap().len()));
+    let largest = packs[0].clone();
+    let original = fs::read(&largest).unwrap();
+
+    let mut bad = original.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0x5a;
+    fs::write(&largest, &bad).unwrap();
+    pgtide(&["verify", &id, "--repo", &repo]).assert_one_line_error(5, "damaged");
+    let out = pgtide(&[
+        "restore",
+        &id,
+        "--repo",
+        &repo,
+        "--pgdata",
+        &path_in(&work, "flipped"),
+    ]);
+    out.assert_exit(5);
+    let line = out.error_line().unwrap();
+    assert!(
+        line.contains("corrupt chunk") && line.contains(".pack"),
+        "{out}"
+    );
+
+    fs::write(&largest, &original[..original.len() / 2]).unwrap();
+    let out = pgtide(&[
+        "restore",
+        &id,
+        "--repo",
+        &repo,
+        "--pgdata",
+        &path_in(&work, "truncated"),
+    ]);
+    out.assert_one_line_error(5, "backup ");
+    assert!(out.stderr.contains("is damaged: pack"), "{out}");
+
+    // Put back, the same restore succeeds and pg_verifybackup agrees.
+    fs::write(&largest, &original).unwrap();
+    let good = path_in(&work, "good");
+    pgtide(&["restore", &id, "--repo", &repo, "--pgdata", &good]).assert_ok();
+    let out = std::process::Command::new(pg.bin_dir().join("pg_verifybackup"))
+        .args(["-n", &good])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pg_verifybackup: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

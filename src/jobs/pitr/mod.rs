@@ -3,6 +3,7 @@
 //! server and wait until recovery ends. PostgreSQL itself replays the WAL,
 //! fetching it with `pgtide wal fetch`.
 
+mod files;
 pub mod recovery;
 pub mod select;
 
@@ -217,6 +218,13 @@ pub async fn run(
             .unwrap_or_else(|| PathBuf::from(&t.location));
         ts_dirs.insert(t.oid, dest);
     }
+    // A missing or truncated pack stops the restore before it writes.
+    if let Err(what) = repo.check_packs(SetKind::Backup, &m.id, &m.packs).await? {
+        return Err(JobError::Damaged {
+            id: m.id.clone(),
+            what,
+        });
+    }
     prepare_dir(&s.pgdata, s.force, "data directory")?;
     for dir in ts_dirs.values() {
         prepare_dir(dir, s.force, "tablespace directory")?;
@@ -271,27 +279,45 @@ pub async fn run(
         m.compression,
         4,
     );
-    let mut files: Vec<(PathBuf, &BackupFile)> = Vec::new();
-    for f in m.files.iter().filter(|f| f.kind == "file") {
-        files.push((safe_join(&base_of(f)?, &f.path)?, f));
+    let mut files: Vec<(PathBuf, usize)> = Vec::new();
+    for (i, f) in m.files.iter().enumerate().filter(|(_, f)| f.kind == "file") {
+        files.push((safe_join(&base_of(f)?, &f.path)?, i));
     }
-    files.sort_by_key(|f| std::cmp::Reverse(f.1.size));
-    let total: u64 = files.iter().map(|(_, f)| f.size).sum();
+    files.sort_by_key(|&(_, i)| std::cmp::Reverse(m.files[i].size));
+    let total: u64 = files.iter().map(|&(_, i)| m.files[i].size).sum();
     progress.total_bytes.store(total, Ordering::Relaxed);
     progress
         .units_total
         .store(files.len() as u64, Ordering::Relaxed);
-    let queue = Mutex::new(files.into_iter().collect::<std::collections::VecDeque<_>>());
-    let worker = || async {
-        loop {
-            let Some((path, f)) = queue.lock().expect("queue lock").pop_front() else {
-                return Ok::<(), JobError>(());
-            };
-            restore_file(&reader, &path, f, &progress).await?;
-            progress.units_done.fetch_add(1, Ordering::Relaxed);
-        }
-    };
-    futures::future::try_join_all((0..s.jobs.max(1)).map(|_| worker())).await?;
+    // Largest files first; more files than jobs in flight, since most of a
+    // data directory is small files whose cost is opening and closing, and
+    // a bounded number of chunks in flight across all of them.
+    let jobs = s.jobs.max(1);
+    let writer = Arc::new(files::FileWriter::new(
+        m.id.clone(),
+        reader.clone(),
+        (jobs * 2 + 2).max(4),
+    ));
+    let m = Arc::new(m);
+    let queue = Arc::new(Mutex::new(
+        files.into_iter().collect::<std::collections::VecDeque<_>>(),
+    ));
+    let workers = (0..(jobs * 2).max(4)).map(|_| {
+        let (queue, writer, m, progress) =
+            (queue.clone(), writer.clone(), m.clone(), progress.clone());
+        tokio::spawn(async move {
+            loop {
+                let Some((path, i)) = queue.lock().expect("queue lock").pop_front() else {
+                    return Ok::<(), JobError>(());
+                };
+                writer.restore(path, &m.files[i], &progress).await?;
+                progress.units_done.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    });
+    for r in futures::future::join_all(workers).await {
+        r.map_err(|e| JobError::Invalid(format!("restore worker: {e}")))??;
+    }
     progress.set_phase("syncing the restored files to disk");
     let dirs: Vec<PathBuf> = std::iter::once(s.pgdata.clone())
         .chain(ts_dirs.values().cloned())
@@ -369,48 +395,6 @@ pub async fn run(
     }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
-}
-
-async fn restore_file(
-    reader: &ChunkReader,
-    path: &Path,
-    f: &BackupFile,
-    progress: &Progress,
-) -> Result<(), JobError> {
-    let mut out = tokio::fs::File::create(path)
-        .await
-        .map_err(io(format!("create {}", path.display())))?;
-    let mut written = 0u64;
-    if let Some(st) = &f.stream {
-        let mut chunks = reader.stream(st.chunks.clone());
-        while let Some(c) = chunks.next().await {
-            let c = c.map_err(JobError::pipeline(format!("restore {}", f.path)))?;
-            out.write_all(&c)
-                .await
-                .map_err(io(format!("write {}", path.display())))?;
-            written += c.len() as u64;
-            progress.add_bytes(c.len() as u64);
-        }
-    }
-    if written != f.size {
-        return Err(JobError::Damaged {
-            id: String::new(),
-            what: format!(
-                "{} restored {written} bytes, the manifest records {}",
-                f.path, f.size
-            ),
-        });
-    }
-    // Durability comes from one syncfs per file system once every file is
-    // written (see `sync_filesystems`): far cheaper than a journal commit
-    // per file, and the restore is not reported done before it.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = tokio::fs::set_permissions(path, std::fs::Permissions::from_mode(f.mode & 0o7777))
-            .await;
-    }
-    Ok(())
 }
 
 /// Flush every file system holding restored files (`syncfs(2)` on Linux;
