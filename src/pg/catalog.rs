@@ -58,6 +58,144 @@ pub async fn server_info(c: &Client) -> Result<ServerInfo, tokio_postgres::Error
     })
 }
 
+/// What a server knows about database locale providers. These are version
+/// facts like those of `ServerVersion`; they live beside the only queries
+/// and statements that need them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocaleSupport {
+    /// `pg_database.datlocprovider` and `CREATE DATABASE … LOCALE_PROVIDER`,
+    /// with the `icu` provider and `ICU_LOCALE` (PostgreSQL 15+).
+    pub provider: bool,
+    /// `daticurules` and `ICU_RULES` (16+).
+    pub icu_rules: bool,
+    /// The `builtin` provider and `BUILTIN_LOCALE`; the locale column is
+    /// `datlocale` (17+; 15 and 16 call it `daticulocale`).
+    pub builtin: bool,
+}
+
+impl LocaleSupport {
+    pub fn of(v: ServerVersion) -> LocaleSupport {
+        LocaleSupport {
+            provider: v.major() >= 15,
+            icu_rules: v.major() >= 16,
+            builtin: v.major() >= 17,
+        }
+    }
+
+    /// Whether `CREATE DATABASE` on this server can use `provider` (a
+    /// word as [`DatabaseInfo::locale_provider`] holds it).
+    pub fn can_create(self, provider: &str) -> bool {
+        match provider {
+            "libc" => true,
+            "icu" => self.provider,
+            "builtin" => self.builtin,
+            _ => false,
+        }
+    }
+}
+
+/// The current database's locale provider and the properties
+/// `pg_dump --create` carries (owner, comment, settings, limits, grants).
+#[derive(Debug, Clone, Default)]
+pub struct DatabaseInfo {
+    /// `libc`, `icu` or `builtin`; `None` before PostgreSQL 15 (libc).
+    pub locale_provider: Option<String>,
+    /// ICU or builtin locale, when the provider is not libc.
+    pub locale: Option<String>,
+    pub icu_rules: Option<String>,
+    pub owner: String,
+    pub comment: Option<String>,
+    /// `name=value`, as `pg_db_role_setting.setconfig` stores them.
+    pub settings: Vec<String>,
+    /// -1 is no limit.
+    pub connection_limit: i32,
+    pub is_template: bool,
+    /// `None` when `datacl` is NULL (default privileges); else (grantee,
+    /// `None` = PUBLIC; privilege; grantable) in ACL order.
+    pub grants: Option<Vec<(Option<String>, String, bool)>>,
+}
+
+pub async fn database_info(
+    c: &Client,
+    version: ServerVersion,
+) -> Result<DatabaseInfo, tokio_postgres::Error> {
+    let loc = LocaleSupport::of(version);
+    let provider = if loc.provider {
+        "CASE d.datlocprovider WHEN 'c' THEN 'libc' WHEN 'i' THEN 'icu' \
+              WHEN 'b' THEN 'builtin' ELSE d.datlocprovider::text END"
+    } else {
+        "NULL::text"
+    };
+    let locale = match (loc.builtin, loc.provider) {
+        (true, _) => "d.datlocale::text",
+        (false, true) => "d.daticulocale::text",
+        (false, false) => "NULL::text",
+    };
+    let rules = if loc.icu_rules {
+        "d.daticurules::text"
+    } else {
+        "NULL::text"
+    };
+    let row = c
+        .query_one(
+            &format!(
+                "SELECT {provider}, {locale}, {rules}, pg_get_userbyid(d.datdba)::text, \
+                        shobj_description(d.oid, 'pg_database'), d.datconnlimit, d.datistemplate, \
+                        (SELECT s.setconfig::text[] FROM pg_db_role_setting s \
+                          WHERE s.setdatabase = d.oid AND s.setrole = 0), \
+                        d.datacl IS NULL \
+                 FROM pg_database d WHERE d.datname = current_database()"
+            ),
+            &[],
+        )
+        .await?;
+    let provider: Option<String> = row.get(0);
+    let default_acl: bool = row.get(8);
+    let grants = if default_acl {
+        None
+    } else {
+        let rows = c
+            .query(
+                "SELECT CASE WHEN a.grantee = 0 THEN NULL \
+                             ELSE pg_get_userbyid(a.grantee)::text END, \
+                        a.privilege_type, a.is_grantable \
+                 FROM pg_database d \
+                 CROSS JOIN LATERAL aclexplode(d.datacl) WITH ORDINALITY \
+                      AS a(grantor, grantee, privilege_type, is_grantable, ord) \
+                 WHERE d.datname = current_database() ORDER BY a.ord",
+                &[],
+            )
+            .await?;
+        Some(
+            rows.into_iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect(),
+        )
+    };
+    Ok(DatabaseInfo {
+        // The locale of a libc database is its LC_COLLATE/LC_CTYPE; 15 and
+        // 16 may leave daticulocale set after a provider change, so only
+        // keep it when it means something.
+        locale: if provider.as_deref().is_some_and(|p| p != "libc") {
+            row.get(1)
+        } else {
+            None
+        },
+        icu_rules: if provider.as_deref() == Some("icu") {
+            row.get::<_, Option<String>>(2).filter(|r| !r.is_empty())
+        } else {
+            None
+        },
+        locale_provider: provider,
+        owner: row.get(3),
+        comment: row.get(4),
+        connection_limit: row.get(5),
+        is_template: row.get(6),
+        settings: row.get::<_, Option<Vec<String>>>(7).unwrap_or_default(),
+        grants,
+    })
+}
+
 /// A relation a dump may name: tables, sequences, views and so on.
 #[derive(Debug, Clone)]
 pub struct Relation {

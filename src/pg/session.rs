@@ -1,11 +1,38 @@
 //! Session set-up for dump and load connections: settings that make COPY's
 //! text output exact and re-readable, and the snapshot handshake.
+//!
+//! Encodings. Every session runs with `client_encoding = UTF8`, whatever the
+//! database's encoding: tokio-postgres decodes every text value, name and
+//! server message as UTF-8 (`Row::get::<String>` panics, an unparsable
+//! `ErrorResponse` kills the connection), and sends SQL text as `&str`. With
+//! UTF8 on the wire the server converts names, comments and messages for us.
+//! The table data alone travels in the source database's own encoding, as
+//! pg_dump's does: `COPY … (ENCODING 'X')` sets the encoding of the COPY
+//! stream without touching the session's ([`copy_encoding_option`]). So a
+//! SQL_ASCII database holding bytes that are not UTF-8, which the server
+//! cannot convert, dumps verbatim, and a LATIN1 or EUC_JP database is not
+//! converted on the way out; on load the target converts from the dump's
+//! encoding into its own, or refuses with its own error.
 
 use std::time::Duration;
 
 use tokio_postgres::Client;
 
 use super::version::ServerVersion;
+
+/// The session's client encoding (see the module documentation).
+pub const CLIENT_ENCODING: &str = "UTF8";
+
+/// The option that makes a COPY stream's text be in `encoding` (a name as
+/// `pg_encoding_to_char` spells it), for a COPY option list; `None` when that
+/// is the session's own encoding and COPY needs no option.
+pub fn copy_encoding_option(encoding: &str) -> Option<String> {
+    if encoding.eq_ignore_ascii_case(CLIENT_ENCODING) {
+        None
+    } else {
+        Some(format!("ENCODING {}", super::quote_literal(encoding)))
+    }
+}
 
 /// Settings for exact, portable text output and no surprise timeouts.
 pub async fn configure(
@@ -14,7 +41,7 @@ pub async fn configure(
     lock_timeout: Duration,
 ) -> Result<(), tokio_postgres::Error> {
     let mut sql = format!(
-        "SET client_encoding = 'UTF8'; SET DateStyle = 'ISO'; SET IntervalStyle = 'postgres'; \
+        "SET client_encoding = '{CLIENT_ENCODING}'; SET DateStyle = 'ISO'; SET IntervalStyle = 'postgres'; \
          SET extra_float_digits = 3; SET TimeZone = 'UTC'; SET bytea_output = 'hex'; \
          SET standard_conforming_strings = on; SET row_security = off; \
          SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0; \
@@ -46,4 +73,23 @@ pub async fn import_snapshot(c: &Client, snapshot: &str) -> Result<(), tokio_pos
         super::quote_literal(snapshot)
     ))
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_encoding_only_when_not_the_session_encoding() {
+        assert_eq!(copy_encoding_option("UTF8"), None);
+        assert_eq!(copy_encoding_option("utf8"), None);
+        assert_eq!(
+            copy_encoding_option("SQL_ASCII").as_deref(),
+            Some("ENCODING 'SQL_ASCII'")
+        );
+        assert_eq!(
+            copy_encoding_option("LATIN1").as_deref(),
+            Some("ENCODING 'LATIN1'")
+        );
+    }
 }

@@ -75,6 +75,18 @@ pub struct SourceInfo {
     pub ctype: String,
     /// The exported snapshot every row was read in.
     pub snapshot: String,
+    /// `datlocprovider` as a word: `libc`, `icu` or `builtin`. Absent for
+    /// sources older than PostgreSQL 15 (always libc) and for dumps written
+    /// before pgtide recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locale_provider: Option<String>,
+    /// The ICU or builtin locale (`daticulocale` on 15–16, `datlocale` on
+    /// 17+) when the provider is not libc.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locale: Option<String>,
+    /// `daticurules` (16+), when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icu_rules: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,6 +163,7 @@ pub struct SequenceEntry {
     pub owned_by: Option<String>,
 }
 
+/// One privilege granted on an object (a large object or the database).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoGrant {
     /// Role name; `None` is PUBLIC.
@@ -175,6 +188,38 @@ pub struct LargeObjectEntry {
 pub struct LargeObjects {
     pub items: Vec<LargeObjectEntry>,
     pub stream: StreamRef,
+}
+
+/// Properties of the source database that `pg_dump --create` carries and
+/// `restore --create` applies to the database it creates. Dumps written
+/// before pgtide recorded them read as the default: nothing to apply.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseProperties {
+    /// Owner role (`datdba`).
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// `COMMENT ON DATABASE`.
+    #[serde(default)]
+    pub comment: Option<String>,
+    /// `ALTER DATABASE … SET` settings (`pg_db_role_setting` with
+    /// `setrole = 0`), as the server stores them: `name=value`, in order.
+    #[serde(default)]
+    pub settings: Vec<String>,
+    /// `datconnlimit` when it is not -1 (no limit).
+    #[serde(default)]
+    pub connection_limit: Option<i32>,
+    #[serde(default)]
+    pub is_template: bool,
+    /// `None` when the database has default privileges (`datacl` is NULL),
+    /// else every grant in ACL order.
+    #[serde(default)]
+    pub grants: Option<Vec<LoGrant>>,
+}
+
+/// The encoding of the table streams of dumps that do not record one:
+/// pgtide took every dump in UTF8 until `data_encoding` existed.
+pub fn legacy_data_encoding() -> String {
+    "UTF8".to_string()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -205,6 +250,14 @@ pub struct DumpManifest {
     pub source: SourceInfo,
     pub options: DumpOptions,
     pub compression: Compression,
+    /// Encoding of the COPY text in the table streams: the source database's
+    /// own (`source.encoding`), as pg_dump does. Absent in older manifests,
+    /// whose streams are UTF8.
+    #[serde(default = "legacy_data_encoding")]
+    pub data_encoding: String,
+    /// What `restore --create` applies to the database it creates.
+    #[serde(default)]
+    pub database: DatabaseProperties,
     pub schema: Option<SchemaArchive>,
     pub tables: Vec<TableEntry>,
     pub sequences: Vec<SequenceEntry>,
@@ -328,5 +381,50 @@ impl BackupManifest {
             out.push(("backup_manifest".into(), s));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A dump manifest as pgtide wrote it before it recorded encodings and
+    /// database properties.
+    const OLD_DUMP: &str = r#"{
+        "format_version": 1, "kind": "dump", "id": "20260101-000000D",
+        "name": null, "description": null, "pgtide_version": "0.1.0",
+        "started_at": "2026-01-01T00:00:00Z", "finished_at": "2026-01-01T00:00:01Z",
+        "source": {"server_version": "15.18", "server_version_num": 150018,
+                   "database": "src", "connection": "postgres@localhost:5432/src",
+                   "system_identifier": "", "encoding": "LATIN1", "collate": "C",
+                   "ctype": "C", "snapshot": "00000003-00000002-1"},
+        "options": {"compression": "none", "chunk_size": 4194304, "jobs": 1,
+                    "schema_only": false, "data_only": false, "tables": [],
+                    "exclude_tables": [], "split_threshold": 0},
+        "compression": "none", "schema": null, "tables": [], "sequences": [],
+        "large_objects": {"items": [], "stream": {"raw_bytes": 0, "stored_bytes": 0, "chunks": []}},
+        "matviews": [], "packs": [],
+        "stats": {"tables": 0, "rows": 0, "raw_bytes": 0, "stored_bytes": 0, "seconds": 1.0}
+    }"#;
+
+    #[test]
+    fn older_dump_manifests_read_as_utf8_data_and_no_properties() {
+        let m: DumpManifest = serde_json::from_str(OLD_DUMP).unwrap();
+        // Older pgtide copied every table with client_encoding UTF8, whatever
+        // the source database's encoding.
+        assert_eq!(m.data_encoding, "UTF8");
+        assert_eq!(m.source.encoding, "LATIN1");
+        assert_eq!(m.source.locale_provider, None);
+        assert_eq!(m.database, DatabaseProperties::default());
+        // And the new fields survive a round trip.
+        let mut m2 = m.clone();
+        m2.data_encoding = "SQL_ASCII".into();
+        m2.source.locale_provider = Some("icu".into());
+        m2.source.locale = Some("und".into());
+        m2.database.settings = vec!["work_mem=7MB".into()];
+        m2.database.connection_limit = Some(3);
+        let back: DumpManifest =
+            serde_json::from_str(&serde_json::to_string(&m2).unwrap()).unwrap();
+        assert_eq!(back, m2);
     }
 }

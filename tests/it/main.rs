@@ -4,6 +4,7 @@
 mod harness;
 
 mod dump_load;
+mod encodings;
 mod errors;
 mod physical_errors;
 mod pitr;

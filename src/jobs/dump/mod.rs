@@ -6,6 +6,12 @@
 //! big tables) largest first, each through its own pack writer. The leader
 //! reads sequence values and large objects, keeps its transaction open until
 //! every worker and pg_dump are done, then the manifest is written, last.
+//!
+//! Rows and the schema archive are in the database's own encoding, as
+//! pg_dump writes them (the manifest's `data_encoding`); the sessions
+//! themselves stay in UTF8 (see `pg::session`). The database's locale
+//! provider and the properties `pg_dump --create` carries are recorded for
+//! `restore --create`.
 
 pub mod plan;
 mod worker;
@@ -30,9 +36,9 @@ use crate::pg::tools::{tail_lines, PgTools, ToolError};
 use crate::pg::{quote_ident, quote_qualified, session};
 use crate::pipeline::{PackSet, PackWriter, PipelineConfig};
 use crate::repo::manifest::{
-    DumpManifest, DumpOptions, DumpStats, LargeObjectEntry, LargeObjects, LoGrant, MatviewEntry,
-    SchemaArchive, SequenceEntry, SourceInfo, StreamRef, TableEntry, TablePart, FORMAT_VERSION,
-    KIND_DUMP,
+    DatabaseProperties, DumpManifest, DumpOptions, DumpStats, LargeObjectEntry, LargeObjects,
+    LoGrant, MatviewEntry, SchemaArchive, SequenceEntry, SourceInfo, StreamRef, TableEntry,
+    TablePart, FORMAT_VERSION, KIND_DUMP,
 };
 use crate::repo::{Repository, SetKind};
 
@@ -101,6 +107,9 @@ pub async fn run(
     session::configure(&leader, info.version, s.lock_timeout)
         .await
         .map_err(JobError::sql("configure the session"))?;
+    let db = catalog::database_info(&leader, info.version)
+        .await
+        .map_err(JobError::sql("read the database's properties"))?;
     session::begin_snapshot(&leader)
         .await
         .map_err(JobError::sql("begin the snapshot transaction"))?;
@@ -210,6 +219,9 @@ pub async fn run(
             collate: info.collate.clone(),
             ctype: info.ctype.clone(),
             snapshot,
+            locale_provider: db.locale_provider.clone(),
+            locale: db.locale.clone(),
+            icu_rules: db.icu_rules.clone(),
         },
         options: DumpOptions {
             compression: s.pipeline.compression,
@@ -226,6 +238,9 @@ pub async fn run(
             split_threshold: s.split_size,
         },
         compression: s.pipeline.compression,
+        // The workers' COPY streams are in the database's own encoding.
+        data_encoding: info.encoding.clone(),
+        database: database_properties(db),
         schema: contents.schema,
         tables,
         sequences: contents.sequences,
@@ -254,6 +269,27 @@ pub async fn run(
         seconds,
         mb_per_second: st.raw_bytes as f64 / 1e6 / seconds.max(1e-9),
     })
+}
+
+/// What `restore --create` needs to recreate the database as
+/// `pg_dump --create` would: owner, comment, settings, limits and grants.
+fn database_properties(db: catalog::DatabaseInfo) -> DatabaseProperties {
+    DatabaseProperties {
+        owner: Some(db.owner),
+        comment: db.comment,
+        settings: db.settings,
+        connection_limit: (db.connection_limit != -1).then_some(db.connection_limit),
+        is_template: db.is_template,
+        grants: db.grants.map(|g| {
+            g.into_iter()
+                .map(|(grantee, privilege, grantable)| LoGrant {
+                    grantee,
+                    privilege,
+                    grantable,
+                })
+                .collect()
+        }),
+    }
 }
 
 /// Which relations the dump covers, after --table/--exclude-table.
@@ -384,7 +420,9 @@ async fn dump_contents(
 
     let schema_fut = async {
         match tools {
-            Some(t) => dump_schema(s, t, sel, snapshot, packs).await.map(Some),
+            Some(t) => dump_schema(s, t, sel, snapshot, &info.encoding, packs)
+                .await
+                .map(Some),
             None => Ok(None),
         }
     };
@@ -393,6 +431,7 @@ async fn dump_contents(
         version: info.version,
         lock_timeout: s.lock_timeout,
         snapshot: snapshot.to_string(),
+        data_encoding: info.encoding.clone(),
         tables: tables
             .iter()
             .map(|t| worker::TableSpec {
@@ -469,11 +508,15 @@ async fn dump_schema(
     tools: &PgTools,
     sel: &Selection<'_>,
     snapshot: &str,
+    encoding: &str,
     packs: &PackSet,
 ) -> Result<SchemaArchive, JobError> {
     let mut cmd = tokio::process::Command::new(&tools.pg_dump);
+    // The database's own encoding, like the rows (pg_dump's default, which
+    // a PGCLIENTENCODING in the environment would otherwise change).
     cmd.arg("--schema-only")
         .arg("--format=custom")
+        .arg(format!("--encoding={encoding}"))
         .arg(format!("--snapshot={snapshot}"))
         .arg(format!(
             "--lock-wait-timeout={}",

@@ -30,6 +30,8 @@ pub struct Shared {
     pub version: ServerVersion,
     pub lock_timeout: Duration,
     pub snapshot: String,
+    /// Encoding of the COPY text: the source database's (see `pg::session`).
+    pub data_encoding: String,
     pub tables: Vec<TableSpec>,
     pub queue: Mutex<VecDeque<WorkItem>>,
     /// Work items not yet finished, per table (progress counts whole tables).
@@ -37,9 +39,12 @@ pub struct Shared {
     pub progress: Arc<Progress>,
 }
 
-/// The COPY statement for one work item.
-pub fn copy_statement(t: &TableSpec, item: &WorkItem) -> String {
+/// The COPY statement for one work item, its rows in `encoding`.
+pub fn copy_statement(t: &TableSpec, item: &WorkItem, encoding: &str) -> String {
     let table = quote_qualified(&t.schema, &t.name);
+    let opts = session::copy_encoding_option(encoding)
+        .map(|o| format!(" ({o})"))
+        .unwrap_or_default();
     let cols = t
         .columns
         .iter()
@@ -51,8 +56,8 @@ pub fn copy_statement(t: &TableSpec, item: &WorkItem) -> String {
         preds.push(ctid_predicate(r));
     }
     match (&t.filter, preds.is_empty()) {
-        (None, true) if !cols.is_empty() => format!("COPY {table} ({cols}) TO STDOUT"),
-        (None, true) => format!("COPY {table} TO STDOUT"),
+        (None, true) if !cols.is_empty() => format!("COPY {table} ({cols}) TO STDOUT{opts}"),
+        (None, true) => format!("COPY {table} TO STDOUT{opts}"),
         (filter, _) => {
             let mut sql = format!("SELECT {cols} FROM ONLY {table}");
             if let Some(f) = filter {
@@ -66,7 +71,7 @@ pub fn copy_statement(t: &TableSpec, item: &WorkItem) -> String {
                 sql.push_str(" WHERE ");
             }
             sql.push_str(&preds.join(" AND "));
-            format!("COPY ({sql}) TO STDOUT")
+            format!("COPY ({sql}) TO STDOUT{opts}")
         }
     }
 }
@@ -115,7 +120,7 @@ pub async fn run(
             tracing::info_span!("table", schema = %t.schema, table = %t.name, ctid = ?item.ctid);
         let _e = span.enter();
         let what = format!("dump table {}.{}", t.schema, t.name);
-        let sql = copy_statement(t, &item);
+        let sql = copy_statement(t, &item, &shared.data_encoding);
         tracing::debug!(%sql, "copy out");
         let stream = client
             .copy_out(&sql)
@@ -202,12 +207,20 @@ mod tests {
     #[test]
     fn statements() {
         assert_eq!(
-            copy_statement(&spec(None, &["a", "B\"c"]), &item(None)),
+            copy_statement(&spec(None, &["a", "B\"c"]), &item(None), "UTF8"),
             r#"COPY "public"."T x" ("a", "B""c") TO STDOUT"#
         );
         assert_eq!(
-            copy_statement(&spec(None, &[]), &item(None)),
+            copy_statement(&spec(None, &[]), &item(None), "UTF8"),
             r#"COPY "public"."T x" TO STDOUT"#
+        );
+        assert_eq!(
+            copy_statement(&spec(None, &["clé"]), &item(None), "LATIN1"),
+            r#"COPY "public"."T x" ("clé") TO STDOUT (ENCODING 'LATIN1')"#
+        );
+        assert_eq!(
+            copy_statement(&spec(None, &[]), &item(None), "SQL_ASCII"),
+            r#"COPY "public"."T x" TO STDOUT (ENCODING 'SQL_ASCII')"#
         );
         assert_eq!(
             copy_statement(
@@ -215,13 +228,14 @@ mod tests {
                 &item(Some(CtidRange {
                     start: 1,
                     end: Some(2)
-                }))
+                })),
+                "UTF8"
             ),
             r#"COPY (SELECT "a" FROM ONLY "public"."T x" WHERE ctid >= '(1,0)'::tid AND ctid < '(2,0)'::tid) TO STDOUT"#
         );
         assert_eq!(
-            copy_statement(&spec(Some("WHERE id > 5"), &["a"]), &item(None)),
-            r#"COPY (SELECT "a" FROM ONLY "public"."T x" WHERE id > 5) TO STDOUT"#
+            copy_statement(&spec(Some("WHERE id > 5"), &["a"]), &item(None), "EUC_JP"),
+            r#"COPY (SELECT "a" FROM ONLY "public"."T x" WHERE id > 5) TO STDOUT (ENCODING 'EUC_JP')"#
         );
     }
 }

@@ -4,7 +4,13 @@
 //! pg_restore → parallel COPY FROM of every table part → sequence values →
 //! large objects → post-data with `pg_restore -j` (indexes, constraints,
 //! triggers in parallel) → refresh of populated materialized views in
-//! dependency order. Every chunk is checked (sizes, CRC32s) as it is read.
+//! dependency order → (with --create) the database's own properties. Every
+//! chunk is checked (sizes, CRC32s) as it is read.
+//!
+//! Encodings: pgtide's sessions stay in UTF8 (see `pg::session`); the rows
+//! are loaded with `COPY … (ENCODING '<the dump's data encoding>')` so the
+//! target converts them into its own encoding, and pg_restore scripts, which
+//! are in the archive's encoding, are decoded to UTF-8 before they are run.
 
 mod objects;
 pub mod toc;
@@ -21,7 +27,7 @@ use tokio::io::AsyncWriteExt;
 use tokio_postgres::Client;
 
 use super::{JobError, Progress};
-use crate::pg::catalog;
+use crate::pg::catalog::{self, LocaleSupport};
 use crate::pg::connect::{connect, ConnectError};
 use crate::pg::conninfo::ConnInfo;
 use crate::pg::pattern::{selected, NamePattern};
@@ -29,7 +35,7 @@ use crate::pg::tools::{self, PgTools, ToolError};
 use crate::pg::version::{tool_major, ServerVersion};
 use crate::pg::{quote_ident, quote_literal, quote_qualified};
 use crate::pipeline::ChunkReader;
-use crate::repo::manifest::DumpManifest;
+use crate::repo::manifest::{DatabaseProperties, DumpManifest, SourceInfo};
 use crate::repo::Repository;
 
 #[derive(Debug, Clone)]
@@ -64,6 +70,143 @@ mod tests {
         assert_eq!(
             script_for_server(script, ServerVersion(170000)),
             "SET statement_timeout = 0;\nSET transaction_timeout = 0;\nCREATE TABLE t ();"
+        );
+        let latin1 = "SET client_encoding = 'LATIN1';\nCREATE TABLE \"données\" ();";
+        assert_eq!(
+            script_for_server(latin1, ServerVersion(150000)),
+            "CREATE TABLE \"données\" ();"
+        );
+    }
+
+    #[test]
+    fn sql_ascii_rows_load_unconverted_but_checked() {
+        assert_eq!(load_encoding("SQL_ASCII", "UTF8"), "UTF8");
+        assert_eq!(load_encoding("SQL_ASCII", "SQL_ASCII"), "SQL_ASCII");
+        assert_eq!(load_encoding("LATIN1", "UTF8"), "LATIN1");
+        assert_eq!(load_encoding("UTF8", "SQL_ASCII"), "UTF8");
+    }
+
+    #[test]
+    fn script_encoding_comes_from_its_set_line() {
+        let script = b"SET statement_timeout = 0;\nSET client_encoding = 'LATIN1';\n\n-- Name: t\nCREATE TABLE \"caf\xe9\" ();\n";
+        assert_eq!(script_encoding(script), Some("LATIN1"));
+        assert_eq!(
+            script_encoding(b"-- Name: t\nSET client_encoding = 'X';"),
+            None
+        );
+        assert_eq!(script_encoding(b""), None);
+    }
+
+    fn source(provider: Option<&str>, locale: Option<&str>, rules: Option<&str>) -> SourceInfo {
+        SourceInfo {
+            server_version: "15.18".into(),
+            server_version_num: 150018,
+            database: "src".into(),
+            connection: "postgres@localhost:5432/src".into(),
+            system_identifier: String::new(),
+            encoding: "UTF8".into(),
+            collate: "C".into(),
+            ctype: "C".into(),
+            snapshot: String::new(),
+            locale_provider: provider.map(String::from),
+            locale: locale.map(String::from),
+            icu_rules: rules.map(String::from),
+        }
+    }
+
+    #[test]
+    fn create_database_carries_the_locale_provider_the_target_can_create() {
+        let v = ServerVersion;
+        // A source without providers (before 15) into 14 and into 15+.
+        assert_eq!(
+            create_database_sql("d b", &source(None, None, None), v(140011)).unwrap(),
+            r#"CREATE DATABASE "d b" TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'"#
+        );
+        assert_eq!(
+            create_database_sql("d", &source(None, None, None), v(150000)).unwrap(),
+            r#"CREATE DATABASE "d" TEMPLATE template0 ENCODING 'UTF8' LOCALE_PROVIDER libc LC_COLLATE 'C' LC_CTYPE 'C'"#
+        );
+        let icu = source(Some("icu"), Some("und"), None);
+        assert_eq!(
+            create_database_sql("d", &icu, v(170000)).unwrap(),
+            r#"CREATE DATABASE "d" TEMPLATE template0 ENCODING 'UTF8' LOCALE_PROVIDER icu LC_COLLATE 'C' LC_CTYPE 'C' ICU_LOCALE 'und'"#
+        );
+        let e = create_database_sql("d", &icu, v(140011)).unwrap_err();
+        assert!(
+            e.contains("icu locale provider") && e.contains("PostgreSQL 14.11"),
+            "{e}"
+        );
+        let rules = source(Some("icu"), Some("und"), Some("&a < b"));
+        assert!(create_database_sql("d", &rules, v(150000)).is_err());
+        assert!(create_database_sql("d", &rules, v(160000))
+            .unwrap()
+            .ends_with("ICU_LOCALE 'und' ICU_RULES '&a < b'"));
+        let builtin = source(Some("builtin"), Some("C.UTF-8"), None);
+        assert!(create_database_sql("d", &builtin, v(160004)).is_err());
+        assert!(create_database_sql("d", &builtin, v(170000))
+            .unwrap()
+            .contains(
+                "LOCALE_PROVIDER builtin LC_COLLATE 'C' LC_CTYPE 'C' BUILTIN_LOCALE 'C.UTF-8'"
+            ));
+    }
+
+    #[test]
+    fn settings_are_written_as_pg_dump_writes_them() {
+        assert_eq!(
+            alter_setting_sql("db", "work_mem=7MB").unwrap(),
+            r#"ALTER DATABASE "db" SET "work_mem" TO '7MB'"#
+        );
+        assert_eq!(
+            alter_setting_sql("db", r#"search_path="$user", public, "we""ird, s""#).unwrap(),
+            r#"ALTER DATABASE "db" SET "search_path" TO '$user', 'public', 'we"ird, s'"#
+        );
+        assert_eq!(
+            alter_setting_sql("db", "app.note=it's").unwrap(),
+            r#"ALTER DATABASE "db" SET "app.note" TO 'it''s'"#
+        );
+        assert_eq!(alter_setting_sql("db", "nonsense"), None);
+        assert_eq!(split_guc_list(""), Some(vec![]));
+        assert_eq!(split_guc_list(r#""unterminated"#), None);
+        assert_eq!(split_guc_list("a b"), None);
+    }
+
+    #[test]
+    fn database_properties_follow_no_owner_and_no_privileges() {
+        let p = DatabaseProperties {
+            owner: Some("app".into()),
+            comment: Some("l'appli".into()),
+            settings: vec!["work_mem=7MB".into()],
+            connection_limit: Some(20),
+            is_template: true,
+            grants: Some(vec![crate::repo::manifest::LoGrant {
+                grantee: None,
+                privilege: "CONNECT".into(),
+                grantable: false,
+            }]),
+        };
+        assert_eq!(
+            database_property_statements("d", &p, false, false),
+            vec![
+                r#"ALTER DATABASE "d" OWNER TO "app""#,
+                r#"REVOKE ALL ON DATABASE "d" FROM PUBLIC"#,
+                r#"REVOKE ALL ON DATABASE "d" FROM "app""#,
+                r#"GRANT CONNECT ON DATABASE "d" TO PUBLIC"#,
+                r#"COMMENT ON DATABASE "d" IS 'l''appli'"#,
+                r#"ALTER DATABASE "d" SET "work_mem" TO '7MB'"#,
+                r#"ALTER DATABASE "d" CONNECTION LIMIT 20"#,
+                r#"ALTER DATABASE "d" IS_TEMPLATE true"#,
+            ]
+        );
+        let s = database_property_statements("d", &p, true, true);
+        assert!(
+            s.iter()
+                .all(|l| !l.contains("OWNER") && !l.contains("GRANT")),
+            "{s:?}"
+        );
+        assert_eq!(s.len(), 4);
+        assert!(
+            database_property_statements("d", &DatabaseProperties::default(), false, false)
+                .is_empty()
         );
     }
 }
@@ -189,8 +332,15 @@ pub async fn run(
         if let (Some(t), Some(a), Some(c)) = (&tools, &archive, &target) {
             if s.clean {
                 progress.set_phase("dropping existing objects");
-                objects::drop_existing(t, a.path(), toc_list.as_ref().map(|l| l.path()), s, c)
-                    .await?;
+                objects::drop_existing(
+                    t,
+                    a.path(),
+                    toc_list.as_ref().map(|l| l.path()),
+                    s,
+                    c,
+                    &m.source.encoding,
+                )
+                .await?;
             }
             progress.set_phase("restoring pre-data");
             pg_restore(
@@ -202,6 +352,7 @@ pub async fn run(
                 s,
                 c,
                 target_version,
+                &m.source.encoding,
             )
             .await?;
         }
@@ -264,6 +415,7 @@ pub async fn run(
                 s,
                 c,
                 target_version,
+                &m.source.encoding,
             )
             .await?;
         }
@@ -278,6 +430,26 @@ pub async fn run(
                     .await
                     .map_err(JobError::sql(format!("refresh materialized view {name}")))?;
             }
+        }
+    }
+    // The database's own properties come last, as pg_dumpall used to put
+    // them: a setting such as default_transaction_read_only or a connection
+    // limit must not get in the way of the restore's own sessions.
+    if s.create {
+        let sql = database_property_statements(&database, &m.database, s.no_owner, s.no_privileges);
+        if !sql.is_empty() {
+            steps.push(format!(
+                "set the properties of database {database} ({} statements: owner, grants, comment, settings, limits)",
+                sql.len()
+            ));
+        }
+        if let (false, Some(c), false) = (s.dry_run, &target, sql.is_empty()) {
+            progress.set_phase("setting the database's properties");
+            c.batch_execute(&format!("BEGIN; {}; COMMIT", sql.join("; ")))
+                .await
+                .map_err(JobError::sql(format!(
+                    "set the properties of database {database} (all else is restored; --no-owner and --no-privileges skip its owner and grants)"
+                )))?;
         }
     }
     let seconds = started.elapsed().as_secs_f64();
@@ -370,20 +542,227 @@ async fn create_database(
             name: database.to_string(),
         });
     }
+    let version: i32 = admin
+        .query_one("SELECT current_setting('server_version_num')::int4", &[])
+        .await
+        .map_err(JobError::sql("read target server information"))?
+        .get(0);
+    // Checked before anything is created, in a dry run too.
+    let sql = create_database_sql(database, &m.source, ServerVersion(version.max(0) as u32))
+        .map_err(JobError::Invalid)?;
     if dry_run {
         return Ok(());
     }
-    let sql = format!(
-        "CREATE DATABASE {} TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {}",
-        quote_ident(database),
-        quote_literal(&m.source.encoding),
-        quote_literal(&m.source.collate),
-        quote_literal(&m.source.ctype)
-    );
     admin
         .batch_execute(&sql)
         .await
         .map_err(JobError::sql(format!("create database {database}")))
+}
+
+/// `CREATE DATABASE` for `restore --create`, as `pg_dump --create` writes
+/// it: from template0, with the source's encoding, LC_COLLATE and LC_CTYPE,
+/// and on targets that have locale providers (15+) the source's provider
+/// (libc for sources older than 15), its ICU or builtin locale and ICU rules.
+///
+/// A target that cannot create the source's provider (ICU before 15, ICU
+/// rules before 16, builtin before 17) is refused here, before anything is
+/// created, instead of falling back to libc with a warning: the provider
+/// decides how every text index, ORDER BY and comparison sorts, and a silent
+/// change would be found by the applications, not by the operator. Whoever
+/// wants a libc copy creates the database and restores without --create.
+pub fn create_database_sql(
+    database: &str,
+    src: &SourceInfo,
+    target: ServerVersion,
+) -> Result<String, String> {
+    let can = LocaleSupport::of(target);
+    let provider = src.locale_provider.as_deref().unwrap_or("libc");
+    let refuse = |what: &str, needs: u32| {
+        format!(
+            "the dump's database uses {what}, which PostgreSQL {target} cannot create (it needs PostgreSQL {needs} or later): create database {database} yourself and restore into it without --create",
+        )
+    };
+    if !can.can_create(provider) {
+        return Err(match provider {
+            "icu" => refuse("the icu locale provider", 15),
+            "builtin" => refuse("the builtin locale provider", 17),
+            other => format!(
+                "the dump's database uses the locale provider {other:?}, which pgtide does not know: create database {database} yourself and restore into it without --create"
+            ),
+        });
+    }
+    let rules = src.icu_rules.as_deref().filter(|r| !r.is_empty());
+    if rules.is_some() && !can.icu_rules {
+        return Err(refuse("ICU collation rules", 16));
+    }
+    let mut sql = format!(
+        "CREATE DATABASE {} TEMPLATE template0 ENCODING {}",
+        quote_ident(database),
+        quote_literal(&src.encoding)
+    );
+    // Say libc out loud: a target whose template0 uses ICU would otherwise
+    // make the copy an ICU database.
+    if can.provider {
+        sql.push_str(&format!(" LOCALE_PROVIDER {provider}"));
+    }
+    sql.push_str(&format!(
+        " LC_COLLATE {} LC_CTYPE {}",
+        quote_literal(&src.collate),
+        quote_literal(&src.ctype)
+    ));
+    match (provider, &src.locale) {
+        ("icu", Some(l)) => sql.push_str(&format!(" ICU_LOCALE {}", quote_literal(l))),
+        ("builtin", Some(l)) => sql.push_str(&format!(" BUILTIN_LOCALE {}", quote_literal(l))),
+        _ => {}
+    }
+    if let Some(r) = rules {
+        sql.push_str(&format!(" ICU_RULES {}", quote_literal(r)));
+    }
+    Ok(sql)
+}
+
+/// Settings whose value is a list of names, each quoted on its own by
+/// `ALTER … SET` (PostgreSQL's GUC_LIST_QUOTE; pg_dump's
+/// `variable_is_guc_list_quote`).
+const LIST_QUOTE_SETTINGS: &[&str] = &[
+    "local_preload_libraries",
+    "oauth_validator_libraries",
+    "search_path",
+    "session_preload_libraries",
+    "shared_preload_libraries",
+    "temp_tablespaces",
+    "unix_socket_directories",
+];
+
+/// Split a stored list setting (`"$user", public`) into its names, as
+/// PostgreSQL's `SplitGUCList` does; `None` when it does not parse.
+fn split_guc_list(value: &str) -> Option<Vec<String>> {
+    let is_space = |c: char| matches!(c, ' ' | '\t' | '\n' | '\r' | '\x0c');
+    let mut out = Vec::new();
+    let mut rest = value.trim_start_matches(is_space);
+    if rest.is_empty() {
+        return Some(out);
+    }
+    loop {
+        let name;
+        if let Some(quoted) = rest.strip_prefix('"') {
+            let mut n = String::new();
+            let mut chars = quoted.char_indices();
+            let end = loop {
+                match chars.next() {
+                    Some((i, '"')) if quoted[i + 1..].starts_with('"') => {
+                        n.push('"');
+                        chars.next();
+                    }
+                    Some((i, '"')) => break i + 1,
+                    Some((_, c)) => n.push(c),
+                    None => return None,
+                }
+            };
+            name = n;
+            rest = &quoted[end..];
+        } else {
+            let end = rest
+                .find(|c: char| c == ',' || is_space(c))
+                .unwrap_or(rest.len());
+            if end == 0 {
+                return None;
+            }
+            name = rest[..end].to_string();
+            rest = &rest[end..];
+        }
+        out.push(name);
+        rest = rest.trim_start_matches(is_space);
+        match rest.strip_prefix(',') {
+            Some(r) => rest = r.trim_start_matches(is_space),
+            None if rest.is_empty() => return Some(out),
+            None => return None,
+        }
+    }
+}
+
+/// `ALTER DATABASE … SET` for one stored `name=value` setting, as pg_dump's
+/// `makeAlterConfigCommand` writes it; `None` for an entry without `=`.
+pub fn alter_setting_sql(database: &str, setting: &str) -> Option<String> {
+    let (name, value) = setting.split_once('=')?;
+    let list = LIST_QUOTE_SETTINGS
+        .iter()
+        .any(|s| s.eq_ignore_ascii_case(name))
+        .then(|| split_guc_list(value))
+        .flatten();
+    let value = match list {
+        Some(names) if !names.is_empty() => names
+            .iter()
+            .map(|n| quote_literal(n))
+            .collect::<Vec<_>>()
+            .join(", "),
+        _ => quote_literal(value),
+    };
+    Some(format!(
+        "ALTER DATABASE {} SET {} TO {value}",
+        quote_ident(database),
+        quote_ident(name)
+    ))
+}
+
+/// What `pg_restore --create` does to the database after creating it:
+/// owner (unless --no-owner), grants (unless --no-privileges, the same
+/// rule as for large objects), comment, `ALTER DATABASE … SET` settings,
+/// connection limit and template flag. ALLOW_CONNECTIONS is never false in
+/// a source pgtide could connect to, and the tablespace is the target's
+/// default, as for every other object pgtide restores.
+pub fn database_property_statements(
+    database: &str,
+    p: &DatabaseProperties,
+    no_owner: bool,
+    no_privileges: bool,
+) -> Vec<String> {
+    let db = quote_ident(database);
+    let mut out = Vec::new();
+    let owner = p.owner.as_deref().filter(|_| !no_owner);
+    if let Some(o) = owner {
+        out.push(format!("ALTER DATABASE {db} OWNER TO {}", quote_ident(o)));
+    }
+    if let (Some(grants), false) = (&p.grants, no_privileges) {
+        out.push(format!("REVOKE ALL ON DATABASE {db} FROM PUBLIC"));
+        if let Some(o) = owner {
+            out.push(format!(
+                "REVOKE ALL ON DATABASE {db} FROM {}",
+                quote_ident(o)
+            ));
+        }
+        for g in grants {
+            let who = g
+                .grantee
+                .as_deref()
+                .map(quote_ident)
+                .unwrap_or_else(|| "PUBLIC".into());
+            let opt = if g.grantable {
+                " WITH GRANT OPTION"
+            } else {
+                ""
+            };
+            out.push(format!(
+                "GRANT {} ON DATABASE {db} TO {who}{opt}",
+                g.privilege
+            ));
+        }
+    }
+    if let Some(c) = &p.comment {
+        out.push(format!("COMMENT ON DATABASE {db} IS {}", quote_literal(c)));
+    }
+    out.extend(
+        p.settings
+            .iter()
+            .filter_map(|s| alter_setting_sql(database, s)),
+    );
+    if let Some(n) = p.connection_limit {
+        out.push(format!("ALTER DATABASE {db} CONNECTION LIMIT {n}"));
+    }
+    if p.is_template {
+        out.push(format!("ALTER DATABASE {db} IS_TEMPLATE true"));
+    }
+    out
 }
 
 /// Refuse to mix a dump's rows into tables that hold rows, and a full
@@ -514,6 +893,7 @@ async fn pg_restore(
     s: &RestoreSettings,
     target: &Client,
     version: ServerVersion,
+    encoding: &str,
 ) -> Result<(), JobError> {
     let mut cmd = pg_restore_command(t, s);
     cmd.arg(format!("--section={section}"));
@@ -523,7 +903,8 @@ async fn pg_restore(
     if t.major >= 17 && !version.has_transaction_timeout() {
         cmd.arg("--file=-").arg(archive);
         let script = tools::output("pg_restore", cmd).await?;
-        let script = script_for_server(&String::from_utf8_lossy(&script), version);
+        let script = script_text(target, script, encoding, &t.pg_dump).await?;
+        let script = script_for_server(&script, version);
         return target
             .batch_execute(&script)
             .await
@@ -539,14 +920,86 @@ async fn pg_restore(
 }
 
 /// A pg_restore script made runnable over a plain connection to `version`:
-/// psql meta-commands (`\restrict`) and settings the server lacks removed.
+/// psql meta-commands (`\restrict`) and settings the server lacks removed,
+/// and its `SET client_encoding`, since [`script_text`] made it UTF-8 for
+/// pgtide's UTF8 session.
 pub fn script_for_server(script: &str, version: ServerVersion) -> String {
     script
         .lines()
         .filter(|l| !l.starts_with('\\'))
+        .filter(|l| !l.starts_with("SET client_encoding"))
         .filter(|l| version.has_transaction_timeout() || !l.starts_with("SET transaction_timeout"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// The encoding a pg_restore script says it is in (its
+/// `SET client_encoding = '…';` line, which comes before any object).
+pub fn script_encoding(script: &[u8]) -> Option<&str> {
+    const SET: &[u8] = b"SET client_encoding = '";
+    script
+        .split(|&b| b == b'\n')
+        .take_while(|l| !l.starts_with(b"-- Name:"))
+        .find_map(|l| l.strip_prefix(SET))
+        .and_then(|rest| rest.split(|&b| b == b'\'').next())
+        .and_then(|e| std::str::from_utf8(e).ok())
+}
+
+/// A pg_restore script as UTF-8 text, for pgtide's UTF8 session. pg_restore
+/// writes scripts in the archive's encoding (the source database's, or what
+/// its `SET client_encoding` line says); tokio-postgres sends `&str`. Text
+/// that is already UTF-8 is used as it is (always for UTF8 and for ASCII;
+/// SQL_ASCII has no conversion, so it must be); other encodings are
+/// converted by the target server (`convert_from`), which fails cleanly if
+/// its own encoding cannot hold the text.
+pub(crate) async fn script_text(
+    c: &Client,
+    script: Vec<u8>,
+    archive_encoding: &str,
+    pg_dump: &Path,
+) -> Result<String, JobError> {
+    let encoding = script_encoding(&script)
+        .unwrap_or(archive_encoding)
+        .to_string();
+    let no_conversion =
+        encoding.eq_ignore_ascii_case("UTF8") || encoding.eq_ignore_ascii_case("SQL_ASCII");
+    if no_conversion || script.is_ascii() {
+        return String::from_utf8(script).map_err(|_| {
+            ToolError::Unusable {
+                path: pg_dump.display().to_string(),
+                reason: format!(
+                    "its pg_restore writes a script for servers older than 17, and the script of this {encoding} dump holds bytes that are not UTF-8, which pgtide cannot send (name the pg_dump of the target's major version with --pg-dump)"
+                ),
+            }
+            .into()
+        });
+    }
+    Ok(c.query_one(
+        "SELECT pg_catalog.convert_from($1::bytea, $2::text::name)",
+        &[&script, &encoding],
+    )
+    .await
+    .map_err(JobError::sql(format!(
+        "convert the pg_restore script from {encoding}"
+    )))?
+    .get(0))
+}
+
+/// The encoding to load the dump's rows in: the dump's data encoding,
+/// which the target converts into its own, except for SQL_ASCII.
+/// SQL_ASCII means "bytes, no conversion", and `COPY … (ENCODING
+/// 'SQL_ASCII')` into a database with a real encoding stores the bytes
+/// without checking them: a UTF8 database would silently hold text that is
+/// not UTF-8 and fails later, in every query that converts it. Loading the
+/// bytes as the target's own encoding still converts nothing, but the server
+/// checks them, and a byte sequence the target cannot hold stops the load
+/// with the server's own error.
+pub fn load_encoding(data_encoding: &str, target_encoding: &str) -> String {
+    if data_encoding.eq_ignore_ascii_case("SQL_ASCII") {
+        target_encoding.to_string()
+    } else {
+        data_encoding.to_string()
+    }
 }
 
 async fn load_tables(
@@ -618,6 +1071,7 @@ async fn load_tables(
         conn: s.conn.clone(),
         version: info.version,
         tables: m.tables.clone(),
+        data_encoding: load_encoding(&m.data_encoding, &info.encoding),
         reader: ChunkReader::new(
             repo.storage().clone(),
             Arc::new(m.packs.clone()),

@@ -174,6 +174,7 @@ pub async fn drop_existing(
     list: Option<&Path>,
     s: &RestoreSettings,
     c: &Client,
+    archive_encoding: &str,
 ) -> Result<(), JobError> {
     let mut cmd = super::pg_restore_command(t, s);
     cmd.arg("--clean").arg("--if-exists").arg("--file=-");
@@ -182,7 +183,9 @@ pub async fn drop_existing(
     }
     cmd.arg(archive);
     let out = tools::output("pg_restore", cmd).await?;
-    let script = String::from_utf8_lossy(&out);
+    // In the archive's encoding: names that are not ASCII must reach the
+    // server as UTF-8, not mangled.
+    let script = super::script_text(c, out, archive_encoding, &t.pg_dump).await?;
     let drops = drop_statements(&script);
     if drops.is_empty() {
         return Ok(());

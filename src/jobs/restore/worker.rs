@@ -32,13 +32,16 @@ pub struct Shared {
     pub conn: ConnInfo,
     pub version: ServerVersion,
     pub tables: Vec<TableEntry>,
+    /// Encoding of the dump's COPY text (`DumpManifest::data_encoding`): the
+    /// target converts from it into its own (see `pg::session`).
+    pub data_encoding: String,
     pub reader: ChunkReader,
     pub queue: Mutex<VecDeque<LoadItem>>,
     pub parts_left: Mutex<Vec<usize>>,
     pub progress: Arc<Progress>,
 }
 
-pub fn copy_in_statement(t: &TableEntry, freeze: bool) -> String {
+pub fn copy_in_statement(t: &TableEntry, freeze: bool, encoding: &str) -> String {
     let table = quote_qualified(&t.schema, &t.name);
     let cols = if t.columns.is_empty() {
         String::new()
@@ -52,7 +55,16 @@ pub fn copy_in_statement(t: &TableEntry, freeze: bool) -> String {
                 .join(", ")
         )
     };
-    let opts = if freeze { " WITH (FREEZE)" } else { "" };
+    let opts: Vec<String> = freeze
+        .then(|| "FREEZE".to_string())
+        .into_iter()
+        .chain(session::copy_encoding_option(encoding))
+        .collect();
+    let opts = if opts.is_empty() {
+        String::new()
+    } else {
+        format!(" WITH ({})", opts.join(", "))
+    };
     format!("COPY {table}{cols} FROM STDIN{opts}")
 }
 
@@ -88,7 +100,7 @@ pub async fn run(n: usize, shared: Arc<Shared>) -> Result<u64, JobError> {
             .await
             .map_err(JobError::sql(what.clone()))?;
         let sink = client
-            .copy_in::<_, bytes::Bytes>(&copy_in_statement(t, item.freeze))
+            .copy_in::<_, bytes::Bytes>(&copy_in_statement(t, item.freeze, &shared.data_encoding))
             .await
             .map_err(JobError::sql(what.clone()))?;
         let mut sink = Box::pin(sink);
@@ -127,4 +139,42 @@ pub async fn run(n: usize, shared: Arc<Shared>) -> Result<u64, JobError> {
         }
     }
     Ok(rows_total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(columns: &[&str]) -> TableEntry {
+        TableEntry {
+            oid: 1,
+            schema: "public".into(),
+            name: "données".into(),
+            columns: columns.iter().map(|c| c.to_string()).collect(),
+            relation_bytes: 0,
+            filter: None,
+            indexes: Vec::new(),
+            parts: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn statements() {
+        assert_eq!(
+            copy_in_statement(&table(&["a", "clé"]), false, "UTF8"),
+            r#"COPY "public"."données" ("a", "clé") FROM STDIN"#
+        );
+        assert_eq!(
+            copy_in_statement(&table(&[]), true, "UTF8"),
+            r#"COPY "public"."données" FROM STDIN WITH (FREEZE)"#
+        );
+        assert_eq!(
+            copy_in_statement(&table(&["a"]), true, "LATIN1"),
+            r#"COPY "public"."données" ("a") FROM STDIN WITH (FREEZE, ENCODING 'LATIN1')"#
+        );
+        assert_eq!(
+            copy_in_statement(&table(&["a"]), false, "SQL_ASCII"),
+            r#"COPY "public"."données" ("a") FROM STDIN WITH (ENCODING 'SQL_ASCII')"#
+        );
+    }
 }
