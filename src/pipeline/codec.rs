@@ -22,9 +22,9 @@ pub fn encode(raw: &[u8], compression: Compression) -> Result<Encoded, PipelineE
     let newlines = count_newlines(raw);
     let data = match compression {
         Compression::None => Bytes::copy_from_slice(raw),
-        Compression::Zstd(level) => Bytes::from(
-            zstd::bulk::compress(raw, level).map_err(|e| PipelineError::Codec(e.to_string()))?,
-        ),
+        Compression::Zstd(level) => {
+            Bytes::from(compress(raw, level).map_err(|e| PipelineError::Codec(e.to_string()))?)
+        }
     };
     Ok(Encoded {
         crc_stored: crc32fast::hash(&data),
@@ -32,6 +32,42 @@ pub fn encode(raw: &[u8], compression: Compression) -> Result<Encoded, PipelineE
         raw_len: raw.len() as u64,
         crc_raw,
         newlines,
+    })
+}
+
+thread_local! {
+    /// One zstd context per thread, reused: a fresh context per chunk costs
+    /// its allocation and table set-up every time.
+    static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(None) };
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn compress(raw: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+    COMPRESSOR.with(|c| {
+        let mut c = c.borrow_mut();
+        match c.as_mut() {
+            Some((l, _)) if *l == level => {}
+            Some((l, z)) => {
+                z.set_compression_level(level)?;
+                *l = level;
+            }
+            None => *c = Some((level, zstd::bulk::Compressor::new(level)?)),
+        }
+        c.as_mut().expect("compressor set").1.compress(raw)
+    })
+}
+
+fn decompress(stored: &[u8], out: &mut [u8]) -> std::io::Result<usize> {
+    DECOMPRESSOR.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.is_none() {
+            *d = Some(zstd::bulk::Decompressor::new()?);
+        }
+        d.as_mut()
+            .expect("decompressor set")
+            .decompress_to_buffer(stored, out)
     })
 }
 
@@ -141,8 +177,9 @@ pub fn decode_into(
             cap
         }
         // A frame that decodes to more than `raw_len` fails here.
-        Compression::Zstd(_) => zstd::bulk::decompress_to_buffer(stored, out)
-            .map_err(|e| CorruptKind::Decompress(e.to_string()))?,
+        Compression::Zstd(_) => {
+            decompress(stored, out).map_err(|e| CorruptKind::Decompress(e.to_string()))?
+        }
     };
     if n != cap {
         return Err(CorruptKind::RawLen {

@@ -71,9 +71,21 @@ pub struct StreamInfo {
 /// A stream being written with `PackWriter::push`.
 pub struct StreamState {
     buf: BytesMut,
-    pending: VecDeque<tokio::task::JoinHandle<Result<Encoded, PipelineError>>>,
+    pending: VecDeque<Pending>,
     info: StreamInfo,
 }
+
+/// A chunk being encoded on the blocking pool, or a small one encoded in
+/// place.
+enum Pending {
+    Spawned(tokio::task::JoinHandle<Result<Encoded, PipelineError>>),
+    Ready(Result<Encoded, PipelineError>),
+}
+
+/// Chunks up to this size are encoded on the calling thread: handing them to
+/// the blocking pool costs more (two thread wake-ups) than compressing them.
+/// The tail of every file of a base backup, and most files, are this small.
+const INLINE_MAX: usize = 64 << 10;
 
 struct OpenPack {
     index: u32,
@@ -87,6 +99,9 @@ pub struct PackWriter {
     set: PackSet,
     cfg: PipelineConfig,
     open: Option<OpenPack>,
+    /// The previous pack, being made durable (fsync, multipart completion)
+    /// while the next one fills.
+    closing: Option<tokio::task::JoinHandle<Result<(), PipelineError>>>,
 }
 
 impl PackWriter {
@@ -95,6 +110,7 @@ impl PackWriter {
             set,
             cfg,
             open: None,
+            closing: None,
         }
     }
 
@@ -129,21 +145,41 @@ impl PackWriter {
         Ok(r)
     }
 
+    /// Start making the open pack durable in the background; at most one
+    /// pack closes at a time, so memory stays bounded.
     async fn close_pack(&mut self) -> Result<(), PipelineError> {
+        self.wait_closing().await?;
         if let Some(open) = self.open.take() {
-            let size = open.writer.finish().await?;
-            self.set.set_size(open.index, size);
+            let set = self.set.clone();
+            self.closing = Some(tokio::spawn(async move {
+                let size = open.writer.finish().await?;
+                set.set_size(open.index, size);
+                Ok(())
+            }));
         }
         Ok(())
     }
 
-    /// Close the current pack: every chunk appended so far is durable.
-    pub async fn finish(mut self) -> Result<(), PipelineError> {
-        self.close_pack().await
+    async fn wait_closing(&mut self) -> Result<(), PipelineError> {
+        match self.closing.take() {
+            Some(h) => h
+                .await
+                .map_err(|e| PipelineError::Codec(format!("closing a pack failed: {e}")))?,
+            None => Ok(()),
+        }
     }
 
-    /// Drop the current pack without making it visible.
+    /// Close the current pack: every chunk appended so far is durable.
+    pub async fn finish(mut self) -> Result<(), PipelineError> {
+        self.close_pack().await?;
+        self.wait_closing().await
+    }
+
+    /// Drop the current pack without making it visible (a pack already
+    /// closing is waited for, so nothing is written after the caller
+    /// cleans up).
     pub async fn abort(mut self) {
+        let _ = self.wait_closing().await;
         if let Some(open) = self.open.take() {
             let _ = open.writer.abort().await;
         }
@@ -171,9 +207,14 @@ impl PackWriter {
         Ok(())
     }
 
-    fn spawn_encode(&self, raw: Bytes) -> tokio::task::JoinHandle<Result<Encoded, PipelineError>> {
+    fn spawn_encode(&self, raw: Bytes) -> Pending {
         let compression = self.cfg.compression;
-        tokio::task::spawn_blocking(move || codec::encode(&raw, compression))
+        if raw.len() <= INLINE_MAX {
+            return Pending::Ready(codec::encode(&raw, compression));
+        }
+        Pending::Spawned(tokio::task::spawn_blocking(move || {
+            codec::encode(&raw, compression)
+        }))
     }
 
     async fn submit(&mut self, st: &mut StreamState, raw: Bytes) -> Result<(), PipelineError> {
@@ -210,8 +251,10 @@ impl PackWriter {
             match item {
                 Ok(bytes) => self.push(&mut st, &bytes).await?,
                 Err(e) => {
-                    for h in st.pending {
-                        h.abort();
+                    for p in st.pending {
+                        if let Pending::Spawned(h) = p {
+                            h.abort();
+                        }
                     }
                     return Err(PipelineError::Source(e.to_string()));
                 }
@@ -221,14 +264,13 @@ impl PackWriter {
     }
 
     /// Wait for one compressed chunk and append it to the pack.
-    async fn collect(
-        &mut self,
-        h: tokio::task::JoinHandle<Result<Encoded, PipelineError>>,
-        info: &mut StreamInfo,
-    ) -> Result<(), PipelineError> {
-        let e = h
-            .await
-            .map_err(|e| PipelineError::Codec(format!("worker thread failed: {e}")))??;
+    async fn collect(&mut self, p: Pending, info: &mut StreamInfo) -> Result<(), PipelineError> {
+        let e = match p {
+            Pending::Spawned(h) => h
+                .await
+                .map_err(|e| PipelineError::Codec(format!("worker thread failed: {e}")))??,
+            Pending::Ready(r) => r?,
+        };
         info.raw_bytes += e.raw_len;
         info.stored_bytes += e.data.len() as u64;
         info.newlines += e.newlines;
@@ -242,5 +284,67 @@ impl PackWriter {
     pub async fn write_bytes(&mut self, data: Bytes) -> Result<StreamInfo, PipelineError> {
         let s = futures::stream::iter([Ok::<_, std::convert::Infallible>(data)]);
         self.write_stream(s).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use futures::StreamExt;
+
+    use super::*;
+    use crate::pipeline::{ChunkReader, Compression};
+    use crate::storage::local::LocalFs;
+
+    /// Many streams, chunks of every size around the inline limit, packs
+    /// closed every few KiB (in the background): every byte reads back, and
+    /// every pack's recorded size is its size on disk.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn streams_read_back_across_many_packs() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage: DynStorage = Arc::new(LocalFs::new(dir.path()));
+        for compression in [Compression::None, Compression::Zstd(1)] {
+            let set = PackSet::new(storage.clone(), format!("{compression}/packs/"));
+            let cfg = PipelineConfig {
+                chunk_size: INLINE_MAX + 1000,
+                compression,
+                in_flight: 2,
+                pack_size: 100_000,
+            };
+            let mut w = PackWriter::new(set.clone(), cfg);
+            let mut written = Vec::new();
+            for n in 0..40usize {
+                let len = n * 9_000 + n % 7;
+                // Half random (stores as is), half repetitive (compresses).
+                let mut rng = fastrand::Rng::with_seed(n as u64);
+                let data: Vec<u8> = (0..len)
+                    .map(|i| if i % 2 == 0 { rng.u8(..) } else { b'x' })
+                    .collect();
+                let mut st = w.begin_stream();
+                for piece in data.chunks(5_000 + n) {
+                    w.push(&mut st, piece).await.unwrap();
+                }
+                let info = w.end_stream(st).await.unwrap();
+                assert_eq!(info.raw_bytes, len as u64);
+                written.push((data, info));
+            }
+            w.finish().await.unwrap();
+            let packs = set.packs();
+            assert!(packs.len() > 3, "{} packs", packs.len());
+            for p in &packs {
+                let on_disk = std::fs::metadata(dir.path().join(&p.key)).unwrap().len();
+                assert_eq!(p.size, on_disk, "{}", p.key);
+            }
+            let reader = ChunkReader::new(storage.clone(), Arc::new(packs), compression, 3);
+            for (data, info) in written {
+                let mut back = Vec::new();
+                let mut s = reader.stream(info.chunks.clone());
+                while let Some(c) = s.next().await {
+                    back.extend_from_slice(&c.unwrap());
+                }
+                assert_eq!(back, data);
+            }
+        }
     }
 }

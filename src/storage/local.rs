@@ -155,7 +155,7 @@ impl Storage for LocalFs {
             create_parent(&path)?;
             let tmp = tmp_path(&path);
             let f = std::fs::File::create(&tmp)?;
-            Ok((std::io::BufWriter::with_capacity(1 << 20, f), tmp))
+            Ok((f, tmp))
         })
         .await?
         .map_err(|e| io_err("create", &k, e))?;
@@ -165,6 +165,8 @@ impl Storage for LocalFs {
             tmp,
             file: Some(file),
             size: 0,
+            queued: Vec::new(),
+            queued_len: 0,
         }))
     }
 
@@ -281,8 +283,38 @@ struct LocalWriter {
     key: String,
     path: PathBuf,
     tmp: PathBuf,
-    file: Option<std::io::BufWriter<std::fs::File>>,
+    file: Option<std::fs::File>,
     size: u64,
+    /// Writes not yet handed to the file: small ones are gathered so that a
+    /// pack of many small chunks costs few trips to the blocking pool.
+    queued: Vec<Bytes>,
+    queued_len: usize,
+}
+
+/// Queued bytes that trigger a write.
+const WRITE_BATCH: usize = 1 << 20;
+
+impl LocalWriter {
+    /// Write out what is queued.
+    async fn flush(&mut self) -> Result<(), StorageError> {
+        if self.queued.is_empty() {
+            return Ok(());
+        }
+        let mut file = self.file.take().ok_or_else(|| StorageError::Io {
+            op: "write",
+            key: self.key.clone(),
+            source: std::io::Error::other("writer already failed"),
+        })?;
+        let queued = std::mem::take(&mut self.queued);
+        self.queued_len = 0;
+        let (file, res) = blocking(move || {
+            let r = queued.iter().try_for_each(|b| file.write_all(b));
+            (file, r)
+        })
+        .await?;
+        self.file = Some(file);
+        res.map_err(|e| io_err("write", &self.key, e))
+    }
 }
 
 impl Drop for LocalWriter {
@@ -296,24 +328,24 @@ impl Drop for LocalWriter {
 #[async_trait]
 impl ObjectWriter for LocalWriter {
     async fn write(&mut self, data: Bytes) -> Result<(), StorageError> {
-        let mut file = self.file.take().ok_or_else(|| StorageError::Io {
-            op: "write",
-            key: self.key.clone(),
-            source: std::io::Error::other("writer already failed"),
-        })?;
-        let len = data.len() as u64;
-        let (file, res) = blocking(move || {
-            let r = file.write_all(&data);
-            (file, r)
-        })
-        .await?;
-        self.file = Some(file);
-        res.map_err(|e| io_err("write", &self.key, e))?;
-        self.size += len;
+        if self.file.is_none() {
+            return Err(StorageError::Io {
+                op: "write",
+                key: self.key.clone(),
+                source: std::io::Error::other("writer already failed"),
+            });
+        }
+        self.size += data.len() as u64;
+        self.queued_len += data.len();
+        self.queued.push(data);
+        if self.queued_len >= WRITE_BATCH {
+            self.flush().await?;
+        }
         Ok(())
     }
 
     async fn finish(mut self: Box<Self>) -> Result<u64, StorageError> {
+        self.flush().await?;
         let file = self.file.take().ok_or_else(|| StorageError::Io {
             op: "finish",
             key: self.key.clone(),
@@ -321,9 +353,8 @@ impl ObjectWriter for LocalWriter {
         })?;
         let (tmp, path) = (self.tmp.clone(), self.path.clone());
         let res = blocking(move || -> std::io::Result<()> {
-            let f = file.into_inner().map_err(|e| e.into_error())?;
-            f.sync_all()?;
-            drop(f);
+            file.sync_all()?;
+            drop(file);
             std::fs::rename(&tmp, &path)?;
             fsync_dir(path.parent().unwrap_or(Path::new(".")))
         })

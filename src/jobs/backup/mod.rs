@@ -74,6 +74,10 @@ pub struct BackupReport {
     pub mb_per_second: f64,
 }
 
+/// Protocol messages received ahead of the archive parser (the server sends
+/// base backup data in messages of at most a few tens of KiB).
+const RECEIVE_AHEAD: usize = 256;
+
 fn repl(context: &'static str) -> impl FnOnce(ReplError) -> JobError {
     move |e| JobError::Replication { context, source: e }
 }
@@ -252,99 +256,122 @@ async fn take(
         (Lsn::INVALID, Lsn::INVALID, sys.timeline, sys.timeline);
     let pipe = |c: &'static str| JobError::pipeline(c);
 
-    while let Some(ev) = client
-        .base_backup_next()
-        .await
-        .map_err(repl("receive the base backup"))?
+    // The socket is read by its own future, a bounded queue ahead of the
+    // archive parsing and compression: while chunks are being compressed
+    // the server keeps reading files and sending instead of stalling on a
+    // full socket buffer.
     {
-        match ev {
-            BaseBackupEvent::Started {
-                start_lsn: l,
-                timeline,
-            } => {
-                start_lsn = l;
-                tli = timeline;
+        let (ev_tx, mut ev_rx) = tokio::sync::mpsc::channel(RECEIVE_AHEAD);
+        let receive = async {
+            loop {
+                let ev = client.base_backup_next().await;
+                let last = !matches!(ev, Ok(Some(_)));
+                if ev_tx.send(ev).await.is_err() || last {
+                    return;
+                }
             }
-            BaseBackupEvent::Tablespaces(list) => {
-                let total: u64 = list.iter().filter_map(|t| t.size).sum::<u64>() * 1024;
-                progress.total_bytes.store(total, Ordering::Relaxed);
-                for t in list {
-                    ts_locations.push((t.oid, t.location.clone()));
-                    if let (Some(oid), Some(location)) = (t.oid, t.location) {
-                        tablespaces.push(TablespaceEntry { oid, location });
+        };
+        let work = async {
+            while let Some(ev) = ev_rx.recv().await {
+                let Some(ev) = ev.map_err(repl("receive the base backup"))? else {
+                    break;
+                };
+                match ev {
+                    BaseBackupEvent::Started {
+                        start_lsn: l,
+                        timeline,
+                    } => {
+                        start_lsn = l;
+                        tli = timeline;
+                    }
+                    BaseBackupEvent::Tablespaces(list) => {
+                        let total: u64 = list.iter().filter_map(|t| t.size).sum::<u64>() * 1024;
+                        progress.total_bytes.store(total, Ordering::Relaxed);
+                        for t in list {
+                            ts_locations.push((t.oid, t.location.clone()));
+                            if let (Some(oid), Some(location)) = (t.oid, t.location) {
+                                tablespaces.push(TablespaceEntry { oid, location });
+                            }
+                        }
+                    }
+                    BaseBackupEvent::ArchiveStart {
+                        name,
+                        tablespace_location,
+                    } => {
+                        if let Some(a) = cur.take() {
+                            finish_archive(a, &mut writer, &mut files).await?;
+                        }
+                        let oid = match &tablespace_location {
+                            None => None,
+                            Some(loc) => ts_locations
+                                .iter()
+                                .find(|(_, l)| l.as_deref() == Some(loc.as_str()))
+                                .and_then(|(o, _)| *o)
+                                .or_else(|| name.trim_end_matches(".tar").parse().ok()),
+                        };
+                        let zstd = if name.ends_with(".zst") {
+                            Some(zstd::stream::raw::Decoder::new().map_err(|e| {
+                                JobError::Invalid(format!("server-compressed archive {name}: {e}"))
+                            })?)
+                        } else if name.ends_with(".tar") {
+                            None
+                        } else {
+                            return Err(JobError::Invalid(format!(
+                        "archive {name} is compressed in a way pgtide does not read: use --server-compress zstd"
+                    )));
+                        };
+                        cur = Some(ArchiveState {
+                            tablespace: oid,
+                            parser: TarParser::new(),
+                            buf: BytesMut::new(),
+                            current: None,
+                            zstd,
+                        });
+                    }
+                    BaseBackupEvent::ArchiveData(data) => {
+                        let a = cur.as_mut().ok_or_else(|| {
+                            JobError::Invalid("archive data before any archive started".into())
+                        })?;
+                        progress.add_bytes(data.len() as u64);
+                        a.take_in(&data)?;
+                        feed(a, &mut writer, &mut files).await?;
+                    }
+                    BaseBackupEvent::Progress(_) => {}
+                    BaseBackupEvent::ManifestStart => {
+                        if let Some(a) = cur.take() {
+                            finish_archive(a, &mut writer, &mut files).await?;
+                        }
+                        manifest_state = Some(writer.begin_stream());
+                    }
+                    BaseBackupEvent::ManifestData(data) => {
+                        let st = manifest_state.as_mut().ok_or_else(|| {
+                            JobError::Invalid("manifest data before the manifest started".into())
+                        })?;
+                        manifest_bytes.extend_from_slice(&data);
+                        writer
+                            .push(st, &data)
+                            .await
+                            .map_err(pipe("store backup_manifest"))?;
+                    }
+                    BaseBackupEvent::Finished {
+                        end_lsn: l,
+                        timeline,
+                    } => {
+                        end_lsn = l;
+                        end_tli = timeline;
                     }
                 }
             }
-            BaseBackupEvent::ArchiveStart {
-                name,
-                tablespace_location,
-            } => {
-                if let Some(a) = cur.take() {
-                    finish_archive(a, &mut writer, &mut files).await?;
-                }
-                let oid = match &tablespace_location {
-                    None => None,
-                    Some(loc) => ts_locations
-                        .iter()
-                        .find(|(_, l)| l.as_deref() == Some(loc.as_str()))
-                        .and_then(|(o, _)| *o)
-                        .or_else(|| name.trim_end_matches(".tar").parse().ok()),
-                };
-                let zstd = if name.ends_with(".zst") {
-                    Some(zstd::stream::raw::Decoder::new().map_err(|e| {
-                        JobError::Invalid(format!("server-compressed archive {name}: {e}"))
-                    })?)
-                } else if name.ends_with(".tar") {
-                    None
-                } else {
-                    return Err(JobError::Invalid(format!(
-                        "archive {name} is compressed in a way pgtide does not read: use --server-compress zstd"
-                    )));
-                };
-                cur = Some(ArchiveState {
-                    tablespace: oid,
-                    parser: TarParser::new(),
-                    buf: BytesMut::new(),
-                    current: None,
-                    zstd,
-                });
+            if let Some(a) = cur.take() {
+                finish_archive(a, &mut writer, &mut files).await?;
             }
-            BaseBackupEvent::ArchiveData(data) => {
-                let a = cur.as_mut().ok_or_else(|| {
-                    JobError::Invalid("archive data before any archive started".into())
-                })?;
-                progress.add_bytes(data.len() as u64);
-                a.take_in(&data)?;
-                feed(a, &mut writer, &mut files).await?;
-            }
-            BaseBackupEvent::Progress(_) => {}
-            BaseBackupEvent::ManifestStart => {
-                if let Some(a) = cur.take() {
-                    finish_archive(a, &mut writer, &mut files).await?;
-                }
-                manifest_state = Some(writer.begin_stream());
-            }
-            BaseBackupEvent::ManifestData(data) => {
-                let st = manifest_state.as_mut().ok_or_else(|| {
-                    JobError::Invalid("manifest data before the manifest started".into())
-                })?;
-                manifest_bytes.extend_from_slice(&data);
-                writer
-                    .push(st, &data)
-                    .await
-                    .map_err(pipe("store backup_manifest"))?;
-            }
-            BaseBackupEvent::Finished {
-                end_lsn: l,
-                timeline,
-            } => {
-                end_lsn = l;
-                end_tli = timeline;
-            }
+            Ok::<(), JobError>(())
+        };
+        let (work, receive) = (std::pin::pin!(work), std::pin::pin!(receive));
+        match futures::future::select(work, receive).await {
+            futures::future::Either::Left((r, _)) => r?,
+            futures::future::Either::Right(((), work)) => work.await?,
         }
-    }
-    if let Some(a) = cur.take() {
-        finish_archive(a, &mut writer, &mut files).await?;
     }
     if let Some(st) = manifest_state.take() {
         pg_manifest = Some(
