@@ -114,6 +114,8 @@ pub fn decode(
     crc_raw: u32,
     compression: Compression,
 ) -> Result<Bytes, CorruptKind> {
+    // Nothing is allocated for a frame whose stored bytes are already wrong.
+    check_stored(stored, stored_len, crc_stored)?;
     // The manifest bounds the output; a frame claiming more is corrupt.
     let cap = usize::try_from(raw_len).map_err(|_| CorruptKind::RawLen {
         expected: raw_len,
@@ -133,17 +135,7 @@ pub fn decode(
     Ok(Bytes::from(out))
 }
 
-/// [`decode`] into a caller's buffer (at least `raw_len` long), so a reader
-/// can reuse its buffers; returns `raw_len`.
-pub fn decode_into(
-    stored: &[u8],
-    stored_len: u64,
-    crc_stored: u32,
-    raw_len: u64,
-    crc_raw: u32,
-    compression: Compression,
-    out: &mut [u8],
-) -> Result<usize, CorruptKind> {
+fn check_stored(stored: &[u8], stored_len: u64, crc_stored: u32) -> Result<(), CorruptKind> {
     if stored.len() as u64 != stored_len {
         return Err(CorruptKind::StoredLen {
             expected: stored_len,
@@ -157,6 +149,21 @@ pub fn decode_into(
             found,
         });
     }
+    Ok(())
+}
+
+/// [`decode`] into a caller's buffer (at least `raw_len` long), so a reader
+/// can reuse its buffers; returns `raw_len`.
+pub fn decode_into(
+    stored: &[u8],
+    stored_len: u64,
+    crc_stored: u32,
+    raw_len: u64,
+    crc_raw: u32,
+    compression: Compression,
+    out: &mut [u8],
+) -> Result<usize, CorruptKind> {
+    check_stored(stored, stored_len, crc_stored)?;
     let cap = usize::try_from(raw_len)
         .ok()
         .filter(|&n| n <= out.len())

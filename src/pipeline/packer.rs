@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 
 use super::codec::{self, Encoded};
-use super::{PipelineConfig, PipelineError};
+use super::{Compression, PipelineConfig, PipelineError};
 use crate::repo::manifest::{ChunkRef, PackInfo};
 use crate::storage::{DynStorage, ObjectWriter};
 
@@ -82,7 +82,7 @@ enum Pending {
     Ready(Result<Encoded, PipelineError>),
 }
 
-/// Chunks up to this size are encoded on the calling thread: handing them to
+/// Chunks up to this size (at fast levels) are encoded on the calling thread: handing them to
 /// the blocking pool costs more (two thread wake-ups) than compressing them.
 /// The tail of every file of a base backup, and most files, are this small.
 const INLINE_MAX: usize = 64 << 10;
@@ -101,7 +101,31 @@ pub struct PackWriter {
     open: Option<OpenPack>,
     /// The previous pack, being made durable (fsync, multipart completion)
     /// while the next one fills.
-    closing: Option<tokio::task::JoinHandle<Result<(), PipelineError>>>,
+    closing: Option<Closing>,
+}
+
+struct Closing {
+    key: String,
+    task: tokio::task::JoinHandle<Result<(), PipelineError>>,
+}
+
+impl Drop for PackWriter {
+    /// Dropped on an error path without `finish` or `abort`: a pack still
+    /// closing would appear after the caller cleaned up, so remove it once
+    /// it has closed.
+    fn drop(&mut self) {
+        let Some(c) = self.closing.take() else {
+            return;
+        };
+        let storage = self.set.storage.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Ok(Ok(())) = c.task.await {
+                    let _ = storage.delete_many(&[c.key]).await;
+                }
+            });
+        }
+    }
 }
 
 impl PackWriter {
@@ -151,18 +175,23 @@ impl PackWriter {
         self.wait_closing().await?;
         if let Some(open) = self.open.take() {
             let set = self.set.clone();
-            self.closing = Some(tokio::spawn(async move {
+            let key = set.packs.lock().expect("pack list lock")[open.index as usize]
+                .key
+                .clone();
+            let task = tokio::spawn(async move {
                 let size = open.writer.finish().await?;
                 set.set_size(open.index, size);
                 Ok(())
-            }));
+            });
+            self.closing = Some(Closing { key, task });
         }
         Ok(())
     }
 
     async fn wait_closing(&mut self) -> Result<(), PipelineError> {
         match self.closing.take() {
-            Some(h) => h
+            Some(c) => c
+                .task
                 .await
                 .map_err(|e| PipelineError::Codec(format!("closing a pack failed: {e}")))?,
             None => Ok(()),
@@ -209,7 +238,11 @@ impl PackWriter {
 
     fn spawn_encode(&self, raw: Bytes) -> Pending {
         let compression = self.cfg.compression;
-        if raw.len() <= INLINE_MAX {
+        let cheap = match compression {
+            Compression::None => true,
+            Compression::Zstd(level) => level <= 3,
+        };
+        if cheap && raw.len() <= INLINE_MAX {
             return Pending::Ready(codec::encode(&raw, compression));
         }
         Pending::Spawned(tokio::task::spawn_blocking(move || {

@@ -165,8 +165,7 @@ impl Storage for LocalFs {
             tmp,
             file: Some(file),
             size: 0,
-            queued: Vec::new(),
-            queued_len: 0,
+            batch: Vec::new(),
         }))
     }
 
@@ -285,19 +284,20 @@ struct LocalWriter {
     tmp: PathBuf,
     file: Option<std::fs::File>,
     size: u64,
-    /// Writes not yet handed to the file: small ones are gathered so that a
-    /// pack of many small chunks costs few trips to the blocking pool.
-    queued: Vec<Bytes>,
-    queued_len: usize,
+    /// Small writes copied together, so that a pack of many small chunks
+    /// costs few trips to the blocking pool (copied, not kept as `Bytes`: a
+    /// small compressed chunk can pin a much larger allocation).
+    batch: Vec<u8>,
 }
 
-/// Queued bytes that trigger a write.
+/// Batched bytes that trigger a write; larger writes go straight through.
 const WRITE_BATCH: usize = 1 << 20;
 
 impl LocalWriter {
-    /// Write out what is queued.
-    async fn flush(&mut self) -> Result<(), StorageError> {
-        if self.queued.is_empty() {
+    /// Write the batch, then `extra`. A failure poisons the writer: it can
+    /// no longer finish, so a pack with a hole is never made visible.
+    async fn flush(&mut self, extra: Option<Bytes>) -> Result<(), StorageError> {
+        if self.batch.is_empty() && extra.is_none() {
             return Ok(());
         }
         let mut file = self.file.take().ok_or_else(|| StorageError::Io {
@@ -305,15 +305,19 @@ impl LocalWriter {
             key: self.key.clone(),
             source: std::io::Error::other("writer already failed"),
         })?;
-        let queued = std::mem::take(&mut self.queued);
-        self.queued_len = 0;
-        let (file, res) = blocking(move || {
-            let r = queued.iter().try_for_each(|b| file.write_all(b));
-            (file, r)
+        let batch = std::mem::take(&mut self.batch);
+        let (file, batch, res) = blocking(move || {
+            let r = file
+                .write_all(&batch)
+                .and_then(|()| extra.map_or(Ok(()), |b| file.write_all(&b)));
+            (file, batch, r)
         })
         .await?;
+        res.map_err(|e| io_err("write", &self.key, e))?;
         self.file = Some(file);
-        res.map_err(|e| io_err("write", &self.key, e))
+        self.batch = batch;
+        self.batch.clear();
+        Ok(())
     }
 }
 
@@ -335,17 +339,21 @@ impl ObjectWriter for LocalWriter {
                 source: std::io::Error::other("writer already failed"),
             });
         }
-        self.size += data.len() as u64;
-        self.queued_len += data.len();
-        self.queued.push(data);
-        if self.queued_len >= WRITE_BATCH {
-            self.flush().await?;
+        let len = data.len() as u64;
+        if data.len() >= WRITE_BATCH {
+            self.flush(Some(data)).await?;
+        } else {
+            self.batch.extend_from_slice(&data);
+            if self.batch.len() >= WRITE_BATCH {
+                self.flush(None).await?;
+            }
         }
+        self.size += len;
         Ok(())
     }
 
     async fn finish(mut self: Box<Self>) -> Result<u64, StorageError> {
-        self.flush().await?;
+        self.flush(None).await?;
         let file = self.file.take().ok_or_else(|| StorageError::Io {
             op: "finish",
             key: self.key.clone(),

@@ -74,7 +74,11 @@ impl RangeStreamer {
             }
             let ev = tokio::select! {
                 ev = self.client.recv_timeout(Duration::from_secs(5)) => ev?,
-                _ = until.changed() => continue,
+                // The backup gave up (its sender is gone): stop with it.
+                r = until.changed() => match r {
+                    Ok(()) => continue,
+                    Err(_) => return Ok(()),
+                },
             };
             match ev {
                 Some(ReplEvent::XLogData { start, data, .. }) => {

@@ -133,6 +133,9 @@ impl FileWriter {
                 buf.resize(need, 0);
             }
             let start = buf.as_ptr().align_offset(ALIGN);
+            if start >= ALIGN {
+                return Err(ChunkError::Io(io::Error::other("cannot align a buffer")));
+            }
             let region = &mut buf[start..];
             let res = me
                 .reader
@@ -180,7 +183,10 @@ impl Target {
                 let padded = n.div_ceil(ALIGN) * ALIGN;
                 buf[n..padded].fill(0);
                 match write_all_at(d, &buf[..padded], at) {
-                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+                    // Refused after all (some file systems accept the flag
+                    // at open and not the write): the plain descriptor
+                    // rewrites the range.
+                    Err(e) if refuses_direct(&e) => {}
                     r => return r,
                 }
             }
@@ -212,12 +218,22 @@ fn open_direct(w: &FileWriter, path: &Path) -> Option<File> {
     {
         Ok(f) => Some(f),
         Err(e) => {
-            if w.direct.swap(false, Ordering::Relaxed) {
+            // Only a refusal of the flag turns it off for the rest of the
+            // restore; other errors (out of descriptors) recur on the plain
+            // descriptor or pass.
+            if refuses_direct(&e) && w.direct.swap(false, Ordering::Relaxed) {
                 tracing::debug!("O_DIRECT refused ({e}); writing through the page cache");
             }
             None
         }
     }
+}
+
+fn refuses_direct(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINVAL) | Some(libc::EOPNOTSUPP)
+    )
 }
 
 #[cfg(not(target_os = "linux"))]

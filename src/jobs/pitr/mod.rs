@@ -302,10 +302,13 @@ pub async fn run(
     let queue = Arc::new(Mutex::new(
         files.into_iter().collect::<std::collections::VecDeque<_>>(),
     ));
-    let workers = (0..(jobs * 2).max(4)).map(|_| {
+    // A JoinSet: the first failure stops the other workers (and dropping
+    // the set, when the restore is interrupted, stops them all).
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..(jobs * 2).max(4) {
         let (queue, writer, m, progress) =
             (queue.clone(), writer.clone(), m.clone(), progress.clone());
-        tokio::spawn(async move {
+        workers.spawn(async move {
             loop {
                 let Some((path, i)) = queue.lock().expect("queue lock").pop_front() else {
                     return Ok::<(), JobError>(());
@@ -313,10 +316,16 @@ pub async fn run(
                 writer.restore(path, &m.files[i], &progress).await?;
                 progress.units_done.fetch_add(1, Ordering::Relaxed);
             }
-        })
-    });
-    for r in futures::future::join_all(workers).await {
-        r.map_err(|e| JobError::Invalid(format!("restore worker: {e}")))??;
+        });
+    }
+    while let Some(r) = workers.join_next().await {
+        let r = r
+            .map_err(|e| JobError::Invalid(format!("restore worker: {e}")))
+            .and_then(|r| r);
+        if let Err(e) = r {
+            workers.abort_all();
+            return Err(e);
+        }
     }
     progress.set_phase("syncing the restored files to disk");
     let dirs: Vec<PathBuf> = std::iter::once(s.pgdata.clone())
