@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SCALE=${SCALE:-100}
-RUNS=${RUNS:-3}
+RUNS=${RUNS:-5}
 BURST_MB=${BURST_MB:-1024}
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 PORT=${PORT:-55433}
@@ -51,9 +51,23 @@ CONN="host=127.0.0.1 port=$PORT user=postgres"
 "$PGBIN/psql" -qX -c CHECKPOINT postgres
 SIZE=$("$PGBIN/psql" -XAtc "SELECT pg_size_pretty(sum(pg_database_size(oid))) FROM pg_database" postgres)
 
+# Wait (at most 120 s) until the machine has been nearly idle (< 10% of its
+# CPUs busy) for 2 s: the cores are shared, and a job running next to a
+# timed step skews it.
+machine_busy() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
+wait_quiet() {
+  local waited=0 a b tck
+  tck=$(getconf CLK_TCK)
+  while [ "$waited" -lt 120 ]; do
+    a=$(machine_busy); sleep 2; b=$(machine_busy)
+    [ $(( (b - a) * 100 )) -lt $(( 10 * 2 * tck * $(nproc) )) ] && return 0
+    waited=$(( waited + 2 ))
+  done
+}
 timed() { # label cmd... -> "seconds rss_kb"
   local out="$WORK/time.$1"; shift
   sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
+  wait_quiet
   "$PGBIN/psql" -qX -c CHECKPOINT postgres
   /usr/bin/time -f "%e %M" -o "$out" "$@" >/dev/null 2>"$WORK/stderr.last" || { cat "$WORK/stderr.last" >&2; exit 1; }
   cat "$out"
