@@ -76,23 +76,34 @@ mib() { du -sb "$1" | awk '{ printf "%.1f", $1 / 1048576 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 declare -A T R
+step() { # key cmd...: one timed step, recorded under key
+  local key=$1; shift
+  read -r t r < <(timed "$key" "$@")
+  T[$key]+="$t "; R[$key]=$r
+}
+bb() { rm -rf "$WORK/bb$1"; step "bb$1" "$PGBIN/pg_basebackup" -d "$CONN" -D "$WORK/bb$1" -Ft -X none -Z "client-zstd:$1" --no-sync; }
+pt() { rm -rf "$WORK/repo$1"; step "pt$1" "$PGTIDE" backup --db "$CONN" --repo "$WORK/repo$1" --compress "zstd:$1"; }
+xtar() {
+  rm -rf "$WORK/x-tar"; mkdir -p "$WORK/x-tar"
+  step xtar tar -C "$WORK/x-tar" -I zstd -xf "$WORK/bb1/base.tar.zst"
+  rm -rf "$WORK/x-tar"; mkdir -p "$WORK/x-tar"
+  step xtarsync sh -c "tar -C '$WORK/x-tar' -I zstd -xf '$WORK/bb1/base.tar.zst' && sync"
+}
+xpt() { rm -rf "$WORK/x-pgtide"; step xpt "$PGTIDE" restore latest --repo "$WORK/repo1" --pgdata "$WORK/x-pgtide"; }
 for run in $(seq 1 "$RUNS"); do
   echo "# run $run of $RUNS" >&2
+  # The tools take turns going first: the step after a large write (the
+  # previous run's restores) was measured up to 2x slower on this VM,
+  # whichever tool it was.
   for level in 1 3; do
-    rm -rf "$WORK/bb$level" "$WORK/repo$level"
-    read -r t r < <(timed bb$level "$PGBIN/pg_basebackup" -d "$CONN" -D "$WORK/bb$level" -Ft -X none -Z "client-zstd:$level" --no-sync)
-    T[bb$level]+="$t "; R[bb$level]=$r
-    read -r t r < <(timed pt$level "$PGTIDE" backup --db "$CONN" --repo "$WORK/repo$level" --compress "zstd:$level")
-    T[pt$level]+="$t "; R[pt$level]=$r
+    if [ $(( (run + level) % 2 )) = 0 ]; then bb "$level"; pt "$level"; else pt "$level"; bb "$level"; fi
   done
-  rm -rf "$WORK/x-tar" "$WORK/x-pgtide"; mkdir -p "$WORK/x-tar"
-  read -r t r < <(timed xtar tar -C "$WORK/x-tar" -I zstd -xf "$WORK/bb1/base.tar.zst")
-  T[xtar]+="$t "; R[xtar]=$r
-  rm -rf "$WORK/x-tar"; mkdir -p "$WORK/x-tar"
-  read -r t r < <(timed xtarsync sh -c "tar -C '$WORK/x-tar' -I zstd -xf '$WORK/bb1/base.tar.zst' && sync")
-  T[xtarsync]+="$t "; R[xtarsync]=$r
-  read -r t r < <(timed xpt "$PGTIDE" restore latest --repo "$WORK/repo1" --pgdata "$WORK/x-pgtide")
-  T[xpt]+="$t "; R[xpt]=$r
+  if [ $(( run % 2 )) = 1 ]; then xtar; xpt; else xpt; xtar; fi
+  # After writing and deleting gigabytes the VM's disk stays slow for some
+  # seconds (measured: the next step took 2x, whichever tool): an untimed
+  # read of the cluster absorbs that before the next run.
+  rm -rf "$WORK/x-tar" "$WORK/x-pgtide"; sync
+  tar -cf - -C "$WORK" data 2>/dev/null | cat >/dev/null
 done
 med() { printf '%s\n' ${T[$1]} | median; }
 rows=()
