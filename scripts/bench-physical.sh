@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SCALE=${SCALE:-100}
-RUNS=${RUNS:-5}
+RUNS=${RUNS:-6}
 BURST_MB=${BURST_MB:-1024}
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 PORT=${PORT:-55433}
@@ -81,8 +81,13 @@ step() { # key cmd...: one timed step, recorded under key
   read -r t r < <(timed "$key" "$@")
   T[$key]+="$t "; R[$key]=$r
 }
-bb() { rm -rf "$WORK/bb$1"; step "bb$1" "$PGBIN/pg_basebackup" -d "$CONN" -D "$WORK/bb$1" -Ft -X none -Z "client-zstd:$1" --no-sync; }
-pt() { rm -rf "$WORK/repo$1"; step "pt$1" "$PGTIDE" backup --db "$CONN" --repo "$WORK/repo$1" --compress "zstd:$1"; }
+# Before each backup step the cluster is read once, untimed (then the page
+# cache is dropped as before every step): on this VM a backup right after
+# another backup took up to 1.4x as long as one after such a read, whichever
+# tool it was, so every backup starts from the same state.
+prime() { tar -cf - -C "$WORK" data 2>/dev/null | cat >/dev/null; }
+bb() { prime; rm -rf "$WORK/bb$1"; step "bb$1" "$PGBIN/pg_basebackup" -d "$CONN" -D "$WORK/bb$1" -Ft -X none -Z "client-zstd:$1" --no-sync; }
+pt() { prime; rm -rf "$WORK/repo$1"; step "pt$1" "$PGTIDE" backup --db "$CONN" --repo "$WORK/repo$1" --compress "zstd:$1"; }
 xtar() {
   rm -rf "$WORK/x-tar"; mkdir -p "$WORK/x-tar"
   step xtar tar -C "$WORK/x-tar" -I zstd -xf "$WORK/bb1/base.tar.zst"
@@ -92,18 +97,12 @@ xtar() {
 xpt() { rm -rf "$WORK/x-pgtide"; step xpt "$PGTIDE" restore latest --repo "$WORK/repo1" --pgdata "$WORK/x-pgtide"; }
 for run in $(seq 1 "$RUNS"); do
   echo "# run $run of $RUNS" >&2
-  # The tools take turns going first: the step after a large write (the
-  # previous run's restores) was measured up to 2x slower on this VM,
-  # whichever tool it was.
+  # The tools take turns going first.
   for level in 1 3; do
     if [ $(( (run + level) % 2 )) = 0 ]; then bb "$level"; pt "$level"; else pt "$level"; bb "$level"; fi
   done
   if [ $(( run % 2 )) = 1 ]; then xtar; xpt; else xpt; xtar; fi
-  # After writing and deleting gigabytes the VM's disk stays slow for some
-  # seconds (measured: the next step took 2x, whichever tool): an untimed
-  # read of the cluster absorbs that before the next run.
   rm -rf "$WORK/x-tar" "$WORK/x-pgtide"; sync
-  tar -cf - -C "$WORK" data 2>/dev/null | cat >/dev/null
 done
 med() { printf '%s\n' ${T[$1]} | median; }
 rows=()
