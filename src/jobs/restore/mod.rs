@@ -478,35 +478,12 @@ pub async fn run(
 
 /// Every pack the manifest names exists with the recorded size.
 async fn check_packs(repo: &Repository, m: &DumpManifest) -> Result<(), JobError> {
-    let listed: std::collections::HashMap<String, u64> = repo
-        .storage()
-        .list(&crate::repo::layout::dump_packs(&m.id))
-        .await
-        .map_err(|e| JobError::Repo(e.into()))?
-        .into_iter()
-        .map(|o| (o.key, o.size))
-        .collect();
-    for p in &m.packs {
-        match listed.get(&p.key) {
-            None => {
-                return Err(JobError::Damaged {
-                    id: m.id.clone(),
-                    what: format!("pack {} is missing", p.key),
-                })
-            }
-            Some(&size) if size != p.size => {
-                return Err(JobError::Damaged {
-                    id: m.id.clone(),
-                    what: format!(
-                        "pack {} has {size} bytes, the manifest records {}",
-                        p.key, p.size
-                    ),
-                })
-            }
-            _ => {}
-        }
-    }
-    Ok(())
+    repo.check_packs(crate::repo::SetKind::Dump, &m.id, &m.packs)
+        .await?
+        .map_err(|what| JobError::Damaged {
+            id: m.id.clone(),
+            what,
+        })
 }
 
 async fn create_database(
