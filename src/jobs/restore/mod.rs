@@ -701,29 +701,11 @@ pub fn database_property_statements(
         out.push(format!("ALTER DATABASE {db} OWNER TO {}", quote_ident(o)));
     }
     if let (Some(grants), false) = (&p.grants, no_privileges) {
-        out.push(format!("REVOKE ALL ON DATABASE {db} FROM PUBLIC"));
-        if let Some(o) = owner {
-            out.push(format!(
-                "REVOKE ALL ON DATABASE {db} FROM {}",
-                quote_ident(o)
-            ));
-        }
-        for g in grants {
-            let who = g
-                .grantee
-                .as_deref()
-                .map(quote_ident)
-                .unwrap_or_else(|| "PUBLIC".into());
-            let opt = if g.grantable {
-                " WITH GRANT OPTION"
-            } else {
-                ""
-            };
-            out.push(format!(
-                "GRANT {} ON DATABASE {db} TO {who}{opt}",
-                g.privilege
-            ));
-        }
+        out.extend(objects::grant_statements(
+            &format!("DATABASE {db}"),
+            owner,
+            grants,
+        ));
     }
     if let Some(c) = &p.comment {
         out.push(format!("COMMENT ON DATABASE {db} IS {}", quote_literal(c)));

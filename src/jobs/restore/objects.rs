@@ -95,28 +95,9 @@ pub async fn restore_large_objects(
             ));
         }
         if let (Some(grants), false) = (&item.grants, s.no_privileges) {
-            sql.push_str(&format!(" REVOKE ALL ON LARGE OBJECT {oid} FROM PUBLIC;"));
-            if !s.no_owner {
-                sql.push_str(&format!(
-                    " REVOKE ALL ON LARGE OBJECT {oid} FROM {};",
-                    quote_ident(&item.owner)
-                ));
-            }
-            for g in grants {
-                let who = g
-                    .grantee
-                    .as_deref()
-                    .map(quote_ident)
-                    .unwrap_or_else(|| "PUBLIC".into());
-                let opt = if g.grantable {
-                    " WITH GRANT OPTION"
-                } else {
-                    ""
-                };
-                sql.push_str(&format!(
-                    " GRANT {} ON LARGE OBJECT {oid} TO {who}{opt};",
-                    g.privilege
-                ));
+            let owner = (!s.no_owner).then_some(item.owner.as_str());
+            for stmt in grant_statements(&format!("LARGE OBJECT {oid}"), owner, grants) {
+                sql.push_str(&format!(" {stmt};"));
             }
         }
         if let Some(comment) = &item.comment {
@@ -210,6 +191,34 @@ pub fn drop_statements(script: &str) -> Vec<String> {
         if line.starts_with("DROP ") || line.starts_with("ALTER ") {
             out.push(l.to_string());
         }
+    }
+    out
+}
+
+/// The statements that give `object` (e.g. `DATABASE "d"`) exactly the
+/// recorded privileges: everything revoked from PUBLIC and the owner (when
+/// ownership is restored), then each grant.
+pub(super) fn grant_statements(
+    object: &str,
+    owner: Option<&str>,
+    grants: &[crate::repo::manifest::LoGrant],
+) -> Vec<String> {
+    let mut out = vec![format!("REVOKE ALL ON {object} FROM PUBLIC")];
+    if let Some(o) = owner {
+        out.push(format!("REVOKE ALL ON {object} FROM {}", quote_ident(o)));
+    }
+    for g in grants {
+        let who = g
+            .grantee
+            .as_deref()
+            .map(quote_ident)
+            .unwrap_or_else(|| "PUBLIC".into());
+        let opt = if g.grantable {
+            " WITH GRANT OPTION"
+        } else {
+            ""
+        };
+        out.push(format!("GRANT {} ON {object} TO {who}{opt}", g.privilege));
     }
     out
 }
