@@ -2,7 +2,31 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// Caps glibc's malloc arenas at one per core (at least two). By default
+/// glibc gives up to eight per core, and every runtime and blocking thread
+/// that frees a multi-MiB chunk buffer leaves it cached in its own arena: a
+/// restore's peak RSS rose by a third (from about 80 to 110-130 MiB at
+/// `--jobs 2`) with no more data in flight. Fewer arenas reuse the same
+/// freed buffers; the threads rarely contend, as they hand whole chunks
+/// around rather than many small objects.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn limit_malloc_arenas() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
+        return; // the operator's choice wins
+    }
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    // SAFETY: mallopt only adjusts allocator parameters; it is called before
+    // any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, cores.max(2) as libc::c_int);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn limit_malloc_arenas() {}
+
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = pgtide::cli::Cli::parse();
     pgtide::cli::init_tracing(cli.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
