@@ -27,7 +27,10 @@ impl NamePattern {
                 '.' if !in_quotes => parts.push(String::new()),
                 '*' if !in_quotes => cur.push_str(".*"),
                 '?' if !in_quotes => cur.push('.'),
-                c if !in_quotes => cur.push_str(&regex::escape(&c.to_lowercase().to_string())),
+                // As psql and the server: only ASCII letters fold to lower case.
+                c if !in_quotes => {
+                    cur.push_str(&regex::escape(&c.to_ascii_lowercase().to_string()))
+                }
                 c => cur.push_str(&regex::escape(&c.to_string())),
             }
         }

@@ -43,7 +43,7 @@ pub async fn configure(
     let mut sql = format!(
         "SET client_encoding = '{CLIENT_ENCODING}'; SET DateStyle = 'ISO'; SET IntervalStyle = 'postgres'; \
          SET extra_float_digits = 3; SET TimeZone = 'UTC'; SET bytea_output = 'hex'; \
-         SET standard_conforming_strings = on; SET row_security = off; \
+         SET standard_conforming_strings = on; SET row_security = off; SET xmloption = content; \
          SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0; \
          SET lock_timeout = {}; SET search_path = pg_catalog;",
         lock_timeout.as_millis()

@@ -8,6 +8,8 @@ mod encodings;
 mod errors;
 mod physical_errors;
 mod pitr;
+mod realworld;
+mod realworld_physical;
 mod storage_conformance;
 mod versions;
 mod wal_faults;

@@ -303,7 +303,8 @@ struct Selection<'a> {
 
 impl<'a> Selection<'a> {
     fn new(all: &'a [Relation], s: &DumpSettings) -> Selection<'a> {
-        let whole_database = s.tables.is_empty() && s.exclude_tables.is_empty();
+        // As pg_dump: only --table (a selective dump) leaves large objects out.
+        let whole_database = s.tables.is_empty();
         let included: HashSet<u32> = all
             .iter()
             .filter(|r| selected(&s.tables, &s.exclude_tables, &r.schema, &r.name))

@@ -883,13 +883,31 @@ async fn pg_restore(
 /// and its `SET client_encoding`, since [`script_text`] made it UTF-8 for
 /// pgtide's UTF8 session.
 pub fn script_for_server(script: &str, version: ServerVersion) -> String {
-    script
-        .lines()
-        .filter(|l| !l.starts_with('\\'))
-        .filter(|l| !l.starts_with("SET client_encoding"))
-        .filter(|l| version.has_transaction_timeout() || !l.starts_with("SET transaction_timeout"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    // Only pg_restore's own lines are touched: the preamble before the first
+    // object and the `\unrestrict KEY` matching its `\restrict KEY`; lines
+    // of function bodies and string literals stay as they are.
+    let mut preamble = true;
+    let mut unrestrict: Option<String> = None;
+    let mut out = Vec::new();
+    for l in script.lines() {
+        if l.starts_with("-- Name:") {
+            preamble = false;
+        }
+        let drop = if preamble {
+            if let Some(key) = l.strip_prefix("\\restrict ") {
+                unrestrict = Some(format!("\\unrestrict {key}"));
+            }
+            l.starts_with('\\')
+                || l.starts_with("SET client_encoding")
+                || (!version.has_transaction_timeout() && l.starts_with("SET transaction_timeout"))
+        } else {
+            unrestrict.as_deref() == Some(l)
+        };
+        if !drop {
+            out.push(l);
+        }
+    }
+    out.join("\n")
 }
 
 /// The encoding a pg_restore script says it is in (its
