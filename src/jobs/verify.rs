@@ -70,13 +70,31 @@ pub async fn run(
                 r.ok = false;
                 return Ok(r);
             };
+            let seg = m.wal_segment_size;
             for segno in first..=last {
-                let name = segment_name(tli, segno, m.wal_segment_size);
+                let name = segment_name(tli, segno, seg);
                 match archive.fetch(&name).await {
-                    Ok(Some(d)) if d.len() as u64 == m.wal_segment_size => {}
+                    Ok(Some(d)) if d.len() as u64 == seg => {}
                     Ok(Some(d)) => r
                         .problems
                         .push(format!("WAL segment {name} has {} bytes", d.len())),
+                    // A backup taken on a standby may end inside a segment
+                    // the primary has not completed: its .partial will do
+                    // if it reaches the end LSN.
+                    Ok(None) if segno == last && m.end_lsn.segno(seg) == segno => {
+                        let needed = m.end_lsn.segment_offset(seg);
+                        match archive.fetch_partial(&name).await {
+                            Ok(Some(d)) if d.len() as u64 >= needed => {}
+                            Ok(Some(d)) => r.problems.push(format!(
+                                "WAL segment {name} is archived only up to byte {} of the {needed} the backup needs",
+                                d.len()
+                            )),
+                            Ok(None) => r.problems.push(format!(
+                                "WAL segment {name} that the backup needs is missing"
+                            )),
+                            Err(e) => r.problems.push(format!("WAL segment {name}: {e}")),
+                        }
+                    }
                     Ok(None) => r.problems.push(format!(
                         "WAL segment {name} that the backup needs is missing"
                     )),

@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::pg::lsn::{history_name, parse_history_name, parse_segment_name};
+use crate::pg::lsn::{history_name, parse_history_name, parse_segment_name, segment_name, Lsn};
 use crate::pipeline::codec::{self, CorruptKind};
 use crate::pipeline::Compression;
 use crate::storage::{DynStorage, StorageError};
@@ -152,6 +152,14 @@ pub fn decode_object(key: &str, obj: &[u8]) -> Result<Bytes, WalError> {
     .map_err(|k: CorruptKind| damaged(k.to_string()))
 }
 
+/// The length a partial's key records (`<segment>.<LEN>.partial`, hex).
+fn partial_len_of_key(key: &str) -> u64 {
+    key.strip_suffix(".partial")
+        .and_then(|k| k.rsplit('.').next())
+        .and_then(|h| u64::from_str_radix(h, 16).ok())
+        .unwrap_or(0)
+}
+
 impl WalArchive {
     pub fn new(storage: DynStorage, seg_size: u64, compression: Compression) -> Self {
         WalArchive {
@@ -225,14 +233,11 @@ impl WalArchive {
         }
         // Never replace a longer partial with a shorter one: the archive
         // only grows, whoever pushes (a restarted streamer, archive_command).
-        let len_of = |k: &str| {
-            k.strip_suffix(".partial")
-                .and_then(|k| k.rsplit('.').next())
-                .and_then(|h| u64::from_str_radix(h, 16).ok())
-                .unwrap_or(0)
-        };
         let existing = self.partial_keys(name).await?;
-        if existing.iter().any(|k| len_of(k) >= data.len() as u64) {
+        if existing
+            .iter()
+            .any(|k| partial_len_of_key(k) >= data.len() as u64)
+        {
             return Ok(());
         }
         let pkey = format!("{key}.{:08X}.partial", data.len());
@@ -311,6 +316,49 @@ impl WalArchive {
         Ok(out)
     }
 
+    /// The first WAL file missing for replay from `start` to `end` on
+    /// timeline `tli`: every segment whole, except that the one holding the
+    /// last byte before `end` may be a `.partial` that reaches `end` (a
+    /// backup taken on a standby ends inside a segment the primary has not
+    /// finished). `None` when the archive covers the range.
+    pub async fn missing_in_range(
+        &self,
+        tli: u32,
+        start: Lsn,
+        end: Lsn,
+    ) -> Result<Option<String>, WalError> {
+        let seg = self.seg_size;
+        let first = start.segno(seg);
+        let last = Lsn(end.0.saturating_sub(1).max(start.0)).segno(seg);
+        let held = self.segments().await?;
+        let held = held.get(&tli);
+        for segno in first..=last {
+            if held.is_some_and(|h| h.contains(&segno)) {
+                continue;
+            }
+            let name = segment_name(tli, segno, seg);
+            let needed = if end.segno(seg) == segno {
+                end.segment_offset(seg)
+            } else {
+                seg
+            };
+            if segno == last && needed < seg {
+                let longest = self
+                    .partial_keys(&name)
+                    .await?
+                    .iter()
+                    .map(|k| partial_len_of_key(k))
+                    .max()
+                    .unwrap_or(0);
+                if longest >= needed {
+                    continue;
+                }
+            }
+            return Ok(Some(name));
+        }
+        Ok(None)
+    }
+
     /// Timelines with a history file.
     pub async fn histories(&self) -> Result<Vec<u32>, WalError> {
         Ok(self
@@ -373,5 +421,54 @@ mod tests {
                 Err(WalError::Damaged { .. })
             ));
         }
+    }
+
+    #[tokio::test]
+    async fn a_range_may_end_in_a_partial_that_reaches_its_end() {
+        const SEG: u64 = 1 << 20;
+        let dir = tempfile::tempdir().unwrap();
+        let storage: DynStorage = std::sync::Arc::new(crate::storage::LocalFs::new(dir.path()));
+        let a = WalArchive::new(storage, SEG, Compression::Zstd(1));
+        let name = |n| segment_name(1, n, SEG);
+        for n in 2..=3 {
+            a.push(&name(n), Bytes::from(vec![n as u8; SEG as usize]))
+                .await
+                .unwrap();
+        }
+        let (start, end) = (Lsn(2 * SEG + 40), Lsn(4 * SEG + 1000));
+        assert_eq!(
+            a.missing_in_range(1, start, end).await.unwrap(),
+            Some(name(4))
+        );
+        a.push_partial(&name(4), Bytes::from(vec![4; 999]))
+            .await
+            .unwrap();
+        assert_eq!(
+            a.missing_in_range(1, start, end).await.unwrap(),
+            Some(name(4))
+        );
+        a.push_partial(&name(4), Bytes::from(vec![4; 1000]))
+            .await
+            .unwrap();
+        assert_eq!(a.missing_in_range(1, start, end).await.unwrap(), None);
+        // A partial never stands in for a segment in the middle of a range,
+        // nor for one the range needs whole.
+        assert_eq!(
+            a.missing_in_range(1, start, Lsn(5 * SEG)).await.unwrap(),
+            Some(name(4))
+        );
+        assert_eq!(
+            a.missing_in_range(1, Lsn(SEG), end).await.unwrap(),
+            Some(name(1))
+        );
+        // A range ending exactly on a segment boundary needs no more.
+        assert_eq!(
+            a.missing_in_range(1, start, Lsn(4 * SEG)).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            a.missing_in_range(2, start, end).await.unwrap(),
+            Some(segment_name(2, 2, SEG))
+        );
     }
 }

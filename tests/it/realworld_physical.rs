@@ -306,19 +306,16 @@ fn standby_backup(major: u32) {
 }
 
 #[test]
-#[ignore = "known bug: a standby backup waits for the end segment to complete, and on 13/14 streams from the standby position instead of the backup start"]
 fn standby_backup_pg13() {
     standby_backup(13);
 }
 
 #[test]
-#[ignore = "known bug: a standby backup waits until the primary completes the end segment"]
 fn standby_backup_pg15() {
     standby_backup(15);
 }
 
 #[test]
-#[ignore = "known bug: a standby backup waits until the primary completes the end segment"]
 fn standby_backup_pg18() {
     standby_backup(18);
 }
@@ -505,7 +502,6 @@ fn wal_stream_follows_a_failover_to_a_lagging_standby() {
 /// The same, with the new primary writing more than the archive's extra
 /// timeline-1 WAL before `wal stream` is pointed at it.
 #[test]
-#[ignore = "known bug: wal stream does not read the new primary timeline history to find the fork"]
 fn wal_stream_follows_a_failover_after_the_new_primary_wrote() {
     failover(4);
 }
@@ -970,7 +966,6 @@ fn stream_from_an_old_slot(major: u32) {
 }
 
 #[test]
-#[ignore = "known bug: on 13/14 wal stream cannot read an existing slot restart LSN and starts at the current segment"]
 fn wal_stream_archives_what_an_old_slot_retained_pg14() {
     stream_from_an_old_slot(14);
 }
@@ -978,6 +973,55 @@ fn wal_stream_archives_what_an_old_slot_retained_pg14() {
 #[test]
 fn wal_stream_archives_what_an_old_slot_retained_pg15() {
     stream_from_an_old_slot(15);
+}
+
+/// The archive ends long before the slot's restart point and the server has
+/// removed the WAL in between (the streamer was down, its slot dropped and
+/// created again): `wal stream` tries the archive's end, is told the WAL is
+/// gone, says so, and archives from the slot's restart point instead of
+/// giving up.
+#[test]
+fn wal_stream_continues_from_the_slot_after_a_gap() {
+    let pg = PgCluster::start(15);
+    pg.execute("postgres", "CREATE TABLE w (id int, pad text)");
+    let work = work_dir("pgtide-rw-gap-");
+    let repo = path_in(&work, "repo");
+    let conn = pg.conninfo("postgres", "postgres");
+    let active =
+        "SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = 's' AND active)";
+    let streamer = Streamer::start(&conn, &repo, "s", work.path());
+    wait_until(&pg, "the streamer's slot becomes active", active);
+    let first = switch_wal(|q| pg.query_one("postgres", q));
+    wait_archived(&repo, &first);
+    streamer.stop();
+    pg.execute("postgres", "SELECT pg_drop_replication_slot('s')");
+    // Enough WAL and checkpoints for the server to remove what followed.
+    for _ in 0..4 {
+        pg.execute(
+            "postgres",
+            "INSERT INTO w SELECT g, repeat('x', 100) FROM generate_series(1, 20000) g",
+        );
+        switch_wal(|q| pg.query_one("postgres", q));
+        pg.execute("postgres", "CHECKPOINT");
+    }
+    let oldest = pg.query_one(
+        "postgres",
+        "SELECT min(name) FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$'",
+    );
+    assert!(
+        parse_segment(&oldest).1 > parse_segment(&first).1 + 1,
+        "the server still has the WAL after {first} (oldest {oldest})"
+    );
+    let streamer = Streamer::start(&conn, &repo, "s", work.path());
+    wait_until(&pg, "the streamer's slot becomes active", active);
+    pg.execute("postgres", "INSERT INTO w VALUES (-1, 'after the gap')");
+    let last = switch_wal(|q| pg.query_one("postgres", q));
+    wait_archived(&repo, &last);
+    let out = streamer.stop();
+    assert!(
+        out.contains("no longer has the WAL") && out.contains("gap"),
+        "the gap was not reported\n{out}"
+    );
 }
 
 // ---------------------------------------------------------------------------

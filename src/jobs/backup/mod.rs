@@ -32,7 +32,7 @@ use crate::repo::manifest::{
 };
 use crate::repo::wal_archive::WalArchive;
 use crate::repo::{Repository, SetKind};
-use wal_range::{RangeError, RangeStreamer};
+use wal_range::{RangeError, RangeStart, RangeStreamer};
 
 /// Where the WAL a backup needs comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,15 +211,20 @@ async fn take(
     progress: &Arc<Progress>,
     started_at: chrono::DateTime<Utc>,
 ) -> Result<BackupManifest, JobError> {
-    // The WAL range: a temporary slot before the backup starts.
-    let (until_tx, until_rx) = watch::channel(u64::MAX);
-    let (archived_tx, mut archived_rx) = watch::channel(None::<u64>);
+    // The WAL range: a temporary slot before the backup starts; it streams
+    // from the backup's start once the server reports it.
+    let (start_tx, start_rx) = watch::channel(None::<RangeStart>);
+    let (until_tx, until_rx) = watch::channel(None::<Lsn>);
+    let (archived_tx, mut archived_rx) = watch::channel(Lsn::INVALID);
     let streamer = match s.wal {
         WalSource::Stream => {
-            let r = RangeStreamer::prepare(&s.conn, sys.timeline, seg_size)
-                .await
-                .map_err(range_err)?;
-            Some(tokio::spawn(r.run(archive.clone(), until_rx, archived_tx)))
+            let r = RangeStreamer::prepare(&s.conn).await.map_err(range_err)?;
+            Some(tokio::spawn(r.run(
+                archive.clone(),
+                start_rx,
+                until_rx,
+                archived_tx,
+            )))
         }
         WalSource::Archive => None,
     };
@@ -283,6 +288,7 @@ async fn take(
                     } => {
                         start_lsn = l;
                         tli = timeline;
+                        start_tx.send_replace(Some(RangeStart { lsn: l, tli }));
                     }
                     BaseBackupEvent::Tablespaces(list) => {
                         let total: u64 = list.iter().filter_map(|t| t.size).sum::<u64>() * 1024;
@@ -398,12 +404,11 @@ async fn take(
         "waiting for WAL {wal_start}..{wal_end} to be archived"
     ));
     match streamer {
-        Some(handle) => {
-            until_tx.send_replace(last);
-            // Done when the streamer has archived `last`, or failed.
-            let mut handle = handle;
+        Some(mut handle) => {
+            until_tx.send_replace(Some(end_lsn));
+            // Done when the streamer has archived up to the end, or failed.
             loop {
-                if archived_rx.borrow().is_some_and(|s| s >= last) {
+                if *archived_rx.borrow() >= end_lsn {
                     break;
                 }
                 tokio::select! {
@@ -417,19 +422,16 @@ async fn take(
             }
             handle.abort();
         }
-        None => wait_for_archive(&archive, tli, first, last, s.wal_wait).await?,
+        None => wait_for_archive(&archive, tli, start_lsn, end_lsn, s.wal_wait).await?,
     }
-    let held = archive
-        .segments()
+    if let Some(name) = archive
+        .missing_in_range(tli, start_lsn, end_lsn)
         .await
-        .map_err(|e| JobError::Invalid(format!("list the WAL archive: {e}")))?;
-    for segno in first..=last {
-        if !held.get(&tli).is_some_and(|s| s.contains(&segno)) {
-            return Err(JobError::Invalid(format!(
-                "WAL segment {} that the backup needs is not in the archive",
-                segment_name(tli, segno, seg_size)
-            )));
-        }
+        .map_err(|e| JobError::Invalid(format!("list the WAL archive: {e}")))?
+    {
+        return Err(JobError::Invalid(format!(
+            "WAL segment {name} that the backup needs is not in the archive"
+        )));
     }
 
     // PostgreSQL's manifest as a plain object too, for pg_verifybackup users.
@@ -558,28 +560,30 @@ async fn finish_archive(
     Ok(())
 }
 
-/// Wait until an archiver has delivered segments `first..=last` of `tli`.
+/// Wait until an archiver has delivered the WAL from `start` to `end` on
+/// `tli` (the last segment may be a `.partial` reaching `end`).
 async fn wait_for_archive(
     archive: &WalArchive,
     tli: u32,
-    first: u64,
-    last: u64,
+    start: Lsn,
+    end: Lsn,
     wait: Duration,
 ) -> Result<(), JobError> {
     let deadline = Instant::now() + wait;
     loop {
-        let held = archive
-            .segments()
+        let missing = archive
+            .missing_in_range(tli, start, end)
             .await
             .map_err(|e| JobError::Invalid(format!("list the WAL archive: {e}")))?;
-        if (first..=last).all(|s| held.get(&tli).is_some_and(|h| h.contains(&s))) {
+        let Some(missing) = missing else {
             return Ok(());
-        }
+        };
         if Instant::now() > deadline {
+            let seg = archive.seg_size();
             return Err(JobError::Invalid(format!(
-                "the WAL the backup needs ({} to {}) did not reach the archive within {} s: is `pgtide wal stream` or archive_command running? (or use --wal stream)",
-                segment_name(tli, first, archive.seg_size()),
-                segment_name(tli, last, archive.seg_size()),
+                "the WAL the backup needs ({} to {}, {missing} first) did not reach the archive within {} s: is `pgtide wal stream` or archive_command running? (or use --wal stream)",
+                segment_name(tli, start.segno(seg), seg),
+                segment_name(tli, Lsn(end.0.saturating_sub(1)).segno(seg), seg),
                 wait.as_secs()
             )));
         }

@@ -5,6 +5,7 @@
 pub mod fetch;
 pub mod push;
 pub mod segment;
+pub mod start;
 pub mod stream;
 
 use crate::repo::wal_archive::WalError;

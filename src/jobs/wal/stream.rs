@@ -18,12 +18,15 @@
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use tokio_postgres::error::SqlState;
 use tokio_util::sync::CancellationToken;
 
 use super::segment::SegmentAssembler;
+use super::start::{self, ServerTimelines, StartPoint};
 use crate::jobs::JobError;
 use crate::pg::conninfo::ConnInfo;
 use crate::pg::lsn::{history_name, segment_name, Lsn};
+use crate::pg::proto::history;
 use crate::pg::replication::{parse_size_setting, ReplError, ReplEvent, ReplicationClient};
 use crate::pipeline::Compression;
 use crate::repo::wal_archive::{WalArchive, WalError};
@@ -68,6 +71,9 @@ enum StreamError {
     Repo(#[from] RepoError),
     #[error(transparent)]
     Job(#[from] JobError),
+    /// Reconnect at once from another start point (already logged).
+    #[error("restart the stream from another point")]
+    Restart,
 }
 
 impl StreamError {
@@ -80,6 +86,7 @@ impl StreamError {
             StreamError::Repo(RepoError::Storage(e)) => e.is_retryable(),
             StreamError::Repo(_) => false,
             StreamError::Job(_) => false,
+            StreamError::Restart => true,
         }
     }
 }
@@ -114,9 +121,12 @@ pub async fn run(
     // wal_sender_timeout): retry, for a while.
     let mut connected_once = false;
     let mut slot_busy_since: Option<Instant> = None;
+    // Set once the server said it no longer has the WAL where the archive
+    // ends: later sessions start from the slot right away.
+    let mut skip_to: Option<StartPoint> = None;
     loop {
         let attempt_started = Instant::now();
-        let result = session(repo, s, &cancel, &mut report).await;
+        let result = session(repo, s, &cancel, &mut report, &mut skip_to).await;
         if let Err(StreamError::Repl(ReplError::SlotInUse { .. })) = &result {
             let since = *slot_busy_since.get_or_insert_with(Instant::now);
             if !connected_once || since.elapsed() > Duration::from_secs(180) {
@@ -128,6 +138,7 @@ pub async fn run(
         }
         match result {
             Ok(()) => return Ok(report),
+            Err(StreamError::Restart) => continue,
             Err(e) if e.is_retryable() && cancel.is_cancelled() => {
                 // Told to stop while the server or the store was away (e.g.
                 // both stopped at shutdown): a normal stop, nothing is lost
@@ -162,6 +173,7 @@ async fn session(
     s: &StreamSettings,
     cancel: &CancellationToken,
     report: &mut StreamReport,
+    skip_to: &mut Option<StartPoint>,
 ) -> Result<(), StreamError> {
     let mut client = ReplicationClient::connect(&s.conn, "pgtide wal stream").await?;
     let version = client.server_version();
@@ -203,42 +215,54 @@ async fn session(
             .into());
         }
     }
-    let held = archive.segments().await?;
-    let (archive_tli, archive_next) = held
-        .iter()
-        .next_back()
-        .and_then(|(tli, segs)| {
-            segs.iter()
-                .next_back()
-                .map(|&n| (*tli, Lsn((n + 1) * seg_size)))
-        })
-        .unwrap_or((sys.timeline, Lsn::INVALID));
     // The slot's restart point when the server can tell (15+, or a slot
-    // just created); otherwise only the archive knows where we were.
-    let slot_start = slot.as_ref().and_then(|s| s.restart_lsn).or(created);
-    let mut tli =
-        slot.as_ref()
-            .and_then(|s| s.restart_tli)
-            .unwrap_or(if archive_tli <= sys.timeline {
-                archive_tli
-            } else {
-                sys.timeline
-            });
-    if archive_tli > tli && archive_tli <= sys.timeline {
-        tli = archive_tli;
-    }
-    let server_end = sys.xlogpos.segment_start(seg_size);
-    let archive_next = (archive_tli == tli && archive_next != Lsn::INVALID)
-        .then_some(archive_next.min(server_end));
-    let start = match (slot_start, archive_next) {
-        // Never before the slot (the server may have removed that WAL),
-        // never re-streaming what the archive already holds whole.
-        (Some(slot), Some(next)) => slot.segment_start(seg_size).max(next),
-        (Some(slot), None) => slot.segment_start(seg_size),
-        // No restart point (13-14, existing slot): continue the archive.
-        (None, Some(next)) => next,
-        (None, None) => server_end,
+    // just created); on 13/14 a plain SQL connection may read it from
+    // pg_replication_slots.
+    let slot_restart = match (&slot, created) {
+        (Some(info), _) => info.restart_lsn.map(|l| (l, info.restart_tli)),
+        (None, Some(lsn)) => Some((lsn, None)),
+        (None, None) if !version.has_read_replication_slot() => {
+            slot_restart_by_sql(&s.conn, &s.slot)
+                .await
+                .map(|l| (l, None))
+        }
+        (None, None) => None,
     };
+    let timelines = ServerTimelines {
+        ancestors: if sys.timeline > 1 {
+            let (_, content) = client.timeline_history(sys.timeline).await?;
+            history::parse_for_timeline(sys.timeline, &content).map_err(|e| {
+                JobError::Invalid(format!(
+                    "timeline history of timeline {} from the server: {e}",
+                    sys.timeline
+                ))
+            })?
+        } else {
+            Vec::new()
+        },
+        current: sys.timeline,
+    };
+    let archived: Vec<(u32, Lsn)> = archive
+        .segments()
+        .await?
+        .iter()
+        .filter_map(|(tli, segs)| segs.last().map(|&n| (*tli, Lsn((n + 1) * seg_size))))
+        .collect();
+    let plan = start::plan(seg_size, &timelines, sys.xlogpos, &archived, slot_restart);
+    let (mut tli, start) = match (*skip_to, plan.fallback) {
+        // The server no longer had the WAL at `plan.start` last time.
+        (Some(skip), Some(fallback)) if skip == fallback => (fallback.tli, fallback.lsn),
+        _ => (plan.start.tli, plan.start.lsn),
+    };
+    // The history files of the timelines up to the one streamed: recovery
+    // follows timelines through them (a switch seen while streaming
+    // archives them too, but a start on a later timeline sees none).
+    let histories = archive.histories().await?;
+    for t in (2..=tli).filter(|t| timelines.knows(*t) && !histories.contains(t)) {
+        let (_, content) = client.timeline_history(t).await?;
+        archive.push(&history_name(t), content).await?;
+        tracing::info!(timeline = t, "archived the timeline history file");
+    }
     tracing::info!(slot = %s.slot, %start, tli, "starting WAL stream");
     client.start_physical(Some(&s.slot), start, tli).await?;
     let mut asm = SegmentAssembler::new(start, tli, seg_size);
@@ -249,6 +273,8 @@ async fn session(
     // holds: only a longer one is ever uploaded.
     let mut partial_len = stored_partial_len(&archive, &asm, seg_size).await?;
     report.timeline = tli;
+    // Whether any WAL arrived on this connection.
+    let mut received = false;
 
     loop {
         let wait = s.status_interval.min(if s.partial_interval.is_zero() {
@@ -257,7 +283,25 @@ async fn session(
             s.partial_interval
         });
         let ev = tokio::select! {
-            ev = client.recv_timeout(wait) => ev?,
+            ev = client.recv_timeout(wait) => match ev {
+                Err(ReplError::Server { code, message, .. })
+                    if code == SqlState::UNDEFINED_FILE && !received && plan.fallback.is_some() =>
+                {
+                    let fallback = plan.fallback.expect("checked");
+                    // Handled here: the stream goes on from what the server has.
+                    tracing::error!(
+                        "the server no longer has the WAL from {start} on timeline {tli} \
+                         ({message}): archiving from the slot's restart point {} on timeline {} \
+                         instead; the archive has a gap before it, so older backups cannot be \
+                         restored past it (hint: take a new backup)",
+                        fallback.lsn,
+                        fallback.tli
+                    );
+                    *skip_to = Some(fallback);
+                    return Err(StreamError::Restart);
+                }
+                other => other?,
+            },
             _ = cancel.cancelled() => {
                 // Flush what we have (if it is more than the repository
                 // holds) and tell the server.
@@ -275,6 +319,7 @@ async fn session(
         let mut reply_now = false;
         match ev {
             Some(ReplEvent::XLogData { start, data, .. }) => {
+                received = true;
                 for seg in asm.push(start, &data)? {
                     archive.push(&seg.name, seg.data).await?;
                     report.segments += 1;
@@ -359,5 +404,42 @@ async fn stored_partial_len(
             Ok(0)
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// The restart point of physical slot `slot`, read with SQL over a normal
+/// connection: PostgreSQL 13 and 14 have no `READ_REPLICATION_SLOT`. `None`
+/// when the role may not connect to a database (pg_hba.conf lines for
+/// `replication` only) or the slot has no restart point; the caller then
+/// continues the archive, or starts at the server's position.
+async fn slot_restart_by_sql(ci: &ConnInfo, slot: &str) -> Option<Lsn> {
+    let read = async {
+        let client = crate::pg::connect::connect(ci, "pgtide wal stream")
+            .await
+            .map_err(|e| e.to_string())?;
+        let row = client
+            .query_opt(
+                "SELECT restart_lsn::text FROM pg_catalog.pg_replication_slots \
+                 WHERE slot_name = $1 AND slot_type = 'physical'",
+                &[&slot],
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let text: Option<String> = row.and_then(|r| r.get(0));
+        Ok::<_, String>(text.and_then(|t| t.parse::<Lsn>().ok()))
+    };
+    match read.await {
+        Ok(lsn) => lsn,
+        Err(e) => {
+            // Handled here: the stream still starts, from the archive or the
+            // server's position, so WAL the slot kept from before may be
+            // left out.
+            tracing::warn!(
+                "could not read the restart point of slot {slot} (PostgreSQL 13/14 report it \
+                 only over SQL): {e}; WAL the slot retained before now may not be archived \
+                 (hint: let this role connect to the database named in --db)"
+            );
+            None
+        }
     }
 }
