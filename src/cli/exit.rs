@@ -8,7 +8,7 @@
 //! | 3 | cannot connect to PostgreSQL: unreachable, authentication, database missing |
 //! | 4 | repository or storage problem: not a repository, format too new, bucket missing, access denied, no such dump |
 //! | 5 | damaged data: a corrupt or missing chunk or pack (verify found problems) |
-//! | 6 | the target is not empty or already exists (restore without --clean) |
+//! | 6 | the target is not empty or already exists (restore without --clean), or its tables cannot take the dump's binary rows |
 //! | 7 | pg_dump / pg_restore missing, too old, or failed |
 //! | 8 | PostgreSQL refused a statement or the server version is unsupported |
 //! | 126 | `wal fetch` could not serve a segment for a reason other than its absence: PostgreSQL aborts recovery on codes above 125 instead of ending it early |
@@ -80,7 +80,9 @@ pub fn classify(e: &JobError) -> u8 {
             PipelineError::Codec(_) => FAILURE,
         },
         JobError::Tool(_) => TOOL,
-        JobError::TargetNotEmpty { .. } | JobError::TargetHasSchema { .. } => TARGET_NOT_EMPTY,
+        JobError::TargetNotEmpty { .. }
+        | JobError::TargetHasSchema { .. }
+        | JobError::TargetIncompatible(_) => TARGET_NOT_EMPTY,
         JobError::Damaged { .. } => DAMAGED,
         JobError::DatabaseExists { .. } | JobError::DirectoryNotEmpty { .. } => TARGET_NOT_EMPTY,
         JobError::Invalid(_) => USAGE,

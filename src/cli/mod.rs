@@ -206,6 +206,11 @@ pub struct DumpArgs {
     /// workers at once, PostgreSQL 14+; faster on many cores, fills shared_buffers)
     #[arg(long, default_value = "output", value_parser = ["output", "ctid"])]
     pub split_by: String,
+    /// Row format: auto (binary COPY for tables whose columns are all
+    /// built-in types with a portable binary form, in UTF8 databases; text
+    /// for the rest) or text (every table, as pg_dump)
+    #[arg(long, default_value = "auto", value_parser = ["auto", "text"])]
+    pub copy_format: String,
     /// Only the schema (pg_dump --schema-only in the snapshot)
     #[arg(long, conflicts_with = "data_only")]
     pub schema_only: bool,
@@ -481,6 +486,11 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 },
                 pg_dump: a.pg_dump,
                 lock_timeout: a.lock_wait_timeout,
+                copy_format: if a.copy_format == "text" {
+                    dump::CopyFormat::Text
+                } else {
+                    dump::CopyFormat::Auto
+                },
             };
             let repo = Repository::open(&a.repo.url(), true).await?;
             let progress = Arc::new(Progress::default());

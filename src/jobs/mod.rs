@@ -51,6 +51,9 @@ pub enum JobError {
     TargetNotEmpty { table: String },
     #[error("target database already has {object}: restore into an empty database, use --create, or pass --clean")]
     TargetHasSchema { object: String },
+    /// A table of the target cannot take the dump's rows as they are stored.
+    #[error("{0}")]
+    TargetIncompatible(String),
     #[error("{what}: expected {expected} rows, loaded {loaded}")]
     RowCount {
         what: String,

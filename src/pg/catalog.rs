@@ -279,6 +279,71 @@ pub async fn columns(
     Ok(out)
 }
 
+/// Types resolved through domains to the type they are built on (domains
+/// over domains too): `base_of(<type oid>)` as SQL.
+const BASE_TYPE_CTE: &str = "base(oid, base, depth) AS ( \
+      SELECT oid, typbasetype, 1 FROM pg_type WHERE typtype = 'd' \
+    UNION ALL \
+      SELECT b.oid, t.typbasetype, b.depth + 1 FROM base b \
+      JOIN pg_type t ON t.oid = b.base AND t.typtype = 'd' WHERE b.depth < 100)";
+
+fn base_of(type_oid: &str) -> String {
+    format!(
+        "coalesce((SELECT b.base FROM base b WHERE b.oid = {type_oid} \
+                   ORDER BY b.depth DESC LIMIT 1), {type_oid})"
+    )
+}
+
+/// The types of the COPY columns (as [`columns`] lists them), domains
+/// resolved to the type they are built on: what decides whether a table can
+/// travel in binary COPY (`pg::copy_binary`).
+pub async fn column_base_types(
+    c: &Client,
+    oids: &[u32],
+) -> Result<HashMap<u32, Vec<u32>>, tokio_postgres::Error> {
+    let sql = format!(
+        "WITH RECURSIVE {BASE_TYPE_CTE} \
+         SELECT a.attrelid, {} FROM pg_attribute a \
+         WHERE a.attrelid = ANY($1) AND a.attnum > 0 AND NOT a.attisdropped \
+           AND a.attgenerated = '' \
+         ORDER BY a.attrelid, a.attnum",
+        base_of("a.atttypid")
+    );
+    let rows = c.query(&sql, &[&oids]).await?;
+    let mut out: HashMap<u32, Vec<u32>> = HashMap::new();
+    for r in rows {
+        out.entry(r.get(0)).or_default().push(r.get(1));
+    }
+    Ok(out)
+}
+
+/// For each of `tables` (quoted qualified names), its columns' base types by
+/// column name, and their names as `format_type` writes them; an empty map
+/// for a table that does not exist.
+pub async fn column_base_types_by_name(
+    c: &Client,
+    tables: &[String],
+) -> Result<Vec<HashMap<String, (u32, String)>>, tokio_postgres::Error> {
+    let sql = format!(
+        "WITH RECURSIVE {BASE_TYPE_CTE} \
+         SELECT t.i::int4, a.attname::text, x.base, format_type(x.base, NULL) \
+         FROM unnest($1::text[]) WITH ORDINALITY AS t(name, i) \
+         JOIN pg_attribute a ON a.attrelid = to_regclass(t.name) \
+              AND a.attnum > 0 AND NOT a.attisdropped, \
+         LATERAL (SELECT {} AS base) x",
+        base_of("a.atttypid")
+    );
+    let rows = c.query(&sql, &[&tables]).await?;
+    let mut out = vec![HashMap::new(); tables.len()];
+    for r in rows {
+        let i = r.get::<_, i32>(0) as usize;
+        if let Some(m) = i.checked_sub(1).and_then(|i| out.get_mut(i)) {
+            m.insert(r.get(1), (r.get(2), r.get(3)));
+        }
+    }
+    Ok(out)
+}
+
 pub async fn indexes(
     c: &Client,
     oids: &[u32],

@@ -5,6 +5,7 @@
 pub mod catalog;
 pub mod connect;
 pub mod conninfo;
+pub mod copy_binary;
 pub mod lsn;
 pub mod pattern;
 pub mod proto;

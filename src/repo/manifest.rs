@@ -8,8 +8,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::pipeline::{Compression, StreamInfo};
 
-/// Version of the repository format (marker object and manifests).
+/// Version of the repository format that writers record (marker object,
+/// backup manifests, dump manifests without binary COPY data).
 pub const FORMAT_VERSION: u32 = 1;
+
+/// Version of a dump manifest with tables in binary COPY format
+/// (`TableEntry::binary`): readers that only know version 1 must refuse it
+/// rather than load binary rows as text.
+pub const FORMAT_VERSION_BINARY_COPY: u32 = 2;
+
+/// The newest format version this reader understands.
+pub const NEWEST_READABLE_VERSION: u32 = FORMAT_VERSION_BINARY_COPY;
 
 /// Where one chunk is stored. Serialized with one-letter keys: a large dump
 /// has hundreds of thousands of these.
@@ -135,6 +144,15 @@ pub struct TableEntry {
     pub filter: Option<String>,
     /// Names of indexes on the table (for selective restore).
     pub indexes: Vec<String>,
+    /// The parts hold binary COPY tuples (`pg::copy_binary`) without the
+    /// file header and trailer, instead of COPY text; rows in UTF8.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub binary: bool,
+    /// For binary tables: each column's type OID (domains resolved to their
+    /// base type; built-in types only, whose OIDs are the same everywhere),
+    /// checked against the target before loading.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub column_types: Vec<u32>,
     pub parts: Vec<TablePart>,
 }
 

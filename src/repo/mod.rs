@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::storage::{self, DynStorage, StorageError};
 pub use layout::SetKind;
-use manifest::{DumpManifest, ManifestHeader, FORMAT_VERSION};
+use manifest::{DumpManifest, ManifestHeader, FORMAT_VERSION, NEWEST_READABLE_VERSION};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
@@ -482,11 +482,11 @@ fn parse_manifest<T: DeserializeOwned>(
             key: key.into(),
             reason: e.to_string(),
         })?;
-    if header.format_version > FORMAT_VERSION {
+    if header.format_version > NEWEST_READABLE_VERSION {
         return Err(RepoError::FormatTooNew {
             location: key.into(),
             found: header.format_version,
-            supported: FORMAT_VERSION,
+            supported: NEWEST_READABLE_VERSION,
         });
     }
     if header.kind != kind {

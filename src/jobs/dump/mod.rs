@@ -31,6 +31,7 @@ use super::{JobError, Progress};
 use crate::pg::catalog::{self, Relation};
 use crate::pg::connect::connect;
 use crate::pg::conninfo::ConnInfo;
+use crate::pg::copy_binary;
 use crate::pg::pattern::{selected, NamePattern};
 use crate::pg::tools::{tail_lines, PgTools, ToolError};
 use crate::pg::{quote_ident, quote_qualified, session};
@@ -38,7 +39,7 @@ use crate::pipeline::{PackSet, PackWriter, PipelineConfig};
 use crate::repo::manifest::{
     DatabaseProperties, DumpManifest, DumpOptions, DumpStats, LargeObjectEntry, LargeObjects,
     LoGrant, MatviewEntry, SchemaArchive, SequenceEntry, SourceInfo, StreamRef, TableEntry,
-    TablePart, FORMAT_VERSION, KIND_DUMP,
+    TablePart, FORMAT_VERSION, FORMAT_VERSION_BINARY_COPY, KIND_DUMP,
 };
 use crate::repo::{Repository, SetKind};
 
@@ -59,6 +60,17 @@ pub struct DumpSettings {
     pub split_by: plan::SplitBy,
     pub pg_dump: Option<PathBuf>,
     pub lock_timeout: Duration,
+    pub copy_format: CopyFormat,
+}
+
+/// How table rows travel (`--copy-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyFormat {
+    /// Binary COPY for tables whose every column type has a portable binary
+    /// form (`pg::copy_binary`) in a UTF8 database; text for the rest.
+    Auto,
+    /// COPY text for every table, as pg_dump does.
+    Text,
 }
 
 /// What `dump` prints.
@@ -136,6 +148,17 @@ pub async fn run(
     let mut indexes = catalog::indexes(&leader, &oids)
         .await
         .map_err(JobError::sql("read index lists"))?;
+    // Binary COPY carries text in the session's encoding (UTF8): only a
+    // UTF8 database's rows come out unchanged that way.
+    let binary_ok = s.copy_format == CopyFormat::Auto
+        && info.encoding.eq_ignore_ascii_case(session::CLIENT_ENCODING);
+    let mut types = if binary_ok {
+        catalog::column_base_types(&leader, &oids)
+            .await
+            .map_err(JobError::sql("read column types"))?
+    } else {
+        HashMap::new()
+    };
     let mut tables: Vec<TableEntry> = data_tables
         .iter()
         .map(|r| TableEntry {
@@ -146,7 +169,16 @@ pub async fn run(
             relation_bytes: r.bytes,
             filter: r.extension_filter.clone(),
             indexes: indexes.remove(&r.oid).unwrap_or_default(),
+            column_types: types
+                .remove(&r.oid)
+                .filter(|t| copy_binary::safe_for_binary(t))
+                .unwrap_or_default(),
+            binary: false,
             parts: Vec::new(),
+        })
+        .map(|t| TableEntry {
+            binary: !t.column_types.is_empty(),
+            ..t
         })
         .collect();
 
@@ -201,7 +233,11 @@ pub async fn run(
         seconds,
     };
     let manifest = DumpManifest {
-        format_version: FORMAT_VERSION,
+        format_version: if tables.iter().any(|t| t.binary) {
+            FORMAT_VERSION_BINARY_COPY
+        } else {
+            FORMAT_VERSION
+        },
         kind: KIND_DUMP.into(),
         id: id.clone(),
         name: s.name.clone(),
@@ -440,6 +476,7 @@ async fn dump_contents(
                 name: t.name.clone(),
                 columns: t.columns.clone(),
                 filter: t.filter.clone(),
+                binary: t.binary,
             })
             .collect(),
         queue: Mutex::new(items.into_iter().collect()),

@@ -13,6 +13,7 @@ use super::plan::{ctid_predicate, WorkItem};
 use crate::jobs::{JobError, Progress};
 use crate::pg::connect::connect;
 use crate::pg::conninfo::ConnInfo;
+use crate::pg::copy_binary::{self, OutputFraming};
 use crate::pg::version::ServerVersion;
 use crate::pg::{quote_ident, quote_qualified, session};
 use crate::pipeline::PackWriter;
@@ -23,6 +24,8 @@ pub struct TableSpec {
     pub name: String,
     pub columns: Vec<String>,
     pub filter: Option<String>,
+    /// COPY in binary (`pg::copy_binary`) instead of text.
+    pub binary: bool,
 }
 
 pub struct Shared {
@@ -39,12 +42,17 @@ pub struct Shared {
     pub progress: Arc<Progress>,
 }
 
-/// The COPY statement for one work item, its rows in `encoding`.
+/// The COPY statement for one work item, its rows in `encoding` (text) or
+/// in binary (then in the session's UTF8).
 pub fn copy_statement(t: &TableSpec, item: &WorkItem, encoding: &str) -> String {
     let table = quote_qualified(&t.schema, &t.name);
-    let opts = session::copy_encoding_option(encoding)
-        .map(|o| format!(" ({o})"))
-        .unwrap_or_default();
+    let opts = if t.binary {
+        " (FORMAT binary)".to_string()
+    } else {
+        session::copy_encoding_option(encoding)
+            .map(|o| format!(" ({o})"))
+            .unwrap_or_default()
+    };
     let cols = t
         .columns
         .iter()
@@ -76,22 +84,23 @@ pub fn copy_statement(t: &TableSpec, item: &WorkItem, encoding: &str) -> String 
     }
 }
 
+/// A finished part: `rows` counted by the caller for binary COPY, or
+/// `None` for text, where every row ends with the only unescaped newline.
 fn finished_part(
     shared: &Shared,
     item: &WorkItem,
     part: usize,
     info: crate::pipeline::StreamInfo,
+    rows: Option<u64>,
 ) -> (usize, usize, TablePart) {
-    shared
-        .progress
-        .rows
-        .fetch_add(info.newlines, Ordering::Relaxed);
+    let rows = rows.unwrap_or(info.newlines);
+    shared.progress.rows.fetch_add(rows, Ordering::Relaxed);
     (
         item.table,
         part,
         TablePart {
             ctid: item.ctid,
-            rows: info.newlines,
+            rows,
             stream: StreamRef::from(info),
         },
     )
@@ -134,10 +143,26 @@ pub async fn run(
         let mut st = writer.begin_stream();
         let mut part_bytes = 0u64;
         let mut pending_progress = 0u64;
-        while let Some(row) = stream.next().await {
-            let row = row.map_err(JobError::sql(what.clone()))?;
+        // Binary COPY: the header and trailer are cut off (restore adds
+        // them to every part), tuples are counted.
+        let mut framing = t.binary.then(|| OutputFraming::new(t.columns.len()));
+        let mut part_start_tuples = 0u64;
+        let rows_of =
+            |f: &Option<OutputFraming>, since: u64| f.as_ref().map(|f| f.tuples() - since);
+        while let Some(msg) = stream.next().await {
+            let msg = msg.map_err(JobError::sql(what.clone()))?;
+            let row = match framing.as_mut() {
+                None => &msg[..],
+                Some(f) => match f
+                    .next(&msg)
+                    .map_err(|e| JobError::Invalid(format!("{what}: {e}")))?
+                {
+                    copy_binary::Message::Tuple(t) => t,
+                    copy_binary::Message::Trailer | copy_binary::Message::Empty => continue,
+                },
+            };
             writer
-                .push(&mut st, &row)
+                .push(&mut st, row)
                 .await
                 .map_err(JobError::pipeline(what.clone()))?;
             part_bytes += row.len() as u64;
@@ -152,10 +177,17 @@ pub async fn run(
                     .end_stream(std::mem::replace(&mut st, writer.begin_stream()))
                     .await
                     .map_err(JobError::pipeline(what.clone()))?;
-                done.push(finished_part(&shared, &item, part, info));
+                let rows = rows_of(&framing, part_start_tuples);
+                part_start_tuples += rows.unwrap_or(0);
+                done.push(finished_part(&shared, &item, part, info, rows));
                 part += 1;
                 part_bytes = 0;
             }
+        }
+        if framing.as_ref().is_some_and(|f| !f.ended()) {
+            return Err(JobError::Invalid(format!(
+                "{what}: binary COPY output ended without its trailer"
+            )));
         }
         shared.progress.add_bytes(pending_progress);
         let info = writer
@@ -164,7 +196,8 @@ pub async fn run(
             .map_err(JobError::pipeline(what))?;
         // A table split exactly at its end has no rows left for a last part.
         if part == item.part || info.raw_bytes > 0 {
-            done.push(finished_part(&shared, &item, part, info));
+            let rows = rows_of(&framing, part_start_tuples);
+            done.push(finished_part(&shared, &item, part, info, rows));
         }
         let mut left = shared.items_left.lock().expect("items lock");
         left[item.table] -= 1;
@@ -191,6 +224,7 @@ mod tests {
             name: "T x".into(),
             columns: cols.iter().map(|s| s.to_string()).collect(),
             filter: filter.map(String::from),
+            binary: false,
         }
     }
 
@@ -236,6 +270,14 @@ mod tests {
         assert_eq!(
             copy_statement(&spec(Some("WHERE id > 5"), &["a"]), &item(None), "EUC_JP"),
             r#"COPY (SELECT "a" FROM ONLY "public"."T x" WHERE id > 5) TO STDOUT (ENCODING 'EUC_JP')"#
+        );
+        let binary = TableSpec {
+            binary: true,
+            ..spec(None, &["a"])
+        };
+        assert_eq!(
+            copy_statement(&binary, &item(None), "UTF8"),
+            r#"COPY "public"."T x" ("a") TO STDOUT (FORMAT binary)"#
         );
     }
 }

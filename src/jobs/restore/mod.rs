@@ -987,6 +987,9 @@ async fn load_tables(
     target: &Client,
     progress: &Arc<Progress>,
 ) -> Result<u64, JobError> {
+    let loading: Vec<&crate::repo::manifest::TableEntry> =
+        load.iter().map(|&i| &m.tables[i]).collect();
+    worker::check_binary_columns(target, &loading).await?;
     // FREEZE needs the TRUNCATE privilege (owner or granted).
     let mut can_truncate = Vec::with_capacity(load.len());
     for &i in load {

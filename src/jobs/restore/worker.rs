@@ -10,11 +10,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
+use tokio_postgres::error::SqlState;
 
 use crate::jobs::{JobError, Progress};
 use crate::pg::connect::connect;
 use crate::pg::conninfo::ConnInfo;
 use crate::pg::version::ServerVersion;
+use crate::pg::{catalog, copy_binary};
 use crate::pg::{quote_ident, quote_qualified, session};
 use crate::pipeline::ChunkReader;
 use crate::repo::manifest::TableEntry;
@@ -55,10 +57,13 @@ pub fn copy_in_statement(t: &TableEntry, freeze: bool, encoding: &str) -> String
                 .join(", ")
         )
     };
-    let opts: Vec<String> = freeze
-        .then(|| "FREEZE".to_string())
+    // Binary tuples carry their text in UTF8, the session's encoding.
+    let opts: Vec<String> = t
+        .binary
+        .then(|| "FORMAT binary".to_string())
         .into_iter()
-        .chain(session::copy_encoding_option(encoding))
+        .chain(freeze.then(|| "FREEZE".to_string()))
+        .chain(session::copy_encoding_option(encoding).filter(|_| !t.binary))
         .collect();
     let opts = if opts.is_empty() {
         String::new()
@@ -66,6 +71,66 @@ pub fn copy_in_statement(t: &TableEntry, freeze: bool, encoding: &str) -> String
         format!(" WITH ({})", opts.join(", "))
     };
     format!("COPY {table}{cols} FROM STDIN{opts}")
+}
+
+/// Binary tuples load only into the column types they were dumped from (a
+/// text column would even take an integer's bytes as characters): check the
+/// target's tables before loading any of them.
+pub async fn check_binary_columns(
+    target: &tokio_postgres::Client,
+    tables: &[&TableEntry],
+) -> Result<(), JobError> {
+    let binary: Vec<&TableEntry> = tables.iter().copied().filter(|t| t.binary).collect();
+    if binary.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = binary
+        .iter()
+        .map(|t| quote_qualified(&t.schema, &t.name))
+        .collect();
+    let found = catalog::column_base_types_by_name(target, &names)
+        .await
+        .map_err(JobError::sql("read the target's column types"))?;
+    for (t, target_cols) in binary.iter().zip(found) {
+        if t.column_types.len() != t.columns.len() {
+            return Err(JobError::Invalid(format!(
+                "table {} is stored as binary COPY but its manifest lists {} column types for {} columns: the dump is damaged",
+                t.qualified(),
+                t.column_types.len(),
+                t.columns.len()
+            )));
+        }
+        for (col, &dumped) in t.columns.iter().zip(&t.column_types) {
+            match target_cols.get(col) {
+                Some((oid, _)) if *oid == dumped => {}
+                Some((_, name)) => {
+                    return Err(JobError::TargetIncompatible(format!(
+                        "column {col:?} of table {} is {name} in the target but was dumped as binary COPY of type oid {dumped}: binary rows load only into the type they came from (hint: restore into the dump's schema, or dump again with --copy-format text)",
+                        t.qualified()
+                    )))
+                }
+                // A missing column or table: COPY's own error says it.
+                None => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A failed COPY of table `t`. Binary tuples only load into the column
+/// types they were dumped from: say so when the server rejects their format
+/// (a `--data-only` restore into a table whose types were changed).
+fn copy_error(t: &TableEntry, what: &str, e: tokio_postgres::Error) -> JobError {
+    let context = if t.binary && e.code() == Some(&SqlState::INVALID_BINARY_REPRESENTATION) {
+        format!(
+            "{what} (hint: this table is stored as binary COPY, which loads only into the \
+             column types it was dumped from; dump it again with --copy-format text to load \
+             it into other types)"
+        )
+    } else {
+        what.to_string()
+    };
+    JobError::Sql { context, source: e }
 }
 
 pub async fn run(n: usize, shared: Arc<Shared>) -> Result<u64, JobError> {
@@ -104,20 +169,27 @@ pub async fn run(n: usize, shared: Arc<Shared>) -> Result<u64, JobError> {
             .await
             .map_err(JobError::sql(what.clone()))?;
         let mut sink = Box::pin(sink);
+        let copy_err = |e: tokio_postgres::Error| copy_error(t, &what, e);
+        // A binary part is tuples only: the file header goes first, the
+        // trailer last.
+        if t.binary {
+            sink.send(bytes::Bytes::from_static(&copy_binary::HEADER))
+                .await
+                .map_err(copy_err)?;
+        }
         let mut chunks = shared.reader.stream(part.stream.chunks.clone());
         while let Some(chunk) = chunks.next().await {
             let chunk = chunk.map_err(JobError::pipeline(what.clone()))?;
             let len = chunk.len() as u64;
-            sink.send(chunk)
-                .await
-                .map_err(JobError::sql(what.clone()))?;
+            sink.send(chunk).await.map_err(copy_err)?;
             shared.progress.add_bytes(len);
         }
-        let rows = sink
-            .as_mut()
-            .finish()
-            .await
-            .map_err(JobError::sql(what.clone()))?;
+        if t.binary {
+            sink.send(bytes::Bytes::from_static(&copy_binary::TRAILER))
+                .await
+                .map_err(copy_err)?;
+        }
+        let rows = sink.as_mut().finish().await.map_err(copy_err)?;
         if rows != part.rows {
             let _ = client.batch_execute("ROLLBACK").await;
             return Err(JobError::RowCount {
@@ -154,6 +226,8 @@ mod tests {
             relation_bytes: 0,
             filter: None,
             indexes: Vec::new(),
+            binary: false,
+            column_types: Vec::new(),
             parts: Vec::new(),
         }
     }
@@ -175,6 +249,14 @@ mod tests {
         assert_eq!(
             copy_in_statement(&table(&["a"]), false, "SQL_ASCII"),
             r#"COPY "public"."données" ("a") FROM STDIN WITH (ENCODING 'SQL_ASCII')"#
+        );
+        let binary = TableEntry {
+            binary: true,
+            ..table(&["a"])
+        };
+        assert_eq!(
+            copy_in_statement(&binary, true, "UTF8"),
+            r#"COPY "public"."données" ("a") FROM STDIN WITH (FORMAT binary, FREEZE)"#
         );
     }
 }
