@@ -684,7 +684,6 @@ fn realworld_selective_restore_unquoted_non_ascii_name() {
 /// `--table` patterns follow psql, where regular-expression character
 /// classes work (`[ab]`), `$` being the one character matched literally.
 #[test]
-#[ignore = "known gap: patterns escape regex classes such as [ab], unlike psql"]
 fn realworld_table_patterns_take_character_classes() {
     let (pg, dir, id) = select_cluster();
     let repo = dir.path().to_str().unwrap();
