@@ -811,7 +811,6 @@ fn realworld_restore_into_database_with_xmloption_document() {
 /// A populated matview that reads an unpopulated one cannot be refreshed:
 /// pg_dump leaves it unpopulated, and the restore succeeds.
 #[test]
-#[ignore = "known bug: a populated matview over an unpopulated one is refreshed and fails"]
 fn realworld_matview_over_unpopulated_matview() {
     let (pg, dir, _) = select_cluster();
     let repo = dir.path().to_str().unwrap();

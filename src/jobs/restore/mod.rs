@@ -16,6 +16,7 @@ mod objects;
 pub mod toc;
 mod worker;
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -35,7 +36,7 @@ use crate::pg::tools::{self, PgTools, ToolError};
 use crate::pg::version::{tool_major, ServerVersion};
 use crate::pg::{quote_ident, quote_literal, quote_qualified};
 use crate::pipeline::ChunkReader;
-use crate::repo::manifest::{DatabaseProperties, DumpManifest, SourceInfo};
+use crate::repo::manifest::{DatabaseProperties, DumpManifest, MatviewEntry, SourceInfo};
 use crate::repo::Repository;
 
 #[derive(Debug, Clone)]
@@ -424,12 +425,8 @@ pub async fn run(
         steps.push(format!("refresh {} materialized views", m.matviews.len()));
         if let (false, Some(c)) = (s.dry_run, &target) {
             progress.set_phase("refreshing materialized views");
-            for mv in &m.matviews {
-                let name = quote_qualified(&mv.schema, &mv.name);
-                c.batch_execute(&format!("REFRESH MATERIALIZED VIEW {name}"))
-                    .await
-                    .map_err(JobError::sql(format!("refresh materialized view {name}")))?;
-            }
+            let list: Vec<&MatviewEntry> = m.matviews.iter().collect();
+            refresh_matviews(c, &list).await?;
         }
     }
     // The database's own properties come last, as pg_dumpall used to put
@@ -474,6 +471,55 @@ pub async fn run(
         seconds,
         mb_per_second: bytes as f64 / 1e6 / seconds.max(1e-9),
     })
+}
+
+/// Refresh `list` (in dependency order). A matview that reads, directly or
+/// through views, a matview the target leaves unpopulated is skipped with a
+/// warning, as pg_dump leaves such a matview unpopulated: its REFRESH would
+/// fail. Dumps by this pgtide never list one; older dumps may.
+async fn refresh_matviews(c: &Client, list: &[&MatviewEntry]) -> Result<(), JobError> {
+    let ctx = "read the target's materialized views";
+    let rows = c
+        .query(
+            "SELECT c.oid, n.nspname::text, c.relname::text, c.relispopulated \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind = 'm'",
+            &[],
+        )
+        .await
+        .map_err(JobError::sql(ctx))?;
+    let mut oids: HashMap<(String, String), u32> = HashMap::new();
+    let mut populated: Vec<u32> = Vec::new();
+    for r in &rows {
+        let oid: u32 = r.get(0);
+        oids.insert((r.get(1), r.get(2)), oid);
+        if r.get::<_, bool>(3) {
+            populated.push(oid);
+        }
+    }
+    let oid_of = |mv: &MatviewEntry| oids.get(&(mv.schema.clone(), mv.name.clone())).copied();
+    populated.extend(list.iter().filter_map(|mv| oid_of(mv)));
+    let deps = catalog::view_dependencies(c)
+        .await
+        .map_err(JobError::sql(ctx))?;
+    let considered: HashSet<u32> = oids.values().copied().collect();
+    let ok: HashSet<u32> = catalog::refreshable(&populated, &considered, &deps)
+        .into_iter()
+        .collect();
+    for mv in list {
+        let name = quote_qualified(&mv.schema, &mv.name);
+        if oid_of(mv).is_some_and(|o| !ok.contains(&o)) {
+            // Left unpopulated, as pg_dump would have left it.
+            tracing::warn!(
+                "materialized view {name} reads a materialized view that is not populated: it is left unpopulated (REFRESH it once that one is)"
+            );
+            continue;
+        }
+        c.batch_execute(&format!("REFRESH MATERIALIZED VIEW {name}"))
+            .await
+            .map_err(JobError::sql(format!("refresh materialized view {name}")))?;
+    }
+    Ok(())
 }
 
 /// Every pack the manifest names exists with the recorded size.
