@@ -628,7 +628,6 @@ fn restore_one_table(
 /// `restore --table` of a mixed-case table: its primary key, check,
 /// default, index, comments, grants and owned sequence come along.
 #[test]
-#[ignore = "known bug: --table restore drops comments and grants of names that need quoting (toc.rs compares quoted tags unquoted)"]
 fn realworld_selective_restore_mixed_case() {
     let (pg, dir, id) = select_cluster();
     let repo = dir.path().to_str().unwrap();
@@ -643,7 +642,6 @@ fn realworld_selective_restore_mixed_case() {
 /// `restore --table` of tables whose schema, name or owner holds spaces,
 /// and a column name with a dot: pg_restore's list is split on spaces.
 #[test]
-#[ignore = "known bug: toc.rs splits pg_restore --list lines on spaces"]
 fn realworld_selective_restore_names_with_spaces() {
     let (pg, dir, id) = select_cluster();
     let repo = dir.path().to_str().unwrap();
@@ -709,7 +707,6 @@ fn realworld_table_patterns_take_character_classes() {
 /// A pattern that matches a partitioned table and its partitions restores
 /// all three, with the rows.
 #[test]
-#[ignore = "known gap: the manifest lists only plain tables, so a partitioned parent cannot be selected"]
 fn realworld_selective_restore_partitioned_table() {
     let (pg, dir, id) = select_cluster();
     let repo = dir.path().to_str().unwrap();
@@ -775,7 +772,6 @@ const EXCLUDES: [&str; 6] = [
 /// `restore --exclude-table` leaves out those tables only: schemas, types,
 /// views, functions, sequences, matviews and large objects are restored.
 #[test]
-#[ignore = "known bug: restore --exclude-table alone becomes a selective restore of tables only"]
 fn realworld_restore_exclude_table_keeps_everything_else() {
     let (pg, dir, id) = select_cluster();
     let repo = dir.path().to_str().unwrap();
