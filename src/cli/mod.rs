@@ -329,6 +329,9 @@ pub struct RestoreArgs {
     /// Do not restore privileges (GRANT/REVOKE)
     #[arg(long)]
     pub no_privileges: bool,
+    /// Put every object in the target's default tablespace (tablespaces the target lacks are always skipped, with a warning)
+    #[arg(long)]
+    pub no_tablespaces: bool,
     /// pg_dump whose pg_restore to use (binary or its directory) [default: the newest found]
     #[arg(long, env = "PGTIDE_PG_DUMP")]
     pub pg_dump: Option<PathBuf>,
@@ -588,6 +591,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 dry_run: a.dry_run,
                 no_owner: a.no_owner,
                 no_privileges: a.no_privileges,
+                no_tablespaces: a.no_tablespaces,
                 pg_dump: a.pg_dump,
                 prefetch: 4,
             };

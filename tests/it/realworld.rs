@@ -879,7 +879,6 @@ fn realworld_non_superuser_owner_round_trip() {
 /// that does not have it (a copy of production on a laptop): pgtide puts
 /// what it restores in the target's default tablespace.
 #[test]
-#[ignore = "known gap: restore keeps the source tablespaces; no --no-tablespaces yet"]
 fn realworld_restore_where_the_source_tablespace_is_missing() {
     let (pg, dir, _) = select_cluster();
     let repo = dir.path().to_str().unwrap();

@@ -17,7 +17,7 @@ mod objects;
 pub mod toc;
 mod worker;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -55,6 +55,9 @@ pub struct RestoreSettings {
     pub dry_run: bool,
     pub no_owner: bool,
     pub no_privileges: bool,
+    /// Put every object in the target's default tablespace
+    /// (`pg_restore --no-tablespaces`).
+    pub no_tablespaces: bool,
     pub pg_dump: Option<PathBuf>,
     /// Chunks fetched ahead per stream.
     pub prefetch: usize,
@@ -281,14 +284,14 @@ pub async fn run(
     ));
 
     // The schema archive (pg_restore -j needs a file) and its table of
-    // contents: what a filtered restore runs.
+    // contents: what a filtered restore runs, and the tablespaces it uses.
     let archive = match (&tools, &m.schema) {
         (Some(_), Some(a)) => Some(write_archive(repo, &m, &a.stream, s.prefetch).await?),
         _ => None,
     };
     let raw_toc = match &archive {
-        Some(a) if filtered => read_archive_toc(&m.id, a.path(), filtered).await?,
-        _ => None,
+        Some(a) => read_archive_toc(&m.id, a.path(), filtered).await?,
+        None => None,
     };
     // A --table that matches nothing is refused before anything is created
     // (when the names read without the server's help: see `decode_toc`).
@@ -324,6 +327,7 @@ pub async fn run(
         return Err(no_match());
     }
     let mut target_version = ServerVersion(0);
+    let mut missing_tablespaces = BTreeSet::new();
     if let Some(client) = &target {
         let info = catalog::server_info(client)
             .await
@@ -333,7 +337,42 @@ pub async fn run(
         }
         target_version = info.version;
         check_target(client, &m, &sel.tables, s, do_schema).await?;
+        if let (Some(t), true, false) = (&toc, do_schema, s.no_tablespaces) {
+            let all = vec![true; t.entries.len()];
+            let used = toc::tablespaces(t, sel.keep.as_deref().unwrap_or(&all));
+            missing_tablespaces = missing(client, used).await?;
+        }
     }
+    // Objects of the source's tablespaces that the target lacks go in the
+    // target's default tablespace, as with --no-tablespaces: a copy of
+    // production on a machine without its disks should restore.
+    let s_defaults;
+    let s = if missing_tablespaces.is_empty() {
+        s
+    } else {
+        let names = missing_tablespaces
+            .iter()
+            .map(|t| quote_ident(t))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let (noun, verb) = match missing_tablespaces.len() {
+            1 => ("tablespace", "does"),
+            _ => ("tablespaces", "do"),
+        };
+        // The restore goes on: the operator learns here that the placement
+        // of the source was not kept.
+        tracing::warn!(
+            "{noun} {names} of the dump {verb} not exist in the target: every object is restored into the target's default tablespace (hint: create the {noun} first to keep the placement, or pass --no-tablespaces)"
+        );
+        steps.push(format!(
+            "restore into the default tablespace (the target lacks {names})"
+        ));
+        s_defaults = RestoreSettings {
+            no_tablespaces: true,
+            ..s.clone()
+        };
+        &s_defaults
+    };
 
     let toc_list = match (&toc, &sel.keep) {
         (Some(t), Some(keep)) if !s.dry_run => Some(toc::write_list(t, keep).await?),
@@ -559,8 +598,9 @@ impl Selection {
     }
 }
 
-/// Read the table of contents of the schema archive at `path`, needed for
-/// a filtered restore.
+/// Read the table of contents of the schema archive at `path`. Needed for
+/// a filtered restore; otherwise (only the tablespace check uses it) an
+/// archive pgtide cannot read is restored whole, with a warning.
 async fn read_archive_toc(
     id: &str,
     path: &Path,
@@ -572,7 +612,12 @@ async fn read_archive_toc(
     })?;
     match archive::read_toc(&bytes) {
         Ok(t) => Ok(Some(t)),
-        Err(_) if !needed => Ok(None),
+        Err(e) if !needed => {
+            tracing::warn!(
+                "cannot read the table of contents of the schema archive of dump {id} ({e}): the target's tablespaces are not checked"
+            );
+            Ok(None)
+        }
         Err(e @ archive::ArchiveError::Version { .. }) => Err(JobError::Invalid(format!(
             "dump {id}: cannot select tables in its schema archive: {e} (hint: restore it without --table/--exclude-table)"
         ))),
@@ -603,6 +648,21 @@ async fn decode_toc(c: &Client, raw: &archive::RawToc) -> Result<archive::Toc<St
         .zip(rows.iter().map(|r| r.get::<_, String>(0)))
         .collect();
     Ok(raw.decode(&converted))
+}
+
+/// Of the tablespaces `used`, those the target does not have.
+async fn missing(c: &Client, used: BTreeSet<String>) -> Result<BTreeSet<String>, JobError> {
+    if used.is_empty() {
+        return Ok(used);
+    }
+    let have: HashSet<String> = c
+        .query("SELECT spcname::text FROM pg_catalog.pg_tablespace", &[])
+        .await
+        .map_err(JobError::sql("list the target's tablespaces"))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    Ok(used.into_iter().filter(|t| !have.contains(t)).collect())
 }
 
 /// Refresh `list` (in dependency order). A matview that reads, directly or
@@ -1008,6 +1068,9 @@ pub(crate) fn pg_restore_command(t: &PgTools, s: &RestoreSettings) -> tokio::pro
     }
     if s.no_privileges {
         cmd.arg("--no-privileges");
+    }
+    if s.no_tablespaces {
+        cmd.arg("--no-tablespaces");
     }
     if let Some(pw) = &s.conn.password {
         cmd.env("PGPASSWORD", pw);

@@ -24,7 +24,7 @@
 //! or policy on table `a` named `b …` that also reads a table `a b` in the
 //! same schema is taken as `a b`'s.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use super::archive::{Entry, Toc};
 use super::TempFile;
@@ -257,6 +257,17 @@ pub fn select(toc: &Toc<String>, include: &[NamePattern], exclude: &[NamePattern
     }
 }
 
+/// The tablespaces the kept entries go in (none for the default one).
+pub fn tablespaces(toc: &Toc<String>, keep: &[bool]) -> BTreeSet<String> {
+    toc.entries
+        .iter()
+        .zip(keep)
+        .filter(|(_, k)| **k)
+        .filter_map(|(e, _)| e.tablespace.clone())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
 /// The list for `pg_restore --use-list`: one kept entry a line, in archive
 /// order. pg_restore reads the dump id before `;`; the rest is for people.
 pub fn list_text(toc: &Toc<String>, keep: &[bool]) -> String {
@@ -293,7 +304,6 @@ pub async fn write_list(toc: &Toc<String>, keep: &[bool]) -> Result<TempFile, Jo
 mod tests {
     use super::*;
     use crate::jobs::restore::archive::read_toc;
-    use std::collections::BTreeSet;
 
     /// proto-fixtures/pg_dump/README.md; the schema is `schema.sql` there.
     const ARCHIVES: [&[u8]; 2] = [
@@ -491,12 +501,14 @@ mod tests {
     }
 
     #[test]
-    fn tables_and_sequences_kept() {
+    fn tablespaces_of_what_is_restored() {
         for a in ARCHIVES {
             let toc = read_toc(a).unwrap().decode(&HashMap::new());
             let all = select(&toc, &[], &[]);
             assert!(all.keep.iter().all(|k| *k));
+            assert_eq!(tablespaces(&toc, &all.keep), set(&["fast_disk"]));
             let owned = select(&toc, &patterns(&["public.owned"]), &[]);
+            assert!(tablespaces(&toc, &owned.keep).is_empty());
             assert_eq!(
                 owned.tables,
                 HashSet::from([("public".to_string(), "owned".to_string())])
