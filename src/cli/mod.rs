@@ -62,7 +62,7 @@ pub struct DbArg {
 
 #[derive(Debug, Args)]
 pub struct TableFilter {
-    /// Only tables matching this pattern (psql rules: schema.name, * and ?, regex classes such as [ab], "Exact Name"); repeatable
+    /// Only tables matching this pattern (psql rules: schema.name, * and ?, regular-expression classes, "Exact Name"); repeatable
     #[arg(long = "table", short = 't', value_name = "PATTERN")]
     pub tables: Vec<String>,
     /// Skip tables matching this pattern; repeatable

@@ -1,11 +1,18 @@
 //! `pgtide restore <dump>`: load a logical dump into a database.
 //!
-//! Order: (create the database) → checks on the target → pre-data with
-//! pg_restore → parallel COPY FROM of every table part → sequence values →
-//! large objects → post-data with `pg_restore -j` (indexes, constraints,
+//! Order: the schema archive written to a file and its table of contents
+//! read ([`archive`]) → (create the database) → checks on the target → pre-data
+//! with pg_restore → parallel COPY FROM of every table part → sequence values
+//! → large objects → post-data with `pg_restore -j` (indexes, constraints,
 //! triggers in parallel) → refresh of populated materialized views in
 //! dependency order → (with --create) the database's own properties. Every
 //! chunk is checked (sizes, CRC32s) as it is read.
+//!
+//! `--table` / `--exclude-table`: pg_restore runs the entries [`toc`]
+//! selects (`--use-list`); the manifest says which rows, sequence values,
+//! large objects and matview refreshes go with them. Tablespaces of the
+//! dump that the target lacks are left out (`--no-tablespaces`), with a
+//! warning.
 //!
 //! Encodings: pgtide's sessions stay in UTF8 (see `pg::session`); the rows
 //! are loaded with `COPY … (ENCODING '<the dump's data encoding>')` so the
