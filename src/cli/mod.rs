@@ -62,7 +62,7 @@ pub struct DbArg {
 
 #[derive(Debug, Args)]
 pub struct TableFilter {
-    /// Only tables matching this pattern (psql rules: schema.name, * and ?); repeatable
+    /// Only tables matching this pattern (psql rules: schema.name, * and ?, regular-expression classes, "Exact Name"); repeatable
     #[arg(long = "table", short = 't', value_name = "PATTERN")]
     pub tables: Vec<String>,
     /// Skip tables matching this pattern; repeatable
@@ -334,6 +334,9 @@ pub struct RestoreArgs {
     /// Do not restore privileges (GRANT/REVOKE)
     #[arg(long)]
     pub no_privileges: bool,
+    /// Put every object in the target's default tablespace (tablespaces the target lacks are always skipped, with a warning)
+    #[arg(long)]
+    pub no_tablespaces: bool,
     /// pg_dump whose pg_restore to use (binary or its directory) [default: the newest found]
     #[arg(long, env = "PGTIDE_PG_DUMP")]
     pub pg_dump: Option<PathBuf>,
@@ -598,6 +601,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 dry_run: a.dry_run,
                 no_owner: a.no_owner,
                 no_privileges: a.no_privileges,
+                no_tablespaces: a.no_tablespaces,
                 pg_dump: a.pg_dump,
                 prefetch: 4,
             };

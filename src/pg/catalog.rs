@@ -444,6 +444,42 @@ pub fn refresh_order(matviews: &[u32], deps: &BTreeMap<u32, Vec<u32>>) -> Vec<u3
     out
 }
 
+/// Of the `populated` matviews (in their given order), those that can be
+/// refreshed: the ones that read, directly or through views and other
+/// matviews, no matview of `considered` that is not populated. This is
+/// pg_dump's rule (`buildMatViewRefreshDependencies`): a matview over an
+/// unpopulated one stays unpopulated in the dump, since `REFRESH` of it
+/// would fail ("materialized view … has not been populated"); matviews
+/// outside `considered` (those pg_dump does not dump) do not count.
+pub fn refreshable(
+    populated: &[u32],
+    considered: &HashSet<u32>,
+    deps: &BTreeMap<u32, Vec<u32>>,
+) -> Vec<u32> {
+    let is_populated: HashSet<u32> = populated.iter().copied().collect();
+    let reads_unpopulated = |start: u32| {
+        let mut seen = HashSet::from([start]);
+        let mut stack = vec![start];
+        while let Some(n) = stack.pop() {
+            for &d in deps.get(&n).map(Vec::as_slice).unwrap_or(&[]) {
+                if !seen.insert(d) {
+                    continue;
+                }
+                if considered.contains(&d) && !is_populated.contains(&d) {
+                    return true;
+                }
+                stack.push(d);
+            }
+        }
+        false
+    };
+    populated
+        .iter()
+        .copied()
+        .filter(|&m| !reads_unpopulated(m))
+        .collect()
+}
+
 #[derive(Debug, Clone)]
 pub struct LargeObjectMeta {
     pub oid: u32,
@@ -516,5 +552,27 @@ mod tests {
         assert_eq!(refresh_order(&[3, 2, 1], &deps), vec![1, 2, 3]);
         assert_eq!(refresh_order(&[3, 1], &deps), vec![1, 3]);
         assert_eq!(refresh_order(&[], &deps), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn matviews_over_unpopulated_matviews_are_not_refreshed() {
+        // 3 reads view 10, which reads matview 2; 2 reads matview 1; 4 reads 3.
+        let mut deps = BTreeMap::new();
+        deps.insert(3, vec![10]);
+        deps.insert(10, vec![2]);
+        deps.insert(2, vec![1]);
+        deps.insert(4, vec![3]);
+        let all: HashSet<u32> = [1, 2, 3, 4].into();
+        assert_eq!(refreshable(&[4, 3, 2, 1], &all, &deps), vec![4, 3, 2, 1]);
+        // 1 unpopulated: everything over it, however indirectly, stays so.
+        assert_eq!(refreshable(&[4, 3, 2], &all, &deps), Vec::<u32>::new());
+        // 2 unpopulated: 1 still refreshes.
+        assert_eq!(refreshable(&[4, 3, 1], &all, &deps), vec![1]);
+        // An unpopulated matview that is not dumped does not count.
+        let dumped: HashSet<u32> = [2, 3, 4].into();
+        assert_eq!(refreshable(&[4, 3, 2], &dumped, &deps), vec![4, 3, 2]);
+        // Cycles (impossible in a valid catalog) do not loop.
+        deps.insert(1, vec![4]);
+        assert_eq!(refreshable(&[4, 3, 2, 1], &all, &deps), vec![4, 3, 2, 1]);
     }
 }

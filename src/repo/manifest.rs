@@ -280,8 +280,9 @@ pub struct DumpManifest {
     pub tables: Vec<TableEntry>,
     pub sequences: Vec<SequenceEntry>,
     pub large_objects: LargeObjects,
-    /// Materialized views that were populated in the source, in an order
-    /// where each comes after every matview it reads.
+    /// Materialized views to refresh: populated in the source and reading
+    /// (also through views) no unpopulated matview of the dump, as pg_dump
+    /// decides; in an order where each comes after every matview it reads.
     pub matviews: Vec<MatviewEntry>,
     pub packs: Vec<PackInfo>,
     pub stats: DumpStats,

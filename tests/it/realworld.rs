@@ -628,7 +628,6 @@ fn restore_one_table(
 /// `restore --table` of a mixed-case table: its primary key, check,
 /// default, index, comments, grants and owned sequence come along.
 #[test]
-#[ignore = "known bug: --table restore drops comments and grants of names that need quoting (toc.rs compares quoted tags unquoted)"]
 fn realworld_selective_restore_mixed_case() {
     let (pg, dir, id) = select_cluster();
     let repo = dir.path().to_str().unwrap();
@@ -643,7 +642,6 @@ fn realworld_selective_restore_mixed_case() {
 /// `restore --table` of tables whose schema, name or owner holds spaces,
 /// and a column name with a dot: pg_restore's list is split on spaces.
 #[test]
-#[ignore = "known bug: toc.rs splits pg_restore --list lines on spaces"]
 fn realworld_selective_restore_names_with_spaces() {
     let (pg, dir, id) = select_cluster();
     let repo = dir.path().to_str().unwrap();
@@ -684,7 +682,6 @@ fn realworld_selective_restore_unquoted_non_ascii_name() {
 /// `--table` patterns follow psql, where regular-expression character
 /// classes work (`[ab]`), `$` being the one character matched literally.
 #[test]
-#[ignore = "known gap: patterns escape regex classes such as [ab], unlike psql"]
 fn realworld_table_patterns_take_character_classes() {
     let (pg, dir, id) = select_cluster();
     let repo = dir.path().to_str().unwrap();
@@ -710,7 +707,6 @@ fn realworld_table_patterns_take_character_classes() {
 /// A pattern that matches a partitioned table and its partitions restores
 /// all three, with the rows.
 #[test]
-#[ignore = "known gap: the manifest lists only plain tables, so a partitioned parent cannot be selected"]
 fn realworld_selective_restore_partitioned_table() {
     let (pg, dir, id) = select_cluster();
     let repo = dir.path().to_str().unwrap();
@@ -776,7 +772,6 @@ const EXCLUDES: [&str; 6] = [
 /// `restore --exclude-table` leaves out those tables only: schemas, types,
 /// views, functions, sequences, matviews and large objects are restored.
 #[test]
-#[ignore = "known bug: restore --exclude-table alone becomes a selective restore of tables only"]
 fn realworld_restore_exclude_table_keeps_everything_else() {
     let (pg, dir, id) = select_cluster();
     let repo = dir.path().to_str().unwrap();
@@ -812,7 +807,6 @@ fn realworld_restore_into_database_with_xmloption_document() {
 /// A populated matview that reads an unpopulated one cannot be refreshed:
 /// pg_dump leaves it unpopulated, and the restore succeeds.
 #[test]
-#[ignore = "known bug: a populated matview over an unpopulated one is refreshed and fails"]
 fn realworld_matview_over_unpopulated_matview() {
     let (pg, dir, _) = select_cluster();
     let repo = dir.path().to_str().unwrap();
@@ -885,7 +879,6 @@ fn realworld_non_superuser_owner_round_trip() {
 /// that does not have it (a copy of production on a laptop): pgtide puts
 /// what it restores in the target's default tablespace.
 #[test]
-#[ignore = "known gap: restore keeps the source tablespaces; no --no-tablespaces yet"]
 fn realworld_restore_where_the_source_tablespace_is_missing() {
     let (pg, dir, _) = select_cluster();
     let repo = dir.path().to_str().unwrap();

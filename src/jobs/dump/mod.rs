@@ -649,22 +649,31 @@ async fn dump_sequences(
         .collect())
 }
 
+/// The matviews to refresh after a restore, in dependency order: those
+/// populated in the source, except any that reads an unpopulated matview of
+/// the dump (pg_dump leaves those unpopulated too: their REFRESH would fail).
 async fn matviews(leader: &Client, sel: &Selection<'_>) -> Result<Vec<MatviewEntry>, JobError> {
-    let populated: Vec<&Relation> = sel
+    let dumped: Vec<&Relation> = sel
         .rels
         .iter()
         .copied()
-        .filter(|r| r.kind == 'm' && r.populated && !r.extension_member)
+        .filter(|r| r.kind == 'm' && !r.extension_member)
         .collect();
-    if populated.is_empty() {
+    if !dumped.iter().any(|r| r.populated) {
         return Ok(Vec::new());
     }
     let deps = catalog::view_dependencies(leader)
         .await
         .map_err(JobError::sql("read materialized view dependencies"))?;
-    let by_oid: HashMap<u32, &Relation> = populated.iter().map(|r| (r.oid, *r)).collect();
-    let oids: Vec<u32> = populated.iter().map(|r| r.oid).collect();
-    Ok(catalog::refresh_order(&oids, &deps)
+    let by_oid: HashMap<u32, &Relation> = dumped.iter().map(|r| (r.oid, *r)).collect();
+    let considered: HashSet<u32> = by_oid.keys().copied().collect();
+    let populated: Vec<u32> = dumped
+        .iter()
+        .filter(|r| r.populated)
+        .map(|r| r.oid)
+        .collect();
+    let refresh = catalog::refreshable(&populated, &considered, &deps);
+    Ok(catalog::refresh_order(&refresh, &deps)
         .into_iter()
         .map(|o| MatviewEntry {
             schema: by_oid[&o].schema.clone(),

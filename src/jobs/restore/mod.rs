@@ -1,21 +1,30 @@
 //! `pgtide restore <dump>`: load a logical dump into a database.
 //!
-//! Order: (create the database) → checks on the target → pre-data with
-//! pg_restore → parallel COPY FROM of every table part → sequence values →
-//! large objects → post-data with `pg_restore -j` (indexes, constraints,
+//! Order: the schema archive written to a file and its table of contents
+//! read ([`archive`]) → (create the database) → checks on the target → pre-data
+//! with pg_restore → parallel COPY FROM of every table part → sequence values
+//! → large objects → post-data with `pg_restore -j` (indexes, constraints,
 //! triggers in parallel) → refresh of populated materialized views in
 //! dependency order → (with --create) the database's own properties. Every
 //! chunk is checked (sizes, CRC32s) as it is read.
+//!
+//! `--table` / `--exclude-table`: pg_restore runs the entries [`toc`]
+//! selects (`--use-list`); the manifest says which rows, sequence values,
+//! large objects and matview refreshes go with them. Tablespaces of the
+//! dump that the target lacks are left out (`--no-tablespaces`), with a
+//! warning.
 //!
 //! Encodings: pgtide's sessions stay in UTF8 (see `pg::session`); the rows
 //! are loaded with `COPY … (ENCODING '<the dump's data encoding>')` so the
 //! target converts them into its own encoding, and pg_restore scripts, which
 //! are in the archive's encoding, are decoded to UTF-8 before they are run.
 
+pub mod archive;
 mod objects;
 pub mod toc;
 mod worker;
 
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -35,7 +44,9 @@ use crate::pg::tools::{self, PgTools, ToolError};
 use crate::pg::version::{tool_major, ServerVersion};
 use crate::pg::{quote_ident, quote_literal, quote_qualified};
 use crate::pipeline::ChunkReader;
-use crate::repo::manifest::{DatabaseProperties, DumpManifest, SourceInfo};
+use crate::repo::manifest::{
+    DatabaseProperties, DumpManifest, MatviewEntry, SequenceEntry, SourceInfo,
+};
 use crate::repo::Repository;
 
 #[derive(Debug, Clone)]
@@ -51,6 +62,9 @@ pub struct RestoreSettings {
     pub dry_run: bool,
     pub no_owner: bool,
     pub no_privileges: bool,
+    /// Put every object in the target's default tablespace
+    /// (`pg_restore --no-tablespaces`).
+    pub no_tablespaces: bool,
     pub pg_dump: Option<PathBuf>,
     /// Chunks fetched ahead per stream.
     pub prefetch: usize,
@@ -235,25 +249,13 @@ pub async fn run(
 ) -> Result<RestoreReport, JobError> {
     let started = Instant::now();
     let m = repo.load_dump(id).await?;
-    let whole = s.tables.is_empty() && s.exclude_tables.is_empty();
+    // --table makes a selective restore of tables; --exclude-table alone
+    // restores everything else (large objects and matviews too), as
+    // pg_dump's options of the same names do.
+    let include = !s.tables.is_empty();
+    let filtered = include || !s.exclude_tables.is_empty();
     let do_schema = !s.data_only && m.schema.is_some();
     let do_data = !s.schema_only;
-    let table_idx: Vec<usize> = (0..m.tables.len())
-        .filter(|&i| {
-            selected(
-                &s.tables,
-                &s.exclude_tables,
-                &m.tables[i].schema,
-                &m.tables[i].name,
-            )
-        })
-        .collect();
-    if !whole && table_idx.is_empty() {
-        return Err(JobError::Invalid(format!(
-            "no table in dump {} matches the --table/--exclude-table patterns",
-            m.id
-        )));
-    }
     let tools = if do_schema {
         let t = PgTools::find(s.pg_dump.as_deref())?;
         let archive_major = m
@@ -288,6 +290,32 @@ pub async fn run(
         m.packs.iter().map(|p| p.size).sum::<u64>()
     ));
 
+    // The schema archive (pg_restore -j needs a file) and its table of
+    // contents: what a filtered restore runs, and the tablespaces it uses.
+    let archive = match (&tools, &m.schema) {
+        (Some(_), Some(a)) => Some(write_archive(repo, &m, &a.stream, s.prefetch).await?),
+        _ => None,
+    };
+    let raw_toc = match &archive {
+        Some(a) => read_archive_toc(&m.id, a.path(), filtered).await?,
+        None => None,
+    };
+    // A --table that matches nothing is refused before anything is created
+    // (when the names read without the server's help: see `decode_toc`).
+    let needs_conversion = raw_toc
+        .as_ref()
+        .is_some_and(|t| !t.needs_conversion().is_empty());
+    let mut toc = raw_toc.as_ref().map(|t| t.decode(&HashMap::new()));
+    let no_match = || {
+        JobError::Invalid(format!(
+            "no table in dump {} matches the --table/--exclude-table patterns (hint: pgtide info {} lists its tables)",
+            m.id, m.id
+        ))
+    };
+    if include && !needs_conversion && Selection::new(&m, toc.as_ref(), s).is_empty() {
+        return Err(no_match());
+    }
+
     if s.create {
         progress.set_phase("creating the database");
         create_database(s, &m, &database, s.dry_run).await?;
@@ -298,7 +326,15 @@ pub async fn run(
         Err(ConnectError::DatabaseMissing { .. }) if s.create && s.dry_run => None,
         Err(e) => return Err(e.into()),
     };
+    if let (Some(raw), Some(c), true) = (&raw_toc, &target, needs_conversion) {
+        toc = Some(decode_toc(c, raw).await?);
+    }
+    let sel = Selection::new(&m, toc.as_ref(), s);
+    if include && sel.is_empty() {
+        return Err(no_match());
+    }
     let mut target_version = ServerVersion(0);
+    let mut missing_tablespaces = BTreeSet::new();
     if let Some(client) = &target {
         let info = catalog::server_info(client)
             .await
@@ -307,21 +343,49 @@ pub async fn run(
             return Err(JobError::UnsupportedServer(info.version));
         }
         target_version = info.version;
-        check_target(client, &m, &table_idx, s, do_schema).await?;
+        check_target(client, &m, &sel.tables, s, do_schema).await?;
+        if let (Some(t), true, false) = (&toc, do_schema, s.no_tablespaces) {
+            let all = vec![true; t.entries.len()];
+            let used = toc::tablespaces(t, sel.keep.as_deref().unwrap_or(&all));
+            missing_tablespaces = missing(client, used).await?;
+        }
     }
+    // Objects of the source's tablespaces that the target lacks go in the
+    // target's default tablespace, as with --no-tablespaces: a copy of
+    // production on a machine without its disks should restore.
+    let s_defaults;
+    let s = if missing_tablespaces.is_empty() {
+        s
+    } else {
+        let names = missing_tablespaces
+            .iter()
+            .map(|t| quote_ident(t))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let (noun, verb) = match missing_tablespaces.len() {
+            1 => ("tablespace", "does"),
+            _ => ("tablespaces", "do"),
+        };
+        // The restore goes on: the operator learns here that the placement
+        // of the source was not kept.
+        tracing::warn!(
+            "{noun} {names} of the dump {verb} not exist in the target: every object is restored into the target's default tablespace (hint: create the {noun} first to keep the placement, or pass --no-tablespaces)"
+        );
+        steps.push(format!(
+            "restore into the default tablespace (the target lacks {names})"
+        ));
+        s_defaults = RestoreSettings {
+            no_tablespaces: true,
+            ..s.clone()
+        };
+        &s_defaults
+    };
 
-    let archive = match (&tools, &m.schema) {
-        (Some(_), Some(a)) if !s.dry_run => {
-            Some(write_archive(repo, &m, &a.stream, s.prefetch).await?)
-        }
+    let toc_list = match (&toc, &sel.keep) {
+        (Some(t), Some(keep)) if !s.dry_run => Some(toc::write_list(t, keep).await?),
         _ => None,
     };
-    let toc_list = match (&tools, &archive, whole) {
-        (Some(t), Some(a), false) => {
-            Some(toc::write_filtered_list(t, a.path(), &m, &table_idx).await?)
-        }
-        _ => None,
-    };
+    let archive = archive.filter(|_| !s.dry_run);
 
     // Pre-data.
     if do_schema {
@@ -362,7 +426,7 @@ pub async fn run(
     let mut rows = 0;
     let mut bytes = 0;
     if do_data {
-        let load: Vec<usize> = table_idx.clone();
+        let load: Vec<usize> = sel.tables.clone();
         bytes = load.iter().map(|&i| m.tables[i].raw_bytes()).sum::<u64>();
         steps.push(format!(
             "load {} tables ({} rows, {} bytes) with {} workers",
@@ -375,12 +439,12 @@ pub async fn run(
             progress.set_phase(format!("loading {} tables", load.len()));
             rows = load_tables(repo, &m, &load, s, c, &progress).await?;
         }
-        let seqs = objects::selected_sequences(&m, &table_idx, whole);
+        let seqs: Vec<&SequenceEntry> = sel.sequences.iter().map(|&i| &m.sequences[i]).collect();
         steps.push(format!("set {} sequence values", seqs.len()));
         if let (false, Some(c)) = (s.dry_run, &target) {
             objects::set_sequences(c, &seqs).await?;
         }
-        if whole && !m.large_objects.items.is_empty() {
+        if sel.large_objects && !m.large_objects.items.is_empty() {
             steps.push(format!(
                 "restore {} large objects",
                 m.large_objects.items.len()
@@ -420,16 +484,12 @@ pub async fn run(
             .await?;
         }
     }
-    if do_data && whole && !m.matviews.is_empty() {
-        steps.push(format!("refresh {} materialized views", m.matviews.len()));
+    if do_data && !sel.matviews.is_empty() {
+        steps.push(format!("refresh {} materialized views", sel.matviews.len()));
         if let (false, Some(c)) = (s.dry_run, &target) {
             progress.set_phase("refreshing materialized views");
-            for mv in &m.matviews {
-                let name = quote_qualified(&mv.schema, &mv.name);
-                c.batch_execute(&format!("REFRESH MATERIALIZED VIEW {name}"))
-                    .await
-                    .map_err(JobError::sql(format!("refresh materialized view {name}")))?;
-            }
+            let list: Vec<&MatviewEntry> = sel.matviews.iter().map(|&i| &m.matviews[i]).collect();
+            refresh_matviews(c, &list).await?;
         }
     }
     // The database's own properties come last, as pg_dumpall used to put
@@ -458,15 +518,15 @@ pub async fn run(
         database,
         dry_run: s.dry_run,
         steps,
-        tables: if do_data { table_idx.len() as u64 } else { 0 },
+        tables: if do_data { sel.tables.len() as u64 } else { 0 },
         rows,
         bytes,
         sequences: if do_data {
-            objects::selected_sequences(&m, &table_idx, whole).len() as u64
+            sel.sequences.len() as u64
         } else {
             0
         },
-        large_objects: if do_data && whole {
+        large_objects: if do_data && sel.large_objects {
             m.large_objects.items.len() as u64
         } else {
             0
@@ -474,6 +534,191 @@ pub async fn run(
         seconds,
         mb_per_second: bytes as f64 / 1e6 / seconds.max(1e-9),
     })
+}
+
+/// What a restore covers: from the patterns, the manifest and (when the
+/// schema is restored) the schema archive's table of contents.
+#[derive(Debug)]
+struct Selection {
+    /// Tables whose rows are loaded (indexes into the manifest's tables).
+    tables: Vec<usize>,
+    /// Sequences whose values are set (indexes into the manifest's).
+    sequences: Vec<usize>,
+    /// Materialized views to refresh (indexes into the manifest's).
+    matviews: Vec<usize>,
+    large_objects: bool,
+    /// Entries of the table of contents to restore; `None`: all.
+    keep: Option<Vec<bool>>,
+    /// Tables the schema part restores, partitioned ones included.
+    schema_tables: usize,
+}
+
+impl Selection {
+    fn new(m: &DumpManifest, toc: Option<&archive::Toc<String>>, s: &RestoreSettings) -> Selection {
+        let include = !s.tables.is_empty();
+        let excluded =
+            |schema: &str, name: &str| s.exclude_tables.iter().any(|p| p.matches(schema, name));
+        let tables: Vec<usize> = (0..m.tables.len())
+            .filter(|&i| {
+                selected(
+                    &s.tables,
+                    &s.exclude_tables,
+                    &m.tables[i].schema,
+                    &m.tables[i].name,
+                )
+            })
+            .collect();
+        let toc_sel = toc
+            .filter(|_| include || !s.exclude_tables.is_empty())
+            .map(|t| toc::select(t, &s.tables, &s.exclude_tables));
+        // With --table: the sequences the schema part restores (those the
+        // chosen tables own); without a schema, those the manifest says the
+        // chosen tables own.
+        let owners: HashSet<String> = tables.iter().map(|&i| m.tables[i].qualified()).collect();
+        let sequences = (0..m.sequences.len())
+            .filter(|&i| {
+                let q = &m.sequences[i];
+                !excluded(&q.schema, &q.name)
+                    && (!include
+                        || match &toc_sel {
+                            Some(t) => t.sequences.contains(&(q.schema.clone(), q.name.clone())),
+                            None => q.owned_by.as_ref().is_some_and(|o| owners.contains(o)),
+                        })
+            })
+            .collect();
+        let matviews = (0..m.matviews.len())
+            .filter(|&i| !include && !excluded(&m.matviews[i].schema, &m.matviews[i].name))
+            .collect();
+        Selection {
+            tables,
+            sequences,
+            matviews,
+            large_objects: !include,
+            schema_tables: toc_sel.as_ref().map_or(0, |t| t.tables.len()),
+            keep: toc_sel.map(|t| t.keep),
+        }
+    }
+
+    /// Nothing to restore from any table.
+    fn is_empty(&self) -> bool {
+        self.tables.is_empty() && self.schema_tables == 0
+    }
+}
+
+/// Read the table of contents of the schema archive at `path`. Needed for
+/// a filtered restore; otherwise (only the tablespace check uses it) an
+/// archive pgtide cannot read is restored whole, with a warning.
+async fn read_archive_toc(
+    id: &str,
+    path: &Path,
+    needed: bool,
+) -> Result<Option<archive::RawToc>, JobError> {
+    let bytes = tokio::fs::read(path).await.map_err(|e| JobError::Io {
+        context: format!("read {}", path.display()),
+        source: e,
+    })?;
+    match archive::read_toc(&bytes) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if !needed => {
+            tracing::warn!(
+                "cannot read the table of contents of the schema archive of dump {id} ({e}): the target's tablespaces are not checked"
+            );
+            Ok(None)
+        }
+        Err(e @ archive::ArchiveError::Version { .. }) => Err(JobError::Invalid(format!(
+            "dump {id}: cannot select tables in its schema archive: {e} (hint: restore it without --table/--exclude-table)"
+        ))),
+        Err(e) => Err(JobError::Damaged {
+            id: id.to_string(),
+            what: format!("its schema archive: {e}"),
+        }),
+    }
+}
+
+/// The table of contents with the names of a non-UTF-8 archive converted
+/// to text by the target server, which knows every encoding.
+async fn decode_toc(c: &Client, raw: &archive::RawToc) -> Result<archive::Toc<String>, JobError> {
+    let need = raw.needs_conversion();
+    let encoding = raw.encoding.clone().unwrap_or_default();
+    let rows = c
+        .query(
+            "SELECT pg_catalog.convert_from(u.b, $2::text::name) \
+             FROM unnest($1::bytea[]) WITH ORDINALITY AS u(b, n) ORDER BY u.n",
+            &[&need, &encoding],
+        )
+        .await
+        .map_err(JobError::sql(format!(
+            "convert the names of the schema archive from {encoding}"
+        )))?;
+    let converted: HashMap<Vec<u8>, String> = need
+        .into_iter()
+        .zip(rows.iter().map(|r| r.get::<_, String>(0)))
+        .collect();
+    Ok(raw.decode(&converted))
+}
+
+/// Of the tablespaces `used`, those the target does not have.
+async fn missing(c: &Client, used: BTreeSet<String>) -> Result<BTreeSet<String>, JobError> {
+    if used.is_empty() {
+        return Ok(used);
+    }
+    let have: HashSet<String> = c
+        .query("SELECT spcname::text FROM pg_catalog.pg_tablespace", &[])
+        .await
+        .map_err(JobError::sql("list the target's tablespaces"))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    Ok(used.into_iter().filter(|t| !have.contains(t)).collect())
+}
+
+/// Refresh `list` (in dependency order). A matview that reads, directly or
+/// through views, a matview the target leaves unpopulated is skipped with a
+/// warning, as pg_dump leaves such a matview unpopulated: its REFRESH would
+/// fail. Dumps by this pgtide never list one; older dumps may.
+async fn refresh_matviews(c: &Client, list: &[&MatviewEntry]) -> Result<(), JobError> {
+    let ctx = "read the target's materialized views";
+    let rows = c
+        .query(
+            "SELECT c.oid, n.nspname::text, c.relname::text, c.relispopulated \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind = 'm'",
+            &[],
+        )
+        .await
+        .map_err(JobError::sql(ctx))?;
+    let mut oids: HashMap<(String, String), u32> = HashMap::new();
+    let mut populated: Vec<u32> = Vec::new();
+    for r in &rows {
+        let oid: u32 = r.get(0);
+        oids.insert((r.get(1), r.get(2)), oid);
+        if r.get::<_, bool>(3) {
+            populated.push(oid);
+        }
+    }
+    let oid_of = |mv: &MatviewEntry| oids.get(&(mv.schema.clone(), mv.name.clone())).copied();
+    populated.extend(list.iter().filter_map(|mv| oid_of(mv)));
+    let deps = catalog::view_dependencies(c)
+        .await
+        .map_err(JobError::sql(ctx))?;
+    let considered: HashSet<u32> = oids.values().copied().collect();
+    let ok: HashSet<u32> = catalog::refreshable(&populated, &considered, &deps)
+        .into_iter()
+        .collect();
+    for mv in list {
+        let name = quote_qualified(&mv.schema, &mv.name);
+        if oid_of(mv).is_some_and(|o| !ok.contains(&o)) {
+            // Left unpopulated, as pg_dump would have left it.
+            tracing::warn!(
+                "materialized view {name} reads a materialized view that is not populated: it is left unpopulated (REFRESH it once that one is)"
+            );
+            continue;
+        }
+        c.batch_execute(&format!("REFRESH MATERIALIZED VIEW {name}"))
+            .await
+            .map_err(JobError::sql(format!("refresh materialized view {name}")))?;
+    }
+    Ok(())
 }
 
 /// Every pack the manifest names exists with the recorded size.
@@ -830,6 +1075,9 @@ pub(crate) fn pg_restore_command(t: &PgTools, s: &RestoreSettings) -> tokio::pro
     }
     if s.no_privileges {
         cmd.arg("--no-privileges");
+    }
+    if s.no_tablespaces {
+        cmd.arg("--no-tablespaces");
     }
     if let Some(pw) = &s.conn.password {
         cmd.env("PGPASSWORD", pw);

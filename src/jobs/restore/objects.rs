@@ -15,23 +15,6 @@ use crate::pg::{quote_ident, quote_literal, quote_qualified};
 use crate::pipeline::ChunkReader;
 use crate::repo::manifest::{DumpManifest, SequenceEntry};
 
-/// Sequences to set: all, or those owned by the selected tables.
-pub fn selected_sequences<'a>(
-    m: &'a DumpManifest,
-    table_idx: &[usize],
-    whole: bool,
-) -> Vec<&'a SequenceEntry> {
-    if whole {
-        return m.sequences.iter().collect();
-    }
-    let names: std::collections::HashSet<String> =
-        table_idx.iter().map(|&i| m.tables[i].qualified()).collect();
-    m.sequences
-        .iter()
-        .filter(|s| s.owned_by.as_ref().is_some_and(|o| names.contains(o)))
-        .collect()
-}
-
 pub async fn set_sequences(c: &Client, seqs: &[&SequenceEntry]) -> Result<(), JobError> {
     for batch in seqs.chunks(200) {
         let sql = batch

@@ -1,165 +1,297 @@
-//! Selective restore: filter pg_restore's table of contents (`pg_restore -l`)
-//! down to the chosen tables and what hangs off them (defaults, constraints,
-//! indexes, triggers, policies, owned sequences, comments and grants).
-//! Objects that tables merely use (schemas, types, functions) are not
-//! restored: they must exist in the target, as with `pg_restore -t`.
+//! Which entries of the schema archive's table of contents a restore with
+//! `--table` / `--exclude-table` runs, written as a list for
+//! `pg_restore --use-list` (which reads only each line's leading dump id).
+//!
+//! - `--table`: the chosen tables (plain and partitioned) and what hangs
+//!   off them: defaults, constraints, indexes, extended statistics,
+//!   triggers, rules, policies, row security, owned sequences, partition
+//!   attachments between chosen tables, comments, grants and security
+//!   labels. Objects the tables merely use (schemas, types, functions) are
+//!   not restored: they must exist in the target, as with `pg_restore -t`.
+//! - `--exclude-table` alone: everything but the relations it matches (of
+//!   any kind, as `pg_dump --exclude-table`) and what hangs off them.
+//!   Objects that merely use an excluded relation (a view over it) stay.
+//!
+//! Entries are read from the archive itself ([`super::archive`]), each name
+//! a field of its own. What "hangs off" a relation is decided from the
+//! entry's dependencies, not from its name: a comment, grant or security
+//! label depends on exactly the object it is about; a default, constraint,
+//! trigger, rule or policy (whose name pg_dump writes as `TABLE NAME`)
+//! belongs to the relation among its dependencies whose name begins that
+//! tag. A foreign key depends on both its table and the referenced one;
+//! the referenced one is recognised as the owner of the referenced
+//! constraint or index, also a dependency. What is left ambiguous: a rule
+//! or policy on table `a` named `b …` that also reads a table `a b` in the
+//! same schema is taken as `a b`'s.
 
-use std::collections::HashSet;
-use std::path::Path;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
-use crate::jobs::JobError;
-use crate::pg::tools::{self, PgTools};
-use crate::repo::manifest::DumpManifest;
-
+use super::archive::{Entry, Toc};
 use super::TempFile;
+use crate::jobs::JobError;
+use crate::pg::pattern::NamePattern;
 
-/// Object descriptions pg_restore prints, longest first so that
-/// `SEQUENCE OWNED BY` is not taken for `SEQUENCE`.
-const DESCS: &[&str] = &[
-    "MATERIALIZED VIEW DATA",
-    "SEQUENCE OWNED BY",
-    "STATISTICS DATA",
-    "MATERIALIZED VIEW",
-    "CHECK CONSTRAINT",
-    "SECURITY LABEL",
-    "FK CONSTRAINT",
-    "ROW SECURITY",
-    "SEQUENCE SET",
-    "TABLE ATTACH",
-    "INDEX ATTACH",
-    "DEFAULT ACL",
-    "TABLE DATA",
-    "CONSTRAINT",
-    "SEQUENCE",
-    "TRIGGER",
-    "DEFAULT",
-    "COMMENT",
-    "POLICY",
-    "INDEX",
+/// Entries that are relations (what `--table` patterns name).
+const RELATIONS: &[&str] = &[
     "TABLE",
-    "RULE",
-    "ACL",
+    "VIEW",
+    "MATERIALIZED VIEW",
+    "FOREIGN TABLE",
+    "SEQUENCE",
 ];
 
-#[derive(Debug, PartialEq, Eq)]
-pub struct TocEntry<'a> {
-    pub desc: &'a str,
-    pub schema: &'a str,
-    pub tag: &'a str,
+/// Relations that can carry defaults, constraints, indexes, triggers, …
+const TABLE_LIKE: &[&str] = &["TABLE", "VIEW", "MATERIALIZED VIEW", "FOREIGN TABLE"];
+
+/// How an entry's fate is decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rule {
+    /// Chosen by the patterns.
+    Relation,
+    /// Belongs to the relation among its dependencies named by its tag:
+    /// the tag is the relation's name (`exact`) or begins with it and a
+    /// space (`TABLE CONSTRAINT`).
+    Owned { exact: bool },
+    /// `SEQUENCE OWNED BY`: goes with its sequence and the sequence's table.
+    OwnedBy,
+    /// Goes with every relation it depends on (index, extended statistics,
+    /// partition attachment).
+    OnRelations,
+    /// Goes with every entry it depends on (comment, grant, security label,
+    /// statistics data, index attachment).
+    Follows,
+    /// Restored by `--exclude-table`, not by `--table`.
+    Other,
 }
 
-/// Parse `ID; CATOID OID DESC SCHEMA TAG OWNER`. None for comments and
-/// descriptions this filter does not know (those are never kept).
-pub fn parse_line(line: &str) -> Option<TocEntry<'_>> {
-    if line.starts_with(';') || line.trim().is_empty() {
-        return None;
-    }
-    let (_, rest) = line.split_once("; ")?;
-    let mut it = rest.splitn(3, ' ');
-    let (_cat, _oid, rest) = (it.next()?, it.next()?, it.next()?);
-    let desc = DESCS
-        .iter()
-        .find(|d| rest.starts_with(**d) && rest[d.len()..].starts_with(' '))?;
-    let rest = &rest[desc.len() + 1..];
-    let (schema, rest) = rest.split_once(' ')?;
-    // The owner is the last word (empty when the object has none).
-    let tag = match rest.rsplit_once(' ') {
-        Some((tag, _owner)) => tag,
-        None => rest,
-    };
-    Some(TocEntry { desc, schema, tag })
-}
-
-/// The selected tables, their indexes and their owned sequences.
-pub struct Wanted {
-    tables: HashSet<(String, String)>,
-    indexes: HashSet<(String, String)>,
-    sequences: HashSet<(String, String)>,
-}
-
-impl Wanted {
-    pub fn new(m: &DumpManifest, table_idx: &[usize]) -> Wanted {
-        let mut w = Wanted {
-            tables: HashSet::new(),
-            indexes: HashSet::new(),
-            sequences: HashSet::new(),
-        };
-        let mut qualified = HashSet::new();
-        for &i in table_idx {
-            let t = &m.tables[i];
-            w.tables.insert((t.schema.clone(), t.name.clone()));
-            qualified.insert(t.qualified());
-            for ix in &t.indexes {
-                w.indexes.insert((t.schema.clone(), ix.clone()));
-            }
+fn rule(desc: &str, include: bool) -> Rule {
+    match desc {
+        d if RELATIONS.contains(&d) => Rule::Relation,
+        "ROW SECURITY" | "TABLE DATA" | "MATERIALIZED VIEW DATA" | "SEQUENCE SET" => {
+            Rule::Owned { exact: true }
         }
-        for s in &m.sequences {
-            if s.owned_by.as_ref().is_some_and(|o| qualified.contains(o)) {
-                w.sequences.insert((s.schema.clone(), s.name.clone()));
-            }
-        }
-        w
+        "DEFAULT" | "CONSTRAINT" | "CHECK CONSTRAINT" | "FK CONSTRAINT" | "TRIGGER" | "POLICY"
+        | "RULE" => Rule::Owned { exact: false },
+        "SEQUENCE OWNED BY" => Rule::OwnedBy,
+        "INDEX" | "STATISTICS" | "TABLE ATTACH" => Rule::OnRelations,
+        // A table's membership of a publication goes with the table when it
+        // is excluded; with --table the publication must exist already.
+        "PUBLICATION TABLE" if !include => Rule::OnRelations,
+        "COMMENT" | "ACL" | "SECURITY LABEL" | "STATISTICS DATA" | "INDEX ATTACH" => Rule::Follows,
+        _ => Rule::Other,
+    }
+}
+
+/// The entries a filtered restore runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TocSelection {
+    /// Per entry of the table of contents (same order): restore it?
+    pub keep: Vec<bool>,
+    /// `(schema, name)` of the kept `TABLE` entries.
+    pub tables: HashSet<(String, String)>,
+    /// `(schema, name)` of the kept `SEQUENCE` entries.
+    pub sequences: HashSet<(String, String)>,
+}
+
+struct Selector<'a> {
+    entries: &'a [Entry<String>],
+    by_id: HashMap<i32, usize>,
+    include: &'a [NamePattern],
+    exclude: &'a [NamePattern],
+    memo: Vec<Option<bool>>,
+}
+
+impl Selector<'_> {
+    fn ns(&self, i: usize) -> &str {
+        self.entries[i].namespace.as_deref().unwrap_or("")
     }
 
-    fn has(set: &HashSet<(String, String)>, schema: &str, name: &str) -> bool {
-        set.contains(&(schema.to_string(), name.to_string()))
+    /// Kept unless something says otherwise (`--exclude-table`), or not.
+    fn default(&self) -> bool {
+        self.include.is_empty()
     }
 
-    pub fn keep(&self, e: &TocEntry<'_>) -> bool {
-        let (s, tag) = (e.schema, e.tag);
-        let first_word = tag.split(' ').next().unwrap_or(tag);
-        match e.desc {
-            "TABLE" | "TABLE DATA" | "TABLE ATTACH" | "ROW SECURITY" => {
-                Self::has(&self.tables, s, tag)
-            }
-            "DEFAULT" | "CONSTRAINT" | "FK CONSTRAINT" | "CHECK CONSTRAINT" | "TRIGGER"
-            | "POLICY" | "RULE" => Self::has(&self.tables, s, first_word),
-            "INDEX" | "INDEX ATTACH" => Self::has(&self.indexes, s, tag),
-            "SEQUENCE" | "SEQUENCE OWNED BY" | "SEQUENCE SET" => Self::has(&self.sequences, s, tag),
-            "STATISTICS DATA" => {
-                Self::has(&self.tables, s, tag) || Self::has(&self.indexes, s, tag)
-            }
-            "COMMENT" | "ACL" | "SECURITY LABEL" => {
-                let Some((kind, name)) = tag.split_once(' ') else {
-                    return false;
-                };
-                match kind {
-                    "TABLE" => Self::has(&self.tables, s, name),
-                    "COLUMN" => name
-                        .rsplit_once('.')
-                        .is_some_and(|(t, _)| Self::has(&self.tables, s, t)),
-                    "INDEX" => Self::has(&self.indexes, s, name),
-                    "SEQUENCE" => Self::has(&self.sequences, s, name),
-                    "CONSTRAINT" | "TRIGGER" | "POLICY" | "RULE" => name
-                        .split_once(" ON ")
-                        .is_some_and(|(_, t)| Self::has(&self.tables, s, t)),
-                    _ => false,
+    fn deps(&self, i: usize) -> impl Iterator<Item = usize> + '_ {
+        let mut seen = HashSet::new();
+        self.entries[i]
+            .deps
+            .iter()
+            .filter_map(|d| self.by_id.get(d).copied())
+            .filter(move |&j| seen.insert(j))
+    }
+
+    fn deps_of_kind<'s>(&'s self, i: usize, kinds: &'s [&str]) -> impl Iterator<Item = usize> + 's {
+        self.deps(i)
+            .filter(move |&j| kinds.contains(&self.entries[j].desc.as_str()))
+    }
+
+    /// The relations among `i`'s dependencies whose name its tag names.
+    fn owner_candidates(&self, i: usize, exact: bool) -> Vec<usize> {
+        let tag = &self.entries[i].tag;
+        let kinds = if exact { RELATIONS } else { TABLE_LIKE };
+        self.deps_of_kind(i, kinds)
+            .filter(|&j| self.ns(j) == self.ns(i))
+            .filter(|&j| {
+                let name = &self.entries[j].tag;
+                if exact {
+                    tag == name
+                } else {
+                    tag.strip_prefix(name.as_str())
+                        .is_some_and(|rest| rest.starts_with(' '))
                 }
+            })
+            .collect()
+    }
+
+    /// The relation entry `i` belongs to.
+    fn owner(&self, i: usize, exact: bool) -> Option<usize> {
+        let mut cands = self.owner_candidates(i, exact);
+        if cands.len() > 1 {
+            // A foreign key also depends on the table it references, through
+            // the referenced constraint or index: that table is not its owner.
+            let referenced: HashSet<usize> = self
+                .deps_of_kind(i, &["CONSTRAINT", "INDEX"])
+                .flat_map(|d| match self.entries[d].desc.as_str() {
+                    "INDEX" => self.deps_of_kind(d, TABLE_LIKE).collect::<Vec<_>>(),
+                    _ => self.owner_candidates(d, false),
+                })
+                .collect();
+            if cands.iter().any(|c| !referenced.contains(c)) {
+                cands.retain(|c| !referenced.contains(c));
             }
-            _ => false,
         }
+        cands.into_iter().max_by_key(|&j| self.entries[j].tag.len())
+    }
+
+    fn excluded(&self, i: usize) -> bool {
+        self.exclude
+            .iter()
+            .any(|p| p.matches(self.ns(i), &self.entries[i].tag))
+    }
+
+    fn keep(&mut self, i: usize, depth: usize) -> bool {
+        if let Some(k) = self.memo[i] {
+            return k;
+        }
+        // Dependencies form no deep chains; a cycle (which a valid archive
+        // does not have) ends here.
+        if depth > 32 {
+            return self.default();
+        }
+        let entries = self.entries;
+        let e = &entries[i];
+        let include = !self.include.is_empty();
+        let k = match rule(&e.desc, include) {
+            Rule::Relation if !include => !self.excluded(i),
+            Rule::Relation if self.excluded(i) => false,
+            Rule::Relation => match e.desc.as_str() {
+                "TABLE" => self.include.iter().any(|p| p.matches(self.ns(i), &e.tag)),
+                // An owned (serial or identity) sequence comes with its table.
+                "SEQUENCE" => {
+                    let tables: Vec<usize> = self.deps_of_kind(i, &["TABLE"]).collect();
+                    tables.into_iter().any(|t| self.keep(t, depth + 1))
+                }
+                _ => false,
+            },
+            Rule::Owned { exact } => match self.owner(i, exact) {
+                Some(o) => self.keep(o, depth + 1),
+                None => self.default(),
+            },
+            Rule::OwnedBy => match self.owner(i, true) {
+                Some(seq) => {
+                    let tables: Vec<usize> = self.deps_of_kind(seq, TABLE_LIKE).collect();
+                    self.keep(seq, depth + 1) && tables.into_iter().all(|t| self.keep(t, depth + 1))
+                }
+                None => self.default(),
+            },
+            Rule::OnRelations => self.all_kept(i, TABLE_LIKE, depth),
+            Rule::Follows => self.all_kept(i, &[], depth),
+            Rule::Other => self.default(),
+        };
+        self.memo[i] = Some(k);
+        k
+    }
+
+    /// Every dependency of `i` (of `kinds`, or of any kind) is kept; the
+    /// default when it has none.
+    fn all_kept(&mut self, i: usize, kinds: &[&str], depth: usize) -> bool {
+        let deps: Vec<usize> = self
+            .deps(i)
+            .filter(|&j| kinds.is_empty() || kinds.contains(&self.entries[j].desc.as_str()))
+            .collect();
+        if deps.is_empty() {
+            return self.default();
+        }
+        deps.into_iter().all(|j| self.keep(j, depth + 1))
     }
 }
 
-/// Write the filtered list for `pg_restore --use-list`.
-pub async fn write_filtered_list(
-    t: &PgTools,
-    archive: &Path,
-    m: &DumpManifest,
-    table_idx: &[usize],
-) -> Result<TempFile, JobError> {
-    let mut cmd = tokio::process::Command::new(&t.pg_restore);
-    cmd.arg("--list").arg(archive);
-    let out = tools::output("pg_restore", cmd).await?;
-    let wanted = Wanted::new(m, table_idx);
-    let text = String::from_utf8_lossy(&out);
-    let list: String = text
-        .lines()
-        .filter(|l| parse_line(l).is_some_and(|e| wanted.keep(&e)))
-        .map(|l| format!("{l}\n"))
-        .collect();
+/// Decide every entry of `toc` for `--table` patterns `include` (none:
+/// everything) and `--exclude-table` patterns `exclude`.
+pub fn select(toc: &Toc<String>, include: &[NamePattern], exclude: &[NamePattern]) -> TocSelection {
+    let entries = &toc.entries;
+    let mut s = Selector {
+        entries,
+        by_id: entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.dump_id, i))
+            .collect(),
+        include,
+        exclude,
+        memo: vec![None; entries.len()],
+    };
+    let keep: Vec<bool> = (0..entries.len()).map(|i| s.keep(i, 0)).collect();
+    let named = |desc: &str| -> HashSet<(String, String)> {
+        entries
+            .iter()
+            .zip(&keep)
+            .filter(|(e, k)| **k && e.desc == desc)
+            .map(|(e, _)| (e.namespace.clone().unwrap_or_default(), e.tag.clone()))
+            .collect()
+    };
+    TocSelection {
+        tables: named("TABLE"),
+        sequences: named("SEQUENCE"),
+        keep,
+    }
+}
+
+/// The tablespaces the kept entries go in (none for the default one).
+pub fn tablespaces(toc: &Toc<String>, keep: &[bool]) -> BTreeSet<String> {
+    toc.entries
+        .iter()
+        .zip(keep)
+        .filter(|(_, k)| **k)
+        .filter_map(|(e, _)| e.tablespace.clone())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+/// The list for `pg_restore --use-list`: one kept entry a line, in archive
+/// order. pg_restore reads the dump id before `;`; the rest is for people.
+pub fn list_text(toc: &Toc<String>, keep: &[bool]) -> String {
+    let one_line = |s: &str| s.replace(['\n', '\r'], " ");
+    toc.entries
+        .iter()
+        .zip(keep)
+        .filter(|(_, k)| **k)
+        .map(|(e, _)| {
+            format!(
+                "{}; {} {} {}\n",
+                e.dump_id,
+                e.desc,
+                one_line(e.namespace.as_deref().unwrap_or("-")),
+                one_line(&e.tag)
+            )
+        })
+        .collect()
+}
+
+/// Write [`list_text`] to a temporary file for `pg_restore --use-list`.
+pub async fn write_list(toc: &Toc<String>, keep: &[bool]) -> Result<TempFile, JobError> {
     let tmp = TempFile::new(".list");
-    tokio::fs::write(tmp.path(), list)
+    tokio::fs::write(tmp.path(), list_text(toc, keep))
         .await
         .map_err(|e| JobError::Io {
             context: format!("write {}", tmp.path().display()),
@@ -171,76 +303,234 @@ pub async fn write_filtered_list(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::jobs::restore::archive::read_toc;
 
-    #[test]
-    fn parses_pg_restore_list_lines() {
-        assert_eq!(
-            parse_line("214; 1259 16384 TABLE public a postgres"),
-            Some(TocEntry {
-                desc: "TABLE",
-                schema: "public",
-                tag: "a"
-            })
-        );
-        assert_eq!(
-            parse_line("3214; 2606 16394 FK CONSTRAINT public b b_id_fkey postgres"),
-            Some(TocEntry {
-                desc: "FK CONSTRAINT",
-                schema: "public",
-                tag: "b b_id_fkey"
-            })
-        );
-        assert_eq!(
-            parse_line("3366; 0 0 SEQUENCE OWNED BY public c_id_seq postgres"),
-            Some(TocEntry {
-                desc: "SEQUENCE OWNED BY",
-                schema: "public",
-                tag: "c_id_seq"
-            })
-        );
-        assert_eq!(
-            parse_line("3365; 0 0 COMMENT public TABLE a postgres"),
-            Some(TocEntry {
-                desc: "COMMENT",
-                schema: "public",
-                tag: "TABLE a"
-            })
-        );
-        assert_eq!(parse_line(";  Archive created at"), None);
-        assert_eq!(
-            parse_line("5; 2615 2200 SCHEMA - public pg_database_owner"),
-            None
-        );
+    /// proto-fixtures/pg_dump/README.md; the schema is `schema.sql` there.
+    const ARCHIVES: [&[u8]; 2] = [
+        include_bytes!("../../../proto-fixtures/pg_dump/15-schema.dump"),
+        include_bytes!("../../../proto-fixtures/pg_dump/18-schema.dump"),
+    ];
+
+    fn patterns(p: &[&str]) -> Vec<NamePattern> {
+        p.iter().map(|p| NamePattern::parse(p).unwrap()).collect()
     }
 
-    fn wanted() -> Wanted {
-        let mut w = Wanted {
-            tables: HashSet::new(),
-            indexes: HashSet::new(),
-            sequences: HashSet::new(),
-        };
-        w.tables.insert(("public".into(), "b".into()));
-        w.indexes.insert(("public".into(), "b_x_idx".into()));
-        w.sequences.insert(("public".into(), "b_id_seq".into()));
-        w
+    /// `DESC SCHEMA TAG` of the kept entries, for each fixture archive.
+    fn kept(include: &[&str], exclude: &[&str]) -> Vec<BTreeSet<String>> {
+        ARCHIVES
+            .iter()
+            .map(|a| {
+                let toc = read_toc(a).unwrap().decode(&HashMap::new());
+                let sel = select(&toc, &patterns(include), &patterns(exclude));
+                toc.entries
+                    .iter()
+                    .zip(&sel.keep)
+                    .filter(|(_, k)| **k)
+                    .map(|(e, _)| {
+                        format!(
+                            "{} {} {}",
+                            e.desc,
+                            e.namespace.as_deref().unwrap_or("-"),
+                            e.tag
+                        )
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn set(items: &[&str]) -> BTreeSet<String> {
+        items.iter().map(|s| s.to_string()).collect()
     }
 
     #[test]
-    fn keeps_a_table_and_what_hangs_off_it() {
-        let w = wanted();
-        let keep = |l: &str| parse_line(l).is_some_and(|e| w.keep(&e));
-        assert!(keep("215; 1259 16391 TABLE public b postgres"));
-        assert!(!keep("214; 1259 16384 TABLE public a postgres"));
-        assert!(keep(
-            "3214; 2606 16394 FK CONSTRAINT public b b_id_fkey postgres"
-        ));
-        assert!(!keep(
-            "3212; 2606 16390 CONSTRAINT public a a_pkey postgres"
-        ));
-        assert!(keep("3213; 1259 16399 INDEX public b_x_idx postgres"));
-        assert!(keep("3210; 2604 16405 DEFAULT public b id postgres"));
-        assert!(keep("217; 1259 16401 SEQUENCE public b_id_seq postgres"));
-        assert!(keep("3366; 0 0 COMMENT public COLUMN b.x postgres"));
-        assert!(!keep("3365; 0 0 COMMENT public TABLE a postgres"));
+    fn a_table_whose_names_hold_spaces_with_all_that_hangs_off_it() {
+        for k in kept(&["\"Sales Dept\".\"Order Items\""], &[]) {
+            assert_eq!(
+                k,
+                set(&[
+                    "TABLE Sales Dept Order Items",
+                    "COMMENT Sales Dept TABLE \"Order Items\"",
+                    "COMMENT Sales Dept COLUMN \"Order Items\".\"unit.price\"",
+                    "ACL Sales Dept TABLE \"Order Items\"",
+                    "ACL Sales Dept COLUMN \"Order Items\".note",
+                    "SEQUENCE Sales Dept Order Items_Item ID_seq",
+                    "SEQUENCE OWNED BY Sales Dept Order Items_Item ID_seq",
+                    "DEFAULT Sales Dept Order Items Item ID",
+                    "CHECK CONSTRAINT Sales Dept Order Items Order Items checked",
+                    "CONSTRAINT Sales Dept Order Items Order Items_pkey",
+                    "INDEX Sales Dept Order Items note",
+                    "COMMENT Sales Dept INDEX \"Order Items note\"",
+                ])
+            );
+        }
+    }
+
+    #[test]
+    fn a_foreign_key_belongs_to_its_table_not_to_the_one_it_references() {
+        // "Order"'s key "Items fk" has the tag `Order Items fk`, and depends
+        // on table "Order Items" too.
+        for k in kept(&["\"Sales Dept\".\"Order\""], &[]) {
+            assert_eq!(
+                k,
+                set(&[
+                    "TABLE Sales Dept Order",
+                    "CONSTRAINT Sales Dept Order Order_pkey",
+                    "FK CONSTRAINT Sales Dept Order Items fk",
+                ])
+            );
+        }
+    }
+
+    #[test]
+    fn a_partitioned_table_and_its_partitions() {
+        for k in kept(&["public.events*"], &[]) {
+            assert_eq!(
+                k,
+                set(&[
+                    "TABLE public events",
+                    "TABLE public events_2025",
+                    "TABLE ATTACH public events_2025",
+                    "SEQUENCE public events_id_seq",
+                    "SEQUENCE OWNED BY public events_id_seq",
+                    "DEFAULT public events id",
+                    "CONSTRAINT public events events_pkey",
+                    "CONSTRAINT public events_2025 events_2025_pkey",
+                    "INDEX public events_at_idx",
+                    "INDEX public events_2025_at_idx",
+                    "INDEX ATTACH public events_2025_at_idx",
+                    "INDEX ATTACH public events_2025_pkey",
+                ])
+            );
+        }
+        // A partition alone is restored as a table of its own: attaching it
+        // needs the parent.
+        for k in kept(&["public.events_2025"], &[]) {
+            assert_eq!(
+                k,
+                set(&[
+                    "TABLE public events_2025",
+                    "CONSTRAINT public events_2025 events_2025_pkey",
+                    "INDEX public events_2025_at_idx",
+                ])
+            );
+        }
+    }
+
+    #[test]
+    fn triggers_rules_policies_and_row_security_come_with_their_table() {
+        for k in kept(&["owned"], &[]) {
+            assert_eq!(
+                k,
+                set(&[
+                    "TABLE public owned",
+                    "SEQUENCE public owned_id_seq",
+                    "SEQUENCE OWNED BY public owned_id_seq",
+                    "DEFAULT public owned id",
+                    "CONSTRAINT public owned owned_pkey",
+                    "RULE public owned owned rule",
+                    "TRIGGER public owned owned trg",
+                    "ROW SECURITY public owned",
+                    "POLICY public owned see all",
+                ])
+            );
+        }
+        for k in kept(&["public.hot", "public.ident"], &[]) {
+            assert_eq!(
+                k,
+                set(&[
+                    "TABLE public hot",
+                    "CONSTRAINT public hot hot_pkey",
+                    "STATISTICS public hot_stats",
+                    "TABLE public ident",
+                    "SEQUENCE public ident_id_seq",
+                ])
+            );
+        }
+    }
+
+    #[test]
+    fn exclude_leaves_out_the_relations_and_what_hangs_off_them_only() {
+        let all = kept(&[], &[]);
+        for (k, all) in kept(&[], &["public.owned", "public.events_2025"])
+            .into_iter()
+            .zip(all)
+        {
+            let gone: BTreeSet<String> = all.difference(&k).cloned().collect();
+            assert_eq!(
+                gone,
+                set(&[
+                    "TABLE public owned",
+                    "SEQUENCE OWNED BY public owned_id_seq",
+                    "DEFAULT public owned id",
+                    "CONSTRAINT public owned owned_pkey",
+                    "RULE public owned owned rule",
+                    "TRIGGER public owned owned trg",
+                    "ROW SECURITY public owned",
+                    "POLICY public owned see all",
+                    "TABLE public events_2025",
+                    "TABLE ATTACH public events_2025",
+                    "CONSTRAINT public events_2025 events_2025_pkey",
+                    "INDEX public events_2025_at_idx",
+                    "INDEX ATTACH public events_2025_at_idx",
+                    "INDEX ATTACH public events_2025_pkey",
+                ])
+            );
+            // What merely uses an excluded table stays; so does everything
+            // without a table: schemas, functions, the encoding.
+            for stays in [
+                "VIEW public v",
+                "MATERIALIZED VIEW public mv",
+                "SEQUENCE public owned_id_seq",
+                "SCHEMA - Sales Dept",
+                "FUNCTION public trg()",
+                "ENCODING - ENCODING",
+                "SEQUENCE public free_seq",
+            ] {
+                assert!(k.contains(stays), "{stays}");
+            }
+        }
+        // Patterns exclude relations of every kind, as pg_dump's.
+        for (k, all) in kept(&[], &["public.mv"]).into_iter().zip(kept(&[], &[])) {
+            let gone: BTreeSet<String> = all.difference(&k).cloned().collect();
+            assert_eq!(
+                gone,
+                set(&["MATERIALIZED VIEW public mv", "INDEX public mv_n"])
+            );
+        }
+    }
+
+    #[test]
+    fn tablespaces_of_what_is_restored() {
+        for a in ARCHIVES {
+            let toc = read_toc(a).unwrap().decode(&HashMap::new());
+            let all = select(&toc, &[], &[]);
+            assert!(all.keep.iter().all(|k| *k));
+            assert_eq!(tablespaces(&toc, &all.keep), set(&["fast_disk"]));
+            let owned = select(&toc, &patterns(&["public.owned"]), &[]);
+            assert!(tablespaces(&toc, &owned.keep).is_empty());
+            assert_eq!(
+                owned.tables,
+                HashSet::from([("public".to_string(), "owned".to_string())])
+            );
+            assert_eq!(
+                owned.sequences,
+                HashSet::from([("public".to_string(), "owned_id_seq".to_string())])
+            );
+        }
+    }
+
+    #[test]
+    fn the_list_has_one_line_per_kept_entry() {
+        let toc = read_toc(ARCHIVES[0]).unwrap().decode(&HashMap::new());
+        let sel = select(&toc, &patterns(&["\"Sales Dept\".\"Order\""]), &[]);
+        let text = list_text(&toc, &sel.keep);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines[0].ends_with("; TABLE Sales Dept Order"), "{text}");
+        for l in lines {
+            let id: i32 = l.split(';').next().unwrap().parse().unwrap();
+            assert!(toc.entries.iter().any(|e| e.dump_id == id));
+        }
     }
 }
