@@ -455,16 +455,50 @@ fn data_only_restore_refuses_changed_column_types_for_binary_rows() {
     let repo = dir.path().to_str().unwrap();
     let src = pg.conninfo("postgres", "src");
     let dst = pg.conninfo("postgres", "dst");
-    pgtide(&["dump", "--db", &src, "--repo", repo, "--data-only", "--name", "bin"]).assert_ok();
-    let out = pgtide(&["restore", "latest", "--db", &dst, "--repo", repo, "--data-only"]);
+    pgtide(&[
+        "dump",
+        "--db",
+        &src,
+        "--repo",
+        repo,
+        "--data-only",
+        "--name",
+        "bin",
+    ])
+    .assert_ok();
+    let out = pgtide(&[
+        "restore",
+        "latest",
+        "--db",
+        &dst,
+        "--repo",
+        repo,
+        "--data-only",
+    ]);
     out.assert_one_line_error(6, "column \"id\" of table public.t is text in the target");
     assert_eq!(pg.query_one("dst", "SELECT count(*) FROM t"), "0");
 
     pgtide(&[
-        "dump", "--db", &src, "--repo", repo, "--data-only", "--copy-format", "text",
+        "dump",
+        "--db",
+        &src,
+        "--repo",
+        repo,
+        "--data-only",
+        "--copy-format",
+        "text",
     ])
     .assert_ok();
-    pgtide(&["restore", "latest", "--db", &dst, "--repo", repo, "--data-only"]).assert_ok();
+    pgtide(&[
+        "restore",
+        "latest",
+        "--db",
+        &dst,
+        "--repo",
+        repo,
+        "--data-only",
+    ])
+    .assert_ok();
     assert_eq!(
         pg.query_one("dst", "SELECT count(*) || '/' || max(id::int) FROM t"),
         "100/100"
