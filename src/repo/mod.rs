@@ -360,10 +360,20 @@ impl Repository {
     }
 
     /// Every complete dump, oldest first.
+    /// Every dump this version can read. A manifest of a newer format
+    /// (written by a newer pgtide) is left out with a warning rather than
+    /// failing the whole listing; loading it by id still refuses it.
     pub async fn list_dumps(&self) -> Result<Vec<DumpManifest>, RepoError> {
         let mut out = Vec::new();
         for id in self.dump_ids().await? {
-            out.push(self.load_dump(&id).await?);
+            match self.load_dump(&id).await {
+                Ok(m) => out.push(m),
+                Err(e @ RepoError::FormatTooNew { .. }) => {
+                    // Handled here: the other dumps are still listed.
+                    tracing::warn!("skipping dump {id}: {e}");
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(out)
     }

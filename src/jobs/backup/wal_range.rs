@@ -6,12 +6,13 @@
 //! range is archived.
 //!
 //! The range ends at the backup's end LSN. On a primary, the server switches
-//! to a new segment right after it, so the last segment completes at once.
-//! A standby cannot switch segments: its backup ends inside a segment that
-//! only completes when the primary writes on (never, on an idle primary).
-//! Once everything up to the end LSN has arrived and the segment has stayed
-//! incomplete for [`COMPLETE_GRACE`], its tail is stored as a `.partial`
-//! (which `wal fetch` serves zero-padded) and the range counts as archived.
+//! to a new segment right after it, so the last segment completes at once
+//! and is awaited whole. A standby cannot switch segments: its backup ends
+//! inside a segment that only completes when the primary writes on (never,
+//! on an idle primary). There, once everything up to the end LSN has
+//! arrived and the segment has stayed incomplete for [`COMPLETE_GRACE`], its
+//! tail is stored as a `.partial` (which `wal fetch` serves zero-padded)
+//! and the range counts as archived.
 
 use std::time::Duration;
 
@@ -43,6 +44,10 @@ pub enum RangeError {
 pub struct RangeStreamer {
     client: ReplicationClient,
     slot: String,
+    /// The server is a standby: its backup may end inside a segment that
+    /// only the primary can complete. A primary switches segments at the
+    /// end of a backup, so there the last segment is always awaited whole.
+    standby: bool,
 }
 
 /// Where the range begins, as BASE_BACKUP reports it.
@@ -64,7 +69,15 @@ impl RangeStreamer {
             fastrand::u32(..)
         );
         client.create_physical_slot(&slot, true, true).await?;
-        Ok(RangeStreamer { client, slot })
+        // Read-only transactions are forced during recovery (a primary with
+        // default_transaction_read_only = on is taken for a standby, which
+        // only means its last segment may be stored as a .partial).
+        let standby = client.show("transaction_read_only").await? == "on";
+        Ok(RangeStreamer {
+            client,
+            slot,
+            standby,
+        })
     }
 
     /// Wait for the backup's start (`start`), then archive WAL until the
@@ -105,7 +118,7 @@ impl RangeStreamer {
                 if *archived.borrow() >= end {
                     return Ok(());
                 }
-                if asm.next_lsn() >= end {
+                if self.standby && asm.next_lsn() >= end {
                     let since = *reached_end_at.get_or_insert_with(tokio::time::Instant::now);
                     if since.elapsed() >= COMPLETE_GRACE {
                         if let Some((name, data)) = asm.partial() {

@@ -20,7 +20,8 @@
 //!
 //! A start before the slot's restart point is tried (the server may still
 //! have that WAL, e.g. through `wal_keep_size`), with the slot's restart
-//! point as the fallback: archiving the WAL the server still has beats
+//! point as the fallback (or, when the slot's is unknown, the segment the
+//! server is writing): archiving the WAL the server still has beats
 //! refusing to archive anything, and the gap is reported.
 
 use crate::pg::lsn::Lsn;
@@ -121,24 +122,15 @@ pub fn plan(
                 lsn: next.min(server_seg),
             },
         });
-    match (from_archive, from_slot) {
-        (Some(a), Some(s)) if a.lsn < s.lsn => StartPlan {
-            start: a,
-            fallback: Some(s),
-        },
-        (Some(a), _) => StartPlan {
-            start: a,
-            fallback: None,
-        },
-        (None, Some(s)) => StartPlan {
-            start: s,
-            fallback: None,
-        },
-        (None, None) => StartPlan {
-            start: at(server_end, Some(timelines.current)),
-            fallback: None,
-        },
-    }
+    let from_server = at(server_end, Some(timelines.current));
+    let start = from_archive.or(from_slot).unwrap_or(from_server);
+    // Where to go if the server has removed the WAL at `start`: the slot's
+    // restart point, or (slot unknown) the segment the server is writing.
+    let fallback = [from_slot, Some(from_server)]
+        .into_iter()
+        .flatten()
+        .find(|p| p.lsn > start.lsn);
+    StartPlan { start, fallback }
 }
 
 #[cfg(test)]
@@ -172,7 +164,14 @@ mod tests {
                 lsn: seg(5)
             }
         );
-        assert_eq!(p.fallback, None);
+        // Slot unknown: the server's own segment, if the WAL is gone.
+        assert_eq!(
+            p.fallback,
+            Some(StartPoint {
+                tli: 1,
+                lsn: seg(9)
+            })
+        );
         // Never beyond the server's own segment.
         let p = plan(SEG, &tl1(), off(3, 100), &[(1, seg(5))], None);
         assert_eq!(p.start.lsn, seg(3));
@@ -201,9 +200,24 @@ mod tests {
                 lsn: seg(12)
             })
         );
-        // The archive ahead of the slot: no need for a fallback.
+        // The archive ahead of the slot: the server's segment is the fallback.
         let p = plan(SEG, &tl1(), seg(20), &[(1, seg(15))], Some((seg(12), None)));
         assert_eq!(p.start.lsn, seg(15));
+        assert_eq!(
+            p.fallback,
+            Some(StartPoint {
+                tli: 1,
+                lsn: seg(20)
+            })
+        );
+        // Nothing later to go to.
+        let p = plan(
+            SEG,
+            &tl1(),
+            off(15, 9),
+            &[(1, seg(15))],
+            Some((seg(12), None)),
+        );
         assert_eq!(p.fallback, None);
     }
 

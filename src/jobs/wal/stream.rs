@@ -122,8 +122,9 @@ pub async fn run(
     let mut connected_once = false;
     let mut slot_busy_since: Option<Instant> = None;
     // Set once the server said it no longer has the WAL where the archive
-    // ends: later sessions start from the slot right away.
-    let mut skip_to: Option<StartPoint> = None;
+    // ends (that start, and where we went instead): later sessions that
+    // would start there go to the fallback right away.
+    let mut skip_to: Option<(StartPoint, StartPoint)> = None;
     loop {
         let attempt_started = Instant::now();
         let result = session(repo, s, &cancel, &mut report, &mut skip_to).await;
@@ -173,7 +174,7 @@ async fn session(
     s: &StreamSettings,
     cancel: &CancellationToken,
     report: &mut StreamReport,
-    skip_to: &mut Option<StartPoint>,
+    skip_to: &mut Option<(StartPoint, StartPoint)>,
 ) -> Result<(), StreamError> {
     let mut client = ReplicationClient::connect(&s.conn, "pgtide wal stream").await?;
     let version = client.server_version();
@@ -249,19 +250,41 @@ async fn session(
         .filter_map(|(tli, segs)| segs.last().map(|&n| (*tli, Lsn((n + 1) * seg_size))))
         .collect();
     let plan = start::plan(seg_size, &timelines, sys.xlogpos, &archived, slot_restart);
-    let (mut tli, start) = match (*skip_to, plan.fallback) {
-        // The server no longer had the WAL at `plan.start` last time.
-        (Some(skip), Some(fallback)) if skip == fallback => (fallback.tli, fallback.lsn),
+    // The server no longer had the WAL at `plan.start` last time: go
+    // straight to the later of the two fallbacks.
+    let fallback = match (*skip_to, plan.fallback) {
+        (Some((failed, old)), new) if failed == plan.start => {
+            Some(new.filter(|n| n.lsn > old.lsn).unwrap_or(old))
+        }
+        (_, new) => new,
+    };
+    let (mut tli, start) = match *skip_to {
+        Some((failed, _)) if failed == plan.start => {
+            let f = fallback.expect("set with the failed start");
+            (f.tli, f.lsn)
+        }
         _ => (plan.start.tli, plan.start.lsn),
     };
+    let fallback = fallback.filter(|f| f.lsn > start);
     // The history files of the timelines up to the one streamed: recovery
     // follows timelines through them (a switch seen while streaming
     // archives them too, but a start on a later timeline sees none).
     let histories = archive.histories().await?;
     for t in (2..=tli).filter(|t| timelines.knows(*t) && !histories.contains(t)) {
-        let (_, content) = client.timeline_history(t).await?;
-        archive.push(&history_name(t), content).await?;
-        tracing::info!(timeline = t, "archived the timeline history file");
+        match client.timeline_history(t).await {
+            Ok((_, content)) => {
+                archive.push(&history_name(t), content).await?;
+                tracing::info!(timeline = t, "archived the timeline history file");
+            }
+            // A server recovered with restore_command keeps only its own
+            // timeline's history file, which names every ancestor: enough.
+            Err(ReplError::Server { code, message, .. })
+                if code == SqlState::UNDEFINED_FILE && t < sys.timeline =>
+            {
+                tracing::warn!(timeline = t, "the server no longer has this timeline's history file ({message}): not archived");
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
     tracing::info!(slot = %s.slot, %start, tli, "starting WAL stream");
     client.start_physical(Some(&s.slot), start, tli).await?;
@@ -284,10 +307,16 @@ async fn session(
         });
         let ev = tokio::select! {
             ev = client.recv_timeout(wait) => match ev {
+                // "requested WAL segment … has already been removed": 58P01
+                // when the file is gone, or whatever errno was left when
+                // the server saw it removed while reading.
                 Err(ReplError::Server { code, message, .. })
-                    if code == SqlState::UNDEFINED_FILE && !received && plan.fallback.is_some() =>
+                    if (code == SqlState::UNDEFINED_FILE
+                        || message.contains("has already been removed"))
+                        && !received
+                        && fallback.is_some() =>
                 {
-                    let fallback = plan.fallback.expect("checked");
+                    let fallback = fallback.expect("checked");
                     // Handled here: the stream goes on from what the server has.
                     tracing::error!(
                         "the server no longer has the WAL from {start} on timeline {tli} \
@@ -297,7 +326,7 @@ async fn session(
                         fallback.lsn,
                         fallback.tli
                     );
-                    *skip_to = Some(fallback);
+                    *skip_to = Some((plan.start, fallback));
                     return Err(StreamError::Restart);
                 }
                 other => other?,
