@@ -337,6 +337,11 @@ pub struct RestoreArgs {
     /// Put every object in the target's default tablespace (tablespaces the target lacks are always skipped, with a warning)
     #[arg(long)]
     pub no_tablespaces: bool,
+    /// Build the indexes and keys of each table holding at least this much
+    /// data as soon as it is loaded, while other tables still load (smaller
+    /// tables get theirs in the final post-data pass)
+    #[arg(long, default_value = "32MiB", value_parser = parse_size)]
+    pub early_index_size: u64,
     /// pg_dump whose pg_restore to use (binary or its directory) [default: the newest found]
     #[arg(long, env = "PGTIDE_PG_DUMP")]
     pub pg_dump: Option<PathBuf>,
@@ -602,6 +607,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 no_owner: a.no_owner,
                 no_privileges: a.no_privileges,
                 no_tablespaces: a.no_tablespaces,
+                early_index_size: a.early_index_size,
                 pg_dump: a.pg_dump,
                 prefetch: 4,
             };

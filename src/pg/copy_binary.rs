@@ -17,6 +17,8 @@
 //! types may lack binary I/O or change it between versions. Text stays the
 //! format for every table with any other column type.
 
+use super::version::ServerVersion;
+
 /// `PGCOPY\n\377\r\n\0`, then flags (int32 0: no OIDs) and the header
 /// extension length (int32 0): what COPY … FROM STDIN (FORMAT binary) must
 /// receive first.
@@ -35,9 +37,10 @@ const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
 /// encoding, UTF8 here), bytea, date/time types, uuid, json and jsonb,
 /// network addresses, bit strings, and arrays of these (a built-in element
 /// OID is the same in every database). Left out: money (its meaning depends
-/// on `lc_monetary`), and interval, whose infinite values (PostgreSQL 17+)
-/// a 13–16 server's `interval_recv` would take as huge finite intervals
-/// where text input refuses them.
+/// on `lc_monetary`). `interval` ([`INTERVAL_TYPES`]) only from servers
+/// without infinite intervals: a 13–16 server's `interval_recv` would take
+/// the infinities of 17+ as huge finite intervals, where text input
+/// refuses them.
 const SAFE_TYPES: &[u32] = &[
     16,   // bool
     17,   // bytea
@@ -98,11 +101,18 @@ const SAFE_TYPES: &[u32] = &[
     3807, // jsonb[]
 ];
 
+/// `interval` and `interval[]`.
+const INTERVAL_TYPES: &[u32] = &[1186, 1187];
+
 /// True when a table whose COPY columns have these types (domains already
-/// resolved to their base type) can be dumped and restored in binary.
-/// Tables without columns stay in text.
-pub fn safe_for_binary(column_types: &[u32]) -> bool {
-    !column_types.is_empty() && column_types.iter().all(|t| SAFE_TYPES.contains(t))
+/// resolved to their base type) can be dumped from a server of `version`
+/// and restored anywhere in binary. Tables without columns stay in text.
+pub fn safe_for_binary(column_types: &[u32], version: ServerVersion) -> bool {
+    let interval_ok = !version.has_infinite_interval();
+    !column_types.is_empty()
+        && column_types
+            .iter()
+            .all(|t| SAFE_TYPES.contains(t) || (interval_ok && INTERVAL_TYPES.contains(t)))
 }
 
 /// What one CopyData message of a binary COPY TO stream is.
@@ -276,11 +286,16 @@ mod tests {
 
     #[test]
     fn safe_types() {
-        assert!(safe_for_binary(&[23, 1042, 25, 1700, 3802, 1009]));
+        let v15 = ServerVersion(150_000);
+        assert!(safe_for_binary(&[23, 1042, 25, 1700, 3802, 1009], v15));
         // An enum (user OID), money, a record, no columns.
-        assert!(!safe_for_binary(&[23, 16_500]));
-        assert!(!safe_for_binary(&[790]));
-        assert!(!safe_for_binary(&[2249]));
-        assert!(!safe_for_binary(&[]));
+        assert!(!safe_for_binary(&[23, 16_500], v15));
+        assert!(!safe_for_binary(&[790], v15));
+        assert!(!safe_for_binary(&[2249], v15));
+        assert!(!safe_for_binary(&[], v15));
+        // Intervals: only from servers without infinite ones.
+        assert!(safe_for_binary(&[1186, 1187], v15));
+        assert!(!safe_for_binary(&[1186], ServerVersion(170_000)));
+        assert!(!safe_for_binary(&[23, 1187], ServerVersion(180_001)));
     }
 }

@@ -30,6 +30,11 @@ impl ServerVersion {
         self.major() >= 17
     }
 
+    /// `interval` has the values `infinity` and `-infinity` (17+).
+    pub fn has_infinite_interval(self) -> bool {
+        self.major() >= 17
+    }
+
     /// `BASE_BACKUP ( LABEL '…', … )` with one tagged CopyOut stream
     /// (`n`/`d`/`p`/`m` messages) instead of the keyword syntax and one
     /// CopyOut tar stream per tablespace (PostgreSQL 15+).

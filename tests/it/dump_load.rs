@@ -29,7 +29,13 @@ fn json(out: &crate::harness::cli::CliOutput) -> serde_json::Value {
 }
 
 /// dump → list → info → verify → restore --create, then compare.
-fn round_trip(pg: &PgCluster, repo: &str, env: &[(&str, &str)], dump_extra: &[&str]) {
+fn round_trip(
+    pg: &PgCluster,
+    repo: &str,
+    env: &[(&str, &str)],
+    dump_extra: &[&str],
+    restore_extra: &[&str],
+) {
     let mut args = vec![
         "dump",
         "--json",
@@ -60,12 +66,11 @@ fn round_trip(pg: &PgCluster, repo: &str, env: &[(&str, &str)], dump_extra: &[&s
     pgtide_env(&["verify", &id, "--repo", repo], env).assert_ok();
 
     let dst = pg.conninfo("postgres", "dst");
-    let out = pgtide_env(
-        &[
-            "restore", "latest", "--repo", repo, "--db", &dst, "--create", "--jobs", "3",
-        ],
-        env,
-    );
+    let mut args = vec![
+        "restore", "latest", "--repo", repo, "--db", &dst, "--create", "--jobs", "3",
+    ];
+    args.extend_from_slice(restore_extra);
+    let out = pgtide_env(&args, env);
     out.assert_ok();
     assert_same_database(pg, "src", pg, "dst");
 }
@@ -87,6 +92,8 @@ fn round_trip_local_repository_with_split_tables_and_small_chunks() {
             "--compress",
             "zstd:1",
         ],
+        // Indexes and keys of every table built as soon as it is loaded.
+        &["--early-index-size", "1KiB"],
     );
     // The big table was split into several ctid ranges.
     let info = pgtide(&["info", "latest", "--json", "--repo", repo.to_str().unwrap()]);
@@ -127,7 +134,13 @@ fn copy_format_text_round_trip() {
     let pg = rich_cluster();
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("repo");
-    round_trip(&pg, repo.to_str().unwrap(), &[], &["--copy-format", "text"]);
+    round_trip(
+        &pg,
+        repo.to_str().unwrap(),
+        &[],
+        &["--copy-format", "text"],
+        &[],
+    );
     let m = json(&pgtide(&[
         "info",
         "latest",
@@ -162,6 +175,7 @@ fn round_trip_s3_repository() {
             "--split-size",
             "256KiB",
         ],
+        &[],
     );
 }
 

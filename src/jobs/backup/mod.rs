@@ -18,6 +18,7 @@ use chrono::Utc;
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::{JobError, Progress};
 use crate::pg::conninfo::ConnInfo;
@@ -134,9 +135,9 @@ pub async fn run(
         .await?;
     let span =
         tracing::info_span!("job", kind = "backup", id = %id, system = %sys.system_identifier);
-    let _e = span.enter();
     let result = tokio::select! {
-        r = take(repo, s, &mut client, &id, seg_size, &sys, archive, &progress, started_at) => r,
+        r = take(repo, s, &mut client, &id, seg_size, &sys, archive, &progress, started_at)
+            .instrument(span.clone()) => r,
         _ = cancel.cancelled() => Err(JobError::Interrupted),
     };
     match result {

@@ -26,6 +26,7 @@ use chrono::Utc;
 use serde::Serialize;
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::{JobError, Progress};
 use crate::pg::catalog::{self, Relation};
@@ -171,7 +172,7 @@ pub async fn run(
             indexes: indexes.remove(&r.oid).unwrap_or_default(),
             column_types: types
                 .remove(&r.oid)
-                .filter(|t| copy_binary::safe_for_binary(t))
+                .filter(|t| copy_binary::safe_for_binary(t, info.version))
                 .unwrap_or_default(),
             binary: false,
             parts: Vec::new(),
@@ -192,7 +193,6 @@ pub async fn run(
         }))
         .await?;
     let span = tracing::info_span!("job", kind = "dump", id = %id, db = %info.database);
-    let _enter = span.enter();
     let packs = PackSet::new(repo.storage().clone(), repo.dump_packs_prefix(&id));
 
     let result = tokio::select! {
@@ -206,7 +206,7 @@ pub async fn run(
             tools.as_ref(),
             &packs,
             &progress,
-        ) => r,
+        ).instrument(span.clone()) => r,
         _ = cancel.cancelled() => Err(JobError::Interrupted),
     };
     let contents = match result {

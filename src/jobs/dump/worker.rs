@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
+use tracing::Instrument;
 
 use super::plan::{ctid_predicate, WorkItem};
 use crate::jobs::{JobError, Progress};
@@ -127,83 +128,87 @@ pub async fn run(
         let t = &shared.tables[item.table];
         let span =
             tracing::info_span!("table", schema = %t.schema, table = %t.name, ctid = ?item.ctid);
-        let _e = span.enter();
-        let what = format!("dump table {}.{}", t.schema, t.name);
-        let sql = copy_statement(t, &item, &shared.data_encoding);
-        tracing::debug!(%sql, "copy out");
-        let stream = client
-            .copy_out(&sql)
-            .await
-            .map_err(JobError::sql(what.clone()))?;
-        let mut stream = Box::pin(stream);
-        // Each CopyData message is one row: cutting between messages cuts at
-        // row boundaries, so every part is a valid COPY stream of its own.
-        let split = item.split_output.unwrap_or(u64::MAX);
-        let mut part = item.part;
-        let mut st = writer.begin_stream();
-        let mut part_bytes = 0u64;
-        let mut pending_progress = 0u64;
-        // Binary COPY: the header and trailer are cut off (restore adds
-        // them to every part), tuples are counted.
-        let mut framing = t.binary.then(|| OutputFraming::new(t.columns.len()));
-        let mut part_start_tuples = 0u64;
-        let rows_of =
-            |f: &Option<OutputFraming>, since: u64| f.as_ref().map(|f| f.tuples() - since);
-        while let Some(msg) = stream.next().await {
-            let msg = msg.map_err(JobError::sql(what.clone()))?;
-            let row = match framing.as_mut() {
-                None => &msg[..],
-                Some(f) => match f
-                    .next(&msg)
-                    .map_err(|e| JobError::Invalid(format!("{what}: {e}")))?
-                {
-                    copy_binary::Message::Tuple(t) => t,
-                    copy_binary::Message::Trailer | copy_binary::Message::Empty => continue,
-                },
-            };
-            writer
-                .push(&mut st, row)
+        async {
+            let what = format!("dump table {}.{}", t.schema, t.name);
+            let sql = copy_statement(t, &item, &shared.data_encoding);
+            tracing::debug!(%sql, "copy out");
+            let stream = client
+                .copy_out(&sql)
                 .await
-                .map_err(JobError::pipeline(what.clone()))?;
-            part_bytes += row.len() as u64;
-            pending_progress += row.len() as u64;
-            if pending_progress >= 1 << 20 {
-                shared
-                    .progress
-                    .add_bytes(std::mem::take(&mut pending_progress));
-            }
-            if part_bytes >= split {
-                let info = writer
-                    .end_stream(std::mem::replace(&mut st, writer.begin_stream()))
+                .map_err(JobError::sql(what.clone()))?;
+            let mut stream = Box::pin(stream);
+            // Each CopyData message is one row: cutting between messages cuts at
+            // row boundaries, so every part is a valid COPY stream of its own.
+            let split = item.split_output.unwrap_or(u64::MAX);
+            let mut part = item.part;
+            let mut st = writer.begin_stream();
+            let mut part_bytes = 0u64;
+            let mut pending_progress = 0u64;
+            // Binary COPY: the header and trailer are cut off (restore adds
+            // them to every part), tuples are counted.
+            let mut framing = t.binary.then(|| OutputFraming::new(t.columns.len()));
+            let mut part_start_tuples = 0u64;
+            let rows_of =
+                |f: &Option<OutputFraming>, since: u64| f.as_ref().map(|f| f.tuples() - since);
+            while let Some(msg) = stream.next().await {
+                let msg = msg.map_err(JobError::sql(what.clone()))?;
+                let row = match framing.as_mut() {
+                    None => &msg[..],
+                    Some(f) => match f
+                        .next(&msg)
+                        .map_err(|e| JobError::Invalid(format!("{what}: {e}")))?
+                    {
+                        copy_binary::Message::Tuple(t) => t,
+                        copy_binary::Message::Trailer | copy_binary::Message::Empty => continue,
+                    },
+                };
+                writer
+                    .push(&mut st, row)
                     .await
                     .map_err(JobError::pipeline(what.clone()))?;
-                let rows = rows_of(&framing, part_start_tuples);
-                part_start_tuples += rows.unwrap_or(0);
-                done.push(finished_part(&shared, &item, part, info, rows));
-                part += 1;
-                part_bytes = 0;
+                part_bytes += row.len() as u64;
+                pending_progress += row.len() as u64;
+                if pending_progress >= 1 << 20 {
+                    shared
+                        .progress
+                        .add_bytes(std::mem::take(&mut pending_progress));
+                }
+                if part_bytes >= split {
+                    let info = writer
+                        .end_stream(std::mem::replace(&mut st, writer.begin_stream()))
+                        .await
+                        .map_err(JobError::pipeline(what.clone()))?;
+                    let rows = rows_of(&framing, part_start_tuples);
+                    part_start_tuples += rows.unwrap_or(0);
+                    done.push(finished_part(&shared, &item, part, info, rows));
+                    part += 1;
+                    part_bytes = 0;
+                }
             }
+            if framing.as_ref().is_some_and(|f| !f.ended()) {
+                return Err(JobError::Invalid(format!(
+                    "{what}: binary COPY output ended without its trailer"
+                )));
+            }
+            shared.progress.add_bytes(pending_progress);
+            let info = writer
+                .end_stream(st)
+                .await
+                .map_err(JobError::pipeline(what))?;
+            // A table split exactly at its end has no rows left for a last part.
+            if part == item.part || info.raw_bytes > 0 {
+                let rows = rows_of(&framing, part_start_tuples);
+                done.push(finished_part(&shared, &item, part, info, rows));
+            }
+            let mut left = shared.items_left.lock().expect("items lock");
+            left[item.table] -= 1;
+            if left[item.table] == 0 {
+                shared.progress.units_done.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok::<(), JobError>(())
         }
-        if framing.as_ref().is_some_and(|f| !f.ended()) {
-            return Err(JobError::Invalid(format!(
-                "{what}: binary COPY output ended without its trailer"
-            )));
-        }
-        shared.progress.add_bytes(pending_progress);
-        let info = writer
-            .end_stream(st)
-            .await
-            .map_err(JobError::pipeline(what))?;
-        // A table split exactly at its end has no rows left for a last part.
-        if part == item.part || info.raw_bytes > 0 {
-            let rows = rows_of(&framing, part_start_tuples);
-            done.push(finished_part(&shared, &item, part, info, rows));
-        }
-        let mut left = shared.items_left.lock().expect("items lock");
-        left[item.table] -= 1;
-        if left[item.table] == 0 {
-            shared.progress.units_done.fetch_add(1, Ordering::Relaxed);
-        }
+        .instrument(span)
+        .await?;
     }
     writer
         .finish()

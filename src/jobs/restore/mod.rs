@@ -65,6 +65,11 @@ pub struct RestoreSettings {
     /// Put every object in the target's default tablespace
     /// (`pg_restore --no-tablespaces`).
     pub no_tablespaces: bool,
+    /// Tables with at least this many bytes of rows get their own indexes
+    /// and keys built as soon as they are loaded, while the rest still
+    /// loads (one pg_restore run each; below it, the final post-data pass
+    /// is cheaper).
+    pub early_index_size: u64,
     pub pg_dump: Option<PathBuf>,
     /// Chunks fetched ahead per stream.
     pub prefetch: usize,
@@ -385,6 +390,36 @@ pub async fn run(
         (Some(t), Some(keep)) if !s.dry_run => Some(toc::write_list(t, keep).await?),
         _ => None,
     };
+    // The indexes and keys of big tables, built as soon as each is loaded
+    // (by table index in the manifest, a pg_restore list each), and the
+    // list of the post-data pass that does the rest.
+    let mut early: HashMap<usize, TempFile> = HashMap::new();
+    let mut post_list: Option<TempFile> = None;
+    if let (Some(t), true, true, false) = (&toc, do_schema, do_data, s.dry_run) {
+        let all = vec![true; t.entries.len()];
+        let keep = sel.keep.as_deref().unwrap_or(&all);
+        let own = toc::own_index_entries(t, keep);
+        let mut rest = keep.to_vec();
+        for &i in &sel.tables {
+            let table = &m.tables[i];
+            if table.raw_bytes() < s.early_index_size {
+                continue;
+            }
+            let Some(entries) = own.get(&(table.schema.clone(), table.name.clone())) else {
+                continue;
+            };
+            let mut only = vec![false; t.entries.len()];
+            for &e in entries {
+                only[e] = true;
+                rest[e] = false;
+            }
+            early.insert(i, toc::write_list(t, &only).await?);
+        }
+        if !early.is_empty() {
+            post_list = Some(toc::write_list(t, &rest).await?);
+        }
+    }
+    let post_list = post_list.as_ref().or(toc_list.as_ref()).map(|l| l.path());
     let archive = archive.filter(|_| !s.dry_run);
 
     // Pre-data.
@@ -435,9 +470,60 @@ pub async fn run(
             bytes,
             s.jobs
         ));
+        if !early.is_empty() {
+            steps.push(format!(
+                "build the indexes and keys of {} big tables as soon as each is loaded",
+                early.len()
+            ));
+        }
         if let (false, Some(c)) = (s.dry_run, &target) {
             progress.set_phase(format!("loading {} tables", load.len()));
-            rows = load_tables(repo, &m, &load, s, c, &progress).await?;
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            // A big table's own indexes and keys are built while the other
+            // tables load (pg_restore of its entries), up to --jobs tables
+            // at a time.
+            let m_ref = &m;
+            let build = |i: usize| {
+                let (list, t, a, m) = (&early[&i], tools.as_ref(), archive.as_ref(), m_ref);
+                async move {
+                    let (Some(t), Some(a)) = (t, a) else {
+                        return Ok(());
+                    };
+                    tracing::info!(table = %m.tables[i].qualified(), "building its indexes and keys");
+                    pg_restore(
+                        t,
+                        a.path(),
+                        Some(list.path()),
+                        "post-data",
+                        1,
+                        s,
+                        c,
+                        target_version,
+                        &m.source.encoding,
+                    )
+                    .await
+                }
+            };
+            let early_builds = async {
+                let mut running = futures::stream::FuturesUnordered::new();
+                let mut open = true;
+                while open || !running.is_empty() {
+                    tokio::select! {
+                        i = rx.recv(), if open && running.len() < s.jobs => match i {
+                            Some(i) if early.contains_key(&i) => running.push(build(i)),
+                            Some(_) => {}
+                            None => open = false,
+                        },
+                        Some(r) = futures::StreamExt::next(&mut running), if !running.is_empty() => r?,
+                    }
+                }
+                Ok::<(), JobError>(())
+            };
+            let tx = (!early.is_empty()).then_some(tx);
+            (rows, ()) = tokio::try_join!(
+                load_tables(repo, &m, &load, s, c, &progress, tx),
+                early_builds
+            )?;
         }
         let seqs: Vec<&SequenceEntry> = sel.sequences.iter().map(|&i| &m.sequences[i]).collect();
         steps.push(format!("set {} sequence values", seqs.len()));
@@ -473,7 +559,7 @@ pub async fn run(
             pg_restore(
                 t,
                 a.path(),
-                toc_list.as_ref().map(|l| l.path()),
+                post_list,
                 "post-data",
                 s.jobs,
                 s,
@@ -1234,6 +1320,7 @@ async fn load_tables(
     s: &RestoreSettings,
     target: &Client,
     progress: &Arc<Progress>,
+    table_done: Option<tokio::sync::mpsc::UnboundedSender<usize>>,
 ) -> Result<u64, JobError> {
     let loading: Vec<&crate::repo::manifest::TableEntry> =
         load.iter().map(|&i| &m.tables[i]).collect();
@@ -1283,8 +1370,15 @@ async fn load_tables(
         }
         if t.parts.is_empty() {
             progress.units_done.fetch_add(1, Ordering::Relaxed);
+            if let Some(tx) = &table_done {
+                let _ = tx.send(i);
+            }
         }
     }
+    // Largest parts first. (Loading the biggest table's parts before the
+    // rest, so that its indexes build while smaller tables load, measured
+    // slower: its index build then competes with the loads and their own
+    // index builds, and ends later.)
     items.sort_by_key(|i| std::cmp::Reverse(i.0));
     progress
         .total_bytes
@@ -1309,6 +1403,7 @@ async fn load_tables(
         queue: Mutex::new(items.into_iter().map(|(_, i)| i).collect()),
         parts_left: Mutex::new(parts_left),
         progress: progress.clone(),
+        table_done,
     });
     let n = s.jobs.min(shared.queue.lock().expect("queue").len());
     let mut workers = tokio::task::JoinSet::new();

@@ -300,6 +300,78 @@ pub async fn write_list(toc: &Toc<String>, keep: &[bool]) -> Result<TempFile, Jo
     Ok(tmp)
 }
 
+/// Post-data entries that only build one table's own indexes and its
+/// primary key, unique and exclusion constraints: they can run as soon as
+/// that table's rows are in, while other tables still load. By `(schema,
+/// table)`, in archive order, kept entries only. Left out (for the final
+/// post-data pass): anything that depends on another relation or on
+/// another post-data entry (foreign keys, partition attachments, index
+/// attachments), and every entry of a partition or partitioned table.
+pub fn own_index_entries(
+    toc: &Toc<String>,
+    keep: &[bool],
+) -> HashMap<(String, String), Vec<usize>> {
+    let entries = &toc.entries;
+    let by_id: HashMap<i32, usize> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.dump_id, i))
+        .collect();
+    let deps = |i: usize| -> Vec<usize> {
+        entries[i]
+            .deps
+            .iter()
+            .filter_map(|d| by_id.get(d).copied())
+            .collect()
+    };
+    // Partitions and partitioned tables: what TABLE ATTACH entries join.
+    let partitioning: HashSet<usize> = (0..entries.len())
+        .filter(|&i| entries[i].desc == "TABLE ATTACH")
+        .flat_map(deps)
+        .filter(|&j| entries[j].desc == "TABLE")
+        .collect();
+    let mut out: HashMap<(String, String), Vec<usize>> = HashMap::new();
+    for (i, e) in entries.iter().enumerate() {
+        if !keep.get(i).copied().unwrap_or(false)
+            || !matches!(e.desc.as_str(), "INDEX" | "CONSTRAINT")
+        {
+            continue;
+        }
+        let d = deps(i);
+        let relations: Vec<usize> = d
+            .iter()
+            .copied()
+            .filter(|&j| RELATIONS.contains(&entries[j].desc.as_str()))
+            .collect();
+        let [table] = relations[..] else {
+            continue;
+        };
+        let post_data = d.iter().any(|&j| {
+            matches!(
+                entries[j].desc.as_str(),
+                "INDEX"
+                    | "CONSTRAINT"
+                    | "FK CONSTRAINT"
+                    | "CHECK CONSTRAINT"
+                    | "TRIGGER"
+                    | "RULE"
+                    | "POLICY"
+                    | "INDEX ATTACH"
+                    | "TABLE ATTACH"
+                    | "STATISTICS"
+            )
+        });
+        if entries[table].desc != "TABLE" || partitioning.contains(&table) || post_data {
+            continue;
+        }
+        let t = &entries[table];
+        out.entry((t.namespace.clone().unwrap_or_default(), t.tag.clone()))
+            .or_default()
+            .push(i);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -531,6 +603,44 @@ mod tests {
         for l in lines {
             let id: i32 = l.split(';').next().unwrap().parse().unwrap();
             assert!(toc.entries.iter().any(|e| e.dump_id == id));
+        }
+    }
+
+    #[test]
+    fn indexes_and_keys_that_only_need_their_table() {
+        for a in ARCHIVES {
+            let toc = read_toc(a).unwrap().decode(&HashMap::new());
+            let all = vec![true; toc.entries.len()];
+            let own = own_index_entries(&toc, &all);
+            let names = |schema: &str, table: &str| -> BTreeSet<String> {
+                own.get(&(schema.to_string(), table.to_string()))
+                    .into_iter()
+                    .flatten()
+                    .map(|&i| format!("{} {}", toc.entries[i].desc, toc.entries[i].tag))
+                    .collect()
+            };
+            // Its primary key and index; not the NOT VALID check, not the
+            // foreign key that points at it.
+            assert_eq!(
+                names("Sales Dept", "Order Items"),
+                set(&[
+                    "CONSTRAINT Order Items Order Items_pkey",
+                    "INDEX Order Items note"
+                ])
+            );
+            // The foreign key waits for the final pass; the key stays.
+            assert_eq!(
+                names("Sales Dept", "Order"),
+                set(&["CONSTRAINT Order Order_pkey"])
+            );
+            assert_eq!(names("public", "hot"), set(&["CONSTRAINT hot hot_pkey"]));
+            // Partitioned tables and partitions, and matviews: none.
+            assert!(names("public", "events").is_empty());
+            assert!(names("public", "events_2025").is_empty());
+            assert!(names("public", "mv").is_empty());
+            // Only kept entries.
+            let none = own_index_entries(&toc, &vec![false; toc.entries.len()]);
+            assert!(none.is_empty());
         }
     }
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use tokio_postgres::error::SqlState;
+use tracing::Instrument;
 
 use crate::jobs::{JobError, Progress};
 use crate::pg::connect::connect;
@@ -41,6 +42,8 @@ pub struct Shared {
     pub queue: Mutex<VecDeque<LoadItem>>,
     pub parts_left: Mutex<Vec<usize>>,
     pub progress: Arc<Progress>,
+    /// Told the index of each table once all its parts are loaded.
+    pub table_done: Option<tokio::sync::mpsc::UnboundedSender<usize>>,
 }
 
 pub fn copy_in_statement(t: &TableEntry, freeze: bool, encoding: &str) -> String {
@@ -153,62 +156,74 @@ pub async fn run(n: usize, shared: Arc<Shared>) -> Result<u64, JobError> {
         let part = &t.parts[item.part];
         let span =
             tracing::info_span!("table", schema = %t.schema, table = %t.name, part = item.part);
-        let _e = span.enter();
-        let what = format!("restore table {}", t.qualified());
-        let table = quote_qualified(&t.schema, &t.name);
-        client
-            .batch_execute(&if item.freeze {
-                format!("BEGIN; TRUNCATE ONLY {table}")
-            } else {
-                "BEGIN".to_string()
-            })
-            .await
-            .map_err(JobError::sql(what.clone()))?;
-        let sink = client
-            .copy_in::<_, bytes::Bytes>(&copy_in_statement(t, item.freeze, &shared.data_encoding))
-            .await
-            .map_err(JobError::sql(what.clone()))?;
-        let mut sink = Box::pin(sink);
-        let copy_err = |e: tokio_postgres::Error| copy_error(t, &what, e);
-        // A binary part is tuples only: the file header goes first, the
-        // trailer last.
-        if t.binary {
-            sink.send(bytes::Bytes::from_static(&copy_binary::HEADER))
+        async {
+            let what = format!("restore table {}", t.qualified());
+            let table = quote_qualified(&t.schema, &t.name);
+            client
+                .batch_execute(&if item.freeze {
+                    format!("BEGIN; TRUNCATE ONLY {table}")
+                } else {
+                    "BEGIN".to_string()
+                })
                 .await
-                .map_err(copy_err)?;
-        }
-        let mut chunks = shared.reader.stream(part.stream.chunks.clone());
-        while let Some(chunk) = chunks.next().await {
-            let chunk = chunk.map_err(JobError::pipeline(what.clone()))?;
-            let len = chunk.len() as u64;
-            sink.send(chunk).await.map_err(copy_err)?;
-            shared.progress.add_bytes(len);
-        }
-        if t.binary {
-            sink.send(bytes::Bytes::from_static(&copy_binary::TRAILER))
+                .map_err(JobError::sql(what.clone()))?;
+            let sink = client
+                .copy_in::<_, bytes::Bytes>(&copy_in_statement(
+                    t,
+                    item.freeze,
+                    &shared.data_encoding,
+                ))
                 .await
-                .map_err(copy_err)?;
+                .map_err(JobError::sql(what.clone()))?;
+            let mut sink = Box::pin(sink);
+            let copy_err = |e: tokio_postgres::Error| copy_error(t, &what, e);
+            // A binary part is tuples only: the file header goes first, the
+            // trailer last.
+            if t.binary {
+                sink.send(bytes::Bytes::from_static(&copy_binary::HEADER))
+                    .await
+                    .map_err(copy_err)?;
+            }
+            let mut chunks = shared.reader.stream(part.stream.chunks.clone());
+            while let Some(chunk) = chunks.next().await {
+                let chunk = chunk.map_err(JobError::pipeline(what.clone()))?;
+                let len = chunk.len() as u64;
+                sink.send(chunk).await.map_err(copy_err)?;
+                shared.progress.add_bytes(len);
+            }
+            if t.binary {
+                sink.send(bytes::Bytes::from_static(&copy_binary::TRAILER))
+                    .await
+                    .map_err(copy_err)?;
+            }
+            let rows = sink.as_mut().finish().await.map_err(copy_err)?;
+            if rows != part.rows {
+                let _ = client.batch_execute("ROLLBACK").await;
+                return Err(JobError::RowCount {
+                    what,
+                    expected: part.rows,
+                    loaded: rows,
+                });
+            }
+            client
+                .batch_execute("COMMIT")
+                .await
+                .map_err(JobError::sql(what))?;
+            rows_total += rows;
+            shared.progress.rows.fetch_add(rows, Ordering::Relaxed);
+            let mut left = shared.parts_left.lock().expect("parts lock");
+            left[item.table] -= 1;
+            if left[item.table] == 0 {
+                shared.progress.units_done.fetch_add(1, Ordering::Relaxed);
+                if let Some(tx) = &shared.table_done {
+                    // Nobody listening any more means the restore is ending.
+                    let _ = tx.send(item.table);
+                }
+            }
+            Ok::<(), JobError>(())
         }
-        let rows = sink.as_mut().finish().await.map_err(copy_err)?;
-        if rows != part.rows {
-            let _ = client.batch_execute("ROLLBACK").await;
-            return Err(JobError::RowCount {
-                what,
-                expected: part.rows,
-                loaded: rows,
-            });
-        }
-        client
-            .batch_execute("COMMIT")
-            .await
-            .map_err(JobError::sql(what))?;
-        rows_total += rows;
-        shared.progress.rows.fetch_add(rows, Ordering::Relaxed);
-        let mut left = shared.parts_left.lock().expect("parts lock");
-        left[item.table] -= 1;
-        if left[item.table] == 0 {
-            shared.progress.units_done.fetch_add(1, Ordering::Relaxed);
-        }
+        .instrument(span)
+        .await?;
     }
     Ok(rows_total)
 }
