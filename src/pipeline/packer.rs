@@ -231,6 +231,9 @@ impl PackWriter {
         st.buf.extend_from_slice(data);
         while st.buf.len() >= chunk_size {
             let raw = st.buf.split_to(chunk_size).freeze();
+            // The next chunk of a stream this long gets its whole buffer at
+            // once, not one grown by doubling (a copy at every step).
+            st.buf.reserve(chunk_size - st.buf.len().min(chunk_size));
             self.submit(st, raw).await?;
         }
         Ok(())

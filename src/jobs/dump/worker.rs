@@ -151,7 +151,8 @@ pub async fn run(
             let rows_of =
                 |f: &Option<OutputFraming>, since: u64| f.as_ref().map(|f| f.tuples() - since);
             while let Some(msg) = stream.next().await {
-                let msg = msg.map_err(JobError::sql(what.clone()))?;
+                // Errors are built only when they happen: this runs per row.
+                let msg = msg.map_err(|e| JobError::sql(what.clone())(e))?;
                 let row = match framing.as_mut() {
                     None => &msg[..],
                     Some(f) => match f
@@ -165,7 +166,7 @@ pub async fn run(
                 writer
                     .push(&mut st, row)
                     .await
-                    .map_err(JobError::pipeline(what.clone()))?;
+                    .map_err(|e| JobError::pipeline(what.clone())(e))?;
                 part_bytes += row.len() as u64;
                 pending_progress += row.len() as u64;
                 if pending_progress >= 1 << 20 {
