@@ -523,9 +523,10 @@ async fn feed(
             }
             TarEvent::EntryData(d) => {
                 if let Some((f, Some(st))) = a.current.as_mut() {
+                    // Per data message: the context is built only on error.
                     w.push(st, &d)
                         .await
-                        .map_err(pipe(format!("store {}", f.path)))?;
+                        .map_err(|e| pipe(format!("store {}", f.path))(e))?;
                 }
             }
             TarEvent::EntryEnd => {
