@@ -8,7 +8,7 @@
 //!   bytes_in, bytes_stored, seconds, mb_per_second}
 //! - `restore`: `RestoreReport` {id, database, dry_run, steps[], tables, rows,
 //!   bytes, sequences, large_objects, seconds, mb_per_second}
-//! - `list`: `Listing` {repository, dumps[DumpSummary], incomplete[]}
+//! - `list`: `Listing` {repository, dumps\[DumpSummary\], incomplete\[\]}
 //! - `info`: the dump's manifest (docs/FORMAT.md)
 //! - `verify`: `VerifyReport` {id, ok, packs, chunks, bytes_stored, bytes_raw, problems[], seconds}
 //! - `delete`: `DeleteReport` {id, bytes_freed}

@@ -10,7 +10,7 @@
 //! and is awaited whole. A standby cannot switch segments: its backup ends
 //! inside a segment that only completes when the primary writes on (never,
 //! on an idle primary). There, once everything up to the end LSN has
-//! arrived and the segment has stayed incomplete for [`COMPLETE_GRACE`], its
+//! arrived and the segment has stayed incomplete for `COMPLETE_GRACE` (2 s), its
 //! tail is stored as a `.partial` (which `wal fetch` serves zero-padded)
 //! and the range counts as archived.
 

@@ -1214,7 +1214,7 @@ async fn pg_restore(
 
 /// A pg_restore script made runnable over a plain connection to `version`:
 /// psql meta-commands (`\restrict`) and settings the server lacks removed,
-/// and its `SET client_encoding`, since [`script_text`] made it UTF-8 for
+/// and its `SET client_encoding`, since `script_text` made it UTF-8 for
 /// pgtide's UTF8 session.
 pub fn script_for_server(script: &str, version: ServerVersion) -> String {
     // Only pg_restore's own lines are touched: the preamble before the first
