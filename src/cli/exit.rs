@@ -69,7 +69,9 @@ fn repo_code(e: &RepoError) -> u8 {
 pub fn classify(e: &JobError) -> u8 {
     match e {
         JobError::Connect(_) => CONNECT,
-        JobError::Replication { source, .. } => repl_code(source),
+        JobError::Replication { source, .. } | JobError::Session { source, .. } => {
+            repl_code(source)
+        }
         JobError::Sql { .. } | JobError::UnsupportedServer(_) | JobError::RowCount { .. } => SQL,
         JobError::Repo(r) => repo_code(r),
         JobError::Pipeline { source, .. } => match source {

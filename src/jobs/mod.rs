@@ -29,6 +29,14 @@ pub enum JobError {
         #[source]
         source: crate::pg::replication::ReplError,
     },
+    /// A statement of a session on pgtide's own client (a dump worker's
+    /// COPY), with what it was doing.
+    #[error("{context}: {source}")]
+    Session {
+        context: String,
+        #[source]
+        source: crate::pg::replication::ReplError,
+    },
     #[error("{context}: {}", pg_message(.source))]
     Sql {
         context: String,

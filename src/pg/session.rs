@@ -40,6 +40,11 @@ pub async fn configure(
     version: ServerVersion,
     lock_timeout: Duration,
 ) -> Result<(), tokio_postgres::Error> {
+    c.batch_execute(&configure_sql(version, lock_timeout)).await
+}
+
+/// The statements of [`configure`], for sessions of pgtide's own client.
+pub fn configure_sql(version: ServerVersion, lock_timeout: Duration) -> String {
     let mut sql = format!(
         "SET client_encoding = '{CLIENT_ENCODING}'; SET DateStyle = 'ISO'; SET IntervalStyle = 'postgres'; \
          SET extra_float_digits = 3; SET TimeZone = 'UTC'; SET bytea_output = 'hex'; \
@@ -51,7 +56,7 @@ pub async fn configure(
     if version.has_transaction_timeout() {
         sql.push_str(" SET transaction_timeout = 0;");
     }
-    c.batch_execute(&sql).await
+    sql
 }
 
 /// Leader: open the snapshot transaction.
@@ -68,11 +73,15 @@ pub async fn export_snapshot(c: &Client) -> Result<String, tokio_postgres::Error
 
 /// Worker: join the leader's snapshot.
 pub async fn import_snapshot(c: &Client, snapshot: &str) -> Result<(), tokio_postgres::Error> {
-    c.batch_execute(&format!(
+    c.batch_execute(&import_snapshot_sql(snapshot)).await
+}
+
+/// The statements of [`import_snapshot`].
+pub fn import_snapshot_sql(snapshot: &str) -> String {
+    format!(
         "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT {}",
         super::quote_literal(snapshot)
-    ))
-    .await
+    )
 }
 
 #[cfg(test)]

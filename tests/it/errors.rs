@@ -325,3 +325,69 @@ fn bad_flags_are_usage_errors() {
     pgtide(&["dump", "--repo", repo, "--db", "host=127.0.0.1 bogus=1"])
         .assert_one_line_error(2, "bogus");
 }
+
+/// The server ends a dump worker's session in the middle of its COPY
+/// (`pg_terminate_backend`): the dump stops with one error line naming the
+/// table, removes what it wrote, and lists nothing.
+#[test]
+fn a_dump_whose_worker_is_terminated_mid_copy_fails_cleanly() {
+    let pg = PgCluster::start(15);
+    pg.create_db("big");
+    pg.execute(
+        "big",
+        "CREATE TABLE t (id bigint, pad text);
+         INSERT INTO t SELECT g, repeat(md5(g::text), 8) FROM generate_series(1, 400000) g;",
+    );
+    let db = pg.conninfo("postgres", "big");
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().to_str().unwrap().to_string();
+    let child = std::process::Command::new(PGTIDE_BIN)
+        .args([
+            "dump",
+            "--db",
+            &db,
+            "--repo",
+            &repo,
+            "--jobs",
+            "1",
+            "--chunk-size",
+            "64KiB",
+            "--compress",
+            "zstd:19",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let terminated = loop {
+        let n = pg.query_one(
+            "postgres",
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE application_name = 'pgtide dump worker' AND query LIKE 'COPY%'",
+        );
+        if n != "0" || Instant::now() > deadline {
+            break n;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        terminated, "1",
+        "the worker's COPY was never seen\n{stderr}"
+    );
+    assert!(!out.status.success(), "the dump succeeded\n{stderr}");
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].starts_with("error: dump table public.t: "),
+        "{stderr}"
+    );
+    let l = json(&pgtide(&["list", "--json", "--repo", &repo]));
+    assert!(l["dumps"].as_array().unwrap().is_empty(), "{l}");
+    assert!(l["incomplete"].as_array().unwrap().is_empty(), "{l}");
+}

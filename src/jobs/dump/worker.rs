@@ -7,14 +7,13 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
 use tracing::Instrument;
 
 use super::plan::{ctid_predicate, WorkItem};
 use crate::jobs::{JobError, Progress};
-use crate::pg::connect::connect;
 use crate::pg::conninfo::ConnInfo;
 use crate::pg::copy_binary::{self, OutputFraming};
+use crate::pg::replication::{ReplError, ReplicationClient};
 use crate::pg::version::ServerVersion;
 use crate::pg::{quote_ident, quote_qualified, session};
 use crate::pipeline::PackWriter;
@@ -113,13 +112,22 @@ pub async fn run(
     shared: Arc<Shared>,
     mut writer: PackWriter,
 ) -> Result<Vec<(usize, usize, TablePart)>, JobError> {
-    let client = connect(&shared.conn, "pgtide dump worker").await?;
-    session::configure(&client, shared.version, shared.lock_timeout)
+    let session_err =
+        |context: String| move |source: ReplError| JobError::Session { context, source };
+    // pgtide's own client: rows come as slices of its read buffer, a whole
+    // read at a time, instead of one allocation and one channel hop per row
+    // through tokio-postgres (docs/BENCHMARKS.md, D4).
+    let mut client = ReplicationClient::connect_sql(&shared.conn, "pgtide dump worker")
         .await
-        .map_err(JobError::sql(format!("configure worker {n}")))?;
-    session::import_snapshot(&client, &shared.snapshot)
+        .map_err(session_err(format!("worker {n}: connect")))?;
+    client
+        .execute(&session::configure_sql(shared.version, shared.lock_timeout))
         .await
-        .map_err(JobError::sql(format!("worker {n}: import the snapshot")))?;
+        .map_err(session_err(format!("configure worker {n}")))?;
+    client
+        .execute(&session::import_snapshot_sql(&shared.snapshot))
+        .await
+        .map_err(session_err(format!("worker {n}: import the snapshot")))?;
     let mut done = Vec::new();
     loop {
         let Some(item) = shared.queue.lock().expect("queue lock").pop_front() else {
@@ -132,11 +140,10 @@ pub async fn run(
             let what = format!("dump table {}.{}", t.schema, t.name);
             let sql = copy_statement(t, &item, &shared.data_encoding);
             tracing::debug!(%sql, "copy out");
-            let stream = client
+            client
                 .copy_out(&sql)
                 .await
-                .map_err(JobError::sql(what.clone()))?;
-            let mut stream = Box::pin(stream);
+                .map_err(session_err(what.clone()))?;
             // Each CopyData message is one row: cutting between messages cuts at
             // row boundaries, so every part is a valid COPY stream of its own.
             let split = item.split_output.unwrap_or(u64::MAX);
@@ -150,40 +157,45 @@ pub async fn run(
             let mut part_start_tuples = 0u64;
             let rows_of =
                 |f: &Option<OutputFraming>, since: u64| f.as_ref().map(|f| f.tuples() - since);
-            while let Some(msg) = stream.next().await {
-                // Errors are built only when they happen: this runs per row.
-                let msg = msg.map_err(|e| JobError::sql(what.clone())(e))?;
-                let row = match framing.as_mut() {
-                    None => &msg[..],
-                    Some(f) => match f
-                        .next(&msg)
-                        .map_err(|e| JobError::Invalid(format!("{what}: {e}")))?
-                    {
-                        copy_binary::Message::Tuple(t) => t,
-                        copy_binary::Message::Trailer | copy_binary::Message::Empty => continue,
-                    },
-                };
-                writer
-                    .push(&mut st, row)
-                    .await
-                    .map_err(|e| JobError::pipeline(what.clone())(e))?;
-                part_bytes += row.len() as u64;
-                pending_progress += row.len() as u64;
-                if pending_progress >= 1 << 20 {
-                    shared
-                        .progress
-                        .add_bytes(std::mem::take(&mut pending_progress));
-                }
-                if part_bytes >= split {
-                    let info = writer
-                        .end_stream(std::mem::replace(&mut st, writer.begin_stream()))
+            while let Some(batch) = client
+                .copy_out_rows()
+                .await
+                .map_err(|e| session_err(what.clone())(e))?
+            {
+                for msg in batch {
+                    // Errors are built only when they happen: this runs per row.
+                    let row = match framing.as_mut() {
+                        None => msg,
+                        Some(f) => match f
+                            .next(msg)
+                            .map_err(|e| JobError::Invalid(format!("{what}: {e}")))?
+                        {
+                            copy_binary::Message::Tuple(t) => t,
+                            copy_binary::Message::Trailer | copy_binary::Message::Empty => continue,
+                        },
+                    };
+                    writer
+                        .push(&mut st, row)
                         .await
-                        .map_err(JobError::pipeline(what.clone()))?;
-                    let rows = rows_of(&framing, part_start_tuples);
-                    part_start_tuples += rows.unwrap_or(0);
-                    done.push(finished_part(&shared, &item, part, info, rows));
-                    part += 1;
-                    part_bytes = 0;
+                        .map_err(|e| JobError::pipeline(what.clone())(e))?;
+                    part_bytes += row.len() as u64;
+                    pending_progress += row.len() as u64;
+                    if pending_progress >= 1 << 20 {
+                        shared
+                            .progress
+                            .add_bytes(std::mem::take(&mut pending_progress));
+                    }
+                    if part_bytes >= split {
+                        let info = writer
+                            .end_stream(std::mem::replace(&mut st, writer.begin_stream()))
+                            .await
+                            .map_err(JobError::pipeline(what.clone()))?;
+                        let rows = rows_of(&framing, part_start_tuples);
+                        part_start_tuples += rows.unwrap_or(0);
+                        done.push(finished_part(&shared, &item, part, info, rows));
+                        part += 1;
+                        part_bytes = 0;
+                    }
                 }
             }
             if framing.as_ref().is_some_and(|f| !f.ended()) {
@@ -215,7 +227,7 @@ pub async fn run(
         .finish()
         .await
         .map_err(JobError::pipeline("close a pack"))?;
-    let _ = client.batch_execute("COMMIT").await;
+    let _ = client.execute("COMMIT").await;
     Ok(done)
 }
 

@@ -14,6 +14,7 @@
 //! decoders are tested against are in `proto-fixtures/`.
 
 pub mod base_backup;
+pub mod copy;
 pub mod history;
 pub mod messages;
 pub mod replication;
@@ -248,6 +249,7 @@ mod tests {
     /// The pure modules, by source. A decoder that starts doing I/O fails here.
     const PURE_SOURCES: &[(&str, &str)] = &[
         ("mod.rs", include_str!("mod.rs")),
+        ("copy.rs", include_str!("copy.rs")),
         ("messages.rs", include_str!("messages.rs")),
         ("replication.rs", include_str!("replication.rs")),
         ("base_backup.rs", include_str!("base_backup.rs")),

@@ -39,6 +39,7 @@ use super::version::ServerVersion;
 
 #[cfg(test)]
 mod capture;
+mod sql;
 
 /// How much is read from the socket at a time. A message longer than this
 /// is assembled over several reads; the buffer never holds more than the
@@ -112,7 +113,7 @@ pub enum ReplError {
     #[error("unexpected answer on the replication connection: {0} (hint: check that host and port point at PostgreSQL 13 or newer)")]
     Protocol(#[from] ProtoError),
     /// The connection broke; open a new one.
-    #[error("replication connection to {server} was lost: {reason} (hint: check the server log; the server may have restarted, or wal_sender_timeout expired)")]
+    #[error("connection to {server} was lost: {reason} (hint: check the server log; the server may have restarted or ended the session, or wal_sender_timeout expired)")]
     ConnectionLost { server: Target, reason: String },
     /// A method was called in the wrong state, e.g. `identify_system` while
     /// streaming: a bug in the caller.
@@ -292,6 +293,9 @@ enum Mode {
         decoder: Box<BaseBackupDecoder>,
         error: Option<Box<ErrorFields>>,
     },
+    /// Receiving the rows of a `COPY … TO STDOUT` (a plain SQL session).
+    /// `consumed`: bytes at the front of `rbuf` the caller has been handed.
+    CopyOut { consumed: usize },
     /// The connection broke or the peer spoke nonsense: only errors now.
     Broken,
 }
@@ -302,6 +306,7 @@ impl Mode {
             Mode::Idle => "not streaming",
             Mode::Streaming { .. } => "streaming WAL",
             Mode::BaseBackup { .. } => "receiving a base backup",
+            Mode::CopyOut { .. } => "receiving COPY rows",
             Mode::Broken => "broken",
         }
     }
@@ -350,7 +355,7 @@ impl ReplicationClient {
     /// SCRAM channel binding (`SCRAM-SHA-256-PLUS`) is not offered:
     /// `channel_binding=require` is refused with an error.
     pub async fn connect(ci: &ConnInfo, application_name: &str) -> Result<Self, ReplError> {
-        Self::connect_impl(ci, application_name, false).await
+        Self::connect_impl(ci, application_name, false, true).await
     }
 
     /// [`connect`](Self::connect), recording every byte read from the start
@@ -360,13 +365,14 @@ impl ReplicationClient {
         ci: &ConnInfo,
         application_name: &str,
     ) -> Result<Self, ReplError> {
-        Self::connect_impl(ci, application_name, true).await
+        Self::connect_impl(ci, application_name, true, true).await
     }
 
     async fn connect_impl(
         ci: &ConnInfo,
         application_name: &str,
         tap: bool,
+        replication: bool,
     ) -> Result<Self, ReplError> {
         connect::check_supported(ci)?;
         for (keyword, bad) in [("channel_binding", "require"), ("sslnegotiation", "direct")] {
@@ -394,8 +400,15 @@ impl ReplicationClient {
         let timeout = ci.connect_timeout.filter(|t| !t.is_zero());
         let mut last = None;
         for target in &targets {
-            let attempt =
-                Self::connect_to(ci, target, tls.as_ref(), sslmode, application_name, tap);
+            let attempt = Self::connect_to(
+                ci,
+                target,
+                tls.as_ref(),
+                sslmode,
+                application_name,
+                tap,
+                replication,
+            );
             let result = match timeout {
                 Some(t) => match tokio::time::timeout(t, attempt).await {
                     Ok(r) => r,
@@ -433,6 +446,7 @@ impl ReplicationClient {
         sslmode: SslMode,
         application_name: &str,
         tap: bool,
+        replication: bool,
     ) -> Result<Self, ReplError> {
         let unreachable = |error: io::Error| ConnectError::Unreachable {
             target: target.clone(),
@@ -476,7 +490,10 @@ impl ReplicationClient {
             .application_name
             .clone()
             .unwrap_or_else(|| application_name.to_owned());
-        let mut params: Vec<(&str, &str)> = vec![("user", &user), ("replication", "true")];
+        let mut params: Vec<(&str, &str)> = vec![("user", &user)];
+        if replication {
+            params.push(("replication", "true"));
+        }
         if let Some(db) = &ci.dbname {
             params.push(("database", db));
         }
@@ -1208,10 +1225,15 @@ impl ReplicationClient {
 
     /// Reads once into `rbuf` (cancel-safe: bytes are only appended).
     async fn fill(&mut self) -> Result<(), ReplError> {
+        self.fill_up_to(READ_CHUNK).await
+    }
+
+    /// [`fill`](Self::fill) with room for `chunk` bytes in one read.
+    async fn fill_up_to(&mut self, chunk: usize) -> Result<(), ReplError> {
         if matches!(self.mode, Mode::Broken) {
             return Err(self.lost("the connection failed earlier"));
         }
-        self.rbuf.reserve(READ_CHUNK);
+        self.rbuf.reserve(chunk);
         let before = self.rbuf.len();
         match self.stream.read_buf(&mut self.rbuf).await {
             Ok(0) => {
