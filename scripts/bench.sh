@@ -268,7 +268,7 @@ Database: pgbench scale $SCALE + ${EXTRA_MB} MB mixed tables ($SIZE on disk; tab
 | operation | tool | seconds | stored MiB | peak RSS MiB | client CPU s | server CPU s | other CPU s | ratio |
 | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
 $(row pgdump dump "pg_dump -Fd -j$JOBS (gzip)" "$(mib "$size_pgdump")" pgdump)
-$(row dump dump "pgtide dump --jobs $JOBS${DUMP_FLAGS:+ $DUMP_FLAGS}$(case "$DUMP_FLAGS" in *--compress*) ;; *) echo " (zstd:3)" ;; esac)" "$(mib "$size_dump")" pgdump)
+$(row dump dump "pgtide dump --jobs $JOBS${DUMP_FLAGS:+ $DUMP_FLAGS}$(case "$DUMP_FLAGS" in *--compress*) ;; *) echo " (zstd:1)" ;; esac)" "$(mib "$size_dump")" pgdump)
 $(row pgrestore restore "pg_restore -j$JOBS" "" pgrestore)
 $(row restore restore "pgtide restore --jobs $JOBS${RESTORE_FLAGS:+ $RESTORE_FLAGS}" "" pgrestore)
 

@@ -193,7 +193,7 @@ pub struct DumpArgs {
     #[arg(long, short = 'j', default_value_t = default_jobs())]
     pub jobs: usize,
     /// Compression of stored chunks: none, zstd or zstd:LEVEL (1-22)
-    #[arg(long, default_value = "zstd:3")]
+    #[arg(long, default_value = "zstd:1")]
     pub compress: Compression,
     /// Uncompressed bytes per chunk (memory ≈ chunk size × 4 per worker)
     #[arg(long, default_value = "4MiB", value_parser = parse_size)]
