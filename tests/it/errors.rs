@@ -195,10 +195,9 @@ fn corrupt_and_truncated_packs_are_found_by_verify_and_restore() {
     pgtide(&["verify", &id, "--repo", repo]).assert_one_line_error(5, "is damaged");
 }
 
-/// SIGKILL leaves objects without a manifest: never listed as a dump,
-/// reported as incomplete, removable. SIGTERM cleans up after itself.
-#[test]
-fn a_dump_killed_half_way_is_never_listed_complete() {
+/// A cluster whose database `big` holds one table long enough to stop a
+/// dump in the middle of it.
+fn cluster_with_a_big_table() -> PgCluster {
     let pg = PgCluster::start(15);
     pg.create_db("big");
     pg.execute(
@@ -206,26 +205,41 @@ fn a_dump_killed_half_way_is_never_listed_complete() {
         "CREATE TABLE t (id bigint, pad text);
          INSERT INTO t SELECT g, repeat(md5(g::text), 8) FROM generate_series(1, 400000) g;",
     );
+    pg
+}
+
+/// `pgtide dump --jobs 1 --chunk-size 64KiB EXTRA…` of `db` into `repo`,
+/// running in the background, its stderr piped.
+fn spawn_dump(db: &str, repo: &str, extra: &[&str]) -> std::process::Child {
+    std::process::Command::new(PGTIDE_BIN)
+        .args([
+            "dump",
+            "--db",
+            db,
+            "--repo",
+            repo,
+            "--jobs",
+            "1",
+            "--chunk-size",
+            "64KiB",
+        ])
+        .args(extra)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// SIGKILL leaves objects without a manifest: never listed as a dump,
+/// reported as incomplete, removable. SIGTERM cleans up after itself.
+#[test]
+fn a_dump_killed_half_way_is_never_listed_complete() {
+    let pg = cluster_with_a_big_table();
     let db = pg.conninfo("postgres", "big");
     for (signal, incomplete_left) in [("KILL", 1usize), ("TERM", 0usize)] {
         let dir = tempfile::tempdir().unwrap();
         let repo = dir.path().to_str().unwrap().to_string();
-        let mut child = std::process::Command::new(PGTIDE_BIN)
-            .args([
-                "dump",
-                "--db",
-                &db,
-                "--repo",
-                &repo,
-                "--jobs",
-                "1",
-                "--chunk-size",
-                "64KiB",
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_dump(&db, &repo, &[]);
         // Wait until the dump has started writing, then stop it.
         let deadline = Instant::now() + Duration::from_secs(60);
         while !dir.path().join("dumps").exists() && Instant::now() < deadline {
@@ -331,34 +345,11 @@ fn bad_flags_are_usage_errors() {
 /// table, removes what it wrote, and lists nothing.
 #[test]
 fn a_dump_whose_worker_is_terminated_mid_copy_fails_cleanly() {
-    let pg = PgCluster::start(15);
-    pg.create_db("big");
-    pg.execute(
-        "big",
-        "CREATE TABLE t (id bigint, pad text);
-         INSERT INTO t SELECT g, repeat(md5(g::text), 8) FROM generate_series(1, 400000) g;",
-    );
+    let pg = cluster_with_a_big_table();
     let db = pg.conninfo("postgres", "big");
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().to_str().unwrap().to_string();
-    let child = std::process::Command::new(PGTIDE_BIN)
-        .args([
-            "dump",
-            "--db",
-            &db,
-            "--repo",
-            &repo,
-            "--jobs",
-            "1",
-            "--chunk-size",
-            "64KiB",
-            "--compress",
-            "zstd:19",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_dump(&db, &repo, &["--compress", "zstd:19"]);
     let deadline = Instant::now() + Duration::from_secs(60);
     let terminated = loop {
         let n = pg.query_one(
