@@ -6,7 +6,7 @@
 //! | 1 | any other failure |
 //! | 2 | bad command line or settings |
 //! | 3 | cannot connect to PostgreSQL: unreachable, authentication, database missing |
-//! | 4 | repository or storage problem: not a repository, format too new, bucket missing, access denied, no such dump |
+//! | 4 | repository or storage problem: not a repository, format too new, bucket missing, access denied, no such dump, WAL a backup needs missing from the archive |
 //! | 5 | damaged data: a corrupt or missing chunk or pack (verify found problems) |
 //! | 6 | the target is not empty or already exists (restore without --clean), or its tables cannot take the dump's binary rows |
 //! | 7 | pg_dump / pg_restore missing, too old, or failed |
@@ -81,6 +81,17 @@ pub fn classify(e: &JobError) -> u8 {
             PipelineError::Source(_) => SQL,
             PipelineError::Codec(_) => FAILURE,
         },
+        JobError::Archive { source, .. } => {
+            use crate::repo::wal_archive::WalError as W;
+            match source {
+                W::Storage(_) => REPOSITORY,
+                W::Damaged { .. } => DAMAGED,
+                W::Conflict { .. } => TARGET_NOT_EMPTY,
+                W::BadName { .. } | W::Codec(_) => FAILURE,
+            }
+        }
+        JobError::WalMissing(_) => REPOSITORY,
+        JobError::BadStream(_) => FAILURE,
         JobError::Tool(_) => TOOL,
         JobError::TargetNotEmpty { .. }
         | JobError::TargetHasSchema { .. }
@@ -122,5 +133,40 @@ pub fn classify_wal(e: &crate::jobs::wal::WalJobError) -> u8 {
 impl From<crate::jobs::wal::WalJobError> for CliError {
     fn from(e: crate::jobs::wal::WalJobError) -> Self {
         CliError::new(classify_wal(&e), e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::wal_archive::WalError;
+    use crate::storage::StorageError;
+
+    #[test]
+    fn archive_and_stream_errors_are_not_usage_errors() {
+        let archive = |source| JobError::Archive {
+            context: "list the WAL archive".into(),
+            source,
+        };
+        assert_eq!(
+            classify(&archive(WalError::Storage(StorageError::NotFound {
+                key: "wal/x".into()
+            }))),
+            REPOSITORY
+        );
+        assert_eq!(
+            classify(&archive(WalError::Damaged {
+                key: "wal/x".into(),
+                reason: "bad crc".into()
+            })),
+            DAMAGED
+        );
+        assert_eq!(
+            classify(&archive(WalError::Conflict { name: "x".into() })),
+            TARGET_NOT_EMPTY
+        );
+        assert_eq!(classify(&JobError::WalMissing("x".into())), REPOSITORY);
+        assert_eq!(classify(&JobError::BadStream("x".into())), FAILURE);
+        assert_eq!(classify(&JobError::Invalid("x".into())), USAGE);
     }
 }

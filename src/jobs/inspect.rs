@@ -128,7 +128,7 @@ pub async fn list(repo: &Repository) -> Result<Listing, JobError> {
         let segs = archive
             .segments()
             .await
-            .map_err(|e| JobError::Invalid(format!("list the WAL archive: {e}")))?;
+            .map_err(JobError::archive("list the WAL archive"))?;
         for (tli, set) in segs {
             let (Some(&first), Some(&last)) = (set.iter().next(), set.iter().next_back()) else {
                 continue;

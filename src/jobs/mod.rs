@@ -59,6 +59,21 @@ pub enum JobError {
     TargetNotEmpty { table: String },
     #[error("target database already has {object}: restore into an empty database, use --create, or pass --clean")]
     TargetHasSchema { object: String },
+    /// The WAL archive could not be read or written (`context` says what
+    /// for).
+    #[error("{context}: {source}")]
+    Archive {
+        context: String,
+        #[source]
+        source: crate::repo::wal_archive::WalError,
+    },
+    /// WAL a backup needs is not in the archive (or did not arrive in time).
+    #[error("{0}")]
+    WalMissing(String),
+    /// The server sent a stream pgtide cannot use (a base backup's archive,
+    /// for one): neither a bad command line nor a repository problem.
+    #[error("{0}")]
+    BadStream(String),
     /// A table of the target cannot take the dump's rows as they are stored.
     #[error("{0}")]
     TargetIncompatible(String),
@@ -122,6 +137,13 @@ impl JobError {
     pub fn sql(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> JobError {
         let context = context.into();
         move |source| JobError::Sql { context, source }
+    }
+
+    pub fn archive(
+        context: impl Into<String>,
+    ) -> impl FnOnce(crate::repo::wal_archive::WalError) -> JobError {
+        let context = context.into();
+        move |source| JobError::Archive { context, source }
     }
 
     pub fn pipeline(context: impl Into<String>) -> impl FnOnce(PipelineError) -> JobError {

@@ -89,7 +89,8 @@ fn range_err(e: RangeError) -> JobError {
             context: "stream the backup's WAL",
             source: r,
         },
-        other => JobError::Invalid(format!("stream the backup's WAL: {other}")),
+        RangeError::Wal(w) => JobError::archive("archive the backup's WAL")(w),
+        other => JobError::BadStream(format!("stream the backup's WAL: {other}")),
     }
 }
 
@@ -185,7 +186,8 @@ impl ArchiveState {
             self.buf.extend_from_slice(data);
             return Ok(());
         };
-        let bad = |e: std::io::Error| JobError::Invalid(format!("server-compressed archive: {e}"));
+        let bad =
+            |e: std::io::Error| JobError::BadStream(format!("server-compressed archive: {e}"));
         let mut input = InBuffer::around(data);
         let mut out = vec![0u8; 256 << 10];
         loop {
@@ -318,7 +320,9 @@ async fn take(
                         };
                         let zstd = if name.ends_with(".zst") {
                             Some(zstd::stream::raw::Decoder::new().map_err(|e| {
-                                JobError::Invalid(format!("server-compressed archive {name}: {e}"))
+                                JobError::BadStream(format!(
+                                    "server-compressed archive {name}: {e}"
+                                ))
                             })?)
                         } else if name.ends_with(".tar") {
                             None
@@ -337,7 +341,7 @@ async fn take(
                     }
                     BaseBackupEvent::ArchiveData(data) => {
                         let a = cur.as_mut().ok_or_else(|| {
-                            JobError::Invalid("archive data before any archive started".into())
+                            JobError::BadStream("archive data before any archive started".into())
                         })?;
                         progress.add_bytes(data.len() as u64);
                         a.take_in(&data)?;
@@ -352,7 +356,7 @@ async fn take(
                     }
                     BaseBackupEvent::ManifestData(data) => {
                         let st = manifest_state.as_mut().ok_or_else(|| {
-                            JobError::Invalid("manifest data before the manifest started".into())
+                            JobError::BadStream("manifest data before the manifest started".into())
                         })?;
                         manifest_bytes.extend_from_slice(&data);
                         writer
@@ -391,7 +395,7 @@ async fn take(
     }
     writer.finish().await.map_err(pipe("close a pack"))?;
     if end_lsn == Lsn::INVALID {
-        return Err(JobError::Invalid(
+        return Err(JobError::BadStream(
             "the server did not report the backup's end LSN".into(),
         ));
     }
@@ -414,7 +418,7 @@ async fn take(
                 }
                 tokio::select! {
                     r = &mut handle => {
-                        r.map_err(|e| JobError::Invalid(format!("WAL streamer failed: {e}")))?
+                        r.map_err(|e| JobError::BadStream(format!("WAL streamer failed: {e}")))?
                             .map_err(range_err)?;
                         break;
                     }
@@ -428,9 +432,9 @@ async fn take(
     if let Some(name) = archive
         .missing_in_range(tli, start_lsn, end_lsn)
         .await
-        .map_err(|e| JobError::Invalid(format!("list the WAL archive: {e}")))?
+        .map_err(JobError::archive("list the WAL archive"))?
     {
-        return Err(JobError::Invalid(format!(
+        return Err(JobError::WalMissing(format!(
             "WAL segment {name} that the backup needs is not in the archive"
         )));
     }
@@ -493,7 +497,7 @@ async fn feed(
     while let Some(ev) = a
         .parser
         .decode(&mut a.buf)
-        .map_err(|e| JobError::Invalid(format!("base backup tar stream: {e}")))?
+        .map_err(|e| JobError::BadStream(format!("base backup tar stream: {e}")))?
     {
         match ev {
             TarEvent::EntryStart(e) => {
@@ -502,7 +506,7 @@ async fn feed(
                     EntryKind::Directory => ("dir", None),
                     EntryKind::Symlink { target } => ("symlink", Some(target.clone())),
                     other => {
-                        return Err(JobError::Invalid(format!(
+                        return Err(JobError::BadStream(format!(
                             "unexpected tar entry {:?} for {} in the base backup",
                             other, e.path
                         )))
@@ -557,7 +561,7 @@ async fn finish_archive(
     if !a.parser.is_done() {
         a.parser
             .finish()
-            .map_err(|e| JobError::Invalid(format!("base backup tar stream: {e}")))?;
+            .map_err(|e| JobError::BadStream(format!("base backup tar stream: {e}")))?;
     }
     Ok(())
 }
@@ -576,13 +580,13 @@ async fn wait_for_archive(
         let missing = archive
             .missing_in_range(tli, start, end)
             .await
-            .map_err(|e| JobError::Invalid(format!("list the WAL archive: {e}")))?;
+            .map_err(JobError::archive("list the WAL archive"))?;
         let Some(missing) = missing else {
             return Ok(());
         };
         if Instant::now() > deadline {
             let seg = archive.seg_size();
-            return Err(JobError::Invalid(format!(
+            return Err(JobError::WalMissing(format!(
                 "the WAL the backup needs ({} to {}, {missing} first) did not reach the archive within {} s: is `pgtide wal stream` or archive_command running? (or use --wal stream)",
                 segment_name(tli, start.segno(seg), seg),
                 segment_name(tli, Lsn(end.0.saturating_sub(1)).segno(seg), seg),

@@ -87,7 +87,7 @@ pub async fn histories(repo: &Repository) -> Result<Histories, JobError> {
         Compression::None,
     );
     let wal = |e: crate::repo::wal_archive::WalError| {
-        JobError::Invalid(format!("read the WAL archive's timeline history: {e}"))
+        JobError::archive("read the WAL archive's timeline history")(e)
     };
     for tli in archive.histories().await.map_err(wal)? {
         let name = WalArchive::history_name(tli);
