@@ -100,7 +100,8 @@ impl From<StreamError> for JobError {
             },
             StreamError::Job(j) => j,
             StreamError::Repo(r) => r.into(),
-            other => JobError::Invalid(format!("stream WAL: {other}")),
+            StreamError::Wal(w) => JobError::archive("stream WAL")(w),
+            other => JobError::BadStream(format!("stream WAL: {other}")),
         }
     }
 }
