@@ -591,8 +591,12 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 );
             }
         }
-        Command::Restore(a) if a.pgdata.is_some() => return restore_physical(a, json).await,
+        Command::Restore(a) if a.pgdata.is_some() => {
+            check_restore_flags(&a)?;
+            return restore_physical(a, json).await;
+        }
         Command::Restore(a) => {
+            check_restore_flags(&a)?;
             let (tables, exclude_tables) = a.filter.patterns()?;
             let s = restore::RestoreSettings {
                 conn: conninfo(&a.db)?,
@@ -807,6 +811,51 @@ async fn run_wal(cmd: WalCommand, json: bool) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+/// `restore` serves a dump (into --db) and a backup (into --pgdata): a flag
+/// of the other kind would be silently ignored, and a point-in-time target
+/// without --pgdata would restore the latest dump instead. Refuse both.
+fn check_restore_flags(a: &RestoreArgs) -> Result<(), CliError> {
+    let physical = [
+        ("--target-time", a.target_time.is_some()),
+        ("--target-lsn", a.target_lsn.is_some()),
+        ("--target-xid", a.target_xid.is_some()),
+        ("--target-name", a.target_name.is_some()),
+        ("--target-immediate", a.target_immediate),
+        ("--target-exclusive", a.target_exclusive),
+        ("--force", a.force),
+        ("--tablespace-map", !a.tablespace_map.is_empty()),
+        ("--start", a.start),
+        ("--pg-bin", a.pg_bin.is_some()),
+        ("--os-user", a.os_user.is_some()),
+        ("--set", !a.settings.is_empty()),
+    ];
+    let logical = [
+        ("--create", a.create),
+        ("--clean", a.clean),
+        ("--schema-only", a.schema_only),
+        ("--data-only", a.data_only),
+        ("--table", !a.filter.tables.is_empty()),
+        ("--exclude-table", !a.filter.exclude_tables.is_empty()),
+        ("--dry-run", a.dry_run),
+        ("--no-owner", a.no_owner),
+        ("--no-privileges", a.no_privileges),
+        ("--no-tablespaces", a.no_tablespaces),
+    ];
+    let first =
+        |flags: &[(&'static str, bool)]| flags.iter().find(|(_, set)| *set).map(|(f, _)| *f);
+    match (&a.pgdata, first(&physical), first(&logical)) {
+        (None, Some(flag), _) => Err(CliError::new(
+            exit::USAGE,
+            format!("{flag} applies to restoring a physical backup: add --pgdata DIR (without it, restore loads a dump into --db)"),
+        )),
+        (Some(_), _, Some(flag)) => Err(CliError::new(
+            exit::USAGE,
+            format!("{flag} applies to restoring a dump into --db, not to a physical restore into --pgdata"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 async fn restore_physical(a: RestoreArgs, json: bool) -> Result<(), CliError> {

@@ -338,6 +338,21 @@ fn bad_flags_are_usage_errors() {
     .assert_one_line_error(4, "invalid repository location");
     pgtide(&["dump", "--repo", repo, "--db", "host=127.0.0.1 bogus=1"])
         .assert_one_line_error(2, "bogus");
+    // A point-in-time target without --pgdata would otherwise restore the
+    // latest dump; a dump's flag with --pgdata would be ignored.
+    pgtide(&[
+        "restore",
+        "latest",
+        "--repo",
+        repo,
+        "--target-time",
+        "2026-11-20 14:03:00+00",
+    ])
+    .assert_one_line_error(2, "--target-time applies to restoring a physical backup");
+    pgtide(&[
+        "restore", "latest", "--repo", repo, "--pgdata", "/tmp/x", "--create",
+    ])
+    .assert_one_line_error(2, "--create applies to restoring a dump");
 }
 
 /// The server ends a dump worker's session in the middle of its COPY
