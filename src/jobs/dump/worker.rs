@@ -168,7 +168,7 @@ pub async fn run(
                         None => msg,
                         Some(f) => match f
                             .next(msg)
-                            .map_err(|e| JobError::Invalid(format!("{what}: {e}")))?
+                            .map_err(|e| JobError::BadStream(format!("{what}: {e}")))?
                         {
                             copy_binary::Message::Tuple(t) => t,
                             copy_binary::Message::Trailer | copy_binary::Message::Empty => continue,
@@ -199,7 +199,7 @@ pub async fn run(
                 }
             }
             if framing.as_ref().is_some_and(|f| !f.ended()) {
-                return Err(JobError::Invalid(format!(
+                return Err(JobError::BadStream(format!(
                     "{what}: binary COPY output ended without its trailer"
                 )));
             }

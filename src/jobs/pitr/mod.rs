@@ -21,7 +21,7 @@ use super::{JobError, Progress};
 use crate::pipeline::ChunkReader;
 use crate::pipeline::Compression;
 use crate::repo::manifest::{BackupFile, BackupManifest};
-use crate::repo::wal_archive::WalArchive;
+use crate::repo::wal_archive::{WalArchive, WalError};
 use crate::repo::{Repository, SetKind};
 use recovery::RecoverySettings;
 use select::{Candidate, Histories, Target};
@@ -94,8 +94,12 @@ pub async fn histories(repo: &Repository) -> Result<Histories, JobError> {
         let Some(bytes) = archive.fetch(&name).await.map_err(wal)? else {
             continue;
         };
-        let entries = crate::pg::proto::history::parse_for_timeline(tli, &bytes)
-            .map_err(|e| JobError::Invalid(format!("{name} in the WAL archive: {e}")))?;
+        let entries = crate::pg::proto::history::parse_for_timeline(tli, &bytes).map_err(|e| {
+            JobError::archive("read the WAL archive's timeline history")(WalError::Damaged {
+                key: name.clone(),
+                reason: e.to_string(),
+            })
+        })?;
         out.insert(tli, entries);
     }
     Ok(out)
@@ -573,7 +577,8 @@ async fn start_and_wait(s: &PitrSettings, major: u32) -> Result<(String, Option<
             return Ok((summary, tli));
         }
         if Instant::now() > deadline {
-            return Err(JobError::Invalid(
+            return Err(server_failed(
+                "wait for recovery",
                 "recovery did not end within a day".into(),
             ));
         }
