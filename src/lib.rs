@@ -12,6 +12,7 @@
 //! ```
 
 pub mod cli;
+pub mod daemon;
 pub mod jobs;
 pub mod pg;
 pub mod pipeline;

@@ -11,6 +11,7 @@
 //! | 6 | the target is not empty or already exists (restore without --clean), or its tables cannot take the dump's binary rows |
 //! | 7 | pg_dump / pg_restore missing, too old, or failed |
 //! | 8 | PostgreSQL refused a statement or the server version is unsupported |
+//! | 9 | the repository is locked by another writer (a running daemon, backup, dump or expire) |
 //! | 126 | `wal fetch` could not serve a segment for a reason other than its absence: PostgreSQL aborts recovery on codes above 125 instead of ending it early |
 //! | 130 | interrupted (SIGINT / SIGTERM) |
 
@@ -27,6 +28,7 @@ pub const DAMAGED: u8 = 5;
 pub const TARGET_NOT_EMPTY: u8 = 6;
 pub const TOOL: u8 = 7;
 pub const SQL: u8 = 8;
+pub const LOCKED: u8 = 9;
 pub const RECOVERY_ABORT: u8 = 126;
 pub const INTERRUPTED: u8 = 130;
 
@@ -62,6 +64,7 @@ fn repl_code(e: &crate::pg::replication::ReplError) -> u8 {
 fn repo_code(e: &RepoError) -> u8 {
     match e {
         RepoError::BadObject { .. } => DAMAGED,
+        RepoError::Locked { .. } => LOCKED,
         _ => REPOSITORY,
     }
 }

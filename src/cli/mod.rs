@@ -788,6 +788,7 @@ async fn run_wal(cmd: WalCommand, json: bool) -> Result<(), CliError> {
                 partial_interval: a.partial_interval,
                 status_interval: a.status_interval.max(std::time::Duration::from_millis(100)),
                 stop_at: a.stop_at,
+                live: None,
             };
             let repo = Repository::open(&a.repo.url(), true).await?;
             let r = crate::jobs::wal::stream::run(&repo, &s, cancel_on_signal()).await?;

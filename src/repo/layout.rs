@@ -8,6 +8,12 @@ pub const CLUSTER: &str = "cluster.json";
 
 pub const BACKUPS: &str = "backups/";
 
+/// The writer lock (`repo::lock`).
+pub const LOCK: &str = "locks/writer.json";
+
+/// Records of the daemon's runs (`repo::runs`): one immutable object per run.
+pub const RUNS: &str = "runs/";
+
 /// The two kinds of sets a repository holds: logical dumps (`D`) and
 /// physical base backups (`F`), each under its own prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,7 +4,9 @@
 //! last. Nothing is ever overwritten. Jobs never build keys: they ask here.
 
 pub mod layout;
+pub mod lock;
 pub mod manifest;
+pub mod runs;
 pub mod wal_archive;
 
 use bytes::Bytes;
@@ -49,6 +51,9 @@ pub enum RepoError {
         repo: String,
         found: String,
     },
+    /// Another process holds the writer lock.
+    #[error("repository {location} is locked by {holder}: wait for it to finish, or stop it (a lock whose holder stopped is taken over once it is stale)")]
+    Locked { location: String, holder: String },
     #[error(
         "repository {location} holds WAL segments of {repo} bytes, but the server uses {found}"
     )]

@@ -3,6 +3,7 @@
 //! knows what a table, a chunk or a manifest is. Keys are `/`-separated relative
 //! paths (`dumps/20261123T060000Z-1a2b/packs/0-0.pack`), never starting with `/`.
 
+pub mod counted;
 pub mod local;
 pub mod s3;
 
@@ -131,6 +132,11 @@ pub trait ObjectWriter: Send {
 }
 
 pub type DynStorage = Arc<dyn Storage>;
+
+/// Requests a driver sent again after a retryable failure (timeouts,
+/// throttling, 5xx), process-wide; the S3 driver's SDK retries are counted
+/// here. For the daemon's `pgtide_storage_retries_total`.
+pub static RETRIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Open a store from a repository location: a path, `file:///path`, or
 /// `s3://bucket/prefix?endpoint=…&region=…&path_style=true`.

@@ -207,8 +207,41 @@ impl S3Options {
         let sdk = loader.load().await;
         let conf = aws_sdk_s3::config::Builder::from(&sdk)
             .force_path_style(path_style)
+            .interceptor(RetryCounter)
             .build();
         (Client::from_conf(conf), sdk.credentials_provider())
+    }
+}
+
+/// Counts the SDK's retries into `super::RETRIES`: every attempt after the
+/// first of an operation.
+#[derive(Debug)]
+struct RetryCounter;
+
+#[derive(Debug, Clone)]
+struct Attempts(u32);
+
+impl aws_smithy_types::config_bag::Storable for Attempts {
+    type Storer = aws_smithy_types::config_bag::StoreReplace<Self>;
+}
+
+impl aws_sdk_s3::config::Intercept for RetryCounter {
+    fn name(&self) -> &'static str {
+        "pgtide retry counter"
+    }
+
+    fn read_before_attempt(
+        &self,
+        _context: &aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &aws_sdk_s3::config::RuntimeComponents,
+        cfg: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        let n = cfg.load::<Attempts>().map_or(0, |a| a.0) + 1;
+        if n > 1 {
+            super::RETRIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        cfg.interceptor_state().store_put(Attempts(n));
+        Ok(())
     }
 }
 

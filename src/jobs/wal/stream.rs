@@ -15,6 +15,9 @@
 //!   `.partial`, the new timeline's history file is archived, and streaming
 //!   continues on the new timeline.
 
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -44,6 +47,64 @@ pub struct StreamSettings {
     pub status_interval: Duration,
     /// Stop once this LSN is archived (tests and one-shot catch-up).
     pub stop_at: Option<Lsn>,
+    /// Where the stream stands, for a supervisor's status and metrics.
+    pub live: Option<Arc<StreamLive>>,
+}
+
+/// The stream's position as it goes, shared with whoever watches it (the
+/// daemon's status and metrics). Updated on every message; reading it
+/// never blocks the stream.
+#[derive(Debug, Default)]
+pub struct StreamLive {
+    /// The LSN up to which the repository holds the WAL (what the slot was
+    /// told is flushed).
+    pub archived: AtomicU64,
+    /// The server's end of WAL, as its last message said.
+    pub server_end: AtomicU64,
+    pub timeline: AtomicU32,
+    /// A replication connection is streaming now.
+    pub connected: AtomicBool,
+    /// Unix time (ms) when the archive last held everything the server had
+    /// sent word of: the lag in seconds is measured from it.
+    pub caught_up_ms: AtomicI64,
+}
+
+impl StreamLive {
+    fn archived_to(&self, lsn: Lsn) {
+        self.archived.store(lsn.0, Ordering::Relaxed);
+        self.check_caught_up();
+    }
+
+    fn server_at(&self, lsn: Lsn) {
+        self.server_end.fetch_max(lsn.0, Ordering::Relaxed);
+        self.check_caught_up();
+    }
+
+    fn check_caught_up(&self) {
+        if self.archived.load(Ordering::Relaxed) >= self.server_end.load(Ordering::Relaxed) {
+            self.caught_up_ms
+                .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
+        }
+    }
+
+    /// Bytes the server has that the archive does not.
+    pub fn lag_bytes(&self) -> u64 {
+        self.server_end
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.archived.load(Ordering::Relaxed))
+    }
+
+    /// Seconds since the archive last held everything the server had.
+    pub fn lag_seconds(&self, now_ms: i64) -> f64 {
+        if self.lag_bytes() == 0 {
+            return 0.0;
+        }
+        let since = self.caught_up_ms.load(Ordering::Relaxed);
+        if since == 0 {
+            return 0.0;
+        }
+        (now_ms - since).max(0) as f64 / 1000.0
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -289,6 +350,18 @@ async fn session(
     }
     tracing::info!(slot = %s.slot, %start, tli, "starting WAL stream");
     client.start_physical(Some(&s.slot), start, tli).await?;
+    let live = s.live.clone().unwrap_or_default();
+    live.connected.store(true, Ordering::Relaxed);
+    live.timeline.store(tli, Ordering::Relaxed);
+    live.archived_to(start);
+    // Whatever way this session ends, it no longer streams.
+    struct Disconnected(Arc<StreamLive>);
+    impl Drop for Disconnected {
+        fn drop(&mut self) {
+            self.0.connected.store(false, Ordering::Relaxed);
+        }
+    }
+    let _disconnected = Disconnected(live.clone());
     let mut asm = SegmentAssembler::new(start, tli, seg_size);
     let mut flushed = start;
     let mut last_status = Instant::now();
@@ -348,8 +421,9 @@ async fn session(
         };
         let mut reply_now = false;
         match ev {
-            Some(ReplEvent::XLogData { start, data, .. }) => {
+            Some(ReplEvent::XLogData { start, end, data }) => {
                 received = true;
+                live.server_at(end);
                 for seg in asm.push(start, &data)? {
                     archive.push(&seg.name, seg.data).await?;
                     report.segments += 1;
@@ -360,8 +434,12 @@ async fn session(
                 }
             }
             Some(ReplEvent::Keepalive {
-                reply_requested, ..
-            }) => reply_now = reply_requested,
+                end,
+                reply_requested,
+            }) => {
+                live.server_at(end);
+                reply_now = reply_requested;
+            }
             Some(ReplEvent::EndOfTimeline {
                 next_tli,
                 next_tli_start,
@@ -379,6 +457,7 @@ async fn session(
                 tracing::info!(from = tli, to = next_tli, at = %next_tli_start, "following timeline switch");
                 tli = next_tli;
                 report.timeline = tli;
+                live.timeline.store(tli, Ordering::Relaxed);
                 let seg_start = next_tli_start.segment_start(seg_size);
                 client.start_physical(Some(&s.slot), seg_start, tli).await?;
                 asm = SegmentAssembler::new(seg_start, tli, seg_size);
@@ -406,6 +485,7 @@ async fn session(
                 .await?;
             last_status = Instant::now();
             report.flushed = flushed;
+            live.archived_to(flushed);
         }
         if s.stop_at.is_some_and(|stop| flushed >= stop) {
             return Ok(());
