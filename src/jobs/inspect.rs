@@ -5,9 +5,10 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::JobError;
-use crate::pg::lsn::{parse_segment_name, segment_name, Lsn};
+use crate::pg::lsn::{segment_name, Lsn};
 use crate::pipeline::Compression;
 use crate::repo::manifest::{BackupManifest, DumpManifest};
+use crate::repo::retention::{wal_to_remove, WalNeed};
 use crate::repo::wal_archive::{WalArchive, WAL_PREFIX};
 use crate::repo::{IncompleteDump, Repository, SetKind};
 
@@ -200,9 +201,10 @@ pub struct WalDeleteReport {
     pub bytes_freed: u64,
 }
 
-/// Delete archived WAL older than what backup `id` needs: segments, partials
-/// and `.backup` files of its timeline and earlier ones, before its first
-/// segment. History files are kept. Refused while an older backup exists.
+/// Delete archived WAL older than what backup `id` needs (the rule of
+/// `repo::retention::wal_expendable`: segments, partials and `.backup` files
+/// of its timeline and earlier ones, before its first segment; history files
+/// stay). Refused while an older backup exists.
 pub async fn delete_wal_before(repo: &Repository, id: &str) -> Result<WalDeleteReport, JobError> {
     let id = repo.resolve(SetKind::Backup, id).await?;
     let m: BackupManifest = repo.load(SetKind::Backup, &id).await?;
@@ -217,39 +219,29 @@ pub async fn delete_wal_before(repo: &Repository, id: &str) -> Result<WalDeleteR
             "backup {o} is older than {id} and needs that WAL: delete the older backups first"
         )));
     }
-    let Some((tli, first)) = parse_segment_name(&m.wal_start, m.wal_segment_size) else {
+    let Some(need) = WalNeed::of_segment(&m.wal_start, m.wal_segment_size) else {
         return Err(JobError::Invalid(format!(
             "backup {id} names an invalid WAL segment {}",
             m.wal_start
         )));
     };
-    let mut keys = Vec::new();
-    let mut bytes = 0;
-    for o in repo
+    let listing = repo
         .storage()
         .list(WAL_PREFIX)
         .await
-        .map_err(|e| JobError::Repo(e.into()))?
-    {
-        let name = o.key.rsplit('/').next().unwrap_or("");
-        if name.len() < 24 {
-            continue;
-        }
-        let Some((t, segno)) = parse_segment_name(&name[..24], m.wal_segment_size) else {
-            continue;
-        };
-        if t <= tli && segno < first {
-            bytes += o.size;
-            keys.push(o.key);
-        }
-    }
+        .map_err(|e| JobError::Repo(e.into()))?;
+    let gone = wal_to_remove(
+        &[need],
+        listing.iter().map(|o| (o.key.as_str(), o.size)),
+        m.wal_segment_size,
+    );
     repo.storage()
-        .delete_many(&keys)
+        .delete_many(&gone.keys)
         .await
         .map_err(|e| JobError::Repo(e.into()))?;
     Ok(WalDeleteReport {
         kept_from: m.wal_start.clone(),
-        objects: keys.len() as u64,
-        bytes_freed: bytes,
+        objects: gone.keys.len() as u64,
+        bytes_freed: gone.bytes,
     })
 }

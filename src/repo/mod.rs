@@ -5,6 +5,7 @@
 
 pub mod layout;
 pub mod manifest;
+pub mod retention;
 pub mod wal_archive;
 
 use bytes::Bytes;
