@@ -10,7 +10,7 @@ use crate::pipeline::Compression;
 use crate::repo::manifest::{BackupManifest, DumpManifest};
 use crate::repo::retention::{wal_to_remove, WalNeed};
 use crate::repo::wal_archive::{WalArchive, WAL_PREFIX};
-use crate::repo::{IncompleteDump, Repository, SetKind};
+use crate::repo::{FinishedDeletion, IncompleteDump, Repository, SetKind};
 
 /// One line of `pgtide list`.
 #[derive(Debug, Clone, Serialize)]
@@ -109,6 +109,9 @@ pub struct Listing {
     pub wal: Vec<WalTimeline>,
     /// Dumps and backups without a manifest: running now, or failed.
     pub incomplete: Vec<IncompleteDump>,
+    /// Dumps and backups whose deletion was interrupted: never restorable;
+    /// the next `expire` or `delete` finishes them.
+    pub deleting: Vec<IncompleteDump>,
 }
 
 pub async fn list(repo: &Repository) -> Result<Listing, JobError> {
@@ -150,6 +153,8 @@ pub async fn list(repo: &Repository) -> Result<Listing, JobError> {
     }
     let mut incomplete = repo.incomplete_dumps().await?;
     incomplete.extend(repo.incomplete(SetKind::Backup).await?);
+    let mut deleting = repo.deleting(SetKind::Dump).await?;
+    deleting.extend(repo.deleting(SetKind::Backup).await?);
     Ok(Listing {
         repository: repo.location(),
         system_identifier: cluster.map(|c| c.system_identifier),
@@ -157,6 +162,7 @@ pub async fn list(repo: &Repository) -> Result<Listing, JobError> {
         backups,
         wal,
         incomplete,
+        deleting,
     })
 }
 
@@ -182,14 +188,22 @@ pub async fn info(repo: &Repository, id: &str) -> Result<Info, JobError> {
 pub struct DeleteReport {
     pub id: String,
     pub bytes_freed: u64,
+    /// Interrupted deletions (of any set) finished first.
+    pub finished_deletions: Vec<FinishedDeletion>,
 }
 
+/// Delete a dump or backup, after finishing every interrupted deletion.
 pub async fn delete(repo: &Repository, id: &str) -> Result<DeleteReport, JobError> {
     let kind = SetKind::of_id(id).unwrap_or(SetKind::Dump);
-    let bytes_freed = repo.delete(kind, id).await?;
+    let finished_deletions = repo.finish_deletions().await?;
+    let bytes_freed = match finished_deletions.iter().find(|f| f.id == id) {
+        Some(f) => f.bytes_freed,
+        None => repo.delete(kind, id).await?,
+    };
     Ok(DeleteReport {
         id: id.to_string(),
         bytes_freed,
+        finished_deletions,
     })
 }
 
