@@ -722,6 +722,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             if json {
                 print_json(&r);
             } else {
+                for f in r.finished_deletions.iter().filter(|f| f.id != r.id) {
+                    println!("finished the interrupted deletion of {}", f.id);
+                }
                 println!(
                     "deleted {} {} ({} freed)",
                     crate::repo::SetKind::of_id(&r.id).map_or("dump", |k| k.noun()),
@@ -1057,6 +1060,14 @@ fn print_listing(l: &jobs::inspect::Listing) {
             } else {
                 format!(", {} missing (first {})", w.gaps.len(), w.gaps[0])
             }
+        );
+    }
+    for i in &l.deleting {
+        println!(
+            "being deleted: {} ({} objects, {} left): an interrupted deletion, never restorable (the next pgtide expire or delete finishes it)",
+            i.id,
+            i.objects,
+            human_bytes(i.bytes)
         );
     }
     for i in &l.incomplete {

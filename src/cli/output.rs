@@ -8,10 +8,13 @@
 //!   bytes_in, bytes_stored, seconds, mb_per_second}
 //! - `restore`: `RestoreReport` {id, database, dry_run, steps[], tables, rows,
 //!   bytes, sequences, large_objects, seconds, mb_per_second}
-//! - `list`: `Listing` {repository, dumps\[DumpSummary\], incomplete\[\]}
+//! - `list`: `Listing` {repository, system_identifier, dumps\[DumpSummary\],
+//!   backups\[BackupSummary\], wal\[WalTimeline\], incomplete\[{id, objects,
+//!   bytes}\], deleting\[{id, objects, bytes}\] (interrupted deletions)}
 //! - `info`: the dump's manifest (docs/FORMAT.md)
 //! - `verify`: `VerifyReport` {id, ok, packs, chunks, bytes_stored, bytes_raw, problems[], seconds}
-//! - `delete`: `DeleteReport` {id, bytes_freed}
+//! - `delete`: `DeleteReport` {id, bytes_freed, finished_deletions\[{id,
+//!   objects, bytes_freed}\] (interrupted deletions finished first)}
 
 use std::io::IsTerminal;
 use std::sync::Arc;

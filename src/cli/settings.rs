@@ -3,7 +3,8 @@
 //! settings, never raw strings.
 
 use std::path::PathBuf;
-use std::time::Duration;
+
+pub use crate::units::parse_duration;
 
 /// `4MiB`, `512k`, `1G`, `1048576` → bytes.
 pub fn parse_size(s: &str) -> Result<u64, String> {
@@ -23,23 +24,6 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     };
     n.checked_mul(mult)
         .ok_or_else(|| format!("size {s:?} is too large"))
-}
-
-/// `30s`, `5m`, `500ms`, `2h`, `10` (seconds) → duration.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?}: use e.g. 500ms, 30s, 5m, 1h"))?;
-    Ok(match unit.trim() {
-        "ms" => Duration::from_millis(n),
-        "" | "s" => Duration::from_secs(n),
-        "m" | "min" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        _ => return Err(format!("invalid duration unit in {s:?}: use ms, s, m or h")),
-    })
 }
 
 /// With no --repo and no PGTIDE_REPO: a local directory, so the first dump
@@ -95,15 +79,6 @@ mod tests {
         assert!(parse_size("x").is_err());
         assert!(parse_size("1Q").is_err());
         assert!(parse_size("99999999999999999999T").is_err());
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
-        assert!(parse_duration("soon").is_err());
     }
 
     #[test]

@@ -5,11 +5,12 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::JobError;
-use crate::pg::lsn::{parse_segment_name, segment_name, Lsn};
+use crate::pg::lsn::{segment_name, Lsn};
 use crate::pipeline::Compression;
 use crate::repo::manifest::{BackupManifest, DumpManifest};
+use crate::repo::retention::{wal_to_remove, WalNeed};
 use crate::repo::wal_archive::{WalArchive, WAL_PREFIX};
-use crate::repo::{IncompleteDump, Repository, SetKind};
+use crate::repo::{FinishedDeletion, IncompleteDump, Repository, SetKind};
 
 /// One line of `pgtide list`.
 #[derive(Debug, Clone, Serialize)]
@@ -108,6 +109,9 @@ pub struct Listing {
     pub wal: Vec<WalTimeline>,
     /// Dumps and backups without a manifest: running now, or failed.
     pub incomplete: Vec<IncompleteDump>,
+    /// Dumps and backups whose deletion was interrupted: never restorable;
+    /// the next `expire` or `delete` finishes them.
+    pub deleting: Vec<IncompleteDump>,
 }
 
 pub async fn list(repo: &Repository) -> Result<Listing, JobError> {
@@ -149,6 +153,8 @@ pub async fn list(repo: &Repository) -> Result<Listing, JobError> {
     }
     let mut incomplete = repo.incomplete_dumps().await?;
     incomplete.extend(repo.incomplete(SetKind::Backup).await?);
+    let mut deleting = repo.deleting(SetKind::Dump).await?;
+    deleting.extend(repo.deleting(SetKind::Backup).await?);
     Ok(Listing {
         repository: repo.location(),
         system_identifier: cluster.map(|c| c.system_identifier),
@@ -156,6 +162,7 @@ pub async fn list(repo: &Repository) -> Result<Listing, JobError> {
         backups,
         wal,
         incomplete,
+        deleting,
     })
 }
 
@@ -181,14 +188,22 @@ pub async fn info(repo: &Repository, id: &str) -> Result<Info, JobError> {
 pub struct DeleteReport {
     pub id: String,
     pub bytes_freed: u64,
+    /// Interrupted deletions (of any set) finished first.
+    pub finished_deletions: Vec<FinishedDeletion>,
 }
 
+/// Delete a dump or backup, after finishing every interrupted deletion.
 pub async fn delete(repo: &Repository, id: &str) -> Result<DeleteReport, JobError> {
     let kind = SetKind::of_id(id).unwrap_or(SetKind::Dump);
-    let bytes_freed = repo.delete(kind, id).await?;
+    let finished_deletions = repo.finish_deletions().await?;
+    let bytes_freed = match finished_deletions.iter().find(|f| f.id == id) {
+        Some(f) => f.bytes_freed,
+        None => repo.delete(kind, id).await?,
+    };
     Ok(DeleteReport {
         id: id.to_string(),
         bytes_freed,
+        finished_deletions,
     })
 }
 
@@ -200,9 +215,10 @@ pub struct WalDeleteReport {
     pub bytes_freed: u64,
 }
 
-/// Delete archived WAL older than what backup `id` needs: segments, partials
-/// and `.backup` files of its timeline and earlier ones, before its first
-/// segment. History files are kept. Refused while an older backup exists.
+/// Delete archived WAL older than what backup `id` needs (the rule of
+/// `repo::retention::wal_expendable`: segments, partials and `.backup` files
+/// of its timeline and earlier ones, before its first segment; history files
+/// stay). Refused while an older backup exists.
 pub async fn delete_wal_before(repo: &Repository, id: &str) -> Result<WalDeleteReport, JobError> {
     let id = repo.resolve(SetKind::Backup, id).await?;
     let m: BackupManifest = repo.load(SetKind::Backup, &id).await?;
@@ -217,39 +233,29 @@ pub async fn delete_wal_before(repo: &Repository, id: &str) -> Result<WalDeleteR
             "backup {o} is older than {id} and needs that WAL: delete the older backups first"
         )));
     }
-    let Some((tli, first)) = parse_segment_name(&m.wal_start, m.wal_segment_size) else {
+    let Some(need) = WalNeed::of_segment(&m.wal_start, m.wal_segment_size) else {
         return Err(JobError::Invalid(format!(
             "backup {id} names an invalid WAL segment {}",
             m.wal_start
         )));
     };
-    let mut keys = Vec::new();
-    let mut bytes = 0;
-    for o in repo
+    let listing = repo
         .storage()
         .list(WAL_PREFIX)
         .await
-        .map_err(|e| JobError::Repo(e.into()))?
-    {
-        let name = o.key.rsplit('/').next().unwrap_or("");
-        if name.len() < 24 {
-            continue;
-        }
-        let Some((t, segno)) = parse_segment_name(&name[..24], m.wal_segment_size) else {
-            continue;
-        };
-        if t <= tli && segno < first {
-            bytes += o.size;
-            keys.push(o.key);
-        }
-    }
+        .map_err(|e| JobError::Repo(e.into()))?;
+    let gone = wal_to_remove(
+        &[need],
+        listing.iter().map(|o| (o.key.as_str(), o.size)),
+        m.wal_segment_size,
+    );
     repo.storage()
-        .delete_many(&keys)
+        .delete_many(&gone.keys)
         .await
         .map_err(|e| JobError::Repo(e.into()))?;
     Ok(WalDeleteReport {
         kept_from: m.wal_start.clone(),
-        objects: keys.len() as u64,
-        bytes_freed: bytes,
+        objects: gone.keys.len() as u64,
+        bytes_freed: gone.bytes,
     })
 }

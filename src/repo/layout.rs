@@ -63,6 +63,13 @@ pub fn set_manifest(kind: SetKind, id: &str) -> String {
     format!("{}{id}/manifest.json", kind.prefix())
 }
 
+/// Written before a set's manifest is removed: the set is being deleted. It
+/// is no longer listed or read, and the next `expire` or `delete` finishes
+/// the deletion if this one is interrupted. Removed last.
+pub fn set_deleting(kind: SetKind, id: &str) -> String {
+    format!("{}{id}/deleting.json", kind.prefix())
+}
+
 pub fn set_packs(kind: SetKind, id: &str) -> String {
     format!("{}{id}/packs/", kind.prefix())
 }

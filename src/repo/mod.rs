@@ -2,10 +2,17 @@
 //! (`dumps/<id>/packs/*.pack` + `dumps/<id>/manifest.json`). A dump exists
 //! for readers only once its manifest is written, and manifests are written
 //! last. Nothing is ever overwritten. Jobs never build keys: they ask here.
+//!
+//! Deleting a set is crash-safe: a `deleting.json` marker goes in first,
+//! then the manifest, then the rest, then the marker. From the marker on,
+//! the set is neither listed nor loaded as complete, and
+//! [`Repository::finish_deletions`] (run by `expire` and `delete`) finishes
+//! whatever an interrupted deletion left.
 
 pub mod layout;
 pub mod lock;
 pub mod manifest;
+pub mod retention;
 pub mod runs;
 pub mod wal_archive;
 
@@ -38,6 +45,8 @@ pub enum RepoError {
         id: String,
         location: String,
     },
+    #[error("{kind} {id} is being deleted (an interrupted deletion): pgtide expire or pgtide delete {id} finishes it")]
+    BeingDeleted { kind: &'static str, id: String },
     #[error("no complete {kind} in {location}")]
     Empty {
         kind: &'static str,
@@ -82,12 +91,37 @@ pub struct ClusterInfo {
     pub bound_at: chrono::DateTime<Utc>,
 }
 
-/// A dump whose manifest is missing: still running, or it failed.
+/// A dump whose manifest is missing: still running, or it failed. Also a
+/// set whose deletion was interrupted (`Listing::deleting`).
 #[derive(Debug, Clone, Serialize)]
 pub struct IncompleteDump {
     pub id: String,
     pub objects: usize,
     pub bytes: u64,
+}
+
+/// What a listing of a kind's prefix says of one set.
+#[derive(Debug, Default)]
+struct SetObjects {
+    manifest: bool,
+    deleting: bool,
+    objects: usize,
+    bytes: u64,
+}
+
+/// The contents of a `deleting.json` marker.
+#[derive(Debug, Serialize, Deserialize)]
+struct DeletingMarker {
+    deleting_since: chrono::DateTime<Utc>,
+    pgtide_version: String,
+}
+
+/// A set whose interrupted deletion was finished.
+#[derive(Debug, Clone, Serialize)]
+pub struct FinishedDeletion {
+    pub id: String,
+    pub objects: usize,
+    pub bytes_freed: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -336,6 +370,18 @@ impl Repository {
             }
             Err(e) => return Err(e.into()),
         };
+        // The marker goes in before the manifest goes: a manifest beside it
+        // is what an interrupted deletion left.
+        match self.storage.size(&layout::set_deleting(kind, id)).await {
+            Ok(_) => {
+                return Err(RepoError::BeingDeleted {
+                    kind: kind.noun(),
+                    id: id.into(),
+                })
+            }
+            Err(StorageError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
         parse_manifest(&key, &bytes, kind.noun())
     }
 
@@ -343,21 +389,34 @@ impl Repository {
         self.load(SetKind::Dump, id).await
     }
 
-    /// Ids of complete sets of `kind`, oldest first.
+    /// Every set of `kind` with objects, by id, from one listing.
+    async fn sets(
+        &self,
+        kind: SetKind,
+    ) -> Result<std::collections::BTreeMap<String, SetObjects>, RepoError> {
+        let mut map: std::collections::BTreeMap<String, SetObjects> = Default::default();
+        for o in self.storage.list(kind.prefix()).await? {
+            if let Some(id) = layout::set_id_of(kind, &o.key) {
+                let e = map.entry(id.to_string()).or_default();
+                e.manifest |= o.key == layout::set_manifest(kind, id);
+                e.deleting |= o.key == layout::set_deleting(kind, id);
+                e.objects += 1;
+                e.bytes += o.size;
+            }
+        }
+        Ok(map)
+    }
+
+    /// Ids of complete sets of `kind` (a manifest, and no deletion under
+    /// way), oldest first.
     pub async fn ids(&self, kind: SetKind) -> Result<Vec<String>, RepoError> {
-        let mut ids: Vec<String> = self
-            .storage
-            .list(kind.prefix())
+        Ok(self
+            .sets(kind)
             .await?
             .into_iter()
-            .filter_map(|o| {
-                let id = layout::set_id_of(kind, &o.key)?;
-                (o.key == layout::set_manifest(kind, id)).then(|| id.to_string())
-            })
-            .collect();
-        ids.sort();
-        ids.dedup();
-        Ok(ids)
+            .filter(|(_, s)| s.manifest && !s.deleting)
+            .map(|(id, _)| id)
+            .collect())
     }
 
     pub async fn dump_ids(&self) -> Result<Vec<String>, RepoError> {
@@ -383,22 +442,56 @@ impl Repository {
         Ok(out)
     }
 
-    /// Sets of `kind` that have objects but no manifest.
+    /// Sets of `kind` that have objects but no manifest (and are not being
+    /// deleted).
     pub async fn incomplete(&self, kind: SetKind) -> Result<Vec<IncompleteDump>, RepoError> {
-        let mut map: std::collections::BTreeMap<String, (bool, usize, u64)> = Default::default();
-        for o in self.storage.list(kind.prefix()).await? {
-            if let Some(id) = layout::set_id_of(kind, &o.key) {
-                let e = map.entry(id.to_string()).or_default();
-                e.0 |= o.key == layout::set_manifest(kind, id);
-                e.1 += 1;
-                e.2 += o.size;
+        Ok(self
+            .sets(kind)
+            .await?
+            .into_iter()
+            .filter(|(_, s)| !s.manifest && !s.deleting)
+            .map(|(id, s)| IncompleteDump {
+                id,
+                objects: s.objects,
+                bytes: s.bytes,
+            })
+            .collect())
+    }
+
+    /// Sets of `kind` whose deletion started and did not finish.
+    pub async fn deleting(&self, kind: SetKind) -> Result<Vec<IncompleteDump>, RepoError> {
+        Ok(self
+            .sets(kind)
+            .await?
+            .into_iter()
+            .filter(|(_, s)| s.deleting)
+            .map(|(id, s)| IncompleteDump {
+                id,
+                objects: s.objects,
+                bytes: s.bytes,
+            })
+            .collect())
+    }
+
+    /// Finish every interrupted deletion of either kind.
+    pub async fn finish_deletions(&self) -> Result<Vec<FinishedDeletion>, RepoError> {
+        let mut out = Vec::new();
+        for kind in [SetKind::Backup, SetKind::Dump] {
+            for s in self.deleting(kind).await? {
+                let bytes_freed = match self.delete(kind, &s.id).await {
+                    Ok(b) => b,
+                    // Finished meanwhile by someone else.
+                    Err(RepoError::NoSuch { .. }) => 0,
+                    Err(e) => return Err(e),
+                };
+                out.push(FinishedDeletion {
+                    id: s.id,
+                    objects: s.objects,
+                    bytes_freed,
+                });
             }
         }
-        Ok(map
-            .into_iter()
-            .filter(|(_, (complete, _, _))| !complete)
-            .map(|(id, (_, objects, bytes))| IncompleteDump { id, objects, bytes })
-            .collect())
+        Ok(out)
     }
 
     pub async fn incomplete_dumps(&self) -> Result<Vec<IncompleteDump>, RepoError> {
@@ -441,7 +534,11 @@ impl Repository {
         self.resolve(SetKind::Dump, id).await
     }
 
-    /// Delete a set: the manifest first (so it stops being listed), then the rest.
+    /// Delete a set, crash-safe: the `deleting` marker first (from then on
+    /// the set is neither listed nor loaded), then the manifest, then every
+    /// other object, then the marker. Interrupted anywhere, a second call
+    /// (or [`Repository::finish_deletions`]) finishes it. Returns the bytes
+    /// freed.
     pub async fn delete(&self, kind: SetKind, id: &str) -> Result<u64, RepoError> {
         if !layout::valid_id(id) || SetKind::of_id(id) != Some(kind) {
             return Err(RepoError::BadId {
@@ -458,11 +555,27 @@ impl Repository {
             });
         }
         let bytes = objects.iter().map(|o| o.size).sum();
+        let marker = layout::set_deleting(kind, id);
+        let body = serde_json::to_vec_pretty(&DeletingMarker {
+            deleting_since: Utc::now(),
+            pgtide_version: env!("CARGO_PKG_VERSION").into(),
+        })
+        .expect("marker serializes");
+        match self.storage.put_if_absent(&marker, body.into()).await {
+            // Already there: a deletion that was interrupted, resumed now.
+            Ok(()) | Err(StorageError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
         self.storage
             .delete_many(&[layout::set_manifest(kind, id)])
             .await?;
-        let keys: Vec<String> = objects.into_iter().map(|o| o.key).collect();
+        let keys: Vec<String> = objects
+            .into_iter()
+            .map(|o| o.key)
+            .filter(|k| *k != marker)
+            .collect();
         self.storage.delete_many(&keys).await?;
+        self.storage.delete_many(&[marker]).await?;
         Ok(bytes)
     }
 
@@ -514,4 +627,99 @@ fn parse_manifest<T: DeserializeOwned>(
         key: key.into(),
         reason: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn repo() -> (tempfile::TempDir, Repository) {
+        let dir = tempfile::tempdir().unwrap();
+        let storage: DynStorage = std::sync::Arc::new(crate::storage::LocalFs::new(dir.path()));
+        (dir, Repository::open_storage(storage, true).await.unwrap())
+    }
+
+    /// A complete backup: started.json, one pack, a manifest.
+    async fn complete(r: &Repository, id: &str) {
+        let s = r.storage();
+        let k = SetKind::Backup;
+        s.put_if_absent(&layout::set_started(k, id), Bytes::from_static(b"{}"))
+            .await
+            .unwrap();
+        s.put_if_absent(
+            &format!("{}0001.pack", layout::set_packs(k, id)),
+            Bytes::from(vec![7; 1000]),
+        )
+        .await
+        .unwrap();
+        s.put_if_absent(&layout::set_manifest(k, id), Bytes::from_static(b"{}"))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_deletion_is_never_complete_and_is_finished_later() {
+        let (_dir, r) = repo().await;
+        let k = SetKind::Backup;
+        let (a, b, c) = ("20261201-030000F", "20261202-030000F", "20261203-030000F");
+        for id in [a, b, c] {
+            complete(&r, id).await;
+        }
+        // a: killed right after the marker went in (the manifest is still
+        // there); b: killed after the manifest went.
+        for id in [a, b] {
+            r.storage()
+                .put_if_absent(&layout::set_deleting(k, id), Bytes::from_static(b"{}"))
+                .await
+                .unwrap();
+        }
+        r.storage()
+            .delete_many(&[layout::set_manifest(k, b)])
+            .await
+            .unwrap();
+        assert_eq!(r.ids(k).await.unwrap(), [c]);
+        assert!(r.incomplete(k).await.unwrap().is_empty());
+        let deleting: Vec<String> = r
+            .deleting(k)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| d.id)
+            .collect();
+        assert_eq!(deleting, [a, b]);
+        assert!(matches!(
+            r.load::<serde_json::Value>(k, a).await,
+            Err(RepoError::BeingDeleted { .. })
+        ));
+        assert!(matches!(
+            r.load::<serde_json::Value>(k, b).await,
+            Err(RepoError::NoSuch { .. })
+        ));
+        assert_eq!(r.resolve(k, "latest").await.unwrap(), c);
+
+        let finished = r.finish_deletions().await.unwrap();
+        assert_eq!(
+            finished.iter().map(|f| f.id.as_str()).collect::<Vec<_>>(),
+            [a, b]
+        );
+        assert!(finished[0].bytes_freed > 1000);
+        for id in [a, b] {
+            assert!(r
+                .storage()
+                .list(&layout::set_prefix(k, id))
+                .await
+                .unwrap()
+                .is_empty());
+        }
+        assert!(r.finish_deletions().await.unwrap().is_empty());
+        assert_eq!(r.ids(k).await.unwrap(), [c]);
+
+        // A plain delete leaves nothing behind, marker included.
+        assert!(r.delete(k, c).await.unwrap() > 1000);
+        assert!(r.storage().list(k.prefix()).await.unwrap().is_empty());
+        assert!(matches!(
+            r.delete(k, c).await,
+            Err(RepoError::NoSuch { .. })
+        ));
+    }
 }
