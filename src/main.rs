@@ -28,7 +28,7 @@ fn limit_malloc_arenas() {}
 fn main() -> ExitCode {
     limit_malloc_arenas();
     let cli = pgtide::cli::Cli::parse();
-    pgtide::cli::init_tracing(cli.verbose);
+    pgtide::cli::init_tracing(cli.log_level(), &cli.log_format());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

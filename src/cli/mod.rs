@@ -3,6 +3,7 @@
 
 pub mod exit;
 pub mod output;
+pub mod service;
 pub mod settings;
 
 use std::path::PathBuf;
@@ -33,6 +34,9 @@ pub struct Cli {
     /// Print machine-readable JSON on stdout and no progress bars
     #[arg(long, global = true)]
     pub json: bool,
+    /// Log format on stderr: text, or json (one object per line, for log shippers)
+    #[arg(long, global = true, env = "PGTIDE_LOG_FORMAT", value_parser = ["text", "json"])]
+    pub log_format: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -100,6 +104,10 @@ pub enum Command {
     /// WAL archiving: stream (replication slot), push (archive_command), fetch (restore_command)
     #[command(subcommand)]
     Wal(WalCommand),
+    /// Run the service: continuous WAL archiving, scheduled backups and dumps, retention, HTTP status and metrics
+    Daemon(service::DaemonArgs),
+    /// Show the daemon's state (or, when none answers, what the repository records)
+    Status(service::StatusArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -734,6 +742,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             }
         }
         Command::Wal(w) => return run_wal(w, json).await,
+        Command::Daemon(a) => return service::run_daemon(a, cli.log_format).await,
+        Command::Status(a) => return service::run_status(a, json).await,
     }
     Ok(())
 }
@@ -1148,8 +1158,46 @@ fn print_info(m: &crate::repo::manifest::DumpManifest) {
     }
 }
 
-/// Logs go to stderr; `-v` raises the level, `RUST_LOG` overrides it.
-pub fn init_tracing(verbose: u8) {
+impl Cli {
+    /// The log format: `--log-format`/`PGTIDE_LOG_FORMAT`, else (for the
+    /// daemon) the config file's `[log] format`, else text.
+    pub fn log_format(&self) -> String {
+        if let Some(f) = &self.log_format {
+            return f.clone();
+        }
+        if let Command::Daemon(a) = &self.command {
+            if let Some(f) = a.config.as_deref().and_then(config_log_format) {
+                return f;
+            }
+        }
+        "text".into()
+    }
+
+    /// The daemon logs its runs at info level unless told otherwise.
+    pub fn log_level(&self) -> u8 {
+        match self.command {
+            Command::Daemon(_) => self.verbose.max(1),
+            _ => self.verbose,
+        }
+    }
+}
+
+/// `[log] format` of a config file, read before anything else so that the
+/// daemon's first lines already have the right format. Errors are left to
+/// the full load that follows.
+fn config_log_format(path: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let table: toml::Table = toml::from_str(&text).ok()?;
+    table
+        .get("log")?
+        .get("format")?
+        .as_str()
+        .map(str::to_string)
+}
+
+/// Logs go to stderr; `-v` raises the level, `RUST_LOG` overrides it;
+/// `json` writes one JSON object per line.
+pub fn init_tracing(verbose: u8, format: &str) {
     let level = match verbose {
         0 => "warn",
         1 => "info",
@@ -1158,10 +1206,15 @@ pub fn init_tracing(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("pgtide={level}")));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    let _ = if format == "json" {
+        builder.json().with_current_span(true).try_init()
+    } else {
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init()
+    };
 }

@@ -21,6 +21,8 @@ use serde::Deserialize;
 use super::schedule::Schedule;
 use crate::pg::conninfo::ConnInfo;
 use crate::pipeline::Compression;
+use crate::repo::retention::Policy;
+use crate::units::parse_duration;
 
 /// A configuration problem: one line, naming the key, the variable or the file.
 #[derive(Debug, thiserror::Error)]
@@ -135,21 +137,8 @@ struct DumpSection {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RetentionSection {
-    backups: Option<PolicySection>,
-    dumps: Option<PolicySection>,
-}
-
-/// `[retention.backups]` / `[retention.dumps]`.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PolicySection {
-    keep_last: Option<u32>,
-    daily: Option<u32>,
-    weekly: Option<u32>,
-    monthly: Option<u32>,
-    yearly: Option<u32>,
-    max_age: Option<String>,
-    min_keep: Option<u32>,
+    backups: Option<Policy>,
+    dumps: Option<Policy>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -328,39 +317,6 @@ pub struct DumpConfig {
     pub compression: Compression,
 }
 
-/// A retention policy as written: the rules themselves live in
-/// `repo::retention`, which gets these values.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct PolicyConfig {
-    pub keep_last: Option<u32>,
-    pub daily: Option<u32>,
-    pub weekly: Option<u32>,
-    pub monthly: Option<u32>,
-    pub yearly: Option<u32>,
-    #[serde(with = "secs_opt")]
-    pub max_age: Option<Duration>,
-    pub min_keep: Option<u32>,
-}
-
-mod secs_opt {
-    pub fn serialize<S: serde::Serializer>(
-        d: &Option<std::time::Duration>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_some(&d.as_secs()),
-            None => s.serialize_none(),
-        }
-    }
-}
-
-impl PolicyConfig {
-    /// No rule at all: nothing is ever expired.
-    pub fn is_empty(&self) -> bool {
-        *self == PolicyConfig::default()
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
     pub listen: std::net::SocketAddr,
@@ -388,8 +344,8 @@ pub struct DaemonConfig {
     pub wal: WalConfig,
     pub backup: BackupConfig,
     pub dumps: Vec<DumpConfig>,
-    pub retention_backups: PolicyConfig,
-    pub retention_dumps: PolicyConfig,
+    pub retention_backups: Policy,
+    pub retention_dumps: Policy,
     pub http: HttpConfig,
     pub webhook: Option<String>,
     pub notify_success: bool,
@@ -627,29 +583,8 @@ impl DaemonConfig {
         }
 
         // [retention]
-        let policy = |name: &str, p: &Option<PolicySection>| -> Result<PolicyConfig, ConfigError> {
-            let Some(p) = p else {
-                return Ok(PolicyConfig::default());
-            };
-            Ok(PolicyConfig {
-                keep_last: p.keep_last,
-                daily: p.daily,
-                weekly: p.weekly,
-                monthly: p.monthly,
-                yearly: p.yearly,
-                max_age: p
-                    .max_age
-                    .as_deref()
-                    .map(|s| {
-                        parse_duration(s)
-                            .map_err(|e| invalid(&format!("retention.{name}.max_age"), e))
-                    })
-                    .transpose()?,
-                min_keep: p.min_keep,
-            })
-        };
-        let retention_backups = policy("backups", &f.retention.backups)?;
-        let retention_dumps = policy("dumps", &f.retention.dumps)?;
+        let retention_backups = f.retention.backups.unwrap_or_default();
+        let retention_dumps = f.retention.dumps.unwrap_or_default();
 
         // [http]
         let listen_text = flags
@@ -734,26 +669,6 @@ impl DaemonConfig {
         }
         v
     }
-}
-
-/// `30s`, `5m`, `2h`, `7d`, `2w`: the daemon's durations, which reach days.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    if let Some(n) = t.strip_suffix('d').or_else(|| t.strip_suffix("days")) {
-        return n
-            .trim()
-            .parse::<u64>()
-            .map(|n| Duration::from_secs(n * 86_400))
-            .map_err(|_| format!("invalid duration {s:?}: use e.g. 30s, 5m, 1h, 7d, 2w"));
-    }
-    if let Some(n) = t.strip_suffix('w') {
-        return n
-            .trim()
-            .parse::<u64>()
-            .map(|n| Duration::from_secs(n * 7 * 86_400))
-            .map_err(|_| format!("invalid duration {s:?}: use e.g. 30s, 5m, 1h, 7d, 2w"));
-    }
-    crate::cli::settings::parse_duration(t)
 }
 
 fn read_secret(what: &'static str, path: &Path) -> Result<String, ConfigError> {
@@ -920,20 +835,6 @@ webhook = "https://hooks.example.com/pgtide"
     }
 
     #[test]
-    fn durations_reach_days_and_weeks() {
-        assert_eq!(
-            parse_duration("7d").unwrap(),
-            Duration::from_secs(7 * 86400)
-        );
-        assert_eq!(
-            parse_duration("2w").unwrap(),
-            Duration::from_secs(14 * 86400)
-        );
-        assert_eq!(parse_duration("15s").unwrap(), Duration::from_secs(15));
-        assert!(parse_duration("soon").is_err());
-    }
-
-    #[test]
     fn every_env_key_is_a_file_key() {
         // Each variable must land in a field the file's schema has.
         for (path, var) in env_keys() {
@@ -953,7 +854,7 @@ webhook = "https://hooks.example.com/pgtide"
                     "source.password_file" | "http.token_file" => continue,
                     _ if path.ends_with("max_age") => "7d",
                     _ if path.contains("interval") || path.contains("heartbeat") => "10s",
-                    _ if path.contains("slot_") => "1GiB",
+                    _ if path.contains("slot_") => "20GiB",
                     _ => "x",
                 },
                 Kind::Int => "3",

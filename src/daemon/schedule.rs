@@ -30,8 +30,7 @@ impl Schedule {
     pub fn parse(text: &str) -> Result<Schedule, String> {
         let t = text.trim();
         if let Some(rest) = t.strip_prefix("@every") {
-            let d =
-                super::config::parse_duration(rest.trim()).map_err(|e| format!("{t:?}: {e}"))?;
+            let d = crate::units::parse_duration(rest.trim()).map_err(|e| format!("{t:?}: {e}"))?;
             if d < Duration::from_secs(1) {
                 return Err(format!("{t:?}: the interval must be at least 1s"));
             }
