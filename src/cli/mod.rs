@@ -404,6 +404,22 @@ pub struct RestoreArgs {
     pub settings: Vec<String>,
 }
 
+/// The repository's writer lock for a job run from the shell (a running
+/// daemon holds it for its own jobs): exit 9 naming the holder when taken.
+async fn writer_lock(
+    repo: &Repository,
+    purpose: &str,
+) -> Result<crate::repo::lock::RepoLock, CliError> {
+    Ok(crate::repo::lock::RepoLock::acquire(repo, purpose, Default::default()).await?)
+}
+
+async fn release(lock: crate::repo::lock::RepoLock) {
+    if let Err(e) = lock.release().await {
+        // Handled here: a lock left behind is taken over by the next writer.
+        tracing::warn!("could not release the repository lock: {e}");
+    }
+}
+
 fn conninfo(db: &DbArg) -> Result<ConnInfo, CliError> {
     ConnInfo::from_cli(db.db.as_deref()).map_err(|e| CliError::new(exit::USAGE, e.to_string()))
 }
@@ -509,9 +525,12 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 },
             };
             let repo = Repository::open(&a.repo.url(), true).await?;
+            let lock = writer_lock(&repo, "dump").await?;
             let progress = Arc::new(Progress::default());
             let _display = ProgressDisplay::start(progress.clone(), !json, "tables");
-            let r = dump::run(&repo, &s, progress, cancel_on_signal()).await?;
+            let r = dump::run(&repo, &s, progress, cancel_on_signal()).await;
+            release(lock).await;
+            let r = r?;
             if json {
                 print_json(&r);
             } else {
@@ -576,9 +595,12 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 wal_wait: a.wal_wait,
             };
             let repo = Repository::open(&a.repo.url(), true).await?;
+            let lock = writer_lock(&repo, "backup").await?;
             let progress = Arc::new(Progress::default());
             let _display = ProgressDisplay::start(progress.clone(), !json, "files");
-            let r = backup::run(&repo, &s, progress, cancel_on_signal()).await?;
+            let r = backup::run(&repo, &s, progress, cancel_on_signal()).await;
+            release(lock).await;
+            let r = r?;
             if json {
                 print_json(&r);
             } else {

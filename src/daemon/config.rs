@@ -123,6 +123,8 @@ struct BackupSection {
     /// Where the backup's WAL comes from: stream (own temporary slot) or
     /// archive (the daemon's `wal stream`).
     wal: Option<String>,
+    /// Server-side rate limit per second, e.g. "100MiB".
+    max_rate: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -192,6 +194,7 @@ const ENV_KEYS: &[(&str, Kind)] = &[
     ("backup.jobs", Kind::Int),
     ("backup.checkpoint", Kind::Str),
     ("backup.wal", Kind::Str),
+    ("backup.max_rate", Kind::Str),
     ("retention.backups.keep_last", Kind::Int),
     ("retention.backups.daily", Kind::Int),
     ("retention.backups.weekly", Kind::Int),
@@ -306,6 +309,8 @@ pub struct BackupConfig {
     pub fast_checkpoint: bool,
     /// true: the backup streams its own WAL; false: it waits for the archive.
     pub stream_wal: bool,
+    /// Server-side rate limit in kB/s (PostgreSQL takes 32 to 1048576).
+    pub max_rate_kbps: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -548,6 +553,8 @@ impl DaemonConfig {
                     ))
                 }
             },
+            max_rate_kbps: size("backup.max_rate", &f.backup.max_rate)?
+                .map(|r| (r / 1024).clamp(32, 1_048_576) as u32),
             stream_wal: match f.backup.wal.as_deref() {
                 None => !wal.stream,
                 Some("stream") => true,
@@ -848,6 +855,7 @@ webhook = "https://hooks.example.com/pgtide"
                     "log.format" => "json",
                     "backup.checkpoint" => "fast",
                     "backup.wal" => "stream",
+                    "backup.max_rate" => "10MiB",
                     "backup.schedule" => "@every 1m",
                     "wal.compress" | "backup.compress" => "zstd:1",
                     "lock.stale_after" => "1h",

@@ -620,7 +620,7 @@ async fn run_kind(
                 },
                 fast_checkpoint: cfg.backup.fast_checkpoint,
                 manifest_checksums: "CRC32C".into(),
-                max_rate_kbps: None,
+                max_rate_kbps: cfg.backup.max_rate_kbps,
                 server_compression: None,
                 name: None,
                 wal: if cfg.backup.stream_wal {

@@ -150,7 +150,8 @@ impl RepoLock {
                             holder: h.describe(Utc::now()),
                         })
                     }
-                    Staleness::Dead => tracing::warn!(
+                    // Expected after a kill: not worth a warning.
+                    Staleness::Dead => tracing::info!(
                         "taking over the lock of {}: that process no longer runs",
                         h.describe(Utc::now())
                     ),

@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod daemon;
 mod dump_load;
 mod encodings;
 mod errors;

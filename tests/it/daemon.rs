@@ -1,0 +1,750 @@
+//! `pgtide daemon` against real servers: schedules produce backups and
+//! dumps while rows are written, retention keeps what the rules say,
+//! `/status` and `/metrics` report it, a PITR restore of what it archived
+//! holds every committed row; the repository lock, SIGKILL mid-backup, the
+//! slot guard, secrets that never leak, and bad configurations.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::cli::{pgtide, PGTIDE_BIN};
+use crate::harness::pg::{PgCluster, PASSWORD, SCRAM_USER};
+use crate::harness::s3::{s3_env, S3Server};
+use crate::pitr::{free_port, restore, work_dir};
+
+const TOKEN: &str = "tok-5f2a9c1e77";
+
+/// A running `pgtide daemon`, killed on drop; its stderr goes to a file.
+struct Daemon {
+    child: Option<Child>,
+    log: PathBuf,
+    pub port: u16,
+}
+
+impl Daemon {
+    fn start(config: &Path, dir: &Path, env: &[(&str, &str)]) -> Daemon {
+        let log = dir.join(format!("daemon-{}.log", fastrand::u32(..)));
+        let port = http_port(config);
+        let mut cmd = Command::new(PGTIDE_BIN);
+        cmd.args(["daemon", "--config"])
+            .arg(config)
+            .env_remove("PGHOST")
+            .env_remove("PGPASSWORD")
+            .env_remove("PGUSER")
+            .env_remove("PGTIDE_REPO")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        for (k, v) in s3_env() {
+            cmd.env(k, v);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Daemon {
+            child: Some(cmd.spawn().expect("start pgtide daemon")),
+            log,
+            port,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    fn signal(&self, sig: &str) {
+        Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .unwrap();
+    }
+
+    /// Wait for the process to end; its exit code.
+    fn wait(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        let child = self.child.as_mut().unwrap();
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                panic!("daemon did not exit within {limit:?}\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        http(self.port, "GET", path, None)
+    }
+
+    /// Poll /status until `ok` holds for it.
+    fn wait_status(
+        &self,
+        what: &str,
+        limit: Duration,
+        ok: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let (code, body) = self.get("/status");
+            if code == 200 {
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                if ok(&v) {
+                    return v;
+                }
+                if Instant::now() > deadline {
+                    panic!(
+                        "{what}: not within {limit:?}\nstatus: {v:#}\n--- daemon log ---\n{}",
+                        self.log()
+                    );
+                }
+            } else if Instant::now() > deadline {
+                panic!(
+                    "{what}: /status answered {code}\n--- daemon log ---\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn http_port(config: &Path) -> u16 {
+    let text = std::fs::read_to_string(config).unwrap();
+    let t: toml::Table = toml::from_str(&text).unwrap();
+    t["http"]["listen"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// One request to 127.0.0.1:`port` through pgtide's own client; (0, error)
+/// when nothing answers.
+fn http(port: u16, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let body = (method == "POST").then(bytes::Bytes::new);
+    match rt.block_on(pgtide::daemon::notify::request(
+        method,
+        &url,
+        body,
+        token,
+        Duration::from_secs(10),
+    )) {
+        Ok((code, body)) => (code, String::from_utf8_lossy(&body).into_owned()),
+        Err(e) => (0, e),
+    }
+}
+
+/// Check the Prometheus text exposition format line by line: comments are
+/// `# HELP`/`# TYPE`/`# UNIT`/`# EOF`, samples `name{labels} value`.
+fn parse_metrics(text: &str) -> Vec<(String, f64)> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(c) = line.strip_prefix("# ") {
+            assert!(
+                ["HELP ", "TYPE ", "UNIT ", "EOF"]
+                    .iter()
+                    .any(|p| c.starts_with(p)),
+                "bad comment line {line:?}"
+            );
+            continue;
+        }
+        let (name, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("bad sample {line:?}"));
+        let metric = name.split('{').next().unwrap();
+        assert!(
+            metric
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "bad metric name in {line:?}"
+        );
+        if let Some(labels) = name.strip_prefix(metric) {
+            if !labels.is_empty() {
+                assert!(
+                    labels.starts_with('{') && labels.ends_with('}'),
+                    "bad labels in {line:?}"
+                );
+            }
+        }
+        let v: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        out.push((name.to_string(), v));
+    }
+    out
+}
+
+fn metric(samples: &[(String, f64)], name: &str) -> Option<f64> {
+    samples.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
+}
+
+/// A config file for `pg` (as scram_user, password in a file) and `repo`.
+fn write_config(dir: &Path, pg: &PgCluster, repo: &str, extra: &str) -> PathBuf {
+    let pw = dir.join("pgpass");
+    std::fs::write(&pw, format!("{PASSWORD}\n")).unwrap();
+    let token = dir.join("token");
+    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+    let path = dir.join(format!("pgtide-{}.toml", fastrand::u32(..)));
+    let mut f = std::fs::File::create(&path).unwrap();
+    write!(
+        f,
+        r#"[source]
+db = "host=127.0.0.1 port={port} user={SCRAM_USER} dbname=postgres"
+password_file = "{pw}"
+[repository]
+url = "{repo}"
+[http]
+listen = "127.0.0.1:{http}"
+token_file = "{token}"
+[lock]
+heartbeat = "1s"
+stale_after = "5s"
+{extra}
+"#,
+        port = pg.port(),
+        pw = pw.display(),
+        http = free_port(),
+        token = token.display(),
+    )
+    .unwrap();
+    path
+}
+
+fn rows(pg: &PgCluster) -> i64 {
+    pg.query_one("app", "SELECT count(*) FROM t")
+        .parse()
+        .unwrap()
+}
+
+/// Writes rows into app.t until dropped.
+struct Writer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    fn start(pg: &PgCluster) -> Writer {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stop.clone();
+        let port = pg.port();
+        let handle = std::thread::spawn(move || {
+            let mut i = 0;
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = crate::harness::pg::query_port(
+                    port,
+                    "app",
+                    &format!("INSERT INTO t (v) SELECT md5(g::text) FROM generate_series({i}, {i} + 199) g"),
+                );
+                i += 200;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        Writer {
+            stop,
+            handle: Some(handle),
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn app_cluster() -> PgCluster {
+    let pg = PgCluster::start(15);
+    pg.create_db("app");
+    pg.execute(
+        "app",
+        &format!(
+            "CREATE TABLE t (id bigserial PRIMARY KEY, v text);
+             GRANT ALL ON t, t_id_seq TO {SCRAM_USER};"
+        ),
+    );
+    pg
+}
+
+/// The whole service: schedules, retention, status, metrics, run endpoints,
+/// the lock against a second daemon, SIGTERM, and a PITR restore of what
+/// it archived holding every committed row.
+#[test]
+fn daemon_backs_up_dumps_expires_reports_and_restores() {
+    let pg = app_cluster();
+    let dir = work_dir("pgtide-daemon-");
+    let repo = dir.path().join("repo").display().to_string();
+    let config = write_config(
+        dir.path(),
+        &pg,
+        &repo,
+        r#"[wal]
+slot = "pgtide_daemon"
+partial_interval = "1s"
+status_interval = "1s"
+slot_check_interval = "1s"
+[backup]
+schedule = "@every 6s"
+[[dump]]
+database = "app"
+schedule = "@every 9s"
+jobs = 2
+[retention.backups]
+keep_last = 2
+[retention.dumps]
+keep_last = 1
+"#,
+    );
+    let writer = Writer::start(&pg);
+    let mut d = Daemon::start(&config, dir.path(), &[]);
+    let v = d.wait_status(
+        "three backups and two dumps",
+        Duration::from_secs(150),
+        |v| {
+            let runs = |k: &str| {
+                v["jobs"][k]["last_success"]["id"]
+                    .as_str()
+                    .map(str::to_string)
+            };
+            runs("full").is_some() && runs("dump").is_some() && {
+                let l = pgtide(&["list", "--json", "--repo", &repo]);
+                let l: serde_json::Value = serde_json::from_str(&l.stdout).unwrap_or_default();
+                // Enough runs that retention had something to remove.
+                let b = v["jobs"]["expire"]["last_success"].is_object();
+                b && l["backups"].as_array().is_some_and(|a| !a.is_empty())
+                    && std::fs::read_dir(Path::new(&repo).join("runs/full"))
+                        .map(|r| r.count())
+                        .unwrap_or(0)
+                        >= 3
+                    && std::fs::read_dir(Path::new(&repo).join("runs/dump"))
+                        .map(|r| r.count())
+                        .unwrap_or(0)
+                        >= 2
+            }
+        },
+    );
+    assert_eq!(v["source"], "daemon");
+    assert!(v["wal"]["streaming"].as_bool().unwrap(), "{v:#}");
+
+    // Retention: at most two backups and one dump (one more of each may be
+    // running right now, and is not listed until complete).
+    let l = pgtide(&["list", "--json", "--repo", &repo]);
+    l.assert_ok();
+    let l: serde_json::Value = serde_json::from_str(&l.stdout).unwrap();
+    assert!(l["backups"].as_array().unwrap().len() <= 3, "{l:#}");
+    assert!(l["dumps"].as_array().unwrap().len() <= 2, "{l:#}");
+
+    // Health and metrics.
+    let (code, body) = d.get("/healthz");
+    assert_eq!(code, 200, "{body}");
+    let (code, text) = d.get("/metrics");
+    assert_eq!(code, 200);
+    let samples = parse_metrics(&text);
+    for name in [
+        "pgtide_backup_last_success_timestamp_seconds{kind=\"full\"}",
+        "pgtide_backup_last_success_timestamp_seconds{kind=\"dump\"}",
+        "pgtide_backup_last_duration_seconds{kind=\"full\"}",
+        "pgtide_backup_last_size_bytes{kind=\"full\"}",
+        "pgtide_backups_total{kind=\"full\",result=\"success\"}",
+        "pgtide_wal_archived_lsn",
+        "pgtide_wal_archive_lag_bytes",
+        "pgtide_wal_archive_lag_seconds",
+        "pgtide_slot_retained_bytes",
+        "pgtide_storage_requests_total{op=\"put\"}",
+        "pgtide_storage_retries_total",
+        "pgtide_repository_size_bytes",
+    ] {
+        assert!(metric(&samples, name).is_some(), "{name} missing:\n{text}");
+    }
+    assert!(
+        metric(
+            &samples,
+            "pgtide_backup_last_success_timestamp_seconds{kind=\"full\"}"
+        )
+        .unwrap()
+            > 1.7e9
+    );
+    assert!(metric(&samples, "pgtide_wal_archived_lsn").unwrap() > 0.0);
+    let (code, body) = d.get("/backups");
+    assert_eq!(code, 200);
+    let b: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(b["backups"].is_array());
+
+    // The run endpoints want the token.
+    assert_eq!(http(d.port, "POST", "/run/expire", None).0, 401);
+    assert_eq!(http(d.port, "POST", "/run/expire", Some("wrong")).0, 401);
+    let (code, body) = http(d.port, "POST", "/run/expire", Some(TOKEN));
+    assert!(code == 202 || code == 409, "{code} {body}");
+
+    // A second daemon on the same repository is refused, naming the holder.
+    let config2 = write_config(dir.path(), &pg, &repo, "[wal]\nslot = \"other\"\n");
+    let out = pgtide(&["daemon", "--config", config2.to_str().unwrap()]);
+    out.assert_one_line_error(9, "is locked by pgtide daemon (pid");
+    // So is a backup from a shell.
+    let out = pgtide(&[
+        "backup",
+        "--repo",
+        &repo,
+        "--db",
+        &pg.conninfo("postgres", "postgres"),
+    ]);
+    out.assert_one_line_error(9, "is locked by pgtide daemon");
+
+    // Stop writing, note what was committed, let the archive catch up.
+    drop(writer);
+    let committed = rows(&pg);
+    let lsn = pg.query_one("postgres", "SELECT pg_current_wal_lsn()");
+    d.wait_status(
+        "the archive holds every committed row",
+        Duration::from_secs(30),
+        |v| {
+            let a = v["wal"]["archived_lsn"].as_str().unwrap_or("0/0");
+            lsn_value(a) >= lsn_value(&lsn)
+        },
+    );
+
+    // SIGTERM: a clean stop within seconds, the lock released.
+    d.signal("TERM");
+    assert_eq!(d.wait(Duration::from_secs(40)), Some(0), "{}", d.log());
+    let s = pgtide(&[
+        "status",
+        "--json",
+        "--repo",
+        &repo,
+        "--listen",
+        &format!("127.0.0.1:{}", d.port),
+    ]);
+    s.assert_ok();
+    let s: serde_json::Value = serde_json::from_str(&s.stdout).unwrap();
+    assert_eq!(s["source"], "repository");
+    assert!(s["lock"].is_null(), "{s:#}");
+    assert!(s["jobs"]["full"]["last_success"]["id"].is_string());
+    let v = pgtide(&["verify", "latest", "--repo", &repo]);
+    v.assert_ok();
+
+    // Every committed row is in a restore to the end of the archive.
+    let socket = work_dir("pgtide-daemon-sock-");
+    give_dir(socket.path());
+    let r = restore(&repo, "latest", &[], Some(socket.path()));
+    let in_app = r_query(&r, "app", "SELECT count(*) FROM t");
+    assert_eq!(in_app, committed.to_string(), "rows lost\n{}", r.log());
+
+    // No secret in anything the daemon said.
+    let log = d.log();
+    for secret in [PASSWORD, TOKEN] {
+        assert!(!log.contains(secret), "secret in the log:\n{log}");
+        assert!(!s.to_string().contains(secret), "secret in the status");
+        assert!(!text.contains(secret), "secret in the metrics");
+    }
+}
+
+fn give_dir(p: &Path) {
+    crate::harness::pg::give_to_server_user(p);
+}
+
+fn r_query(r: &crate::pitr::Restored, db: &str, sql: &str) -> String {
+    let out = crate::pitr::clean_command(crate::harness::pg::pg_tool(15, "psql"))
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-q",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            db,
+        ])
+        .arg("-p")
+        .arg(r.port.to_string())
+        .arg("-c")
+        .arg(sql)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn lsn_value(s: &str) -> u64 {
+    let (hi, lo) = s.split_once('/').unwrap_or(("0", "0"));
+    (u64::from_str_radix(hi, 16).unwrap_or(0) << 32) | u64::from_str_radix(lo, 16).unwrap_or(0)
+}
+
+/// SIGKILL in the middle of a backup upload, then a restart: the lock is
+/// taken back at once, the half-written backup is removed, never listed,
+/// and the repository verifies clean.
+#[test]
+fn daemon_killed_mid_backup_restarts_clean() {
+    let pg = app_cluster();
+    pg.execute(
+        "app",
+        "INSERT INTO t (v) SELECT repeat(md5(g::text), 20) FROM generate_series(1, 60000) g",
+    );
+    let dir = work_dir("pgtide-daemon-kill-");
+    let repo = dir.path().join("repo").display().to_string();
+    let config = write_config(
+        dir.path(),
+        &pg,
+        &repo,
+        r#"[wal]
+slot = "pgtide_kill"
+partial_interval = "1s"
+[backup]
+schedule = "@every 3s"
+max_rate = "2MiB"
+"#,
+    );
+    let mut d = Daemon::start(&config, dir.path(), &[]);
+    // Wait until the backup has written packs.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let packs = walk(&Path::new(&repo).join("backups"))
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "pack"))
+            .count();
+        if packs > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no backup started\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    d.signal("KILL");
+    d.wait(Duration::from_secs(10));
+    let l: serde_json::Value =
+        serde_json::from_str(&pgtide(&["list", "--json", "--repo", &repo]).stdout).unwrap();
+    assert!(l["backups"].as_array().unwrap().is_empty(), "{l:#}");
+    assert_eq!(l["incomplete"].as_array().unwrap().len(), 1, "{l:#}");
+
+    // Started again: same host, the killed pid is gone: no wait for staleness.
+    let config = write_config(
+        dir.path(),
+        &pg,
+        &repo,
+        "[wal]\nslot = \"pgtide_kill\"\npartial_interval = \"1s\"\n[backup]\nschedule = \"0 0 1 1 *\"\n",
+    );
+    let mut d = Daemon::start(&config, dir.path(), &[]);
+    d.wait_status(
+        "the restarted daemon streams",
+        Duration::from_secs(30),
+        |v| v["wal"]["streaming"].as_bool() == Some(true),
+    );
+    assert!(d.log().contains("no longer runs"), "{}", d.log());
+    let l: serde_json::Value =
+        serde_json::from_str(&pgtide(&["list", "--json", "--repo", &repo]).stdout).unwrap();
+    assert!(l["incomplete"].as_array().unwrap().is_empty(), "{l:#}");
+    // A backup asked for over HTTP completes and verifies.
+    let (code, body) = http(d.port, "POST", "/run/backup", Some(TOKEN));
+    assert_eq!(code, 202, "{body}");
+    let v = d.wait_status("the backup asked for", Duration::from_secs(120), |v| {
+        v["jobs"]["full"]["last_success"]["trigger"] == "http"
+    });
+    let id = v["jobs"]["full"]["last_success"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    d.signal("TERM");
+    assert_eq!(d.wait(Duration::from_secs(40)), Some(0));
+    pgtide(&["verify", &id, "--repo", &repo]).assert_ok();
+}
+
+fn walk(p: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                out.extend(walk(&path));
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+/// Two daemons on one S3 repository: the second is refused; when the first
+/// stops heart-beating (SIGSTOP), the lock goes stale and is taken over, and
+/// the first, resumed, finds it lost the lock and stops.
+#[test]
+fn two_daemons_on_s3_exclude_each_other_and_a_stale_lock_is_taken_over() {
+    let s3 = S3Server::moto();
+    let bucket = s3.fresh_bucket_blocking();
+    let pg = app_cluster();
+    let dir = work_dir("pgtide-daemon-s3-");
+    let cfg_a = write_config(dir.path(), &pg, &bucket.url, "[wal]\nstream = false\n");
+    let cfg_b = write_config(dir.path(), &pg, &bucket.url, "[wal]\nstream = false\n");
+    let mut a = Daemon::start(&cfg_a, dir.path(), &[]);
+    a.wait_status("daemon a answers", Duration::from_secs(30), |_| true);
+    let mut b = Daemon::start(&cfg_b, dir.path(), &[]);
+    assert_eq!(b.wait(Duration::from_secs(30)), Some(9), "{}", b.log());
+    assert!(
+        b.log().contains("is locked by pgtide daemon (pid"),
+        "{}",
+        b.log()
+    );
+
+    a.signal("STOP");
+    std::thread::sleep(Duration::from_secs(7));
+    let b = Daemon::start(&cfg_b, dir.path(), &[]);
+    b.wait_status(
+        "daemon b took the stale lock",
+        Duration::from_secs(30),
+        |_| true,
+    );
+    assert!(
+        b.log().contains("taking over the stale lock"),
+        "{}",
+        b.log()
+    );
+    a.signal("CONT");
+    assert_eq!(a.wait(Duration::from_secs(30)), Some(9), "{}", a.log());
+    assert!(a.log().contains("lost the repository lock"), "{}", a.log());
+}
+
+/// With the archive stalled (the repository's WAL directory cannot be
+/// created), the slot guard warns past slot_warn and, past slot_max, drops
+/// and recreates the slot; status reports it.
+#[test]
+fn slot_guard_gives_the_slot_up_when_the_archive_stalls() {
+    let pg = app_cluster();
+    let dir = work_dir("pgtide-daemon-slot-");
+    let repo = dir.path().join("repo");
+    // A repository whose `wal` is a file: every WAL upload fails, even as root.
+    let out = pgtide(&[
+        "dump",
+        "--db",
+        &pg.conninfo("postgres", "app"),
+        "--repo",
+        repo.to_str().unwrap(),
+    ]);
+    out.assert_ok();
+    std::fs::write(repo.join("wal"), b"not a directory").unwrap();
+    let config = write_config(
+        dir.path(),
+        &pg,
+        repo.to_str().unwrap(),
+        r#"[wal]
+slot = "pgtide_guard"
+partial_interval = "1s"
+slot_check_interval = "1s"
+slot_warn = "1MiB"
+slot_max = "4MiB"
+"#,
+    );
+    let d = Daemon::start(&config, dir.path(), &[]);
+    d.wait_status("the slot exists", Duration::from_secs(30), |_| {
+        pg.query_one(
+            "postgres",
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'pgtide_guard'",
+        ) == "1"
+    });
+    pg.execute(
+        "app",
+        "INSERT INTO t (v) SELECT repeat(md5(g::text), 10) FROM generate_series(1, 40000) g",
+    );
+    let v = d.wait_status(
+        "the slot guard resets the slot",
+        Duration::from_secs(60),
+        |v| v["wal"]["slot_resets"].as_u64().unwrap_or(0) >= 1,
+    );
+    assert!(v["jobs"]["slot"]["last_failure"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("dropped slot pgtide_guard"));
+    assert!(d.log().contains("more than wal.slot_warn"), "{}", d.log());
+    let (code, _) = d.get("/healthz");
+    assert_eq!(code, 503);
+    let (_, text) = d.get("/metrics");
+    let samples = parse_metrics(&text);
+    assert!(
+        metric(&samples, "pgtide_slot_resets_total").unwrap() >= 1.0,
+        "{text}"
+    );
+}
+
+/// Bad configurations: one line naming the key, the line or the file;
+/// exit 2. An unreachable repository: one line, non-zero.
+#[test]
+fn bad_configurations_are_one_line_errors() {
+    let dir = work_dir("pgtide-daemon-bad-");
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let p = write(
+        "unknown.toml",
+        "[backup]\nschedule = \"@daily\"\nkeep_last = 3\n",
+    );
+    pgtide(&["daemon", "--config", &p]).assert_one_line_error(2, "unknown field `keep_last`");
+    let out = pgtide(&["daemon", "--config", &p]);
+    assert!(out.stderr.contains("line 3"), "{out}");
+    let p = write("cron.toml", "[backup]\nschedule = \"0 25 * * *\"\n");
+    pgtide(&["daemon", "--config", &p]).assert_one_line_error(2, "backup.schedule:");
+    let p = write(
+        "token.toml",
+        "[http]\ntoken_file = \"/nonexistent/pgtide-token\"\n",
+    );
+    pgtide(&["daemon", "--config", &p])
+        .assert_one_line_error(2, "cannot read HTTP token file /nonexistent/pgtide-token");
+    pgtide(&["daemon", "--config", "/nonexistent/pgtide.toml"])
+        .assert_one_line_error(2, "cannot read config file /nonexistent/pgtide.toml");
+    let port = free_port();
+    let p = write(
+        "unreachable.toml",
+        &format!(
+            "[repository]\nurl = \"s3://b/p?endpoint=http://127.0.0.1:{port}&region=us-east-1\"\n[wal]\nstream = false\n"
+        ),
+    );
+    let out = crate::harness::cli::Cli::new(["daemon", "--config", &p])
+        .env("AWS_ACCESS_KEY_ID", "x")
+        .env("AWS_SECRET_ACCESS_KEY", "y")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .timeout(Duration::from_secs(120))
+        .run();
+    assert!(!out.status.success(), "{out}");
+    assert_eq!(
+        out.stderr
+            .trim()
+            .lines()
+            .filter(|l| l.starts_with("error:"))
+            .count(),
+        1,
+        "{out}"
+    );
+}
