@@ -2,6 +2,7 @@
 //! error → exit code mapping (`exit.rs`). Nothing else lives here.
 
 pub mod exit;
+pub mod expire;
 pub mod output;
 pub mod settings;
 
@@ -97,6 +98,8 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Delete a dump or backup, or the archived WAL older than a backup
     Delete(DeleteArgs),
+    /// Apply retention: remove the backups, dumps and WAL no --keep-* rule keeps (--dry-run says why)
+    Expire(expire::ExpireArgs),
     /// WAL archiving: stream (replication slot), push (archive_command), fetch (restore_command)
     #[command(subcommand)]
     Wal(WalCommand),
@@ -733,6 +736,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 );
             }
         }
+        Command::Expire(a) => return expire::run(a, json).await,
         Command::Wal(w) => return run_wal(w, json).await,
     }
     Ok(())
