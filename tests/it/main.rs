@@ -6,6 +6,7 @@ mod harness;
 mod dump_load;
 mod encodings;
 mod errors;
+mod expire;
 mod physical_errors;
 mod pitr;
 mod realworld;
