@@ -2,6 +2,7 @@
 //! error → exit code mapping (`exit.rs`). Nothing else lives here.
 
 pub mod exit;
+pub mod expire;
 pub mod output;
 pub mod service;
 pub mod settings;
@@ -101,6 +102,8 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Delete a dump or backup, or the archived WAL older than a backup
     Delete(DeleteArgs),
+    /// Apply retention: remove the backups, dumps and WAL no --keep-* rule keeps (--dry-run says why)
+    Expire(expire::ExpireArgs),
     /// WAL archiving: stream (replication slot), push (archive_command), fetch (restore_command)
     #[command(subcommand)]
     Wal(WalCommand),
@@ -763,6 +766,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 );
             }
         }
+        Command::Expire(a) => return expire::run(a, json).await,
         Command::Wal(w) => return run_wal(w, json).await,
         Command::Daemon(a) => return service::run_daemon(a, cli.log_format).await,
         Command::Status(a) => return service::run_status(a, json).await,

@@ -4,6 +4,7 @@
 
 pub mod backup;
 pub mod dump;
+pub mod expire;
 pub mod inspect;
 pub mod pitr;
 pub mod restore;

@@ -7,6 +7,7 @@ mod daemon;
 mod dump_load;
 mod encodings;
 mod errors;
+mod expire;
 mod physical_errors;
 mod pitr;
 mod realworld;
