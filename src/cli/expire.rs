@@ -22,6 +22,10 @@ use crate::repo::Repository;
 pub struct ExpireArgs {
     #[command(flatten)]
     pub repo: RepoArg,
+    /// The daemon's configuration file: its [repository] and [retention]
+    /// (flags given here override single rules of it)
+    #[arg(long, short = 'c', env = "PGTIDE_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
     /// Say what would be removed and why, and change nothing
     #[arg(long)]
     pub dry_run: bool,
@@ -95,13 +99,57 @@ impl ExpireArgs {
     }
 }
 
+/// Each rule a flag sets replaces the same rule of `base` (the config file's).
+fn overlay(base: Policy, flags: Policy) -> Policy {
+    Policy {
+        keep_last: flags.keep_last.or(base.keep_last),
+        daily: flags.daily.or(base.daily),
+        weekly: flags.weekly.or(base.weekly),
+        monthly: flags.monthly.or(base.monthly),
+        yearly: flags.yearly.or(base.yearly),
+        max_age: flags.max_age.or(base.max_age),
+        min_keep: flags.min_keep.or(base.min_keep),
+    }
+}
+
 pub async fn run(a: ExpireArgs, json: bool) -> Result<(), CliError> {
-    let policy = a.policy();
+    let flags = a.policy();
+    let (policy, url) = match &a.config {
+        None => (flags, a.repo.url()),
+        Some(path) => {
+            let cfg = crate::daemon::config::DaemonConfig::load(
+                Some(path),
+                &crate::daemon::config::Overrides {
+                    repo: a.repo.repo.clone(),
+                    ..Default::default()
+                },
+            )
+            .map_err(|e| CliError::new(super::exit::USAGE, e.to_string()))?;
+            (
+                ExpirePolicy {
+                    backups: overlay(cfg.retention_backups.clone(), flags.backups),
+                    dumps: overlay(cfg.retention_dumps.clone(), flags.dumps),
+                },
+                cfg.repo.clone(),
+            )
+        }
+    };
     if !policy.backups.has_rules() && !policy.dumps.has_rules() && !json {
         eprintln!("note: no --keep-* or --dump-keep-* rule given: every backup and dump is kept");
     }
-    let repo = Repository::open(&a.repo.url(), false).await?;
-    let r = expire::run(&repo, &policy, a.dry_run, chrono::Utc::now()).await?;
+    let repo = Repository::open(&url, false).await?;
+    // A dry run reads only; removing takes the writer lock (a running
+    // daemon expires by itself: POST /run/expire asks it to now).
+    let lock = if a.dry_run {
+        None
+    } else {
+        Some(super::writer_lock(&repo, "expire").await?)
+    };
+    let r = expire::run(&repo, &policy, a.dry_run, chrono::Utc::now()).await;
+    if let Some(lock) = lock {
+        super::release(lock).await;
+    }
+    let r = r?;
     if json {
         print_json(&r);
     } else {

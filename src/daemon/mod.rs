@@ -694,8 +694,12 @@ async fn run_kind(
 
 /// Retention with the configured policies; returns the bytes freed.
 async fn expire(shared: &Shared, cfg: &DaemonConfig) -> Result<u64, JobError> {
-    let _ = (shared, cfg);
-    Ok(0) // TEMP-UNTIL-MERGE
+    let policy = crate::jobs::expire::ExpirePolicy {
+        backups: cfg.retention_backups.clone(),
+        dumps: cfg.retention_dumps.clone(),
+    };
+    let r = crate::jobs::expire::run(&shared.repo, &policy, false, Utc::now()).await?;
+    Ok(r.bytes_freed + r.wal.bytes)
 }
 
 /// Keep `wal stream` running: restart it with backoff after a failure, and
