@@ -13,6 +13,7 @@
 //!   bytes}\], deleting\[{id, objects, bytes}\] (interrupted deletions)}
 //! - `info`: the dump's manifest (docs/FORMAT.md)
 //! - `verify`: `VerifyReport` {id, ok, packs, chunks, bytes_stored, bytes_raw, problems[], seconds}
+//! - `expire`: `ExpireReport`, fields listed in `src/cli/expire.rs`
 //! - `delete`: `DeleteReport` {id, bytes_freed, finished_deletions\[{id,
 //!   objects, bytes_freed}\] (interrupted deletions finished first)}
 

@@ -33,7 +33,7 @@ use crate::pipeline::Compression;
 use crate::repo::manifest::{BackupManifest, DumpManifest};
 use crate::repo::retention::{self, Decision, Policy, Reason, SetFacts, WalNeed};
 use crate::repo::wal_archive::{WalArchive, WAL_PREFIX};
-use crate::repo::{FinishedDeletion, RepoError, Repository, SetKind};
+use crate::repo::{layout, FinishedDeletion, RepoError, Repository, SetKind};
 
 /// The two policies: the `[retention]` table of the configuration file,
 /// whose `backups` and `dumps` tables are each a [`Policy`].
@@ -331,11 +331,12 @@ async fn expire_wal(
     let seg = cluster.wal_segment_size;
     let mut needs = Vec::new();
     for m in remaining {
-        let need = WalNeed::of_segment(&m.wal_start, seg).ok_or_else(|| {
-            JobError::Invalid(format!(
-                "backup {} names an invalid WAL segment {}: no WAL was removed",
-                m.id, m.wal_start
-            ))
+        let need = WalNeed::of_segment(&m.wal_start, seg).ok_or_else(|| RepoError::BadObject {
+            key: layout::set_manifest(SetKind::Backup, &m.id),
+            reason: format!(
+                "invalid first WAL segment {:?} (no WAL was removed)",
+                m.wal_start
+            ),
         })?;
         needs.push((m, need));
     }
