@@ -236,7 +236,7 @@ pub async fn from_repository(repo: &Repository) -> Result<StatusReport, crate::j
             },
         );
     }
-    errors.sort_by(|a, b| b.at.cmp(&a.at));
+    errors.sort_by_key(|e| std::cmp::Reverse(e.at));
     let listing = crate::jobs::inspect::list(repo).await?;
     let lock = crate::repo::lock::holder(repo)
         .await?

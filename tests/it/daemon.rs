@@ -327,42 +327,47 @@ keep_last = 1
     );
     let writer = Writer::start(&pg);
     let mut d = Daemon::start(&config, dir.path(), &[]);
+    let ok_runs = |kind: &str| {
+        walk(&Path::new(&repo).join("runs").join(kind))
+            .iter()
+            .filter(|p| {
+                std::fs::read(p)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                    .is_some_and(|r| r["ok"] == true)
+            })
+            .count()
+    };
     let v = d.wait_status(
-        "three backups and two dumps",
-        Duration::from_secs(150),
+        "three backups, two dumps and a retention run after them",
+        Duration::from_secs(180),
         |v| {
-            let runs = |k: &str| {
-                v["jobs"][k]["last_success"]["id"]
+            let at = |k: &str| {
+                v["jobs"][k]["last_success"]["finished_at"]
                     .as_str()
-                    .map(str::to_string)
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
             };
-            runs("full").is_some() && runs("dump").is_some() && {
-                let l = pgtide(&["list", "--json", "--repo", &repo]);
-                let l: serde_json::Value = serde_json::from_str(&l.stdout).unwrap_or_default();
-                // Enough runs that retention had something to remove.
-                let b = v["jobs"]["expire"]["last_success"].is_object();
-                b && l["backups"].as_array().is_some_and(|a| !a.is_empty())
-                    && std::fs::read_dir(Path::new(&repo).join("runs/full"))
-                        .map(|r| r.count())
-                        .unwrap_or(0)
-                        >= 3
-                    && std::fs::read_dir(Path::new(&repo).join("runs/dump"))
-                        .map(|r| r.count())
-                        .unwrap_or(0)
-                        >= 2
-            }
+            let (Some(full), Some(dump), Some(expire)) = (at("full"), at("dump"), at("expire"))
+            else {
+                return false;
+            };
+            ok_runs("full") >= 3 && ok_runs("dump") >= 2 && expire > full && expire > dump
         },
     );
     assert_eq!(v["source"], "daemon");
     assert!(v["wal"]["streaming"].as_bool().unwrap(), "{v:#}");
 
-    // Retention: at most two backups and one dump (one more of each may be
-    // running right now, and is not listed until complete).
+    // Retention ran after the runs: fewer backups and dumps are listed than
+    // were taken (one more of each may have completed since the last
+    // retention run).
     let l = pgtide(&["list", "--json", "--repo", &repo]);
     l.assert_ok();
     let l: serde_json::Value = serde_json::from_str(&l.stdout).unwrap();
-    assert!(l["backups"].as_array().unwrap().len() <= 3, "{l:#}");
-    assert!(l["dumps"].as_array().unwrap().len() <= 2, "{l:#}");
+    let successes = ok_runs;
+    let backups = l["backups"].as_array().unwrap().len();
+    let dumps = l["dumps"].as_array().unwrap().len();
+    assert!(backups <= 3 && backups < successes("full"), "{l:#}");
+    assert!(dumps <= 2 && dumps < successes("dump"), "{l:#}");
 
     // Health and metrics.
     let (code, body) = d.get("/healthz");
@@ -451,6 +456,22 @@ keep_last = 1
     assert!(s["jobs"]["full"]["last_success"]["id"].is_string());
     let v = pgtide(&["verify", "latest", "--repo", &repo]);
     v.assert_ok();
+    // With nothing running, the same policy from the config file leaves
+    // exactly what it says.
+    let e = pgtide(&["expire", "--json", "--config", config.to_str().unwrap()]);
+    e.assert_ok();
+    let l: serde_json::Value =
+        serde_json::from_str(&pgtide(&["list", "--json", "--repo", &repo]).stdout).unwrap();
+    assert_eq!(l["backups"].as_array().unwrap().len(), 2, "{l:#}");
+    assert_eq!(l["dumps"].as_array().unwrap().len(), 1, "{l:#}");
+    assert!(
+        l["wal"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|w| w["gaps"].as_array().unwrap().is_empty()),
+        "{l:#}"
+    );
 
     // Every committed row is in a restore to the end of the archive.
     let socket = work_dir("pgtide-daemon-sock-");
