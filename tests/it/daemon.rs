@@ -238,6 +238,56 @@ stale_after = "5s"
     path
 }
 
+/// A webhook receiver on 127.0.0.1: answers 200 to every request and keeps
+/// the bodies.
+struct Hook {
+    port: u16,
+    bodies: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Hook {
+    fn start() -> Hook {
+        use std::io::{BufRead, BufReader, Read};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let b = bodies.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut len = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        break;
+                    }
+                    let l = line.to_ascii_lowercase();
+                    if let Some(v) = l.strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut body = vec![0; len];
+                let _ = reader.read_exact(&mut body);
+                b.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&body).into_owned());
+                let _ = conn.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                );
+            }
+        });
+        Hook { port, bodies }
+    }
+
+    fn bodies(&self) -> Vec<String> {
+        self.bodies.lock().unwrap().clone()
+    }
+}
+
 fn rows(pg: &PgCluster) -> i64 {
     pg.query_one("app", "SELECT count(*) FROM t")
         .parse()
@@ -526,9 +576,10 @@ fn lsn_value(s: &str) -> u64 {
     (u64::from_str_radix(hi, 16).unwrap_or(0) << 32) | u64::from_str_radix(lo, 16).unwrap_or(0)
 }
 
-/// SIGKILL in the middle of a backup upload, then a restart: the lock is
-/// taken back at once, the half-written backup is removed, never listed,
-/// and the repository verifies clean.
+/// SIGKILL in the middle of a backup upload while WAL streams, then a
+/// restart: the lock is taken back at once, the half-written backup is
+/// removed and never listed, the archive has no gap, SIGHUP picks up a new
+/// schedule, and the repository verifies clean.
 #[test]
 fn daemon_killed_mid_backup_restarts_clean() {
     let pg = app_cluster();
@@ -550,6 +601,7 @@ schedule = "@every 3s"
 max_rate = "2MiB"
 "#,
     );
+    let writer = Writer::start(&pg);
     let mut d = Daemon::start(&config, dir.path(), &[]);
     // Wait until the backup has written packs.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -598,9 +650,29 @@ max_rate = "2MiB"
         .as_str()
         .unwrap()
         .to_string();
+    // SIGHUP: a new schedule takes effect without a restart.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("0 0 1 1 *", "@every 2s")).unwrap();
+    d.signal("HUP");
+    d.wait_status(
+        "a run of the reloaded schedule",
+        Duration::from_secs(120),
+        |v| v["jobs"]["full"]["last_success"]["trigger"] == "schedule",
+    );
+    assert!(d.log().contains("configuration reloaded"), "{}", d.log());
+    drop(writer);
     d.signal("TERM");
     assert_eq!(d.wait(Duration::from_secs(40)), Some(0));
     pgtide(&["verify", &id, "--repo", &repo]).assert_ok();
+    let l: serde_json::Value =
+        serde_json::from_str(&pgtide(&["list", "--json", "--repo", &repo]).stdout).unwrap();
+    assert!(l["incomplete"].as_array().unwrap().is_empty(), "{l:#}");
+    for w in l["wal"].as_array().unwrap() {
+        assert!(
+            w["gaps"].as_array().unwrap().is_empty(),
+            "a gap in the archive: {l:#}"
+        );
+    }
 }
 
 fn walk(p: &Path) -> Vec<PathBuf> {
@@ -629,9 +701,11 @@ fn two_daemons_on_s3_exclude_each_other_and_a_stale_lock_is_taken_over() {
     let dir = work_dir("pgtide-daemon-s3-");
     let cfg_a = write_config(dir.path(), &pg, &bucket.url, "[wal]\nstream = false\n");
     let cfg_b = write_config(dir.path(), &pg, &bucket.url, "[wal]\nstream = false\n");
-    let mut a = Daemon::start(&cfg_a, dir.path(), &[]);
+    // moto takes any secret: one that cannot appear by chance.
+    let env = [("AWS_SECRET_ACCESS_KEY", S3_SECRET)];
+    let mut a = Daemon::start(&cfg_a, dir.path(), &env);
     a.wait_status("daemon a answers", Duration::from_secs(30), |_| true);
-    let mut b = Daemon::start(&cfg_b, dir.path(), &[]);
+    let mut b = Daemon::start(&cfg_b, dir.path(), &env);
     assert_eq!(b.wait(Duration::from_secs(30)), Some(9), "{}", b.log());
     assert!(
         b.log().contains("is locked by pgtide daemon (pid"),
@@ -641,8 +715,8 @@ fn two_daemons_on_s3_exclude_each_other_and_a_stale_lock_is_taken_over() {
 
     a.signal("STOP");
     std::thread::sleep(Duration::from_secs(7));
-    let b = Daemon::start(&cfg_b, dir.path(), &[]);
-    b.wait_status(
+    let b = Daemon::start(&cfg_b, dir.path(), &env);
+    let status = b.wait_status(
         "daemon b took the stale lock",
         Duration::from_secs(30),
         |_| true,
@@ -655,7 +729,15 @@ fn two_daemons_on_s3_exclude_each_other_and_a_stale_lock_is_taken_over() {
     a.signal("CONT");
     assert_eq!(a.wait(Duration::from_secs(30)), Some(9), "{}", a.log());
     assert!(a.log().contains("lost the repository lock"), "{}", a.log());
+    let (_, metrics) = b.get("/metrics");
+    for text in [a.log(), b.log(), status.to_string(), metrics] {
+        for secret in [S3_SECRET, PASSWORD, TOKEN] {
+            assert!(!text.contains(secret), "a secret leaked:\n{text}");
+        }
+    }
 }
+
+const S3_SECRET: &str = "s3-secret-71c0e4b9";
 
 /// With the archive stalled (the repository's WAL directory cannot be
 /// created), the slot guard warns past slot_warn and, past slot_max, drops
@@ -675,17 +757,23 @@ fn slot_guard_gives_the_slot_up_when_the_archive_stalls() {
     ]);
     out.assert_ok();
     std::fs::write(repo.join("wal"), b"not a directory").unwrap();
+    let hook = Hook::start();
     let config = write_config(
         dir.path(),
         &pg,
         repo.to_str().unwrap(),
-        r#"[wal]
+        &format!(
+            r#"[wal]
 slot = "pgtide_guard"
 partial_interval = "1s"
 slot_check_interval = "1s"
 slot_warn = "1MiB"
 slot_max = "4MiB"
+[notify]
+webhook = "http://127.0.0.1:{}/hook"
 "#,
+            hook.port
+        ),
     );
     let d = Daemon::start(&config, dir.path(), &[]);
     d.wait_status("the slot exists", Duration::from_secs(30), |_| {
