@@ -804,6 +804,26 @@ webhook = "http://127.0.0.1:{}/hook"
         metric(&samples, "pgtide_slot_resets_total").unwrap() >= 1.0,
         "{text}"
     );
+    // The failure reached the webhook, as JSON.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let events: Vec<serde_json::Value> = hook
+            .bodies()
+            .iter()
+            .filter_map(|b| serde_json::from_str(b).ok())
+            .collect();
+        if events
+            .iter()
+            .any(|e| e["event"] == "pgtide.run.failed" && e["kind"] == "slot")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no slot event at the webhook: {events:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Bad configurations: one line naming the key, the line or the file;
