@@ -47,6 +47,7 @@ pub struct Metrics {
     pub storage_retries: Counter,
     pub repository_size: Gauge,
     pub expire_last_success: F64Gauge,
+    pub drill_last_success: F64Gauge,
     pub up: Gauge,
 }
 
@@ -75,6 +76,7 @@ impl Metrics {
             storage_retries: Counter::default(),
             repository_size: Gauge::default(),
             expire_last_success: F64Gauge::default(),
+            drill_last_success: F64Gauge::default(),
             up: Gauge::default(),
             registry: Registry::default(),
         };

@@ -140,6 +140,9 @@ pub struct State {
     pub errors: VecDeque<ErrorEntry>,
     pub archive: Option<status::ArchiveSummary>,
     pub repository_size: Option<u64>,
+    /// Failures in a row of each scheduled job (by schedule key), for the
+    /// retry backoff.
+    pub failures: BTreeMap<String, u32>,
 }
 
 /// Everything the tasks and the HTTP handlers share.
@@ -280,6 +283,9 @@ impl Shared {
                 m.last_size.get_or_create(&l).set(ok.bytes as i64);
             } else if kind == "expire" {
                 m.expire_last_success
+                    .set(ok.finished_at.timestamp_millis() as f64 / 1000.0);
+            } else if kind == "drill" {
+                m.drill_last_success
                     .set(ok.finished_at.timestamp_millis() as f64 / 1000.0);
             }
         }
@@ -465,6 +471,7 @@ async fn run_locked(
     }
 }
 
+/// The key of a job's schedule in `State::next_runs` (`full`, `dump[0]`, …).
 fn schedule_key(kind: &JobKind) -> String {
     match kind {
         JobKind::Dump(Some(i)) => format!("dump[{i}]"),
@@ -555,6 +562,7 @@ async fn run_job(shared: Arc<Shared>, req: Request, cancel: CancellationToken) {
             host: shared.host.clone(),
         };
     let mut succeeded = false;
+    let mut failed = false;
     match outcome {
         Ok(done) => {
             for d in done {
@@ -573,6 +581,7 @@ async fn run_job(shared: Arc<Shared>, req: Request, cancel: CancellationToken) {
                         let _ = database;
                     }
                     Err((e, database)) => {
+                        failed = true;
                         let message = shared.redact(&e.to_string());
                         tracing::error!(kind = label, "run failed: {message}");
                         shared
@@ -583,6 +592,7 @@ async fn run_job(shared: Arc<Shared>, req: Request, cancel: CancellationToken) {
             }
         }
         Err(e) => {
+            failed = true;
             let message = shared.redact(&e.to_string());
             tracing::error!(kind = label, "run failed: {message}");
             shared
@@ -591,6 +601,9 @@ async fn run_job(shared: Arc<Shared>, req: Request, cancel: CancellationToken) {
         }
     }
     shared.state().running.remove(label);
+    if matches!(req.kind, JobKind::Backup | JobKind::Dump(Some(_))) && !cancel.is_cancelled() {
+        schedule_retry(&shared, &req.kind, failed);
+    }
     // Retention after each successful backup or dump.
     let has_policy = cfg.retention_backups.has_rules() || cfg.retention_dumps.has_rules();
     if succeeded && req.kind != JobKind::Expire && has_policy && !cancel.is_cancelled() {
@@ -598,6 +611,38 @@ async fn run_job(shared: Arc<Shared>, req: Request, cancel: CancellationToken) {
             tracing::info!("retention already runs ({})", r.job_id);
         }
     }
+}
+
+/// After a failed backup or dump, run it again sooner than its schedule:
+/// 1 min, then 2, 4, … up to 30 min after each failure in a row, but never
+/// later than the next regular run. A success resets the count.
+fn schedule_retry(shared: &Shared, kind: &JobKind, failed: bool) {
+    let key = schedule_key(kind);
+    let mut st = shared.state();
+    if !failed {
+        st.failures.remove(&key);
+        return;
+    }
+    let n = {
+        let n = st.failures.entry(key.clone()).or_insert(0);
+        *n += 1;
+        *n
+    };
+    let delay = retry_delay(n);
+    let retry = Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+    if st.next_runs.get(&key).is_none_or(|regular| retry < *regular) {
+        tracing::info!(
+            "{} failed {n} time(s) in a row: trying again in {}",
+            kind.label(),
+            crate::units::format_duration(delay)
+        );
+        st.next_runs.insert(key, retry);
+    }
+}
+
+/// The wait before the retry after `n` failures in a row.
+fn retry_delay(n: u32) -> Duration {
+    Duration::from_secs(60 << n.saturating_sub(1).min(5)).min(Duration::from_secs(1800))
 }
 
 /// (set id, bytes, database) of each successful unit of a job.
@@ -815,5 +860,16 @@ impl Signals {
             _ = self.int.recv() => Signal::Stop,
             _ = self.hup.recv() => Signal::Reload,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_to_half_an_hour() {
+        let secs: Vec<u64> = (1..=8).map(|n| retry_delay(n).as_secs()).collect();
+        assert_eq!(secs, [60, 120, 240, 480, 960, 1800, 1800, 1800]);
     }
 }

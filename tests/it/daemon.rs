@@ -373,6 +373,8 @@ jobs = 2
 keep_last = 2
 [retention.dumps]
 keep_last = 1
+[log]
+format = "json"
 "#,
     );
     let writer = Writer::start(&pg);
@@ -530,8 +532,14 @@ keep_last = 1
     let in_app = r_query(&r, "app", "SELECT count(*) FROM t");
     assert_eq!(in_app, committed.to_string(), "rows lost\n{}", r.log());
 
-    // No secret in anything the daemon said.
+    // No secret in anything the daemon said; its log is JSON lines.
     let log = d.log();
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
+    }
+    assert!(log.contains("daemon started"), "{log}");
     for secret in [PASSWORD, TOKEN] {
         assert!(!log.contains(secret), "secret in the log:\n{log}");
         assert!(!s.to_string().contains(secret), "secret in the status");
