@@ -8,6 +8,7 @@ mod dump_load;
 mod encodings;
 mod errors;
 mod expire;
+mod packaging;
 mod physical_errors;
 mod pitr;
 mod realworld;

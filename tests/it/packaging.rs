@@ -1,0 +1,1 @@
+//! Packaging files against the code.
