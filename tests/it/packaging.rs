@@ -389,8 +389,8 @@ fn the_dockerfile_runs_the_daemon_on_the_config() {
     let user = d
         .text
         .lines()
-        .filter_map(|l| l.trim().strip_prefix("USER "))
-        .last()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("USER "))
         .expect("docker/Dockerfile: a USER");
     assert!(
         !user.starts_with("root") && !user.starts_with('0'),
