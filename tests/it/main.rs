@@ -1,5 +1,6 @@
 //! The one integration-test binary: every test starts real servers
-//! (PostgreSQL via initdb, an S3-compatible server on 127.0.0.1).
+//! (PostgreSQL via initdb, an S3-compatible server on 127.0.0.1), except
+//! `packaging`, which checks the packaging files against the code.
 
 mod harness;
 
@@ -8,6 +9,7 @@ mod dump_load;
 mod encodings;
 mod errors;
 mod expire;
+mod packaging;
 mod physical_errors;
 mod pitr;
 mod realworld;
