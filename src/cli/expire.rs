@@ -121,6 +121,7 @@ pub async fn run(a: ExpireArgs, json: bool) -> Result<(), CliError> {
                 Some(path),
                 &crate::daemon::config::Overrides {
                     repo: a.repo.repo.clone(),
+                    skip_secrets: true,
                     ..Default::default()
                 },
             )

@@ -65,6 +65,7 @@ pub async fn run_daemon(a: DaemonArgs, log_format: Option<String>) -> Result<(),
         repo: a.repo,
         listen: a.listen,
         log_format,
+        skip_secrets: false,
     };
     daemon::run(a.config, flags).await.map_err(daemon_error)
 }
@@ -73,12 +74,22 @@ pub async fn run_status(a: StatusArgs, json: bool) -> Result<(), CliError> {
     let flags = Overrides {
         repo: a.repo,
         listen: a.listen,
+        skip_secrets: true,
         ..Overrides::default()
     };
     let cfg = DaemonConfig::load(a.config.as_deref(), &flags).map_err(config_error)?;
     // A running daemon knows more (live position, running jobs): ask it
     // first, then fall back to what the repository records.
-    let url = format!("http://{}/status", cfg.http.listen);
+    // A daemon listening on every address answers on loopback.
+    let mut addr = cfg.http.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    let url = format!("http://{addr}/status");
     let live =
         match daemon::notify::request("GET", &url, None, None, std::time::Duration::from_secs(3))
             .await

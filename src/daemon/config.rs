@@ -134,6 +134,9 @@ struct DumpSection {
     schedule: Option<String>,
     jobs: Option<usize>,
     compress: Option<String>,
+    /// pg_dump to use (binary or its directory); else PGTIDE_PG_DUMP, else
+    /// the newest found.
+    pg_dump: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -284,6 +287,9 @@ pub struct Overrides {
     pub repo: Option<String>,
     pub listen: Option<String>,
     pub log_format: Option<String>,
+    /// Leave the secret files unread (`status` and `expire` need neither
+    /// the database password nor the HTTP token).
+    pub skip_secrets: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -320,6 +326,7 @@ pub struct DumpConfig {
     pub schedule: Schedule,
     pub jobs: usize,
     pub compression: Compression,
+    pub pg_dump: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -470,18 +477,26 @@ impl DaemonConfig {
             Some(s) => ConnInfo::parse(s).map_err(|e| invalid("source.db", e.to_string()))?,
             None => ConnInfo::default(),
         };
-        if let Some(pf) = &f.source.password_file {
+        if let Some(pf) = f
+            .source
+            .password_file
+            .as_ref()
+            .filter(|_| !flags.skip_secrets)
+        {
             if db.password.is_none() {
                 db.password = Some(read_secret("password file", pf)?);
             }
         }
 
         // [repository]
+        // flag > PGTIDE_REPOSITORY_URL > PGTIDE_REPO (what --repo reads
+        // elsewhere) > file > the default local directory.
         let repo = flags
             .repo
             .clone()
-            .or(f.repository.url.clone())
+            .or_else(|| env.get("PGTIDE_REPOSITORY_URL").cloned())
             .or_else(|| env.get("PGTIDE_REPO").cloned())
+            .or(f.repository.url.clone())
             .unwrap_or_else(crate::cli::settings::default_repo);
 
         // [wal]
@@ -586,6 +601,10 @@ impl DaemonConfig {
                 schedule: schedule(&key("schedule"), sched)?,
                 jobs: jobs(&key("jobs"), d.jobs)?,
                 compression: compression(&key("compress"), &d.compress)?,
+                pg_dump: d
+                    .pg_dump
+                    .clone()
+                    .or_else(|| env.get("PGTIDE_PG_DUMP").map(PathBuf::from)),
             });
         }
 
@@ -606,6 +625,7 @@ impl DaemonConfig {
             )
         })?;
         let token = match (&f.http.token_file, env.get(ENV_HTTP_TOKEN)) {
+            (Some(_), _) if flags.skip_secrets => None,
             (Some(p), _) => Some(read_secret("HTTP token file", p)?),
             (None, Some(t)) => Some(t.trim().to_string()),
             (None, None) => None,

@@ -3,6 +3,7 @@
 //!
 //! | method and path | answer |
 //! | --- | --- |
+//! | `GET /livez` | 200 `ok` while the process serves requests (for liveness probes: a restart cannot mend what `/healthz` reports) |
 //! | `GET /healthz` | 200 `ok` while the tasks run; 503 and the reason otherwise |
 //! | `GET /status` | the status document (`status.rs`) |
 //! | `GET /backups` | what `pgtide list --json` prints |
@@ -26,6 +27,7 @@ use super::{JobKind, Shared};
 pub async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
     let cancel = shared.cancel.clone();
     let app = Router::new()
+        .route("/livez", get(livez))
         .route("/healthz", get(healthz))
         .route("/status", get(status))
         .route("/backups", get(backups))
@@ -39,6 +41,10 @@ pub async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
         // Handled here: the other tasks go on; /healthz cannot be reached.
         tracing::error!("the HTTP server stopped: {e}");
     }
+}
+
+async fn livez() -> &'static str {
+    "ok\n"
 }
 
 async fn healthz(State(s): State<Arc<Shared>>) -> Response {

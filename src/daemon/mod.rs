@@ -630,7 +630,11 @@ fn schedule_retry(shared: &Shared, kind: &JobKind, failed: bool) {
     };
     let delay = retry_delay(n);
     let retry = Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
-    if st.next_runs.get(&key).is_none_or(|regular| retry < *regular) {
+    if st
+        .next_runs
+        .get(&key)
+        .is_none_or(|regular| retry < *regular)
+    {
         tracing::info!(
             "{} failed {n} time(s) in a row: trying again in {}",
             kind.label(),
@@ -710,7 +714,7 @@ async fn run_kind(
                     description: Some("scheduled by pgtide daemon".into()),
                     split_size: 256 << 20,
                     split_by: dump::plan::SplitBy::Output,
-                    pg_dump: None,
+                    pg_dump: d.pg_dump.clone(),
                     lock_timeout: Duration::from_secs(30),
                     copy_format: dump::CopyFormat::Auto,
                 };

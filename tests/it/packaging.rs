@@ -1025,9 +1025,13 @@ fn the_kubernetes_manifests_are_consistent() {
         .iter()
         .any(|p| p["containerPort"].as_u64() == Some(u64::from(listen.port()))));
     let routes = read("src/daemon/http.rs");
-    for probe in ["livenessProbe", "readinessProbe"] {
+    for (probe, path) in [("livenessProbe", "/livez"), ("readinessProbe", "/healthz")] {
         let g = &c[probe]["httpGet"];
-        assert_eq!(g["path"], "/healthz", "{origin}: {probe}");
+        assert_eq!(g["path"], path, "{origin}: {probe}");
+        assert!(
+            routes.contains(&format!(".route(\"{path}\"")),
+            "the daemon serves {path}"
+        );
         assert_eq!(
             port_of(&g["port"]),
             u64::from(listen.port()),
