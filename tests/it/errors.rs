@@ -397,3 +397,27 @@ fn a_dump_whose_worker_is_terminated_mid_copy_fails_cleanly() {
     assert!(l["dumps"].as_array().unwrap().is_empty(), "{l}");
     assert!(l["incomplete"].as_array().unwrap().is_empty(), "{l}");
 }
+
+/// A panic in a worker is a bug, not a bad command line: exit 70 with one
+/// `internal error` line, and no dump left listed as complete.
+#[test]
+fn a_panicking_worker_exits_70() {
+    let pg = PgCluster::start(15);
+    small_db(&pg);
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().to_str().unwrap();
+    let db = pg.conninfo("postgres", "shop");
+    // (Without RUST_BACKTRACE, which keeps the default panic output.)
+    let out = crate::harness::cli::Cli::new(["dump", "--db", &db, "--repo", repo])
+        .env("PGTIDE_TEST_PANIC", "dump-worker")
+        .env_remove("RUST_BACKTRACE")
+        .run();
+    out.assert_one_line_error(70, "internal error: test panic at dump-worker");
+    assert!(
+        out.error_line().unwrap().ends_with("(please report this)"),
+        "{out}"
+    );
+    let l = json(&pgtide(&["list", "--json", "--repo", repo]));
+    assert!(l["dumps"].as_array().unwrap().is_empty(), "{l}");
+    assert!(l["incomplete"].as_array().unwrap().is_empty(), "{l}");
+}

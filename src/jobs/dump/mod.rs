@@ -525,8 +525,8 @@ async fn dump_contents(
         let mut parts = by_table.remove(&i).unwrap_or_default();
         parts.sort_by_key(|(n, _)| *n);
         if parts.is_empty() || parts.iter().enumerate().any(|(k, (n, _))| k != *n) {
-            return Err(JobError::Invalid(format!(
-                "internal: table {} has parts {:?}",
+            return Err(JobError::Internal(format!(
+                "table {} has parts {:?}",
                 t.qualified(),
                 parts.iter().map(|(n, _)| n).collect::<Vec<_>>()
             )));

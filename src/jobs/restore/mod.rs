@@ -311,12 +311,7 @@ pub async fn run(
         .as_ref()
         .is_some_and(|t| !t.needs_conversion().is_empty());
     let mut toc = raw_toc.as_ref().map(|t| t.decode(&HashMap::new()));
-    let no_match = || {
-        JobError::Invalid(format!(
-            "no table in dump {} matches the --table/--exclude-table patterns (hint: pgtide info {} lists its tables)",
-            m.id, m.id
-        ))
-    };
+    let no_match = || JobError::NoTableMatches { id: m.id.clone() };
     if include && !needs_conversion && Selection::new(&m, toc.as_ref(), s).is_empty() {
         return Err(no_match());
     }

@@ -169,6 +169,24 @@ impl From<ConnectError> for ReplError {
 }
 
 impl ReplError {
+    /// A connection lost, or bytes that are not PostgreSQL's protocol,
+    /// before the startup finished: the connection could not be made
+    /// (a wrong port, a server shutting down), not one lost mid-stream.
+    fn during_startup(self, target: &Target) -> ReplError {
+        match self {
+            ReplError::ConnectionLost { server, reason } => ConnectError::ConnectionLost {
+                target: server,
+                message: reason,
+            }
+            .into(),
+            ReplError::Protocol(p) => ReplError::Connect(Box::new(ConnectError::Protocol {
+                target: target.clone(),
+                message: p.to_string(),
+            })),
+            e => e,
+        }
+    }
+
     /// True when trying again later, on a new connection, may succeed
     /// without anyone changing anything.
     pub fn is_retryable(&self) -> bool {
@@ -503,9 +521,12 @@ impl ReplicationClient {
         }
         frontend::startup_message(params.iter().copied(), &mut client.wbuf)
             .map_err(|e| client.settings_error(e))?;
-        client.send().await?;
-        client.authenticate(ci.password_for(target), ci).await?;
-        client.finish_startup().await?;
+        let startup = async {
+            client.send().await?;
+            client.authenticate(ci.password_for(target), ci).await?;
+            client.finish_startup().await
+        };
+        startup.await.map_err(|e| e.during_startup(target))?;
         Ok(client)
     }
 
