@@ -339,9 +339,9 @@ pub struct RestoreArgs {
     pub no_tablespaces: bool,
     /// Build the indexes and keys of each table holding at least this much
     /// data as soon as it is loaded, while other tables still load (smaller
-    /// tables get theirs in the final post-data pass)
-    #[arg(long, default_value = "32MiB", value_parser = parse_size)]
-    pub early_index_size: u64,
+    /// tables get theirs in the final post-data pass) [default: 32MiB]
+    #[arg(long, value_parser = parse_size)]
+    pub early_index_size: Option<u64>,
     /// pg_dump whose pg_restore to use (binary or its directory) [default: the newest found]
     #[arg(long, env = "PGTIDE_PG_DUMP")]
     pub pg_dump: Option<PathBuf>,
@@ -363,12 +363,12 @@ pub struct RestoreArgs {
     /// Stop as soon as the backup is consistent
     #[arg(long, help_heading = "Physical restore", group = "target")]
     pub target_immediate: bool,
-    /// What the server does at the target
-    #[arg(long, help_heading = "Physical restore", default_value = "promote", value_parser = ["pause", "promote", "shutdown"])]
-    pub target_action: String,
-    /// Timeline to recover along: latest, current or a number
-    #[arg(long, help_heading = "Physical restore", default_value = "latest")]
-    pub target_timeline: String,
+    /// What the server does at the target [default: promote]
+    #[arg(long, help_heading = "Physical restore", value_parser = ["pause", "promote", "shutdown"])]
+    pub target_action: Option<String>,
+    /// Timeline to recover along: latest, current or a number [default: latest]
+    #[arg(long, help_heading = "Physical restore")]
+    pub target_timeline: Option<String>,
     /// Stop just before the target instead of just after it
     #[arg(long, help_heading = "Physical restore")]
     pub target_exclusive: bool,
@@ -611,7 +611,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 no_owner: a.no_owner,
                 no_privileges: a.no_privileges,
                 no_tablespaces: a.no_tablespaces,
-                early_index_size: a.early_index_size,
+                early_index_size: a.early_index_size.unwrap_or(32 << 20),
                 pg_dump: a.pg_dump,
                 prefetch: 4,
             };
@@ -823,6 +823,8 @@ fn check_restore_flags(a: &RestoreArgs) -> Result<(), CliError> {
         ("--target-xid", a.target_xid.is_some()),
         ("--target-name", a.target_name.is_some()),
         ("--target-immediate", a.target_immediate),
+        ("--target-action", a.target_action.is_some()),
+        ("--target-timeline", a.target_timeline.is_some()),
         ("--target-exclusive", a.target_exclusive),
         ("--force", a.force),
         ("--tablespace-map", !a.tablespace_map.is_empty()),
@@ -842,6 +844,8 @@ fn check_restore_flags(a: &RestoreArgs) -> Result<(), CliError> {
         ("--no-owner", a.no_owner),
         ("--no-privileges", a.no_privileges),
         ("--no-tablespaces", a.no_tablespaces),
+        ("--early-index-size", a.early_index_size.is_some()),
+        ("--db", a.db.db.is_some()),
     ];
     let first =
         |flags: &[(&'static str, bool)]| flags.iter().find(|(_, set)| *set).map(|(f, _)| *f);
@@ -896,10 +900,11 @@ async fn restore_physical(a: RestoreArgs, json: bool) -> Result<(), CliError> {
             .ok_or_else(|| usage(format!("--set {kv:?}: use NAME=VALUE")))?;
         settings.push((k.trim().to_string(), v.to_string()));
     }
+    let timeline = a.target_timeline.unwrap_or_else(|| "latest".into());
     let url = a.repo.url();
     let repo = Repository::open(&url, false).await?;
     let id = if a.id == "latest" {
-        pitr::choose(&repo, &target, &a.target_timeline)
+        pitr::choose(&repo, &target, &timeline)
             .await?
             .map_err(|e| CliError::new(exit::REPOSITORY, e.to_string()))?
     } else {
@@ -916,8 +921,8 @@ async fn restore_physical(a: RestoreArgs, json: bool) -> Result<(), CliError> {
     let s = pitr::PitrSettings {
         pgdata,
         target,
-        action: a.target_action,
-        timeline: a.target_timeline,
+        action: a.target_action.unwrap_or_else(|| "promote".into()),
+        timeline,
         inclusive: !a.target_exclusive,
         force: a.force,
         jobs: check_jobs(a.jobs)?,

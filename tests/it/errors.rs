@@ -353,6 +353,22 @@ fn bad_flags_are_usage_errors() {
         "restore", "latest", "--repo", repo, "--pgdata", "/tmp/x", "--create",
     ])
     .assert_one_line_error(2, "--create applies to restoring a dump");
+    // Every flag of the other kind, also those with a default.
+    for (flag, value) in [
+        ("--no-tablespaces", None),
+        ("--early-index-size", Some("1MB")),
+        ("--db", Some("host=127.0.0.1 port=1")),
+    ] {
+        let mut args = vec![
+            "restore", "latest", "--repo", repo, "--pgdata", "/tmp/x", flag,
+        ];
+        args.extend(value);
+        pgtide(&args).assert_one_line_error(2, &format!("{flag} applies to restoring a dump"));
+    }
+    for (flag, value) in [("--target-action", "pause"), ("--target-timeline", "1")] {
+        pgtide(&["restore", "latest", "--repo", repo, flag, value])
+            .assert_one_line_error(2, &format!("{flag} applies to restoring a physical backup"));
+    }
 }
 
 /// The server ends a dump worker's session in the middle of its COPY
