@@ -45,7 +45,7 @@ use crate::pg::version::{tool_major, ServerVersion};
 use crate::pg::{quote_ident, quote_literal, quote_qualified};
 use crate::pipeline::ChunkReader;
 use crate::repo::manifest::{
-    DatabaseProperties, DumpManifest, MatviewEntry, SequenceEntry, SourceInfo,
+    DatabaseProperties, DumpManifest, MatviewEntry, OwnedBy, SequenceEntry, SourceInfo,
 };
 use crate::repo::Repository;
 
@@ -655,7 +655,11 @@ impl Selection {
         // With --table: the sequences the schema part restores (those the
         // chosen tables own); without a schema, those the manifest says the
         // chosen tables own.
-        let owners: HashSet<String> = tables.iter().map(|&i| m.tables[i].qualified()).collect();
+        let owned_by_chosen = |o: &OwnedBy| {
+            tables
+                .iter()
+                .any(|&i| o.is(&m.tables[i].schema, &m.tables[i].name))
+        };
         let sequences = (0..m.sequences.len())
             .filter(|&i| {
                 let q = &m.sequences[i];
@@ -663,7 +667,7 @@ impl Selection {
                     && (!include
                         || match &toc_sel {
                             Some(t) => t.sequences.contains(&(q.schema.clone(), q.name.clone())),
-                            None => q.owned_by.as_ref().is_some_and(|o| owners.contains(o)),
+                            None => q.owned_by.as_ref().is_some_and(owned_by_chosen),
                         })
             })
             .collect();
