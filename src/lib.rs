@@ -17,3 +17,4 @@ pub mod pg;
 pub mod pipeline;
 pub mod repo;
 pub mod storage;
+pub mod units;

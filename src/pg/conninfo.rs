@@ -1062,31 +1062,25 @@ fn percent_decode(s: &str, part: &'static str) -> Result<String, ConnInfoError> 
             s.to_owned()
         }
     };
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| ConnInfoError::InvalidPercent {
-                    part,
-                    value: shown(),
-                })?;
-            if hex == 0 {
-                return Err(ConnInfoError::NulInPercent {
-                    part,
-                    value: shown(),
-                });
-            }
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+    // libpq refuses what `percent_decode_str` would pass through as it is:
+    // a `%` without two hex digits after it, and `%00`.
+    let valid = s.match_indices('%').all(|(i, _)| {
+        s.as_bytes()
+            .get(i + 1..i + 3)
+            .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+    });
+    if !valid {
+        return Err(ConnInfoError::InvalidPercent {
+            part,
+            value: shown(),
+        });
+    }
+    let out: Vec<u8> = percent_encoding::percent_decode_str(s).collect();
+    if out.contains(&0) {
+        return Err(ConnInfoError::NulInPercent {
+            part,
+            value: shown(),
+        });
     }
     String::from_utf8(out).map_err(|_| ConnInfoError::InvalidPercent {
         part,

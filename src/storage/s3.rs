@@ -73,16 +73,12 @@ pub struct S3Options {
 }
 
 impl S3Options {
-    /// Parse what follows `s3://`: `bucket[/prefix][?key=value&…]`.
+    /// Parse what follows `s3://`: `bucket[/prefix][?key=value&…]`, as a
+    /// URL: the prefix and the parameters' values may be percent-encoded.
     pub fn parse(rest: &str) -> Result<S3Options, String> {
-        let (path, query) = match rest.split_once('?') {
-            Some((p, q)) => (p, Some(q)),
-            None => (rest, None),
-        };
-        let (bucket, prefix) = match path.split_once('/') {
-            Some((b, p)) => (b, p),
-            None => (path, ""),
-        };
+        let url = url::Url::parse(&format!("s3://{rest}"))
+            .map_err(|e| format!("invalid location s3://{rest}: {e}"))?;
+        let bucket = url.host_str().unwrap_or("");
         if bucket.is_empty() {
             return Err("missing bucket name (use s3://bucket/prefix)".into());
         }
@@ -92,6 +88,12 @@ impl S3Options {
         {
             return Err(format!("bucket name {bucket:?} contains {c:?}"));
         }
+        if url.port().is_some() || !url.username().is_empty() || url.fragment().is_some() {
+            return Err("use s3://bucket/prefix?option=value (no port, user or fragment)".into());
+        }
+        let prefix = percent_encoding::percent_decode_str(url.path())
+            .decode_utf8()
+            .map_err(|_| format!("prefix {:?} is not UTF-8", url.path()))?;
         let prefix = prefix.trim_matches('/');
         if prefix.split('/').any(str::is_empty) && !prefix.is_empty() {
             return Err(format!("prefix {prefix:?} has an empty path segment"));
@@ -108,10 +110,9 @@ impl S3Options {
             path_style: None,
             part_size: DEFAULT_PART_SIZE,
         };
-        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let value = percent_decode(value)?;
-            match name {
+        for (name, value) in url.query_pairs() {
+            let value = value.into_owned();
+            match &*name {
                 "endpoint" => {
                     if !(value.starts_with("http://") || value.starts_with("https://")) {
                         return Err(format!(
@@ -127,7 +128,7 @@ impl S3Options {
                     opts.region = Some(value);
                 }
                 "path_style" | "force_path_style" => {
-                    opts.path_style = Some(parse_bool(name, &value)?);
+                    opts.path_style = Some(parse_bool(&name, &value)?);
                 }
                 "part_size" => opts.part_size = parse_part_size(&value)?,
                 other => {
@@ -212,26 +213,6 @@ impl S3Options {
     }
 }
 
-fn percent_decode(s: &str) -> Result<String, String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| format!("bad percent escape in {s:?}"))?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| format!("option value {s:?} is not UTF-8"))
-}
-
 fn parse_bool(name: &str, value: &str) -> Result<bool, String> {
     match value.to_ascii_lowercase().as_str() {
         "" | "true" | "1" | "yes" | "on" => Ok(true),
@@ -240,24 +221,10 @@ fn parse_bool(name: &str, value: &str) -> Result<bool, String> {
     }
 }
 
-/// `8388608`, `8MiB`, `8M`, `16mib`, `1GiB`.
+/// `8388608`, `8MiB`, `8M`, `16MB`, `1GiB`: sizes as every flag takes them.
 fn parse_part_size(value: &str) -> Result<usize, String> {
-    let split = value
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(value.len());
-    let (digits, unit) = value.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("part_size={value:?}: use bytes or a size like 16MiB"))?;
-    let mult = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" => 1024,
-        "m" | "mib" => MIB,
-        "g" | "gib" => 1024 * MIB,
-        _ => return Err(format!("part_size={value:?}: unknown unit {unit:?}")),
-    };
-    let size = n
-        .checked_mul(mult)
+    let n = crate::units::parse_size(value).map_err(|e| format!("part_size: {e}"))?;
+    let size = Some(n)
         .filter(|s| (MIN_PART_SIZE as u64..=MAX_PART_SIZE as u64).contains(s))
         .ok_or_else(|| format!("part_size={value:?}: must be between 5MiB and 5GiB"))?;
     Ok(size as usize)
@@ -1225,6 +1192,11 @@ mod tests {
         assert_eq!(o.path_style, Some(true));
         assert_eq!(o.part_size, 16 * MIB as usize);
         assert_eq!(o.location(), "s3://bkt/some/prefix");
+        // Sizes as the flags take them (`--chunk-size 16MB`).
+        for v in ["16MB", "16M", "16mib", "16777216"] {
+            let o = S3Options::parse(&format!("bkt?part_size={v}")).unwrap();
+            assert_eq!(o.part_size, 16 * MIB as usize, "{v}");
+        }
     }
 
     #[test]
@@ -1237,6 +1209,9 @@ mod tests {
             S3Options::parse("bkt/?force_path_style=false&endpoint=http%3A%2F%2Fh%3A1").unwrap();
         assert_eq!(o.path_style, Some(false));
         assert_eq!(o.endpoint.as_deref(), Some("http://h:1"));
+        let o = S3Options::parse("bkt/nightly%20copies/x?region=eu%2Dwest%2D1").unwrap();
+        assert_eq!(o.prefix, "nightly copies/x/");
+        assert_eq!(o.region.as_deref(), Some("eu-west-1"));
     }
 
     #[test]
@@ -1251,6 +1226,8 @@ mod tests {
             "bkt?path_style=maybe",
             "bkt/a//b",
             "b kt",
+            "bkt:9000/x",
+            "user@bkt",
         ] {
             assert!(S3Options::parse(bad).is_err(), "{bad:?} should not parse");
         }
