@@ -17,7 +17,10 @@ use crate::pipeline::{Compression, PipelineConfig};
 use crate::repo::Repository;
 use exit::CliError;
 use output::{print_json, ProgressDisplay};
-use settings::{default_jobs, default_repo, human_bytes, parse_duration, parse_size};
+use settings::{
+    default_jobs, default_repo, human_bytes, parse_duration, parse_size, CheckpointArg,
+    CopyFormatArg, ManifestChecksumsArg, SplitByArg, TargetActionArg, WalSourceArg,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -204,13 +207,13 @@ pub struct DumpArgs {
     /// How to split: output (one scan per table, its output cut into parts;
     /// spares the source's cache) or ctid (block ranges read by several
     /// workers at once, PostgreSQL 14+; faster on many cores, fills shared_buffers)
-    #[arg(long, default_value = "output", value_parser = ["output", "ctid"])]
-    pub split_by: String,
+    #[arg(long, value_enum, default_value_t = SplitByArg::Output)]
+    pub split_by: SplitByArg,
     /// Row format: auto (binary COPY for tables whose columns are all
     /// built-in types with a portable binary form, in UTF8 databases; text
     /// for the rest) or text (every table, as pg_dump)
-    #[arg(long, default_value = "auto", value_parser = ["auto", "text"])]
-    pub copy_format: String,
+    #[arg(long, value_enum, default_value_t = CopyFormatArg::Auto)]
+    pub copy_format: CopyFormatArg,
     /// Only the schema (pg_dump --schema-only in the snapshot)
     #[arg(long, conflicts_with = "data_only")]
     pub schema_only: bool,
@@ -250,11 +253,11 @@ pub struct BackupArgs {
     #[arg(long, default_value = "4MiB", value_parser = parse_size)]
     pub chunk_size: u64,
     /// Checkpoint at the start: fast (immediate) or spread
-    #[arg(long, default_value = "fast", value_parser = ["fast", "spread"])]
-    pub checkpoint: String,
+    #[arg(long, value_enum, default_value_t = CheckpointArg::Fast)]
+    pub checkpoint: CheckpointArg,
     /// Checksum algorithm of PostgreSQL's backup_manifest
-    #[arg(long, default_value = "CRC32C", value_parser = ["NONE", "CRC32C", "SHA224", "SHA256", "SHA384", "SHA512"])]
-    pub manifest_checksums: String,
+    #[arg(long, value_enum, default_value_t = ManifestChecksumsArg::Crc32c)]
+    pub manifest_checksums: ManifestChecksumsArg,
     /// Server-side rate limit, e.g. 100MiB (per second)
     #[arg(long, value_parser = parse_size)]
     pub max_rate: Option<u64>,
@@ -266,8 +269,8 @@ pub struct BackupArgs {
     pub name: Option<String>,
     /// Where the backup's WAL comes from: stream (a temporary slot, default) or
     /// archive (wait for `wal stream` / archive_command to deliver it)
-    #[arg(long, default_value = "stream", value_parser = ["stream", "archive"])]
-    pub wal: String,
+    #[arg(long, value_enum, default_value_t = WalSourceArg::Stream)]
+    pub wal: WalSourceArg,
     /// With --wal archive: how long to wait for the WAL
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub wal_wait: std::time::Duration,
@@ -364,8 +367,8 @@ pub struct RestoreArgs {
     #[arg(long, help_heading = "Physical restore", group = "target")]
     pub target_immediate: bool,
     /// What the server does at the target [default: promote]
-    #[arg(long, help_heading = "Physical restore", value_parser = ["pause", "promote", "shutdown"])]
-    pub target_action: Option<String>,
+    #[arg(long, help_heading = "Physical restore", value_enum)]
+    pub target_action: Option<TargetActionArg>,
     /// Timeline to recover along: latest, current or a number [default: latest]
     #[arg(long, help_heading = "Physical restore")]
     pub target_timeline: Option<String>,
@@ -487,18 +490,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 name: a.name,
                 description: a.description,
                 split_size: a.split_size,
-                split_by: if a.split_by == "ctid" {
-                    dump::plan::SplitBy::Ctid
-                } else {
-                    dump::plan::SplitBy::Output
-                },
+                split_by: a.split_by.into(),
                 pg_dump: a.pg_dump,
                 lock_timeout: a.lock_wait_timeout,
-                copy_format: if a.copy_format == "text" {
-                    dump::CopyFormat::Text
-                } else {
-                    dump::CopyFormat::Auto
-                },
+                copy_format: a.copy_format.into(),
             };
             let repo = Repository::open(&a.repo.url(), true).await?;
             let progress = Arc::new(Progress::default());
@@ -540,8 +535,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                     in_flight: check_jobs(a.jobs)?,
                     ..PipelineConfig::default()
                 },
-                fast_checkpoint: a.checkpoint == "fast",
-                manifest_checksums: a.manifest_checksums,
+                fast_checkpoint: a.checkpoint == CheckpointArg::Fast,
+                manifest_checksums: a.manifest_checksums.as_str().to_string(),
                 max_rate_kbps: a.max_rate.map(|r| (r / 1024).clamp(32, 1_048_576) as u32),
                 server_compression: match a.server_compress {
                     None => None,
@@ -560,11 +555,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                     }
                 },
                 name: a.name,
-                wal: if a.wal == "archive" {
-                    backup::WalSource::Archive
-                } else {
-                    backup::WalSource::Stream
-                },
+                wal: a.wal.into(),
                 wal_wait: a.wal_wait,
             };
             let repo = Repository::open(&a.repo.url(), true).await?;
@@ -921,7 +912,10 @@ async fn restore_physical(a: RestoreArgs, json: bool) -> Result<(), CliError> {
     let s = pitr::PitrSettings {
         pgdata,
         target,
-        action: a.target_action.unwrap_or_else(|| "promote".into()),
+        action: a
+            .target_action
+            .map_or("promote", TargetActionArg::as_str)
+            .to_string(),
         timeline,
         inclusive: !a.target_exclusive,
         force: a.force,
