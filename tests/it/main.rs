@@ -6,6 +6,7 @@ mod harness;
 mod dump_load;
 mod encodings;
 mod errors;
+mod json;
 mod physical_errors;
 mod pitr;
 mod realworld;
