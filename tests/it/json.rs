@@ -154,7 +154,6 @@ fn every_command_prints_the_documented_json() {
     );
     run("delete", &["delete", &dump_id, "--repo", &repo]);
 
-    drop(run);
     let missing: Vec<&String> = docs.keys().filter(|k| !checked.contains(k)).collect();
     assert!(
         missing.is_empty(),
