@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::pipeline::{Compression, StreamInfo};
 
-/// Version of the repository format that writers record (marker object,
-/// backup manifests, dump manifests without binary COPY data).
+/// The repository version (`pgtide.json`), and the manifest version of
+/// backups and of dumps that need nothing newer (docs/FORMAT.md,
+/// "Versions").
 pub const FORMAT_VERSION: u32 = 1;
 
 /// Version of a dump manifest with tables in binary COPY format
