@@ -19,7 +19,7 @@
 //! target converts them into its own encoding, and pg_restore scripts, which
 //! are in the archive's encoding, are decoded to UTF-8 before they are run.
 
-pub mod archive;
+use crate::pg::dump_archive as archive;
 mod objects;
 pub mod toc;
 mod worker;
