@@ -20,9 +20,12 @@
 //! repo      the repository format: object layout, manifests and their format
 //!           versions, the WAL archive, the cluster binding
 //! storage   the Storage trait (contracts per method); LocalFs and S3 drivers
+//! chunk     leaf: plain types of stored chunks (compression, chunk and pack
+//!           references) and the pure codec of one frame, for pipeline and repo
 //! units     leaf: sizes as flags and URL parameters take them
 //! ```
 
+pub mod chunk;
 pub mod cli;
 pub mod jobs;
 pub mod pg;

@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::pipeline::{Compression, StreamInfo};
+use crate::chunk::{ChunkRef, Compression, PackInfo, StreamInfo};
 
 /// The repository version (`pgtide.json`), and the manifest version of
 /// backups and of dumps that need nothing newer (docs/FORMAT.md,
@@ -36,38 +36,6 @@ pub fn dump_format_version(tables: &[TableEntry], sequences: &[SequenceEntry]) -
     } else {
         FORMAT_VERSION
     }
-}
-
-/// Where one chunk is stored. Serialized with one-letter keys: a large dump
-/// has hundreds of thousands of these.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChunkRef {
-    /// Index into the manifest's `packs`.
-    #[serde(rename = "p")]
-    pub pack: u32,
-    /// Byte offset of the stored frame in the pack.
-    #[serde(rename = "o")]
-    pub offset: u64,
-    /// Stored (compressed) length.
-    #[serde(rename = "l")]
-    pub stored_len: u64,
-    /// Raw (uncompressed) length.
-    #[serde(rename = "r")]
-    pub raw_len: u64,
-    /// CRC32 (IEEE) of the raw bytes.
-    #[serde(rename = "c")]
-    pub crc_raw: u32,
-    /// CRC32 (IEEE) of the stored bytes.
-    #[serde(rename = "s")]
-    pub crc_stored: u32,
-}
-
-/// One pack object: a concatenation of stored chunk frames.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PackInfo {
-    /// Key relative to the repository root.
-    pub key: String,
-    pub size: u64,
 }
 
 /// A byte stream stored as chunks.

@@ -248,10 +248,7 @@ async fn take(
         .map_err(repl("start BASE_BACKUP"))?;
     progress.set_phase("receiving the base backup");
 
-    let packs = PackSet::new(
-        repo.storage().clone(),
-        repo.packs_prefix(SetKind::Backup, id),
-    );
+    let packs = PackSet::new(repo.storage().clone(), repo.pack_keys(SetKind::Backup, id));
     let mut writer = PackWriter::new(packs.clone(), s.pipeline);
     let mut files: Vec<BackupFile> = Vec::new();
     let mut tablespaces: Vec<TablespaceEntry> = Vec::new();

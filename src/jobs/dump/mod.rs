@@ -193,7 +193,7 @@ pub async fn run(
         }))
         .await?;
     let span = tracing::info_span!("job", kind = "dump", id = %id, db = %info.database);
-    let packs = PackSet::new(repo.storage().clone(), repo.dump_packs_prefix(&id));
+    let packs = PackSet::new(repo.storage().clone(), repo.pack_keys(SetKind::Dump, &id));
 
     let result = tokio::select! {
         r = dump_contents(
