@@ -3,8 +3,8 @@
 //! and decoding with all checks. `cargo bench --bench pipeline`.
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use pgtide::pipeline::codec::{count_newlines, decode, encode};
-use pgtide::pipeline::Compression;
+use pgtide::chunk::codec::{count_newlines, decode, encode};
+use pgtide::chunk::Compression;
 
 /// 4 MiB of pgbench_accounts-like rows: `aid\tbid\tabalance\tfiller`.
 fn copy_text(bytes: usize) -> Vec<u8> {

@@ -21,8 +21,10 @@ WORK=$(mktemp -d /tmp/pgtide-bench-phys.XXXXXX)
 chmod 755 "$WORK"
 command -v zstd >/dev/null || apt-get install -y -qq zstd >/dev/null
 
-cargo build --release --quiet
-PGTIDE=${PGTIDE_BIN:-$PWD/target/release/pgtide}
+# CARGO_PROFILE=profiling keeps line tables for perf (Cargo.toml).
+CARGO_PROFILE=${CARGO_PROFILE:-release}
+[ -n "${PGTIDE_BIN:-}" ] || cargo build --profile "$CARGO_PROFILE" --quiet
+PGTIDE=${PGTIDE_BIN:-$PWD/target/$CARGO_PROFILE/pgtide}
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 [ "$(id -u)" = 0 ] && chown postgres "$WORK"
 cleanup() {

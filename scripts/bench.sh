@@ -56,8 +56,10 @@ RESTORE_FLAGS=${RESTORE_FLAGS:-}
 if [ -n "${PGTIDE_BIN:-}" ]; then
   PGTIDE=$PGTIDE_BIN
 else
-  cargo build --release --quiet
-  PGTIDE=$PWD/target/release/pgtide
+  # CARGO_PROFILE=profiling keeps line tables for perf (Cargo.toml).
+  CARGO_PROFILE=${CARGO_PROFILE:-release}
+  cargo build --profile "$CARGO_PROFILE" --quiet
+  PGTIDE=$PWD/target/$CARGO_PROFILE/pgtide
 fi
 # pgtide uses the pg_dump / pg_restore of the server being measured, like the baseline.
 export PGTIDE_PG_DUMP="$PGBIN/pg_dump"

@@ -27,6 +27,7 @@ fn limit_malloc_arenas() {}
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
+    pgtide::cli::exit::install_panic_hook();
     let cli = pgtide::cli::Cli::parse();
     pgtide::cli::init_tracing(cli.log_level(), &cli.log_format());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -48,11 +49,20 @@ fn main() -> ExitCode {
             .await
             .unwrap_or_else(|e| {
                 Err(pgtide::cli::exit::CliError::new(
-                    pgtide::cli::exit::FAILURE,
-                    format!("internal error: {e}"),
+                    pgtide::cli::exit::INTERNAL,
+                    pgtide::cli::exit::internal_message(&e.to_string()),
                 ))
             })
     });
+    // A panic anywhere (a worker task, a blocking thread, a detached task)
+    // is a bug, whatever error it became on its way up.
+    let result = match pgtide::cli::exit::panicked() {
+        Some(what) => Err(pgtide::cli::exit::CliError::new(
+            pgtide::cli::exit::INTERNAL,
+            pgtide::cli::exit::internal_message(what),
+        )),
+        None => result,
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -3,7 +3,7 @@
 //! | code | meaning |
 //! | ---- | ------- |
 //! | 0 | success |
-//! | 1 | any other failure |
+//! | 1 | any other failure: also bytes from the server pgtide cannot use, a connection lost after it was established |
 //! | 2 | bad command line or settings |
 //! | 3 | cannot connect to PostgreSQL: unreachable, authentication, database missing |
 //! | 4 | repository or storage problem: not a repository, format too new, bucket missing, access denied, no such dump, WAL a backup needs missing from the archive |
@@ -12,6 +12,7 @@
 //! | 7 | pg_dump / pg_restore missing, too old, or failed |
 //! | 8 | PostgreSQL refused a statement or the server version is unsupported |
 //! | 9 | the repository is locked by another writer (a running daemon, backup, dump or expire) |
+//! | 70 | internal error: a panic or a broken invariant in pgtide (a bug: please report it) |
 //! | 126 | `wal fetch` could not serve a segment for a reason other than its absence: PostgreSQL aborts recovery on codes above 125 instead of ending it early |
 //! | 130 | interrupted (SIGINT / SIGTERM) |
 
@@ -29,8 +30,53 @@ pub const TARGET_NOT_EMPTY: u8 = 6;
 pub const TOOL: u8 = 7;
 pub const SQL: u8 = 8;
 pub const LOCKED: u8 = 9;
+/// `EX_SOFTWARE` of sysexits.h.
+pub const INTERNAL: u8 = 70;
 pub const RECOVERY_ABORT: u8 = 126;
 pub const INTERRUPTED: u8 = 130;
+
+/// The first panic of the process, as "message at file:line".
+static PANIC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Replaces the default panic output (several lines on stderr) by a note
+/// that `main` turns into one `internal error` line and exit code 70,
+/// whichever task panicked and however its failure was reported: a panic
+/// is a bug, never a bad command line or a failed job. A panic on the main
+/// thread, which no task boundary catches, exits at once. With
+/// `RUST_BACKTRACE` set, the default output (and backtrace) is kept.
+pub fn install_panic_hook() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".to_string());
+        let what = match info.location() {
+            Some(l) => format!("{msg} at {}:{}", l.file(), l.line()),
+            None => msg,
+        };
+        let _ = PANIC.set(what.clone());
+        if std::env::var_os("RUST_BACKTRACE").is_some() {
+            default(info);
+        }
+        if std::thread::current().name() == Some("main") {
+            eprintln!("error: {}", internal_message(&what));
+            std::process::exit(i32::from(INTERNAL));
+        }
+    }));
+}
+
+/// The first panic of the process, if any.
+pub fn panicked() -> Option<&'static str> {
+    PANIC.get().map(String::as_str)
+}
+
+/// The text of an internal error.
+pub fn internal_message(what: &str) -> String {
+    format!("internal error: {what} (please report this)")
+}
 
 /// An error the CLI can print, with its exit code.
 #[derive(Debug)]
@@ -55,9 +101,16 @@ fn repl_code(e: &crate::pg::replication::ReplError) -> u8 {
         | R::Auth { .. }
         | R::NoReplicationPrivilege { .. }
         | R::NoWalSenders { .. } => CONNECT,
-        R::ConnectionLost { .. } => CONNECT,
+        // Lost after the connection was established (the client reports a
+        // connection lost during startup as `Connect`).
+        R::ConnectionLost { .. } | R::Protocol(_) => FAILURE,
         R::SlotInUse { .. } | R::SlotExists { .. } => TARGET_NOT_EMPTY,
-        _ => SQL,
+        R::InvalidSlotName { .. } => USAGE,
+        R::Busy { .. } | R::InvalidSetting { .. } => INTERNAL,
+        R::WalLevelMinimal { .. }
+        | R::SlotMissing { .. }
+        | R::Unsupported { .. }
+        | R::Server { .. } => SQL,
     }
 }
 
@@ -93,7 +146,7 @@ pub fn classify(e: &JobError) -> u8 {
                 W::BadName { .. } | W::Codec(_) => FAILURE,
             }
         }
-        JobError::WalMissing(_) => REPOSITORY,
+        JobError::WalMissing { .. } | JobError::WalNotArchived { .. } => REPOSITORY,
         JobError::BadStream(_) => FAILURE,
         JobError::Tool(_) => TOOL,
         JobError::TargetNotEmpty { .. }
@@ -101,9 +154,10 @@ pub fn classify(e: &JobError) -> u8 {
         | JobError::TargetIncompatible(_) => TARGET_NOT_EMPTY,
         JobError::Damaged { .. } => DAMAGED,
         JobError::DatabaseExists { .. } | JobError::DirectoryNotEmpty { .. } => TARGET_NOT_EMPTY,
-        JobError::Invalid(_) => USAGE,
+        JobError::Invalid(_) | JobError::NoTableMatches { .. } => USAGE,
         JobError::Io { .. } => FAILURE,
         JobError::Interrupted => INTERRUPTED,
+        JobError::Internal(_) => INTERNAL,
     }
 }
 
@@ -168,8 +222,54 @@ mod tests {
             classify(&archive(WalError::Conflict { name: "x".into() })),
             TARGET_NOT_EMPTY
         );
-        assert_eq!(classify(&JobError::WalMissing("x".into())), REPOSITORY);
+        assert_eq!(
+            classify(&JobError::WalMissing {
+                segment: "x".into()
+            }),
+            REPOSITORY
+        );
         assert_eq!(classify(&JobError::BadStream("x".into())), FAILURE);
+        assert_eq!(classify(&JobError::Internal("x".into())), INTERNAL);
         assert_eq!(classify(&JobError::Invalid("x".into())), USAGE);
+    }
+
+    #[test]
+    fn replication_errors_by_kind() {
+        use crate::pg::proto::ProtoError;
+        use crate::pg::replication::ReplError;
+        let repl = |source| JobError::Replication {
+            context: "stream WAL",
+            source,
+        };
+        let server = crate::pg::conninfo::Target {
+            host: "h".into(),
+            hostaddr: None,
+            port: 5432,
+        };
+        assert_eq!(
+            classify(&repl(ReplError::Protocol(ProtoError::malformed(
+                "x",
+                "y".to_string()
+            )))),
+            FAILURE
+        );
+        assert_eq!(
+            classify(&repl(ReplError::ConnectionLost {
+                server,
+                reason: "reset".into()
+            })),
+            FAILURE
+        );
+        assert_eq!(
+            classify(&repl(ReplError::InvalidSlotName { slot: "A".into() })),
+            USAGE
+        );
+        assert_eq!(
+            classify(&repl(ReplError::Busy {
+                doing: "streaming",
+                wanted: "identify the system"
+            })),
+            INTERNAL
+        );
     }
 }

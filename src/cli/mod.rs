@@ -19,7 +19,10 @@ use crate::pipeline::{Compression, PipelineConfig};
 use crate::repo::Repository;
 use exit::CliError;
 use output::{print_json, ProgressDisplay};
-use settings::{default_jobs, default_repo, human_bytes, parse_duration, parse_size};
+use settings::{
+    default_jobs, default_repo, human_bytes, parse_duration, parse_size, CheckpointArg,
+    CopyFormatArg, ManifestChecksumsArg, SplitByArg, TargetActionArg, WalSourceArg,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -215,13 +218,13 @@ pub struct DumpArgs {
     /// How to split: output (one scan per table, its output cut into parts;
     /// spares the source's cache) or ctid (block ranges read by several
     /// workers at once, PostgreSQL 14+; faster on many cores, fills shared_buffers)
-    #[arg(long, default_value = "output", value_parser = ["output", "ctid"])]
-    pub split_by: String,
+    #[arg(long, value_enum, default_value_t = SplitByArg::Output)]
+    pub split_by: SplitByArg,
     /// Row format: auto (binary COPY for tables whose columns are all
     /// built-in types with a portable binary form, in UTF8 databases; text
     /// for the rest) or text (every table, as pg_dump)
-    #[arg(long, default_value = "auto", value_parser = ["auto", "text"])]
-    pub copy_format: String,
+    #[arg(long, value_enum, default_value_t = CopyFormatArg::Auto)]
+    pub copy_format: CopyFormatArg,
     /// Only the schema (pg_dump --schema-only in the snapshot)
     #[arg(long, conflicts_with = "data_only")]
     pub schema_only: bool,
@@ -261,11 +264,11 @@ pub struct BackupArgs {
     #[arg(long, default_value = "4MiB", value_parser = parse_size)]
     pub chunk_size: u64,
     /// Checkpoint at the start: fast (immediate) or spread
-    #[arg(long, default_value = "fast", value_parser = ["fast", "spread"])]
-    pub checkpoint: String,
+    #[arg(long, value_enum, default_value_t = CheckpointArg::Fast)]
+    pub checkpoint: CheckpointArg,
     /// Checksum algorithm of PostgreSQL's backup_manifest
-    #[arg(long, default_value = "CRC32C", value_parser = ["NONE", "CRC32C", "SHA224", "SHA256", "SHA384", "SHA512"])]
-    pub manifest_checksums: String,
+    #[arg(long, value_enum, default_value_t = ManifestChecksumsArg::Crc32c)]
+    pub manifest_checksums: ManifestChecksumsArg,
     /// Server-side rate limit, e.g. 100MiB (per second)
     #[arg(long, value_parser = parse_size)]
     pub max_rate: Option<u64>,
@@ -277,8 +280,8 @@ pub struct BackupArgs {
     pub name: Option<String>,
     /// Where the backup's WAL comes from: stream (a temporary slot, default) or
     /// archive (wait for `wal stream` / archive_command to deliver it)
-    #[arg(long, default_value = "stream", value_parser = ["stream", "archive"])]
-    pub wal: String,
+    #[arg(long, value_enum, default_value_t = WalSourceArg::Stream)]
+    pub wal: WalSourceArg,
     /// With --wal archive: how long to wait for the WAL
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub wal_wait: std::time::Duration,
@@ -350,9 +353,9 @@ pub struct RestoreArgs {
     pub no_tablespaces: bool,
     /// Build the indexes and keys of each table holding at least this much
     /// data as soon as it is loaded, while other tables still load (smaller
-    /// tables get theirs in the final post-data pass)
-    #[arg(long, default_value = "32MiB", value_parser = parse_size)]
-    pub early_index_size: u64,
+    /// tables get theirs in the final post-data pass) [default: 32MiB]
+    #[arg(long, value_parser = parse_size)]
+    pub early_index_size: Option<u64>,
     /// pg_dump whose pg_restore to use (binary or its directory) [default: the newest found]
     #[arg(long, env = "PGTIDE_PG_DUMP")]
     pub pg_dump: Option<PathBuf>,
@@ -374,12 +377,12 @@ pub struct RestoreArgs {
     /// Stop as soon as the backup is consistent
     #[arg(long, help_heading = "Physical restore", group = "target")]
     pub target_immediate: bool,
-    /// What the server does at the target
-    #[arg(long, help_heading = "Physical restore", default_value = "promote", value_parser = ["pause", "promote", "shutdown"])]
-    pub target_action: String,
-    /// Timeline to recover along: latest, current or a number
-    #[arg(long, help_heading = "Physical restore", default_value = "latest")]
-    pub target_timeline: String,
+    /// What the server does at the target [default: promote]
+    #[arg(long, help_heading = "Physical restore", value_enum)]
+    pub target_action: Option<TargetActionArg>,
+    /// Timeline to recover along: latest, current or a number [default: latest]
+    #[arg(long, help_heading = "Physical restore")]
+    pub target_timeline: Option<String>,
     /// Stop just before the target instead of just after it
     #[arg(long, help_heading = "Physical restore")]
     pub target_exclusive: bool,
@@ -514,18 +517,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 name: a.name,
                 description: a.description,
                 split_size: a.split_size,
-                split_by: if a.split_by == "ctid" {
-                    dump::plan::SplitBy::Ctid
-                } else {
-                    dump::plan::SplitBy::Output
-                },
+                split_by: a.split_by.into(),
                 pg_dump: a.pg_dump,
                 lock_timeout: a.lock_wait_timeout,
-                copy_format: if a.copy_format == "text" {
-                    dump::CopyFormat::Text
-                } else {
-                    dump::CopyFormat::Auto
-                },
+                copy_format: a.copy_format.into(),
             };
             let repo = Repository::open(&a.repo.url(), true).await?;
             let lock = writer_lock(&repo, "dump").await?;
@@ -570,8 +565,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                     in_flight: check_jobs(a.jobs)?,
                     ..PipelineConfig::default()
                 },
-                fast_checkpoint: a.checkpoint == "fast",
-                manifest_checksums: a.manifest_checksums,
+                fast_checkpoint: a.checkpoint == CheckpointArg::Fast,
+                manifest_checksums: a.manifest_checksums.as_str().to_string(),
                 max_rate_kbps: a.max_rate.map(|r| (r / 1024).clamp(32, 1_048_576) as u32),
                 server_compression: match a.server_compress {
                     None => None,
@@ -590,11 +585,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                     }
                 },
                 name: a.name,
-                wal: if a.wal == "archive" {
-                    backup::WalSource::Archive
-                } else {
-                    backup::WalSource::Stream
-                },
+                wal: a.wal.into(),
                 wal_wait: a.wal_wait,
             };
             let repo = Repository::open(&a.repo.url(), true).await?;
@@ -644,7 +635,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 no_owner: a.no_owner,
                 no_privileges: a.no_privileges,
                 no_tablespaces: a.no_tablespaces,
-                early_index_size: a.early_index_size,
+                early_index_size: a.early_index_size.unwrap_or(32 << 20),
                 pg_dump: a.pg_dump,
                 prefetch: 4,
             };
@@ -863,6 +854,8 @@ fn check_restore_flags(a: &RestoreArgs) -> Result<(), CliError> {
         ("--target-xid", a.target_xid.is_some()),
         ("--target-name", a.target_name.is_some()),
         ("--target-immediate", a.target_immediate),
+        ("--target-action", a.target_action.is_some()),
+        ("--target-timeline", a.target_timeline.is_some()),
         ("--target-exclusive", a.target_exclusive),
         ("--force", a.force),
         ("--tablespace-map", !a.tablespace_map.is_empty()),
@@ -882,6 +875,8 @@ fn check_restore_flags(a: &RestoreArgs) -> Result<(), CliError> {
         ("--no-owner", a.no_owner),
         ("--no-privileges", a.no_privileges),
         ("--no-tablespaces", a.no_tablespaces),
+        ("--early-index-size", a.early_index_size.is_some()),
+        ("--db", a.db.db.is_some()),
     ];
     let first =
         |flags: &[(&'static str, bool)]| flags.iter().find(|(_, set)| *set).map(|(f, _)| *f);
@@ -936,10 +931,11 @@ async fn restore_physical(a: RestoreArgs, json: bool) -> Result<(), CliError> {
             .ok_or_else(|| usage(format!("--set {kv:?}: use NAME=VALUE")))?;
         settings.push((k.trim().to_string(), v.to_string()));
     }
+    let timeline = a.target_timeline.unwrap_or_else(|| "latest".into());
     let url = a.repo.url();
     let repo = Repository::open(&url, false).await?;
     let id = if a.id == "latest" {
-        pitr::choose(&repo, &target, &a.target_timeline)
+        pitr::choose(&repo, &target, &timeline)
             .await?
             .map_err(|e| CliError::new(exit::REPOSITORY, e.to_string()))?
     } else {
@@ -956,8 +952,11 @@ async fn restore_physical(a: RestoreArgs, json: bool) -> Result<(), CliError> {
     let s = pitr::PitrSettings {
         pgdata,
         target,
-        action: a.target_action,
-        timeline: a.target_timeline,
+        action: a
+            .target_action
+            .map_or("promote", TargetActionArg::as_str)
+            .to_string(),
+        timeline,
         inclusive: !a.target_exclusive,
         force: a.force,
         jobs: check_jobs(a.jobs)?,

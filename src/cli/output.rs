@@ -1,21 +1,58 @@
-//! Printing: human text on stdout, `--json` documents on stdout (one JSON
-//! object per command, schemas are the `Serialize` report types in `jobs`),
-//! progress bars on stderr when it is a terminal, errors as one line on
-//! stderr (`error: …`).
+//! Printing: human text on stdout, `--json` documents on stdout, progress
+//! bars on stderr when it is a terminal, errors as one line on stderr
+//! (`error: …`).
 //!
-//! `--json` output by command:
-//! - `dump`: `DumpReport` {id, database, tables, rows, sequences, large_objects,
-//!   bytes_in, bytes_stored, seconds, mb_per_second}
-//! - `restore`: `RestoreReport` {id, database, dry_run, steps[], tables, rows,
-//!   bytes, sequences, large_objects, seconds, mb_per_second}
-//! - `list`: `Listing` {repository, system_identifier, dumps\[DumpSummary\],
-//!   backups\[BackupSummary\], wal\[WalTimeline\], incomplete\[{id, objects,
-//!   bytes}\], deleting\[{id, objects, bytes}\] (interrupted deletions)}
-//! - `info`: the dump's manifest (docs/FORMAT.md)
-//! - `verify`: `VerifyReport` {id, ok, packs, chunks, bytes_stored, bytes_raw, problems[], seconds}
-//! - `expire`: `ExpireReport`, fields listed in `src/cli/expire.rs`
-//! - `delete`: `DeleteReport` {id, bytes_freed, finished_deletions\[{id,
-//!   objects, bytes_freed}\] (interrupted deletions finished first)}
+//! # `--json` output
+//!
+//! With `--json`, a command prints one pretty-printed JSON object on stdout
+//! and nothing else there; errors still go to stderr as one line, with the
+//! exit code of `cli/exit.rs`. The objects are the `Serialize` report types
+//! of `jobs`. Fields are always present (`null` when they have no value),
+//! new fields may be added, none is removed or changes type without a note
+//! in CHANGELOG.md. Sizes are bytes, durations seconds (a float), times RFC
+//! 3339 UTC, LSNs PostgreSQL's `X/Y` text, WAL segments their 24-digit file
+//! names. A field `name[]` is an array of the objects listed under
+//! `command.name[]`.
+//!
+//! The list below is read by the integration test `tests/it/json.rs`, which
+//! runs each command and checks that its JSON has these fields: keep one
+//! line per object, in this form (`- COMMAND: {FIELD, …}`).
+//!
+//! - `dump`: {id, database, tables, rows, sequences, large_objects, bytes_in, bytes_stored, seconds, mb_per_second}
+//! - `restore`: {id, database, dry_run, steps[], tables, rows, bytes, sequences, large_objects, seconds, mb_per_second}
+//!   (a logical restore; with `--dry-run`, `steps` is what would be done)
+//! - `restore --pgdata`: {backup, pgdata, files, bytes, seconds, started, recovery, timeline}
+//!   (`recovery` and `timeline`: what the server said, with `--start`)
+//! - `backup`: {id, label, system_identifier, timeline, start_lsn, end_lsn, wal_start, wal_end, files, bytes_in, bytes_stored, seconds, mb_per_second}
+//! - `list`: {repository, system_identifier, dumps[], backups[], wal[], incomplete[], deleting[]}
+//! - `list.dumps[]`: {id, kind, name, database, server_version, started_at, finished_at, tables, rows, bytes_raw, bytes_stored, schema_only, data_only}
+//! - `list.backups[]`: {id, name, server_version, started_at, finished_at, timeline, start_lsn, end_lsn, wal_start, wal_end, files, bytes_raw, bytes_stored}
+//! - `list.wal[]`: {timeline, segments, first, last, gaps[]}
+//!   (one per timeline; `gaps`: segments missing between first and last)
+//! - `list.incomplete[]`: {id, objects, bytes}
+//!   (dumps and backups without a manifest: running, or failed)
+//! - `list.deleting[]`: {id, objects, bytes}
+//!   (interrupted deletions: the next `delete` or `expire` finishes them)
+//! - `info` of a dump: {format_version, kind, id, name, started_at, finished_at, source, options, compression, tables[], sequences[], packs[], stats}
+//!   (its manifest, docs/FORMAT.md)
+//! - `info` of a backup: {format_version, kind, id, label, name, started_at, finished_at, system_identifier, timeline, start_lsn, end_lsn, wal_start, wal_end, files[], packs[], stats}
+//!   (its manifest, docs/FORMAT.md)
+//! - `verify`: {id, ok, packs, chunks, bytes_stored, bytes_raw, problems[], seconds}
+//!   (printed also when problems are found, before exit 5)
+//! - `delete`: {id, bytes_freed, finished_deletions[]}
+//!   (`finished_deletions`: interrupted deletions finished first, {id, objects, bytes_freed})
+//! - `expire`: {repository, dry_run, now, policy, finished_deletions[], newest_restorable_backup, sets[], backups_expired, dumps_expired, bytes_freed, wal}
+//! - `expire.sets[]`: {id, kind, database, finished_at, keep, reasons[], bytes}
+//!   (every complete backup, then every dump by database; `reasons`: the rules that keep it, or why it goes)
+//! - `status`: {source, repository, daemon, lock, wal, jobs, errors[]}
+//!   (what `GET /status` of the daemon answers, or with `source` `repository` what the repository records; fields in `src/daemon/status.rs`)
+//! - `delete --wal-before`: {kept_from, objects, bytes_freed}
+//! - `wal stream`: {segments, partials, reconnects, timeline, flushed}
+//!   (when it stops: `--stop-at` reached, or interrupted)
+//! - `wal push`: {name, outcome, bytes}
+//!   (`outcome`: `stored`, `already-archived` or `partial`)
+//!
+//! `wal fetch` prints nothing: PostgreSQL reads only its exit code.
 
 use std::io::IsTerminal;
 use std::sync::Arc;

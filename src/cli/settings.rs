@@ -6,24 +6,104 @@ use std::path::PathBuf;
 
 pub use crate::units::parse_duration;
 
-/// `4MiB`, `512k`, `1G`, `1048576` → bytes.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| {
-        format!("invalid size {s:?}: use a number with an optional unit (k, M, G, KiB, MiB, GiB)")
-    })?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        "t" | "tb" | "tib" => 1 << 40,
-        _ => return Err(format!("invalid size unit in {s:?}: use k, M, G or T")),
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("size {s:?} is too large"))
+pub use crate::units::parse_size;
+
+/// `dump --split-by`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SplitByArg {
+    Output,
+    Ctid,
+}
+
+impl From<SplitByArg> for crate::jobs::dump::plan::SplitBy {
+    fn from(a: SplitByArg) -> Self {
+        match a {
+            SplitByArg::Output => Self::Output,
+            SplitByArg::Ctid => Self::Ctid,
+        }
+    }
+}
+
+/// `dump --copy-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CopyFormatArg {
+    Auto,
+    Text,
+}
+
+impl From<CopyFormatArg> for crate::jobs::dump::CopyFormat {
+    fn from(a: CopyFormatArg) -> Self {
+        match a {
+            CopyFormatArg::Auto => Self::Auto,
+            CopyFormatArg::Text => Self::Text,
+        }
+    }
+}
+
+/// `backup --checkpoint`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CheckpointArg {
+    Fast,
+    Spread,
+}
+
+/// `backup --manifest-checksums`: as BASE_BACKUP spells them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "UPPER")]
+pub enum ManifestChecksumsArg {
+    None,
+    Crc32c,
+    Sha224,
+    Sha256,
+    Sha384,
+    Sha512,
+}
+
+impl ManifestChecksumsArg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "NONE",
+            Self::Crc32c => "CRC32C",
+            Self::Sha224 => "SHA224",
+            Self::Sha256 => "SHA256",
+            Self::Sha384 => "SHA384",
+            Self::Sha512 => "SHA512",
+        }
+    }
+}
+
+/// `backup --wal`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WalSourceArg {
+    Stream,
+    Archive,
+}
+
+impl From<WalSourceArg> for crate::jobs::backup::WalSource {
+    fn from(a: WalSourceArg) -> Self {
+        match a {
+            WalSourceArg::Stream => Self::Stream,
+            WalSourceArg::Archive => Self::Archive,
+        }
+    }
+}
+
+/// `restore --target-action`: `recovery_target_action`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TargetActionArg {
+    Pause,
+    Promote,
+    Shutdown,
+}
+
+impl TargetActionArg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pause => "pause",
+            Self::Promote => "promote",
+            Self::Shutdown => "shutdown",
+        }
+    }
 }
 
 /// With no --repo and no PGTIDE_REPO: a local directory, so the first dump
@@ -71,14 +151,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes() {
-        assert_eq!(parse_size("4MiB").unwrap(), 4 << 20);
-        assert_eq!(parse_size("512k").unwrap(), 512 << 10);
-        assert_eq!(parse_size("1G").unwrap(), 1 << 30);
-        assert_eq!(parse_size("100").unwrap(), 100);
-        assert!(parse_size("x").is_err());
-        assert!(parse_size("1Q").is_err());
-        assert!(parse_size("99999999999999999999T").is_err());
+    fn fixed_choices_keep_their_spelling() {
+        use clap::ValueEnum;
+        let names = |v: &[&dyn Fn() -> Option<clap::builder::PossibleValue>]| {
+            v.iter()
+                .map(|f| f().unwrap().get_name().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names(&[
+                &|| ManifestChecksumsArg::None.to_possible_value(),
+                &|| ManifestChecksumsArg::Crc32c.to_possible_value(),
+                &|| ManifestChecksumsArg::Sha512.to_possible_value(),
+            ]),
+            ["NONE", "CRC32C", "SHA512"]
+        );
+        for v in ManifestChecksumsArg::value_variants() {
+            assert_eq!(v.to_possible_value().unwrap().get_name(), v.as_str());
+        }
+        for v in TargetActionArg::value_variants() {
+            assert_eq!(v.to_possible_value().unwrap().get_name(), v.as_str());
+        }
+        assert_eq!(
+            SplitByArg::from_str("ctid", false).unwrap(),
+            SplitByArg::Ctid
+        );
+        assert!(CheckpointArg::from_str("Fast", false).is_err());
     }
 
     #[test]

@@ -439,7 +439,7 @@ impl DaemonConfig {
             };
         let size = |key: &str, v: &Option<String>| -> Result<Option<u64>, ConfigError> {
             v.as_deref()
-                .map(|s| crate::cli::settings::parse_size(s).map_err(|e| invalid(key, e)))
+                .map(|s| crate::units::parse_size(s).map_err(|e| invalid(key, e)))
                 .transpose()
         };
         let compression = |key: &str, v: &Option<String>| -> Result<Compression, ConfigError> {

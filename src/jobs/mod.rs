@@ -68,9 +68,20 @@ pub enum JobError {
         #[source]
         source: crate::repo::wal_archive::WalError,
     },
-    /// WAL a backup needs is not in the archive (or did not arrive in time).
-    #[error("{0}")]
-    WalMissing(String),
+    /// A WAL segment a backup needs is not in the archive.
+    #[error("WAL segment {segment} that the backup needs is not in the archive")]
+    WalMissing { segment: String },
+    /// The WAL a backup needs did not reach the archive in time.
+    #[error("the WAL the backup needs ({first} to {last}, {missing} first) did not reach the archive within {waited_secs} s: is `pgtide wal stream` or archive_command running? (or use --wal stream)")]
+    WalNotArchived {
+        first: String,
+        last: String,
+        missing: String,
+        waited_secs: u64,
+    },
+    /// `--table` / `--exclude-table` select no table of the dump.
+    #[error("no table in dump {id} matches the --table/--exclude-table patterns (hint: pgtide info {id} lists its tables)")]
+    NoTableMatches { id: String },
     /// The server sent a stream pgtide cannot use (a base backup's archive,
     /// for one): neither a bad command line nor a repository problem.
     #[error("{0}")]
@@ -100,6 +111,10 @@ pub enum JobError {
     },
     #[error("interrupted")]
     Interrupted,
+    /// A bug: a worker panicked or an invariant of pgtide's own does not
+    /// hold (exit 70).
+    #[error("internal error: {0} (please report this)")]
+    Internal(String),
 }
 
 /// "backup" or "dump", from the kind letter that ends a set id.
@@ -212,6 +227,26 @@ pub fn pgtide_executable() -> std::io::Result<String> {
     })
 }
 
+/// A task that panicked (or was cancelled behind its owner's back): a bug.
+pub(crate) fn task_failed(what: &str, e: tokio::task::JoinError) -> JobError {
+    if e.is_panic() {
+        JobError::Internal(format!("{what} panicked"))
+    } else {
+        JobError::Internal(format!("{what} was cancelled"))
+    }
+}
+
+/// Test hook, in debug builds only: panics when `PGTIDE_TEST_PANIC` names
+/// this point, so that tests can prove a panic exits 70.
+#[inline]
+#[track_caller]
+pub(crate) fn panic_point(_name: &str) {
+    #[cfg(debug_assertions)]
+    if std::env::var("PGTIDE_TEST_PANIC").is_ok_and(|v| v == _name) {
+        panic!("test panic at {_name}");
+    }
+}
+
 /// Wait for every task of a set; the first error wins and drops the set,
 /// which aborts the tasks still running.
 pub(crate) async fn join_all<T: 'static>(
@@ -220,7 +255,7 @@ pub(crate) async fn join_all<T: 'static>(
 ) -> Result<Vec<T>, JobError> {
     let mut out = Vec::with_capacity(set.len());
     while let Some(r) = set.join_next().await {
-        out.push(r.map_err(|e| JobError::Invalid(format!("{what} failed: {e}")))??);
+        out.push(r.map_err(|e| task_failed(what, e))??);
     }
     Ok(out)
 }

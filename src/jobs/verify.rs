@@ -10,10 +10,11 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use super::{JobError, Progress};
+use crate::chunk::PackInfo;
 use crate::pg::lsn::{parse_segment_name, segment_name};
 use crate::pipeline::Compression;
 use crate::pipeline::{ChunkReader, PipelineError};
-use crate::repo::manifest::{BackupManifest, PackInfo, StreamRef};
+use crate::repo::manifest::{BackupManifest, StreamRef};
 use crate::repo::wal_archive::WalArchive;
 use crate::repo::{Repository, SetKind};
 

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::pki_types::pem::{Error as PemError, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
@@ -520,7 +521,7 @@ fn load_certs(
         path: path.to_owned(),
         problem,
     };
-    let certs = rustls_pemfile::certs(&mut pem.as_slice())
+    let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| bad(format!("not a PEM certificate file: {e}")))?;
     if certs.is_empty() {
@@ -536,9 +537,9 @@ fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, ConnectError> {
         path: path.to_owned(),
         problem,
     };
-    match rustls_pemfile::private_key(&mut pem.as_slice()) {
-        Ok(Some(key)) => Ok(key),
-        Ok(None) => Err(bad(
+    match PrivateKeyDer::from_pem_slice(&pem) {
+        Ok(key) => Ok(key),
+        Err(PemError::NoItemsFound) => Err(bad(
             "no unencrypted PEM private key in it (encrypted keys are not supported)".to_owned(),
         )),
         Err(e) => Err(bad(format!("not a PEM key file: {e}"))),
@@ -549,7 +550,7 @@ fn load_crls(
     path: &Path,
 ) -> Result<Vec<rustls::pki_types::CertificateRevocationListDer<'static>>, ConnectError> {
     let pem = read_file("sslcrl", path)?;
-    rustls_pemfile::crls(&mut pem.as_slice())
+    rustls::pki_types::CertificateRevocationListDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ConnectError::CertFile {
             keyword: "sslcrl",
@@ -685,6 +686,51 @@ impl ServerCertVerifier for ChainOnly {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A self-signed certificate with its key (PKCS#8 and SEC1), made with
+    /// `openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1`.
+    const CERT: &str = "-----BEGIN CERTIFICATE-----
+MIIBgjCCASmgAwIBAgIUbk1uwRgBCu1QRdQ7wuC8cE2IqVowCgYIKoZIzj0EAwIw
+FjEUMBIGA1UEAwwLcGd0aWRlLXRlc3QwIBcNMjYxMjA2MTQwMzQzWhgPMjEyNjEx
+MTIxNDAzNDNaMBYxFDASBgNVBAMMC3BndGlkZS10ZXN0MFkwEwYHKoZIzj0CAQYI
+KoZIzj0DAQcDQgAEkbzj958x+KJcGtwHMk+BrjD+bDShc2Pxpx9UhdFYlLguegUm
+s/ehSVbc08FDCVwrKzeXhJGQRvkw8DpZoLS6PqNTMFEwHQYDVR0OBBYEFJGbk80f
+5aoO7FaGmiuvqFrxfzSsMB8GA1UdIwQYMBaAFJGbk80f5aoO7FaGmiuvqFrxfzSs
+MA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwIDRwAwRAIgCqkNLKpBchxfAZQm
+XxgPkimTud/F+DlTHoQTMC65ApQCIHZ8xPldAIbNAgpgMAD7hepPdcp/ELN2HE49
+HeJ28U1n
+-----END CERTIFICATE-----";
+    const KEY_PKCS8: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgedGZePJjwCdaERb2
+xcRC91pEpcHQjEM0CIb60eTo9PShRANCAASRvOP3nzH4olwa3AcyT4GuMP5sNKFz
+Y/GnH1SF0ViUuC56BSaz96FJVtzTwUMJXCsrN5eEkZBG+TDwOlmgtLo+
+-----END PRIVATE KEY-----";
+    const KEY_SEC1: &str = "-----BEGIN EC PRIVATE KEY-----
+MHcCAQEEIHnRmXjyY8AnWhEW9sXEQvdaRKXB0IxDNAiG+tHk6PT0oAoGCCqGSM49
+AwEHoUQDQgAEkbzj958x+KJcGtwHMk+BrjD+bDShc2Pxpx9UhdFYlLguegUms/eh
+SVbc08FDCVwrKzeXhJGQRvkw8DpZoLS6Pg==
+-----END EC PRIVATE KEY-----";
+
+    #[test]
+    fn pem_files_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        };
+        let both = write("both.pem", &format!("{CERT}\n{KEY_PKCS8}\n"));
+        assert_eq!(load_certs("sslcert", &both).unwrap().len(), 1);
+        assert!(load_key(&both).is_ok());
+        assert!(load_key(&write("sec1.pem", KEY_SEC1)).is_ok());
+        let cert = write("cert.pem", CERT);
+        let e = load_key(&cert).unwrap_err().to_string();
+        assert!(e.contains("no unencrypted PEM private key"), "{e}");
+        let junk = write("junk.pem", "not a certificate\n");
+        let e = load_certs("sslrootcert", &junk).unwrap_err().to_string();
+        assert!(e.contains("no PEM certificate in it"), "{e}");
+        assert!(load_crls(&junk).unwrap().is_empty());
+    }
 
     fn target(host: &str, port: u16) -> Target {
         Target {

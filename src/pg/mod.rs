@@ -1,11 +1,15 @@
 //! Everything that talks to PostgreSQL: connection parameters (libpq
 //! conventions), sessions, catalog queries, and the external pg_dump/pg_restore
-//! tools used for the schema.
+//! tools used for the schema; and PostgreSQL's own formats, read by pure
+//! code: the wire protocol and what travels in it (`proto`), binary COPY
+//! (`copy_binary`), WAL page headers (`walpage`), pg_dump's custom archive
+//! (`dump_archive`).
 
 pub mod catalog;
 pub mod connect;
 pub mod conninfo;
 pub mod copy_binary;
+pub mod dump_archive;
 pub mod lsn;
 pub mod pattern;
 pub mod proto;

@@ -4,73 +4,15 @@
 //! `chunk_size × (in_flight + 1)` per stream plus the storage writer's parts in
 //! flight, whatever the size of the table or file being streamed.
 
-pub mod codec;
 pub mod packer;
 pub mod reader;
 
-use std::fmt;
-use std::str::FromStr;
-
-use serde::{Deserialize, Serialize};
-
+use crate::chunk::codec;
 use crate::storage::StorageError;
 
-pub use packer::{PackSet, PackWriter, StreamInfo, StreamState};
+pub use crate::chunk::{Compression, StreamInfo};
+pub use packer::{PackKeys, PackSet, PackWriter, StreamState};
 pub use reader::ChunkReader;
-
-/// How chunks are stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    None,
-    Zstd(i32),
-}
-
-impl Default for Compression {
-    fn default() -> Self {
-        Compression::Zstd(3)
-    }
-}
-
-impl fmt::Display for Compression {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Compression::None => f.write_str("none"),
-            Compression::Zstd(l) => write!(f, "zstd:{l}"),
-        }
-    }
-}
-
-impl FromStr for Compression {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("invalid compression {s:?}: use none, zstd or zstd:LEVEL (1-22)");
-        match s {
-            "none" => Ok(Compression::None),
-            "zstd" => Ok(Compression::Zstd(3)),
-            _ => {
-                let level = s.strip_prefix("zstd:").ok_or_else(bad)?;
-                let level: i32 = level.parse().map_err(|_| bad())?;
-                if !(1..=22).contains(&level) {
-                    return Err(bad());
-                }
-                Ok(Compression::Zstd(level))
-            }
-        }
-    }
-}
-
-impl Serialize for Compression {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_string())
-    }
-}
-
-impl<'de> Deserialize<'de> for Compression {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
 
 /// Limits of the pipeline. Memory per stream ≈ chunk_size × (in_flight + 2).
 #[derive(Debug, Clone, Copy)]
@@ -111,6 +53,12 @@ pub enum PipelineError {
     Source(String),
     #[error("manifest refers to pack #{0}, which it does not list")]
     UnknownPack(u32),
+}
+
+impl From<codec::CompressError> for PipelineError {
+    fn from(e: codec::CompressError) -> Self {
+        PipelineError::Codec(e.0)
+    }
 }
 
 impl PipelineError {

@@ -10,25 +10,38 @@ use std::sync::{Arc, Mutex};
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 
-use super::codec::{self, Encoded};
-use super::{Compression, PipelineConfig, PipelineError};
-use crate::repo::manifest::{ChunkRef, PackInfo};
+use super::{PipelineConfig, PipelineError};
+use crate::chunk::codec::{self, CompressError, Encoded};
+use crate::chunk::{ChunkRef, Compression, PackInfo, StreamInfo};
 use crate::storage::{DynStorage, ObjectWriter};
 
+/// The key of each pack of a set, by its number: given by the repository
+/// (`repo::layout`), which alone spells keys.
+pub type PackKeys = Arc<dyn Fn(u32) -> String + Send + Sync>;
+
 /// The packs of one dump or backup: their keys, numbered in creation order.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PackSet {
     storage: DynStorage,
-    prefix: String,
+    keys: PackKeys,
     packs: Arc<Mutex<Vec<PackInfo>>>,
 }
 
+impl std::fmt::Debug for PackSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackSet")
+            .field("first_key", &(self.keys)(0))
+            .field("packs", &self.packs)
+            .finish()
+    }
+}
+
 impl PackSet {
-    /// `prefix` is the key prefix packs are created under (`dumps/<id>/packs/`).
-    pub fn new(storage: DynStorage, prefix: impl Into<String>) -> Self {
+    /// `keys` names pack N (`dumps/<id>/packs/00000N.pack`).
+    pub fn new(storage: DynStorage, keys: PackKeys) -> Self {
         PackSet {
             storage,
-            prefix: prefix.into(),
+            keys,
             packs: Arc::default(),
         }
     }
@@ -36,7 +49,7 @@ impl PackSet {
     fn allocate(&self) -> (u32, String) {
         let mut packs = self.packs.lock().expect("pack list lock");
         let index = packs.len() as u32;
-        let key = format!("{}{:06}.pack", self.prefix, index);
+        let key = (self.keys)(index);
         packs.push(PackInfo {
             key: key.clone(),
             size: 0,
@@ -58,16 +71,6 @@ impl PackSet {
     }
 }
 
-/// What one stream became.
-#[derive(Debug, Clone, Default)]
-pub struct StreamInfo {
-    pub chunks: Vec<ChunkRef>,
-    pub raw_bytes: u64,
-    pub stored_bytes: u64,
-    /// `\n` bytes seen: the row count of a COPY text stream.
-    pub newlines: u64,
-}
-
 /// A stream being written with `PackWriter::push`.
 pub struct StreamState {
     buf: BytesMut,
@@ -78,8 +81,8 @@ pub struct StreamState {
 /// A chunk being encoded on the blocking pool, or a small one encoded in
 /// place.
 enum Pending {
-    Spawned(tokio::task::JoinHandle<Result<Encoded, PipelineError>>),
-    Ready(Result<Encoded, PipelineError>),
+    Spawned(tokio::task::JoinHandle<Result<Encoded, CompressError>>),
+    Ready(Result<Encoded, CompressError>),
 }
 
 /// Chunks up to this size (at fast levels) are encoded on the calling thread: handing them to
@@ -304,8 +307,9 @@ impl PackWriter {
         let e = match p {
             Pending::Spawned(h) => h
                 .await
-                .map_err(|e| PipelineError::Codec(format!("worker thread failed: {e}")))??,
-            Pending::Ready(r) => r?,
+                .map_err(|e| PipelineError::Codec(format!("worker thread failed: {e}")))?
+                .map_err(PipelineError::from)?,
+            Pending::Ready(r) => r.map_err(PipelineError::from)?,
         };
         info.raw_bytes += e.raw_len;
         info.stored_bytes += e.data.len() as u64;
@@ -341,7 +345,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage: DynStorage = Arc::new(LocalFs::new(dir.path()));
         for compression in [Compression::None, Compression::Zstd(1)] {
-            let set = PackSet::new(storage.clone(), format!("{compression}/packs/"));
+            let prefix = format!("{compression}/packs/");
+            let set = PackSet::new(
+                storage.clone(),
+                Arc::new(move |i| format!("{prefix}{i:06}.pack")),
+            );
             let cfg = PipelineConfig {
                 chunk_size: INLINE_MAX + 1000,
                 compression,

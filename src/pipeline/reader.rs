@@ -8,9 +8,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 
-use super::codec;
-use super::{cpu, Compression, PipelineError};
-use crate::repo::manifest::{ChunkRef, PackInfo};
+use super::{cpu, PipelineError};
+use crate::chunk::codec;
+use crate::chunk::{ChunkRef, Compression, PackInfo};
 use crate::storage::DynStorage;
 
 /// The largest chunk `--chunk-size` allows.

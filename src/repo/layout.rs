@@ -74,6 +74,11 @@ pub fn set_packs(kind: SetKind, id: &str) -> String {
     format!("{}{id}/packs/", kind.prefix())
 }
 
+/// Pack `index` of a set: `dumps/<id>/packs/000003.pack`.
+pub fn pack_key(kind: SetKind, id: &str, index: u32) -> String {
+    format!("{}{index:06}.pack", set_packs(kind, id))
+}
+
 /// PostgreSQL's own `backup_manifest`, kept beside ours.
 pub fn backup_pg_manifest(id: &str) -> String {
     format!("{BACKUPS}{id}/backup_manifest")
@@ -85,6 +90,39 @@ pub fn dump_manifest(id: &str) -> String {
 
 pub fn dump_packs(id: &str) -> String {
     set_packs(SetKind::Dump, id)
+}
+
+/// Everything of the WAL archive is under this prefix.
+pub const WAL: &str = "wal/";
+
+/// A timeline history file: `wal/00000002.history`.
+pub fn wal_history(name: &str) -> String {
+    format!("{WAL}{name}")
+}
+
+/// A segment or another file of timeline `tli` (`.backup`):
+/// `wal/00000001/000000010000000000000003`.
+pub fn wal_file(tli: u32, name: &str) -> String {
+    format!("{WAL}{tli:08X}/{name}")
+}
+
+/// The first `len` bytes of the segment stored at `segment_key`:
+/// `<segment key>.<LEN, 8 hex digits>.partial`.
+pub fn wal_partial(segment_key: &str, len: u64) -> String {
+    format!("{segment_key}.{len:08X}.partial")
+}
+
+/// The prefix under which the partials of the segment at `segment_key` are.
+pub fn wal_partials_prefix(segment_key: &str) -> String {
+    format!("{segment_key}.")
+}
+
+/// The length a partial's key records (0 if it is not one).
+pub fn wal_partial_len(key: &str) -> u64 {
+    key.strip_suffix(".partial")
+        .and_then(|k| k.rsplit('.').next())
+        .and_then(|h| u64::from_str_radix(h, 16).ok())
+        .unwrap_or(0)
 }
 
 /// The id part of a key under a kind's prefix, if the key is a set's object.
@@ -140,5 +178,30 @@ mod tests {
             Some("20261123-060012D")
         );
         assert_eq!(dump_id_of("dumps/x/manifest.json"), None);
+    }
+
+    /// The keys docs/FORMAT.md lists.
+    #[test]
+    fn keys() {
+        let id = "20261123-060012D";
+        assert_eq!(
+            pack_key(SetKind::Dump, id, 3),
+            "dumps/20261123-060012D/packs/000003.pack"
+        );
+        assert_eq!(
+            pack_key(SetKind::Backup, "20261123-060012F", 0),
+            "backups/20261123-060012F/packs/000000.pack"
+        );
+        assert_eq!(wal_history("00000002.history"), "wal/00000002.history");
+        let seg = wal_file(1, "000000010000000000000003");
+        assert_eq!(seg, "wal/00000001/000000010000000000000003");
+        let partial = wal_partial(&seg, 0x2000);
+        assert_eq!(
+            partial,
+            "wal/00000001/000000010000000000000003.00002000.partial"
+        );
+        assert!(partial.starts_with(&wal_partials_prefix(&seg)));
+        assert_eq!(wal_partial_len(&partial), 0x2000);
+        assert_eq!(wal_partial_len(&seg), 0);
     }
 }

@@ -6,10 +6,11 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::pipeline::{Compression, StreamInfo};
+use crate::chunk::{ChunkRef, Compression, PackInfo, StreamInfo};
 
-/// Version of the repository format that writers record (marker object,
-/// backup manifests, dump manifests without binary COPY data).
+/// The repository version (`pgtide.json`), and the manifest version of
+/// backups and of dumps that need nothing newer (docs/FORMAT.md,
+/// "Versions").
 pub const FORMAT_VERSION: u32 = 1;
 
 /// Version of a dump manifest with tables in binary COPY format
@@ -17,39 +18,24 @@ pub const FORMAT_VERSION: u32 = 1;
 /// rather than load binary rows as text.
 pub const FORMAT_VERSION_BINARY_COPY: u32 = 2;
 
+/// Version of a dump manifest whose sequences name their owning table as
+/// separate identifiers (`OwnedBy::Table`): readers of versions 1 and 2
+/// expect a string there.
+pub const FORMAT_VERSION_OWNED_BY_TABLE: u32 = 3;
+
 /// The newest format version this reader understands.
-pub const NEWEST_READABLE_VERSION: u32 = FORMAT_VERSION_BINARY_COPY;
+pub const NEWEST_READABLE_VERSION: u32 = FORMAT_VERSION_OWNED_BY_TABLE;
 
-/// Where one chunk is stored. Serialized with one-letter keys: a large dump
-/// has hundreds of thousands of these.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChunkRef {
-    /// Index into the manifest's `packs`.
-    #[serde(rename = "p")]
-    pub pack: u32,
-    /// Byte offset of the stored frame in the pack.
-    #[serde(rename = "o")]
-    pub offset: u64,
-    /// Stored (compressed) length.
-    #[serde(rename = "l")]
-    pub stored_len: u64,
-    /// Raw (uncompressed) length.
-    #[serde(rename = "r")]
-    pub raw_len: u64,
-    /// CRC32 (IEEE) of the raw bytes.
-    #[serde(rename = "c")]
-    pub crc_raw: u32,
-    /// CRC32 (IEEE) of the stored bytes.
-    #[serde(rename = "s")]
-    pub crc_stored: u32,
-}
-
-/// One pack object: a concatenation of stored chunk frames.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PackInfo {
-    /// Key relative to the repository root.
-    pub key: String,
-    pub size: u64,
+/// The lowest format version that holds what a dump uses, so that older
+/// readers refuse only the dumps they would misread.
+pub fn dump_format_version(tables: &[TableEntry], sequences: &[SequenceEntry]) -> u32 {
+    if sequences.iter().any(|q| q.owned_by.is_some()) {
+        FORMAT_VERSION_OWNED_BY_TABLE
+    } else if tables.iter().any(|t| t.binary) {
+        FORMAT_VERSION_BINARY_COPY
+    } else {
+        FORMAT_VERSION
+    }
 }
 
 /// A byte stream stored as chunks.
@@ -177,8 +163,37 @@ pub struct SequenceEntry {
     pub name: String,
     pub last_value: i64,
     pub is_called: bool,
-    /// The table owning this sequence (identity/serial), if any, as schema.name.
-    pub owned_by: Option<String>,
+    /// The table owning this sequence (identity/serial), if any.
+    pub owned_by: Option<OwnedBy>,
+}
+
+/// The table that owns a sequence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum OwnedBy {
+    /// Format version 3 on: `{"schema": …, "table": …}`, names as they are.
+    Table { schema: String, table: String },
+    /// Versions 1 and 2: `"schema.table"`, unquoted, so ambiguous when a
+    /// name holds a dot. Read, never written.
+    Joined(String),
+}
+
+impl OwnedBy {
+    /// True when the owner is table `schema`.`table`.
+    pub fn is(&self, schema: &str, table: &str) -> bool {
+        match self {
+            OwnedBy::Table {
+                schema: s,
+                table: t,
+            } => s == schema && t == table,
+            OwnedBy::Joined(j) => {
+                j.len() == schema.len() + 1 + table.len()
+                    && j.starts_with(schema)
+                    && j[schema.len()..].starts_with('.')
+                    && j.ends_with(table)
+            }
+        }
+    }
 }
 
 /// One privilege granted on an object (a large object or the database).
@@ -445,5 +460,62 @@ mod tests {
         let back: DumpManifest =
             serde_json::from_str(&serde_json::to_string(&m2).unwrap()).unwrap();
         assert_eq!(back, m2);
+    }
+
+    #[test]
+    fn a_dump_records_the_lowest_version_that_holds_it() {
+        let table = |binary| TableEntry {
+            oid: 1,
+            schema: "s".into(),
+            name: "t".into(),
+            columns: vec![],
+            relation_bytes: 0,
+            filter: None,
+            indexes: vec![],
+            binary,
+            column_types: vec![],
+            parts: vec![],
+        };
+        let seq = |owned_by| SequenceEntry {
+            schema: "s".into(),
+            name: "q".into(),
+            last_value: 1,
+            is_called: false,
+            owned_by,
+        };
+        let owner = || {
+            Some(OwnedBy::Table {
+                schema: "s".into(),
+                table: "t".into(),
+            })
+        };
+        assert_eq!(dump_format_version(&[table(false)], &[seq(None)]), 1);
+        assert_eq!(dump_format_version(&[table(true)], &[seq(None)]), 2);
+        assert_eq!(dump_format_version(&[table(false)], &[seq(owner())]), 3);
+        assert_eq!(dump_format_version(&[table(true)], &[seq(owner())]), 3);
+    }
+
+    #[test]
+    fn sequence_owners_read_in_both_shapes() {
+        let old: SequenceEntry = serde_json::from_str(
+            r#"{"schema": "s", "name": "q", "last_value": 1, "is_called": true, "owned_by": "a.b.c"}"#,
+        )
+        .unwrap();
+        let owner = old.owned_by.unwrap();
+        assert!(owner.is("a", "b.c") && owner.is("a.b", "c") && !owner.is("a", "b"));
+        let new: SequenceEntry = serde_json::from_str(
+            r#"{"schema": "s", "name": "q", "last_value": 1, "is_called": true, "owned_by": {"schema": "a.b", "table": "c"}}"#,
+        )
+        .unwrap();
+        let owner = new.owned_by.clone().unwrap();
+        assert!(owner.is("a.b", "c") && !owner.is("a", "b.c"));
+        assert!(serde_json::to_string(&new)
+            .unwrap()
+            .contains(r#""owned_by":{"schema":"a.b","table":"c"}"#));
+        let none: SequenceEntry = serde_json::from_str(
+            r#"{"schema": "s", "name": "q", "last_value": 1, "is_called": true, "owned_by": null}"#,
+        )
+        .unwrap();
+        assert_eq!(none.owned_by, None);
     }
 }

@@ -262,7 +262,7 @@ impl Repository {
         &self,
         kind: SetKind,
         id: &str,
-        packs: &[manifest::PackInfo],
+        packs: &[crate::chunk::PackInfo],
     ) -> Result<Result<(), String>, RepoError> {
         let listed: std::collections::HashMap<String, u64> = self
             .storage
@@ -324,12 +324,14 @@ impl Repository {
         self.begin(SetKind::Dump, info).await
     }
 
-    pub fn packs_prefix(&self, kind: SetKind, id: &str) -> String {
-        layout::set_packs(kind, id)
-    }
-
-    pub fn dump_packs_prefix(&self, id: &str) -> String {
-        layout::set_packs(SetKind::Dump, id)
+    /// The key of each pack of a set, by number (for `pipeline::PackSet`).
+    pub fn pack_keys(
+        &self,
+        kind: SetKind,
+        id: &str,
+    ) -> std::sync::Arc<dyn Fn(u32) -> String + Send + Sync> {
+        let id = id.to_string();
+        std::sync::Arc::new(move |i| layout::pack_key(kind, &id, i))
     }
 
     /// Write a manifest: from now on the set is complete and listed.

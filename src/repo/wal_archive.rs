@@ -24,12 +24,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use super::layout;
+use crate::chunk::codec::{self, CorruptKind};
+use crate::chunk::Compression;
 use crate::pg::lsn::{history_name, parse_history_name, parse_segment_name, segment_name, Lsn};
-use crate::pipeline::codec::{self, CorruptKind};
-use crate::pipeline::Compression;
 use crate::storage::{DynStorage, StorageError};
 
-pub const WAL_PREFIX: &str = "wal/";
+pub use super::layout::WAL as WAL_PREFIX;
 const MAGIC: &[u8; 8] = b"PGTIDEW1";
 const HEADER: usize = 36;
 
@@ -96,10 +97,6 @@ pub struct WalArchive {
     compression: Compression,
 }
 
-fn tli_dir(tli: u32) -> String {
-    format!("{WAL_PREFIX}{tli:08X}/")
-}
-
 /// Encode a WAL object (header + frame).
 pub fn encode_object(raw: &[u8], compression: Compression) -> Result<Bytes, WalError> {
     let e = codec::encode(raw, compression).map_err(|e| WalError::Codec(e.to_string()))?;
@@ -152,14 +149,6 @@ pub fn decode_object(key: &str, obj: &[u8]) -> Result<Bytes, WalError> {
     .map_err(|k: CorruptKind| damaged(k.to_string()))
 }
 
-/// The length a partial's key records (`<segment>.<LEN>.partial`, hex).
-fn partial_len_of_key(key: &str) -> u64 {
-    key.strip_suffix(".partial")
-        .and_then(|k| k.rsplit('.').next())
-        .and_then(|h| u64::from_str_radix(h, 16).ok())
-        .unwrap_or(0)
-}
-
 impl WalArchive {
     pub fn new(storage: DynStorage, seg_size: u64, compression: Compression) -> Self {
         WalArchive {
@@ -176,9 +165,9 @@ impl WalArchive {
     /// Key of a complete segment, history or other WAL file.
     pub fn key(&self, name: &str) -> Result<String, WalError> {
         match classify(name, self.seg_size) {
-            Some(WalName::History { .. }) => Ok(format!("{WAL_PREFIX}{name}")),
+            Some(WalName::History { .. }) => Ok(layout::wal_history(name)),
             Some(WalName::Segment { tli, .. }) | Some(WalName::Other { tli }) => {
-                Ok(format!("{}{name}", tli_dir(tli)))
+                Ok(layout::wal_file(tli, name))
             }
             None => Err(WalError::BadName { name: name.into() }),
         }
@@ -236,11 +225,11 @@ impl WalArchive {
         let existing = self.partial_keys(name).await?;
         if existing
             .iter()
-            .any(|k| partial_len_of_key(k) >= data.len() as u64)
+            .any(|k| layout::wal_partial_len(k) >= data.len() as u64)
         {
             return Ok(());
         }
-        let pkey = format!("{key}.{:08X}.partial", data.len());
+        let pkey = layout::wal_partial(&key, data.len() as u64);
         let obj = self.encode(data).await?;
         match self.storage.put_if_absent(&pkey, obj).await {
             Ok(()) | Err(StorageError::AlreadyExists { .. }) => {}
@@ -264,7 +253,7 @@ impl WalArchive {
         let key = self.key(name)?;
         let mut v: Vec<String> = self
             .storage
-            .list(&format!("{key}."))
+            .list(&layout::wal_partials_prefix(&key))
             .await?
             .into_iter()
             .map(|o| o.key)
@@ -347,7 +336,7 @@ impl WalArchive {
                     .partial_keys(&name)
                     .await?
                     .iter()
-                    .map(|k| partial_len_of_key(k))
+                    .map(|k| layout::wal_partial_len(k))
                     .max()
                     .unwrap_or(0);
                 if longest >= needed {

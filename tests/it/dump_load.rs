@@ -124,11 +124,11 @@ fn round_trip_local_repository_with_split_tables_and_small_chunks() {
         assert!(binary(t), "{t} was not dumped in binary");
     }
     assert!(!binary("kitchen_sink"), "kitchen_sink has an enum column");
-    assert_eq!(m["format_version"], 2);
+    // 3, not 2: its sequences name their owning tables (docs/FORMAT.md).
+    assert_eq!(m["format_version"], 3);
 }
 
-/// `--copy-format text` dumps every table as COPY text, in a manifest that
-/// older readers accept.
+/// `--copy-format text` dumps every table as COPY text.
 #[test]
 fn copy_format_text_round_trip() {
     let pg = rich_cluster();
@@ -156,7 +156,8 @@ fn copy_format_text_round_trip() {
             .all(|t| t.get("binary").is_none()),
         "{m:#}"
     );
-    assert_eq!(m["format_version"], 1);
+    // Not 2 (binary COPY): 3 only for its sequences' owners.
+    assert_eq!(m["format_version"], 3);
 }
 
 #[test]
@@ -516,5 +517,89 @@ fn data_only_restore_refuses_changed_column_types_for_binary_rows() {
     assert_eq!(
         pg.query_one("dst", "SELECT count(*) || '/' || max(id::int) FROM t"),
         "100/100"
+    );
+}
+
+/// A sequence's owner is two names, not `schema.table` joined: table
+/// `a."b.c"` and table `"a.b".c` are told apart when a data-only dump is
+/// restored with `--table` (which restores the chosen tables' sequences).
+#[test]
+fn sequence_owners_with_dots_in_their_names_are_not_confused() {
+    let pg = PgCluster::start(15);
+    pg.create_db("dots");
+    pg.execute(
+        "dots",
+        "CREATE SCHEMA a; CREATE SCHEMA \"a.b\";
+         CREATE TABLE a.\"b.c\" (id serial PRIMARY KEY, v int);
+         CREATE TABLE \"a.b\".c (id serial PRIMARY KEY, v int);
+         INSERT INTO a.\"b.c\" (v) SELECT g FROM generate_series(1, 5) g;
+         INSERT INTO \"a.b\".c (v) SELECT g FROM generate_series(1, 9) g;",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().to_str().unwrap();
+    let src = pg.conninfo("postgres", "dots");
+    let out = pgtide(&[
+        "dump",
+        "--json",
+        "--schema-only",
+        "--db",
+        &src,
+        "--repo",
+        repo,
+    ]);
+    out.assert_ok();
+    let schema_id = json(&out)["id"].as_str().unwrap().to_string();
+    let out = pgtide(&[
+        "dump",
+        "--json",
+        "--data-only",
+        "--db",
+        &src,
+        "--repo",
+        repo,
+    ]);
+    out.assert_ok();
+    let data_id = json(&out)["id"].as_str().unwrap().to_string();
+    let m = json(&pgtide(&["info", &data_id, "--json", "--repo", repo]));
+    let owners: Vec<&serde_json::Value> = m["sequences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| &q["owned_by"])
+        .collect();
+    assert!(
+        owners.contains(&&serde_json::json!({"schema": "a", "table": "b.c"})),
+        "{m:#}"
+    );
+    let target = pg.conninfo("postgres", "dots_copy");
+    pgtide(&[
+        "restore", &schema_id, "--repo", repo, "--db", &target, "--create",
+    ])
+    .assert_ok();
+    pgtide(&[
+        "restore",
+        &data_id,
+        "--repo",
+        repo,
+        "--db",
+        &target,
+        "--table",
+        "a.\"b.c\"",
+    ])
+    .assert_ok();
+    assert_eq!(
+        pg.query_one(
+            "dots_copy",
+            "SELECT last_value || ' ' || is_called FROM a.\"b.c_id_seq\""
+        ),
+        "5 true"
+    );
+    // The other table's sequence is untouched.
+    assert_eq!(
+        pg.query_one(
+            "dots_copy",
+            "SELECT last_value || ' ' || is_called FROM \"a.b\".c_id_seq"
+        ),
+        "1 false"
     );
 }

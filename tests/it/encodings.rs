@@ -431,3 +431,62 @@ fn restore_create_keeps_an_icu_database_icu_and_older_servers_refuse_it() {
         "0"
     );
 }
+
+/// An EUC_JP dump's table names are converted by the server: with
+/// `--create`, through its maintenance database, so that a `--table` that
+/// matches nothing is refused before the database is created, and one that
+/// matches restores that table.
+#[test]
+fn euc_jp_table_patterns_are_checked_before_create() {
+    let pg = PgCluster::start(15);
+    pg.execute(
+        "postgres",
+        "CREATE DATABASE enc_jp_src ENCODING 'EUC_JP' LC_COLLATE 'C' LC_CTYPE 'C' \
+         TEMPLATE template0",
+    );
+    pg.execute(
+        "enc_jp_src",
+        "CREATE TABLE \"商品\" (id int PRIMARY KEY, \"名前\" text);
+         INSERT INTO \"商品\" SELECT i, '品物 ' || i FROM generate_series(1, 100) i;
+         CREATE TABLE other (id int);",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().to_str().unwrap().to_string();
+    let id = dump(&pg, "enc_jp_src", &repo, &[]);
+    restore(
+        &pg,
+        &repo,
+        &id,
+        "enc_jp_none",
+        &["--create", "--table", "\"無い\""],
+    )
+    .assert_one_line_error(2, "no table in dump");
+    assert_eq!(
+        pg.query_one(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname = 'enc_jp_none'"
+        ),
+        "0",
+        "a --table matching nothing created the database"
+    );
+    restore(
+        &pg,
+        &repo,
+        &id,
+        "enc_jp_copy",
+        &["--create", "--table", "\"商品\""],
+    )
+    .assert_ok();
+    assert_eq!(db_encoding(&pg, "enc_jp_copy"), "EUC_JP");
+    assert_eq!(
+        pg.query_one("enc_jp_copy", "SELECT count(*) FROM \"商品\""),
+        "100"
+    );
+    assert_eq!(
+        pg.query_one(
+            "enc_jp_copy",
+            "SELECT count(*) FROM pg_class WHERE relname = 'other'"
+        ),
+        "0"
+    );
+}

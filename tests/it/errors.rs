@@ -353,6 +353,22 @@ fn bad_flags_are_usage_errors() {
         "restore", "latest", "--repo", repo, "--pgdata", "/tmp/x", "--create",
     ])
     .assert_one_line_error(2, "--create applies to restoring a dump");
+    // Every flag of the other kind, also those with a default.
+    for (flag, value) in [
+        ("--no-tablespaces", None),
+        ("--early-index-size", Some("1MB")),
+        ("--db", Some("host=127.0.0.1 port=1")),
+    ] {
+        let mut args = vec![
+            "restore", "latest", "--repo", repo, "--pgdata", "/tmp/x", flag,
+        ];
+        args.extend(value);
+        pgtide(&args).assert_one_line_error(2, &format!("{flag} applies to restoring a dump"));
+    }
+    for (flag, value) in [("--target-action", "pause"), ("--target-timeline", "1")] {
+        pgtide(&["restore", "latest", "--repo", repo, flag, value])
+            .assert_one_line_error(2, &format!("{flag} applies to restoring a physical backup"));
+    }
 }
 
 /// The server ends a dump worker's session in the middle of its COPY
@@ -394,6 +410,30 @@ fn a_dump_whose_worker_is_terminated_mid_copy_fails_cleanly() {
         "{stderr}"
     );
     let l = json(&pgtide(&["list", "--json", "--repo", &repo]));
+    assert!(l["dumps"].as_array().unwrap().is_empty(), "{l}");
+    assert!(l["incomplete"].as_array().unwrap().is_empty(), "{l}");
+}
+
+/// A panic in a worker is a bug, not a bad command line: exit 70 with one
+/// `internal error` line, and no dump left listed as complete.
+#[test]
+fn a_panicking_worker_exits_70() {
+    let pg = PgCluster::start(15);
+    small_db(&pg);
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().to_str().unwrap();
+    let db = pg.conninfo("postgres", "shop");
+    // (Without RUST_BACKTRACE, which keeps the default panic output.)
+    let out = crate::harness::cli::Cli::new(["dump", "--db", &db, "--repo", repo])
+        .env("PGTIDE_TEST_PANIC", "dump-worker")
+        .env_remove("RUST_BACKTRACE")
+        .run();
+    out.assert_one_line_error(70, "internal error: test panic at dump-worker");
+    assert!(
+        out.error_line().unwrap().ends_with("(please report this)"),
+        "{out}"
+    );
+    let l = json(&pgtide(&["list", "--json", "--repo", repo]));
     assert!(l["dumps"].as_array().unwrap().is_empty(), "{l}");
     assert!(l["incomplete"].as_array().unwrap().is_empty(), "{l}");
 }

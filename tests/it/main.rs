@@ -9,6 +9,7 @@ mod dump_load;
 mod encodings;
 mod errors;
 mod expire;
+mod json;
 mod packaging;
 mod physical_errors;
 mod pitr;

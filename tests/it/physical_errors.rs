@@ -343,3 +343,47 @@ fn corrupt_backup_pack_is_refused_by_restore() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A slot name PostgreSQL would refuse is a bad command line (exit 2),
+/// refused before any slot is created.
+#[test]
+fn invalid_slot_name_is_a_usage_error() {
+    let pg = PgCluster::start(15);
+    let work = work_dir("pgtide-phys-err-");
+    let repo = path_in(&work, "repo");
+    let conn = pg.conninfo("postgres", "postgres");
+    pgtide(&[
+        "wal",
+        "stream",
+        "--db",
+        &conn,
+        "--repo",
+        &repo,
+        "--slot",
+        "Bad-Slot",
+        "--create-slot",
+    ])
+    .assert_one_line_error(2, "invalid replication slot name \"Bad-Slot\"");
+    assert_eq!(
+        pg.query_one("postgres", "SELECT count(*) FROM pg_replication_slots"),
+        "0"
+    );
+}
+
+/// A connection lost in the middle of a base backup is not "cannot connect"
+/// (exit 3): the connection was made, then broke (exit 1).
+#[test]
+fn connection_lost_mid_backup_exits_1() {
+    let pg = PgCluster::start(15);
+    let work = work_dir("pgtide-phys-err-");
+    let repo = path_in(&work, "repo");
+    let relay = crate::harness::cut::Relay::start(pg.port());
+    // A fresh cluster's base backup is over 20 MB: cut after 2 MB.
+    relay.cut_after_server_bytes(2 << 20);
+    let conn = format!(
+        "host=127.0.0.1 port={} user=postgres dbname=postgres",
+        relay.port()
+    );
+    pgtide(&["backup", "--db", &conn, "--repo", &repo]).assert_one_line_error(1, "was lost");
+    assert_eq!(relay.cuts(), 1);
+}

@@ -137,8 +137,9 @@ fn push_fetch_partials_and_prefetch() {
     std::fs::write(&obj, b).unwrap();
     fetch(&name(1, 4), "pg_wal/RECOVERYXLOG").assert_one_line_error(126, "damaged");
     // The archive listing shows the timeline.
-    let l: serde_json::Value =
-        serde_json::from_str(&pgtide(&["list", "--json", "--repo", repo]).stdout).unwrap();
+    let out = pgtide(&["list", "--json", "--repo", repo]);
+    let l: serde_json::Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("list --json is not JSON ({e})\n{out}"));
     assert_eq!(l["wal"][0]["segments"], 5);
     assert_eq!(l["system_identifier"], SYSID.to_string());
 }

@@ -119,7 +119,7 @@ pub async fn run(
         .await
         .map_err(repl("read wal_segment_size"))?;
     let seg_size = parse_size_setting(&seg_text)
-        .ok_or_else(|| JobError::Invalid(format!("unexpected wal_segment_size {seg_text:?}")))?;
+        .ok_or_else(|| JobError::BadStream(format!("unexpected wal_segment_size {seg_text:?}")))?;
     repo.bind_cluster(&sys.system_identifier, seg_size).await?;
     let archive = WalArchive::new(repo.storage().clone(), seg_size, s.pipeline.compression);
 
@@ -248,10 +248,7 @@ async fn take(
         .map_err(repl("start BASE_BACKUP"))?;
     progress.set_phase("receiving the base backup");
 
-    let packs = PackSet::new(
-        repo.storage().clone(),
-        repo.packs_prefix(SetKind::Backup, id),
-    );
+    let packs = PackSet::new(repo.storage().clone(), repo.pack_keys(SetKind::Backup, id));
     let mut writer = PackWriter::new(packs.clone(), s.pipeline);
     let mut files: Vec<BackupFile> = Vec::new();
     let mut tablespaces: Vec<TablespaceEntry> = Vec::new();
@@ -418,7 +415,7 @@ async fn take(
                 }
                 tokio::select! {
                     r = &mut handle => {
-                        r.map_err(|e| JobError::BadStream(format!("WAL streamer failed: {e}")))?
+                        r.map_err(|e| crate::jobs::task_failed("the WAL streamer", e))?
                             .map_err(range_err)?;
                         break;
                     }
@@ -434,9 +431,7 @@ async fn take(
         .await
         .map_err(JobError::archive("list the WAL archive"))?
     {
-        return Err(JobError::WalMissing(format!(
-            "WAL segment {name} that the backup needs is not in the archive"
-        )));
+        return Err(JobError::WalMissing { segment: name });
     }
 
     // PostgreSQL's manifest as a plain object too, for pg_verifybackup users.
@@ -586,12 +581,12 @@ async fn wait_for_archive(
         };
         if Instant::now() > deadline {
             let seg = archive.seg_size();
-            return Err(JobError::WalMissing(format!(
-                "the WAL the backup needs ({} to {}, {missing} first) did not reach the archive within {} s: is `pgtide wal stream` or archive_command running? (or use --wal stream)",
-                segment_name(tli, start.segno(seg), seg),
-                segment_name(tli, Lsn(end.0.saturating_sub(1)).segno(seg), seg),
-                wait.as_secs()
-            )));
+            return Err(JobError::WalNotArchived {
+                first: segment_name(tli, start.segno(seg), seg),
+                last: segment_name(tli, Lsn(end.0.saturating_sub(1)).segno(seg), seg),
+                missing,
+                waited_secs: wait.as_secs(),
+            });
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

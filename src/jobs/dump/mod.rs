@@ -38,9 +38,9 @@ use crate::pg::tools::{tail_lines, PgTools, ToolError};
 use crate::pg::{quote_ident, quote_qualified, session};
 use crate::pipeline::{PackSet, PackWriter, PipelineConfig};
 use crate::repo::manifest::{
-    DatabaseProperties, DumpManifest, DumpOptions, DumpStats, LargeObjectEntry, LargeObjects,
-    LoGrant, MatviewEntry, SchemaArchive, SequenceEntry, SourceInfo, StreamRef, TableEntry,
-    TablePart, FORMAT_VERSION, FORMAT_VERSION_BINARY_COPY, KIND_DUMP,
+    dump_format_version, DatabaseProperties, DumpManifest, DumpOptions, DumpStats,
+    LargeObjectEntry, LargeObjects, LoGrant, MatviewEntry, OwnedBy, SchemaArchive, SequenceEntry,
+    SourceInfo, StreamRef, TableEntry, TablePart, KIND_DUMP,
 };
 use crate::repo::{Repository, SetKind};
 
@@ -193,7 +193,7 @@ pub async fn run(
         }))
         .await?;
     let span = tracing::info_span!("job", kind = "dump", id = %id, db = %info.database);
-    let packs = PackSet::new(repo.storage().clone(), repo.dump_packs_prefix(&id));
+    let packs = PackSet::new(repo.storage().clone(), repo.pack_keys(SetKind::Dump, &id));
 
     let result = tokio::select! {
         r = dump_contents(
@@ -233,11 +233,7 @@ pub async fn run(
         seconds,
     };
     let manifest = DumpManifest {
-        format_version: if tables.iter().any(|t| t.binary) {
-            FORMAT_VERSION_BINARY_COPY
-        } else {
-            FORMAT_VERSION
-        },
+        format_version: dump_format_version(&tables, &contents.sequences),
         kind: KIND_DUMP.into(),
         id: id.clone(),
         name: s.name.clone(),
@@ -525,8 +521,8 @@ async fn dump_contents(
         let mut parts = by_table.remove(&i).unwrap_or_default();
         parts.sort_by_key(|(n, _)| *n);
         if parts.is_empty() || parts.iter().enumerate().any(|(k, (n, _))| k != *n) {
-            return Err(JobError::Invalid(format!(
-                "internal: table {} has parts {:?}",
+            return Err(JobError::Internal(format!(
+                "table {} has parts {:?}",
                 t.qualified(),
                 parts.iter().map(|(n, _)| n).collect::<Vec<_>>()
             )));
@@ -631,10 +627,16 @@ async fn dump_sequences(
     let values = catalog::sequence_values(leader, &names)
         .await
         .map_err(JobError::sql("read sequence values"))?;
-    let owners: HashMap<u32, String> = sel
+    let owners: HashMap<u32, OwnedBy> = sel
         .rels
         .iter()
-        .map(|r| (r.oid, format!("{}.{}", r.schema, r.name)))
+        .map(|r| {
+            let owner = OwnedBy::Table {
+                schema: r.schema.clone(),
+                table: r.name.clone(),
+            };
+            (r.oid, owner)
+        })
         .collect();
     Ok(seqs
         .iter()

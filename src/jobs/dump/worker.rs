@@ -112,6 +112,7 @@ pub async fn run(
     shared: Arc<Shared>,
     mut writer: PackWriter,
 ) -> Result<Vec<(usize, usize, TablePart)>, JobError> {
+    crate::jobs::panic_point("dump-worker");
     let session_err =
         |context: String| move |source: ReplError| JobError::Session { context, source };
     // pgtide's own client: rows come as slices of its read buffer, a whole

@@ -19,9 +19,10 @@ use futures::{StreamExt, TryStreamExt};
 use tokio::sync::Semaphore;
 
 use super::io;
+use crate::chunk::ChunkRef;
 use crate::jobs::{JobError, Progress};
 use crate::pipeline::ChunkReader;
-use crate::repo::manifest::{BackupFile, ChunkRef};
+use crate::repo::manifest::BackupFile;
 
 /// Alignment `O_DIRECT` needs for offsets, lengths and buffers (the largest
 /// logical block size in common use).

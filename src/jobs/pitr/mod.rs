@@ -164,7 +164,8 @@ fn prepare_dir(dir: &Path, force: bool, what: &'static str) -> Result<(), JobErr
 }
 
 /// A relative archive path that cannot escape its directory.
-fn safe_join(base: &Path, rel: &str) -> Result<PathBuf, JobError> {
+/// (`id`: the backup, named in the error.)
+fn safe_join(id: &str, base: &Path, rel: &str) -> Result<PathBuf, JobError> {
     let p = Path::new(rel.trim_end_matches('/'));
     if p.is_absolute()
         || p.components().any(|c| {
@@ -174,9 +175,10 @@ fn safe_join(base: &Path, rel: &str) -> Result<PathBuf, JobError> {
             )
         })
     {
-        return Err(JobError::Invalid(format!(
-            "unsafe path {rel:?} in the backup manifest"
-        )));
+        return Err(JobError::Damaged {
+            id: id.to_string(),
+            what: format!("its manifest names the unsafe path {rel:?}"),
+        });
     }
     Ok(base.join(p))
 }
@@ -236,18 +238,16 @@ pub async fn run(
     let base_of = |f: &BackupFile| -> Result<PathBuf, JobError> {
         match f.tablespace {
             None => Ok(s.pgdata.clone()),
-            Some(oid) => ts_dirs.get(&oid).cloned().ok_or_else(|| {
-                JobError::Invalid(format!(
-                    "backup file {} names unknown tablespace {oid}",
-                    f.path
-                ))
+            Some(oid) => ts_dirs.get(&oid).cloned().ok_or_else(|| JobError::Damaged {
+                id: id.to_string(),
+                what: format!("its file {} names unknown tablespace {oid}", f.path),
             }),
         }
     };
 
     // Directories first, then symlinks (tablespace links remapped), then files.
     for f in m.files.iter().filter(|f| f.kind == "dir") {
-        let p = safe_join(&base_of(f)?, &f.path)?;
+        let p = safe_join(id, &base_of(f)?, &f.path)?;
         std::fs::create_dir_all(&p).map_err(io(format!("create {}", p.display())))?;
         #[cfg(unix)]
         {
@@ -256,7 +256,7 @@ pub async fn run(
         }
     }
     for f in m.files.iter().filter(|f| f.kind == "symlink") {
-        let p = safe_join(&base_of(f)?, &f.path)?;
+        let p = safe_join(id, &base_of(f)?, &f.path)?;
         let mut target = PathBuf::from(f.target.clone().unwrap_or_default());
         if let (None, Some(oid)) = (
             f.tablespace,
@@ -285,7 +285,7 @@ pub async fn run(
     );
     let mut files: Vec<(PathBuf, usize)> = Vec::new();
     for (i, f) in m.files.iter().enumerate().filter(|(_, f)| f.kind == "file") {
-        files.push((safe_join(&base_of(f)?, &f.path)?, i));
+        files.push((safe_join(id, &base_of(f)?, &f.path)?, i));
     }
     files.sort_by_key(|&(_, i)| std::cmp::Reverse(m.files[i].size));
     let total: u64 = files.iter().map(|&(_, i)| m.files[i].size).sum();
@@ -324,7 +324,7 @@ pub async fn run(
     }
     while let Some(r) = workers.join_next().await {
         let r = r
-            .map_err(|e| JobError::Invalid(format!("restore worker: {e}")))
+            .map_err(|e| super::task_failed("restore worker", e))
             .and_then(|r| r);
         if let Err(e) = r {
             workers.abort_all();
@@ -337,7 +337,7 @@ pub async fn run(
         .collect();
     tokio::task::spawn_blocking(move || sync_filesystems(&dirs))
         .await
-        .map_err(|e| JobError::Invalid(format!("sync the restored files: {e}")))??;
+        .map_err(|e| super::task_failed("sync the restored files", e))??;
 
     // PostgreSQL's manifest beside the files, for pg_verifybackup.
     if let Some(st) = &m.pg_backup_manifest {

@@ -19,7 +19,7 @@
 //! target converts them into its own encoding, and pg_restore scripts, which
 //! are in the archive's encoding, are decoded to UTF-8 before they are run.
 
-pub mod archive;
+use crate::pg::dump_archive as archive;
 mod objects;
 pub mod toc;
 mod worker;
@@ -45,7 +45,7 @@ use crate::pg::version::{tool_major, ServerVersion};
 use crate::pg::{quote_ident, quote_literal, quote_qualified};
 use crate::pipeline::ChunkReader;
 use crate::repo::manifest::{
-    DatabaseProperties, DumpManifest, MatviewEntry, SequenceEntry, SourceInfo,
+    DatabaseProperties, DumpManifest, MatviewEntry, OwnedBy, SequenceEntry, SourceInfo,
 };
 use crate::repo::Repository;
 
@@ -311,27 +311,34 @@ pub async fn run(
         .as_ref()
         .is_some_and(|t| !t.needs_conversion().is_empty());
     let mut toc = raw_toc.as_ref().map(|t| t.decode(&HashMap::new()));
-    let no_match = || {
-        JobError::Invalid(format!(
-            "no table in dump {} matches the --table/--exclude-table patterns (hint: pgtide info {} lists its tables)",
-            m.id, m.id
-        ))
+    let no_match = || JobError::NoTableMatches { id: m.id.clone() };
+    let mut decoded = !needs_conversion;
+    // With --create, the server converts the names through its maintenance
+    // database, so that a pattern matching nothing creates nothing either.
+    let admin = match s.create {
+        true => Some(admin_connection(s).await?),
+        false => None,
     };
-    if include && !needs_conversion && Selection::new(&m, toc.as_ref(), s).is_empty() {
+    if let (Some(raw), Some(c), false) = (&raw_toc, &admin, decoded) {
+        toc = Some(decode_toc(c, raw).await?);
+        decoded = true;
+    }
+    if include && decoded && Selection::new(&m, toc.as_ref(), s).is_empty() {
         return Err(no_match());
     }
 
-    if s.create {
+    if let Some(admin) = &admin {
         progress.set_phase("creating the database");
-        create_database(s, &m, &database, s.dry_run).await?;
+        create_database(admin, &m, &database, s.dry_run).await?;
         steps.push(format!("create database {database}"));
     }
+    drop(admin);
     let target = match connect(&s.conn, "pgtide restore").await {
         Ok(c) => Some(c),
         Err(ConnectError::DatabaseMissing { .. }) if s.create && s.dry_run => None,
         Err(e) => return Err(e.into()),
     };
-    if let (Some(raw), Some(c), true) = (&raw_toc, &target, needs_conversion) {
+    if let (Some(raw), Some(c), false) = (&raw_toc, &target, decoded) {
         toc = Some(decode_toc(c, raw).await?);
     }
     let sel = Selection::new(&m, toc.as_ref(), s);
@@ -660,7 +667,11 @@ impl Selection {
         // With --table: the sequences the schema part restores (those the
         // chosen tables own); without a schema, those the manifest says the
         // chosen tables own.
-        let owners: HashSet<String> = tables.iter().map(|&i| m.tables[i].qualified()).collect();
+        let owned_by_chosen = |o: &OwnedBy| {
+            tables
+                .iter()
+                .any(|&i| o.is(&m.tables[i].schema, &m.tables[i].name))
+        };
         let sequences = (0..m.sequences.len())
             .filter(|&i| {
                 let q = &m.sequences[i];
@@ -668,7 +679,7 @@ impl Selection {
                     && (!include
                         || match &toc_sel {
                             Some(t) => t.sequences.contains(&(q.schema.clone(), q.name.clone())),
-                            None => q.owned_by.as_ref().is_some_and(|o| owners.contains(o)),
+                            None => q.owned_by.as_ref().is_some_and(owned_by_chosen),
                         })
             })
             .collect();
@@ -726,9 +737,10 @@ async fn read_archive_toc(
 async fn decode_toc(c: &Client, raw: &archive::RawToc) -> Result<archive::Toc<String>, JobError> {
     let need = raw.needs_conversion();
     let encoding = raw.encoding.clone().unwrap_or_default();
+    // To UTF8 as bytes: the same in any database, whatever its encoding.
     let rows = c
         .query(
-            "SELECT pg_catalog.convert_from(u.b, $2::text::name) \
+            "SELECT pg_catalog.convert(u.b, $2::text::name, 'UTF8') \
              FROM unnest($1::bytea[]) WITH ORDINALITY AS u(b, n) ORDER BY u.n",
             &[&need, &encoding],
         )
@@ -738,7 +750,10 @@ async fn decode_toc(c: &Client, raw: &archive::RawToc) -> Result<archive::Toc<St
         )))?;
     let converted: HashMap<Vec<u8>, String> = need
         .into_iter()
-        .zip(rows.iter().map(|r| r.get::<_, String>(0)))
+        .zip(
+            rows.iter()
+                .map(|r| String::from_utf8_lossy(&r.get::<_, Vec<u8>>(0)).into_owned()),
+        )
         .collect();
     Ok(raw.decode(&converted))
 }
@@ -817,26 +832,27 @@ async fn check_packs(repo: &Repository, m: &DumpManifest) -> Result<(), JobError
         })
 }
 
-async fn create_database(
-    s: &RestoreSettings,
-    m: &DumpManifest,
-    database: &str,
-    dry_run: bool,
-) -> Result<(), JobError> {
-    let mut admin = None;
+/// A session in the target server's maintenance database (`postgres`, or
+/// `template1`), for `--create`.
+async fn admin_connection(s: &RestoreSettings) -> Result<Client, JobError> {
     for maint in ["postgres", "template1"] {
         match connect(&s.conn.with_dbname(maint), "pgtide restore").await {
-            Ok(c) => {
-                admin = Some(c);
-                break;
-            }
+            Ok(c) => return Ok(c),
             Err(ConnectError::DatabaseMissing { .. }) => continue,
             Err(e) => return Err(e.into()),
         }
     }
-    let admin = admin.ok_or_else(|| {
-        JobError::Invalid("--create needs a postgres or template1 database to connect to".into())
-    })?;
+    Err(JobError::Invalid(
+        "--create needs a postgres or template1 database to connect to".into(),
+    ))
+}
+
+async fn create_database(
+    admin: &Client,
+    m: &DumpManifest,
+    database: &str,
+    dry_run: bool,
+) -> Result<(), JobError> {
     let exists: bool = admin
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)",

@@ -26,9 +26,9 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use super::archive::{Entry, Toc};
 use super::TempFile;
 use crate::jobs::JobError;
+use crate::pg::dump_archive::{Entry, Toc};
 use crate::pg::pattern::NamePattern;
 
 /// Entries that are relations (what `--table` patterns name).
@@ -375,7 +375,7 @@ pub fn own_index_entries(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jobs::restore::archive::read_toc;
+    use crate::pg::dump_archive::read_toc;
 
     /// proto-fixtures/pg_dump/README.md; the schema is `schema.sql` there.
     const ARCHIVES: [&[u8]; 2] = [

@@ -246,7 +246,7 @@ async fn session(
     let sys = client.identify_system().await?;
     let seg_text = client.show("wal_segment_size").await?;
     let seg_size = parse_size_setting(&seg_text)
-        .ok_or_else(|| JobError::Invalid(format!("unexpected wal_segment_size {seg_text:?}")))?;
+        .ok_or_else(|| JobError::BadStream(format!("unexpected wal_segment_size {seg_text:?}")))?;
     repo.bind_cluster(&sys.system_identifier, seg_size).await?;
     let archive = WalArchive::new(repo.storage().clone(), seg_size, s.compression);
 

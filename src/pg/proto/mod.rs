@@ -246,7 +246,10 @@ pub(crate) mod testutil {
 mod tests {
     use super::*;
 
-    /// The pure modules, by source. A decoder that starts doing I/O fails here.
+    /// The pure modules, by source (relative to src/pg/proto): the protocol
+    /// decoders here, and the other parsers of PostgreSQL's formats (binary
+    /// COPY, WAL page headers, pg_dump's archive, the WAL segment
+    /// assembler). A decoder that starts doing I/O fails here.
     const PURE_SOURCES: &[(&str, &str)] = &[
         ("mod.rs", include_str!("mod.rs")),
         ("copy.rs", include_str!("copy.rs")),
@@ -255,6 +258,13 @@ mod tests {
         ("base_backup.rs", include_str!("base_backup.rs")),
         ("tar.rs", include_str!("tar.rs")),
         ("history.rs", include_str!("history.rs")),
+        ("../copy_binary.rs", include_str!("../copy_binary.rs")),
+        ("../walpage.rs", include_str!("../walpage.rs")),
+        ("../dump_archive.rs", include_str!("../dump_archive.rs")),
+        (
+            "../../jobs/wal/segment.rs",
+            include_str!("../../jobs/wal/segment.rs"),
+        ),
     ];
 
     #[test]

@@ -343,10 +343,10 @@ mod tests {
 
     /// Schema-only archives of the same database (proto-fixtures/pg_dump/README.md)
     /// by pg_dump 15 (archive 1.14) and 18 (1.16).
-    const PG15: &[u8] = include_bytes!("../../../proto-fixtures/pg_dump/15-schema.dump");
-    const PG18: &[u8] = include_bytes!("../../../proto-fixtures/pg_dump/18-schema.dump");
+    const PG15: &[u8] = include_bytes!("../../proto-fixtures/pg_dump/15-schema.dump");
+    const PG18: &[u8] = include_bytes!("../../proto-fixtures/pg_dump/18-schema.dump");
     /// A LATIN1 database whose names are not ASCII, by pg_dump 15.
-    const LATIN1: &[u8] = include_bytes!("../../../proto-fixtures/pg_dump/15-latin1-schema.dump");
+    const LATIN1: &[u8] = include_bytes!("../../proto-fixtures/pg_dump/15-latin1-schema.dump");
 
     fn entry<'a>(t: &'a Toc<String>, desc: &str, tag: &str) -> &'a Entry<String> {
         t.entries

@@ -4,7 +4,12 @@
 
 use bytes::Bytes;
 
-use super::{Compression, PipelineError};
+use super::Compression;
+
+/// zstd failed to compress a chunk.
+#[derive(Debug, thiserror::Error)]
+#[error("compression failed: {0}")]
+pub struct CompressError(pub String);
 
 /// A chunk ready to be appended to a pack.
 #[derive(Debug, Clone)]
@@ -17,13 +22,13 @@ pub struct Encoded {
     pub newlines: u64,
 }
 
-pub fn encode(raw: &[u8], compression: Compression) -> Result<Encoded, PipelineError> {
+pub fn encode(raw: &[u8], compression: Compression) -> Result<Encoded, CompressError> {
     let crc_raw = crc32fast::hash(raw);
     let newlines = count_newlines(raw);
     let data = match compression {
         Compression::None => Bytes::copy_from_slice(raw),
         Compression::Zstd(level) => {
-            Bytes::from(compress(raw, level).map_err(|e| PipelineError::Codec(e.to_string()))?)
+            Bytes::from(compress(raw, level).map_err(|e| CompressError(e.to_string()))?)
         }
     };
     Ok(Encoded {
