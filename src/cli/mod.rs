@@ -819,6 +819,7 @@ async fn run_wal(cmd: WalCommand, json: bool) -> Result<(), CliError> {
                 status_interval: a.status_interval.max(std::time::Duration::from_millis(100)),
                 stop_at: a.stop_at,
                 live: None,
+                accept_gap: false,
             };
             let repo = Repository::open(&a.repo.url(), true).await?;
             let r = crate::jobs::wal::stream::run(&repo, &s, cancel_on_signal()).await?;

@@ -143,6 +143,9 @@ pub struct State {
     /// Failures in a row of each scheduled job (by schedule key), for the
     /// retry backoff.
     pub failures: BTreeMap<String, u32>,
+    /// A backup or dump finished while retention ran (which may have listed
+    /// the sets before it): run retention once more when it ends.
+    pub expire_again: bool,
 }
 
 /// Everything the tasks and the HTTP handlers share.
@@ -187,11 +190,24 @@ impl Shared {
 
     /// Ask for a job. `Err(running)` when one of that kind already runs.
     pub fn request(&self, kind: JobKind, trigger: &'static str) -> Result<String, Running> {
+        self.request_or(kind, trigger, |_| {})
+    }
+
+    /// `request`, calling `busy` with the state (under its lock) when a job
+    /// of that kind already runs.
+    fn request_or(
+        &self,
+        kind: JobKind,
+        trigger: &'static str,
+        busy: impl FnOnce(&mut State),
+    ) -> Result<String, Running> {
         let label = kind.label();
         let job_id = {
             let mut st = self.state();
             if let Some(r) = st.running.get(label) {
-                return Err(r.clone());
+                let r = r.clone();
+                busy(&mut st);
+                return Err(r);
             }
             let job_id = format!(
                 "{label}-{}-{:04x}",
@@ -356,8 +372,15 @@ async fn run_locked(
     counters: Arc<StorageCounters>,
     lock: &RepoLock,
 ) -> Result<(), DaemonError> {
-    // Whatever a killed predecessor left half-written: nobody else writes
-    // sets while we hold the lock.
+    // Whatever a killed predecessor left half-written or half-deleted:
+    // nobody else writes sets while we hold the lock.
+    for d in repo.finish_deletions().await? {
+        tracing::warn!(
+            "finished the interrupted deletion of {} ({} objects)",
+            d.id,
+            d.objects
+        );
+    }
     for kind in [SetKind::Backup, SetKind::Dump] {
         for i in repo.incomplete(kind).await? {
             tracing::warn!(
@@ -600,15 +623,25 @@ async fn run_job(shared: Arc<Shared>, req: Request, cancel: CancellationToken) {
                 .await;
         }
     }
-    shared.state().running.remove(label);
+    let again = {
+        let mut st = shared.state();
+        st.running.remove(label);
+        req.kind == JobKind::Expire && std::mem::take(&mut st.expire_again)
+    };
     if matches!(req.kind, JobKind::Backup | JobKind::Dump(Some(_))) && !cancel.is_cancelled() {
         schedule_retry(&shared, &req.kind, failed);
     }
     // Retention after each successful backup or dump.
     let has_policy = cfg.retention_backups.has_rules() || cfg.retention_dumps.has_rules();
-    if succeeded && req.kind != JobKind::Expire && has_policy && !cancel.is_cancelled() {
-        if let Err(r) = shared.request(JobKind::Expire, "after-success") {
-            tracing::info!("retention already runs ({})", r.job_id);
+    if ((succeeded && req.kind != JobKind::Expire) || again) && has_policy && !cancel.is_cancelled()
+    {
+        if let Err(r) = shared.request_or(JobKind::Expire, "after-success", |st| {
+            st.expire_again = true
+        }) {
+            tracing::info!(
+                "retention already runs ({}): it runs again when done",
+                r.job_id
+            );
         }
     }
 }
@@ -771,6 +804,9 @@ async fn wal_task(shared: Arc<Shared>, mut reset: mpsc::Receiver<u64>) {
             status_interval: cfg.wal.status_interval,
             stop_at: None,
             live: Some(shared.live.clone()),
+            // After the slot guard gave the slot up, the WAL before the new
+            // slot is what it freed: never ask for it again.
+            accept_gap: force_create,
         };
         let child = shared.cancel.child_token();
         shared.state().wal.running = true;

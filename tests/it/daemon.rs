@@ -681,6 +681,43 @@ max_rate = "2MiB"
             "a gap in the archive: {l:#}"
         );
     }
+
+    // A retention run killed half-way through deleting a backup (its
+    // marker written, its manifest gone): never listed as complete, and
+    // finished by the next start.
+    let set = Path::new(&repo).join("backups").join(&id);
+    std::fs::write(set.join("deleting.json"), "{}").unwrap();
+    std::fs::remove_file(set.join("manifest.json")).unwrap();
+    let l: serde_json::Value =
+        serde_json::from_str(&pgtide(&["list", "--json", "--repo", &repo]).stdout).unwrap();
+    assert!(
+        l["backups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["id"] != id.as_str()),
+        "{l:#}"
+    );
+    assert_eq!(l["deleting"].as_array().unwrap().len(), 1, "{l:#}");
+    let mut d = Daemon::start(&config, dir.path(), &[]);
+    d.wait_status("the daemon started again", Duration::from_secs(30), |_| {
+        true
+    });
+    d.signal("TERM");
+    assert_eq!(d.wait(Duration::from_secs(40)), Some(0), "{}", d.log());
+    assert!(
+        d.log().contains("finished the interrupted deletion"),
+        "{}",
+        d.log()
+    );
+    let l: serde_json::Value =
+        serde_json::from_str(&pgtide(&["list", "--json", "--repo", &repo]).stdout).unwrap();
+    assert!(l["deleting"].as_array().unwrap().is_empty(), "{l:#}");
+    assert!(
+        walk(&set).iter().all(|p| p.is_dir()),
+        "objects of the deleted backup are left: {:?}",
+        walk(&set)
+    );
 }
 
 fn walk(p: &Path) -> Vec<PathBuf> {
@@ -747,29 +784,22 @@ fn two_daemons_on_s3_exclude_each_other_and_a_stale_lock_is_taken_over() {
 
 const S3_SECRET: &str = "s3-secret-71c0e4b9";
 
-/// With the archive stalled (the repository's WAL directory cannot be
-/// created), the slot guard warns past slot_warn and, past slot_max, drops
-/// and recreates the slot; status reports it.
+/// With the archive stalled (the repository's WAL directory replaced by a
+/// file: every upload fails, even as root), the slot guard warns past
+/// slot_warn and, past slot_max, drops and recreates the slot; status, the
+/// metrics and the webhook report it. Once the archive works again, the
+/// WAL the server freed meanwhile is a gap that `list` reports.
 #[test]
 fn slot_guard_gives_the_slot_up_when_the_archive_stalls() {
     let pg = app_cluster();
     let dir = work_dir("pgtide-daemon-slot-");
     let repo = dir.path().join("repo");
-    // A repository whose `wal` is a file: every WAL upload fails, even as root.
-    let out = pgtide(&[
-        "dump",
-        "--db",
-        &pg.conninfo("postgres", "app"),
-        "--repo",
-        repo.to_str().unwrap(),
-    ]);
-    out.assert_ok();
-    std::fs::write(repo.join("wal"), b"not a directory").unwrap();
+    let repo_url = repo.to_str().unwrap().to_string();
     let hook = Hook::start();
     let config = write_config(
         dir.path(),
         &pg,
-        repo.to_str().unwrap(),
+        &repo_url,
         &format!(
             r#"[wal]
 slot = "pgtide_guard"
@@ -784,12 +814,30 @@ webhook = "http://127.0.0.1:{}/hook"
         ),
     );
     let d = Daemon::start(&config, dir.path(), &[]);
-    d.wait_status("the slot exists", Duration::from_secs(30), |_| {
-        pg.query_one(
-            "postgres",
-            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'pgtide_guard'",
-        ) == "1"
+    d.wait_status("streaming", Duration::from_secs(30), |v| {
+        v["wal"]["streaming"].as_bool() == Some(true)
     });
+    // Some complete segments in the archive first.
+    let segments = || -> u64 {
+        let l: serde_json::Value =
+            serde_json::from_str(&pgtide(&["list", "--json", "--repo", &repo_url]).stdout)
+                .unwrap_or_default();
+        l["wal"]
+            .as_array()
+            .map(|a| a.iter().map(|w| w["segments"].as_u64().unwrap_or(0)).sum())
+            .unwrap_or(0)
+    };
+    pg.execute("app", "INSERT INTO t (v) VALUES ('before')");
+    pg.query_one("postgres", "SELECT pg_switch_wal()");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while segments() == 0 {
+        assert!(Instant::now() < deadline, "nothing archived\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // Stall the archive.
+    std::fs::rename(repo.join("wal"), dir.path().join("wal.saved")).unwrap();
+    std::fs::write(repo.join("wal"), b"not a directory").unwrap();
     pg.execute(
         "app",
         "INSERT INTO t (v) SELECT repeat(md5(g::text), 10) FROM generate_series(1, 40000) g",
@@ -832,6 +880,66 @@ webhook = "http://127.0.0.1:{}/hook"
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+
+    // The server frees the WAL the old slot held; the archive comes back.
+    for _ in 0..3 {
+        pg.query_one("postgres", "SELECT pg_switch_wal()");
+        pg.execute("postgres", "CHECKPOINT");
+    }
+    std::fs::remove_file(repo.join("wal")).unwrap();
+    std::fs::rename(dir.path().join("wal.saved"), repo.join("wal")).unwrap();
+    pg.execute("app", "INSERT INTO t (v) VALUES ('after')");
+    pg.query_one("postgres", "SELECT pg_switch_wal()");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let l: serde_json::Value =
+            serde_json::from_str(&pgtide(&["list", "--json", "--repo", &repo_url]).stdout)
+                .unwrap_or_default();
+        let gaps: usize = l["wal"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|w| w["gaps"].as_array().map_or(0, Vec::len))
+                    .sum()
+            })
+            .unwrap_or(0);
+        if gaps > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no gap reported after the slot was given up: {l:#}\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(d.log().contains("the archive has a gap"), "{}", d.log());
+}
+
+/// Without a token the run endpoints are off (403), the rest answers.
+#[test]
+fn run_endpoints_are_off_without_a_token() {
+    let pg = app_cluster();
+    let dir = work_dir("pgtide-daemon-notoken-");
+    let repo = dir.path().join("repo").display().to_string();
+    let config = write_config(dir.path(), &pg, &repo, "[wal]\nstream = false\n");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text: String = text
+        .lines()
+        .filter(|l| !l.starts_with("token_file"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&config, text).unwrap();
+    let mut d = Daemon::start(&config, dir.path(), &[]);
+    d.wait_status("the daemon answers", Duration::from_secs(30), |_| true);
+    for kind in ["backup", "dump", "expire"] {
+        let (code, body) = http(d.port, "POST", &format!("/run/{kind}"), Some(TOKEN));
+        assert_eq!(code, 403, "{kind}: {body}");
+    }
+    assert_eq!(d.get("/livez").0, 200);
+    assert_eq!(d.get("/healthz").0, 200);
+    d.signal("INT");
+    assert_eq!(d.wait(Duration::from_secs(30)), Some(0), "{}", d.log());
 }
 
 /// Bad configurations: one line naming the key, the line or the file;

@@ -49,6 +49,12 @@ pub struct StreamSettings {
     pub stop_at: Option<Lsn>,
     /// Where the stream stands, for a supervisor's status and metrics.
     pub live: Option<Arc<StreamLive>>,
+    /// Start at the slot's restart point when the archive ends before it,
+    /// without first asking the server for the WAL where the archive ends:
+    /// set after the slot was dropped on purpose to free that WAL (the
+    /// daemon's slot guard), so the gap is accepted rather than the old WAL
+    /// retained again.
+    pub accept_gap: bool,
 }
 
 /// The stream's position as it goes, shared with whoever watches it (the
@@ -312,6 +318,19 @@ async fn session(
         .filter_map(|(tli, segs)| segs.last().map(|&n| (*tli, Lsn((n + 1) * seg_size))))
         .collect();
     let plan = start::plan(seg_size, &timelines, sys.xlogpos, &archived, slot_restart);
+    if s.accept_gap && skip_to.is_none() {
+        if let Some(f) = plan.fallback {
+            tracing::error!(
+                "the slot was given up: archiving from its restart point {} on timeline {} \
+                 instead of from {}; the archive has a gap before it, so older backups cannot \
+                 be restored past it (hint: take a new backup)",
+                f.lsn,
+                f.tli,
+                plan.start.lsn
+            );
+            *skip_to = Some((plan.start, f));
+        }
+    }
     // The server no longer had the WAL at `plan.start` last time: go
     // straight to the later of the two fallbacks.
     let fallback = match (*skip_to, plan.fallback) {
