@@ -12,6 +12,7 @@
 //! | 7 | pg_dump / pg_restore missing, too old, or failed |
 //! | 8 | PostgreSQL refused a statement or the server version is unsupported |
 //! | 9 | the repository is locked by another writer (a running daemon, backup, dump or expire) |
+//! | 10 | a `drill` check failed on the restored copy: a `--sql` statement not true, row counts that differ from the dump's, amcheck found corruption, a table unreadable |
 //! | 126 | `wal fetch` could not serve a segment for a reason other than its absence: PostgreSQL aborts recovery on codes above 125 instead of ending it early |
 //! | 130 | interrupted (SIGINT / SIGTERM) |
 
@@ -29,6 +30,7 @@ pub const TARGET_NOT_EMPTY: u8 = 6;
 pub const TOOL: u8 = 7;
 pub const SQL: u8 = 8;
 pub const LOCKED: u8 = 9;
+pub const DRILL_CHECK: u8 = 10;
 pub const RECOVERY_ABORT: u8 = 126;
 pub const INTERRUPTED: u8 = 130;
 
@@ -103,6 +105,7 @@ pub fn classify(e: &JobError) -> u8 {
         JobError::DatabaseExists { .. } | JobError::DirectoryNotEmpty { .. } => TARGET_NOT_EMPTY,
         JobError::Invalid(_) => USAGE,
         JobError::Io { .. } => FAILURE,
+        JobError::DrillCheck(_) => DRILL_CHECK,
         JobError::Interrupted => INTERRUPTED,
     }
 }

@@ -3,6 +3,7 @@
 //! `repo`. Jobs never print: they update a `Progress` and return a report.
 
 pub mod backup;
+pub mod drill;
 pub mod dump;
 pub mod expire;
 pub mod inspect;
@@ -98,6 +99,11 @@ pub enum JobError {
         #[source]
         source: std::io::Error,
     },
+    /// A check of `pgtide drill` on the restored copy failed: a `--sql`
+    /// statement was not true, row counts differ from the dump's, amcheck
+    /// found corruption, a table could not be read.
+    #[error("{0}")]
+    DrillCheck(String),
     #[error("interrupted")]
     Interrupted,
 }
