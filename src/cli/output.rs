@@ -10,8 +10,11 @@
 //!   bytes, sequences, large_objects, seconds, mb_per_second}
 //! - `list`: `Listing` {repository, system_identifier, dumps\[DumpSummary\],
 //!   backups\[BackupSummary\], wal\[WalTimeline\], incomplete\[{id, objects,
-//!   bytes}\], deleting\[{id, objects, bytes}\] (interrupted deletions)}
-//! - `info`: the dump's manifest (docs/FORMAT.md)
+//!   bytes}\], deleting\[{id, objects, bytes}\] (interrupted deletions)};
+//!   each dump and backup has `proven_at` (when a drill of it last passed)
+//! - `info`: the dump's or backup's manifest (docs/FORMAT.md), plus `drill`
+//!   {passed_at, failed_at, failure} (`DrillHistory`: what drills recorded)
+//! - `drill`: `DrillReport`, fields listed in `src/cli/drill.rs`
 //! - `verify`: `VerifyReport` {id, ok, packs, chunks, bytes_stored, bytes_raw, problems[], seconds}
 //! - `expire`: `ExpireReport`, fields listed in `src/cli/expire.rs`
 //! - `delete`: `DeleteReport` {id, bytes_freed, finished_deletions\[{id,

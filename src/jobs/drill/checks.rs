@@ -143,7 +143,10 @@ pub async fn count_tables(
         let (Some(Some(schema)), Some(Some(name))) = (r.first(), r.get(1)) else {
             continue;
         };
-        let q = format!("SELECT count(*) FROM ONLY {}", quote_qualified(schema, name));
+        let q = format!(
+            "SELECT count(*) FROM ONLY {}",
+            quote_qualified(schema, name)
+        );
         let n = match rows(&c, &q, "count").await {
             Ok(r) => r
                 .first()
@@ -287,15 +290,12 @@ pub async fn run_sql(
     sql: &str,
 ) -> Result<Vec<Option<String>>, JobError> {
     let c = session(scratch, user, db).await?;
-    let msgs = c
-        .simple_query(sql)
-        .await
-        .map_err(|e| {
-            JobError::DrillCheck(format!(
-                "the --sql file failed in database {db}: {}",
-                crate::jobs::pg_message(&e)
-            ))
-        })?;
+    let msgs = c.simple_query(sql).await.map_err(|e| {
+        JobError::DrillCheck(format!(
+            "the --sql file failed in database {db}: {}",
+            crate::jobs::pg_message(&e)
+        ))
+    })?;
     let mut out: Vec<Option<String>> = Vec::new();
     // Per statement: RowDescription, Row*, CommandComplete.
     let mut open = false;

@@ -232,12 +232,7 @@ pub async fn run(
         tablespaces: plan
             .tablespaces
             .iter()
-            .map(|(oid, _)| {
-                (
-                    oid.clone(),
-                    scr.dir.join(plan::TABLESPACE_DIR).join(oid),
-                )
-            })
+            .map(|(oid, _)| (oid.clone(), scr.dir.join(plan::TABLESPACE_DIR).join(oid)))
             .collect(),
         ..plan
     };
@@ -683,9 +678,16 @@ async fn dump_flow(
         scr.write(plan::IDENT_FILE, "")?;
         scr.give_to_server_user()?;
         let mut c = scratch::as_server_user(initdb, s.os_user.as_deref());
-        c.arg("-D")
-            .arg(&plan.data_dir)
-            .args(["-U", USER, "-A", "trust", "-E", "UTF8", "--locale=C", "-N"]);
+        c.arg("-D").arg(&plan.data_dir).args([
+            "-U",
+            USER,
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "-N",
+        ]);
         crate::pg::tools::run("initdb", c).await?;
         let mut conf = String::from("\n# written by pgtide drill\n");
         for (k, v) in plan::server_settings(&plan.scratch) {
@@ -698,7 +700,11 @@ async fn dump_flow(
             context: format!("write {}", auto.display()),
             source: e,
         })?;
-        Ok::<_, JobError>(format!("PostgreSQL {} in {}", facts.major, plan.data_dir.display()))
+        Ok::<_, JobError>(format!(
+            "PostgreSQL {} in {}",
+            facts.major,
+            plan.data_dir.display()
+        ))
     }
     .await;
     if !steps.end("initdb", t, r) {
@@ -716,13 +722,21 @@ async fn dump_flow(
         .stdout(std::process::Stdio::null());
     let r = crate::pg::tools::run("pg_ctl", c).await.map_err(|e| {
         let tail = std::fs::read_to_string(&log).unwrap_or_default();
-        let last = tail.lines().rev().find(|l| l.contains("FATAL")).unwrap_or("");
+        let last = tail
+            .lines()
+            .rev()
+            .find(|l| l.contains("FATAL"))
+            .unwrap_or("");
         JobError::Io {
             context: "start the scratch server".into(),
             source: std::io::Error::other(format!("{e} {last}").trim().to_string()),
         }
     });
-    if !steps.end("start", t, r.map(|()| "listening on its socket only".into())) {
+    if !steps.end(
+        "start",
+        t,
+        r.map(|()| "listening on its socket only".into()),
+    ) {
         return;
     }
 
@@ -740,7 +754,9 @@ async fn dump_flow(
             if db == "postgres" {
                 c.simple_query("DROP DATABASE postgres")
                     .await
-                    .map_err(JobError::sql("drop the scratch cluster's postgres database"))?;
+                    .map_err(JobError::sql(
+                        "drop the scratch cluster's postgres database",
+                    ))?;
             }
         }
         let rs = RestoreSettings {

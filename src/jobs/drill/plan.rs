@@ -169,7 +169,10 @@ pub fn server_settings(scratch: &Path) -> Vec<(String, String)> {
         s("unix_socket_permissions", "0700"),
         s("port", &SCRATCH_PORT.to_string()),
         s("hba_file", &scratch.join(HBA_FILE).display().to_string()),
-        s("ident_file", &scratch.join(IDENT_FILE).display().to_string()),
+        s(
+            "ident_file",
+            &scratch.join(IDENT_FILE).display().to_string(),
+        ),
         s("cluster_name", "pgtide-drill"),
         s("archive_mode", "off"),
         s("archive_command", ""),
@@ -194,7 +197,8 @@ pub fn server_settings(scratch: &Path) -> Vec<(String, String)> {
 
 /// The pg_hba.conf of a scratch server: trust on its socket, which only the
 /// server's OS user (and root) can reach; nothing else.
-pub const HBA: &str = "# written by pgtide drill: the socket is in a private directory\nlocal all all trust\n";
+pub const HBA: &str =
+    "# written by pgtide drill: the socket is in a private directory\nlocal all all trust\n";
 
 /// What "recovery reached the expected point" means, from the facts read
 /// before the restore.
@@ -231,8 +235,7 @@ pub fn expect(
             // `--target-timeline latest`: the newest timeline with segments.
             let newest = held
                 .iter()
-                .filter(|(t, s)| **t >= backup_timeline && !s.is_empty())
-                .next_back();
+                .rfind(|(t, s)| **t >= backup_timeline && !s.is_empty());
             match newest.and_then(|(t, s)| s.iter().next_back().map(|l| (*t, *l))) {
                 Some((tli, last)) if Lsn(last * seg_size) > backup_end => Expect::AtLeast {
                     lsn: Lsn(last * seg_size),

@@ -263,7 +263,10 @@ fn reap_in(registry: &Path) -> Vec<String> {
             Err(e) => {
                 // Handled here: a marker cut short by a crash names nothing
                 // that can be trusted; leave the files for a human.
-                tracing::warn!("ignoring the unreadable drill marker {}: {e}", path.display());
+                tracing::warn!(
+                    "ignoring the unreadable drill marker {}: {e}",
+                    path.display()
+                );
                 continue;
             }
         };
