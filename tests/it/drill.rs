@@ -199,14 +199,31 @@ fn drill_proves_a_good_backup_and_fails_a_false_sql_check() {
     let text = Cli::new(["info", &sc.id, "--repo", &sc.repo]).run();
     assert!(text.stdout.contains("proven      20"), "{text}");
 
-    // A check that is false: exit 10, naming it; still cleaned up.
+    // A check that is false: exit 10, naming it; still cleaned up. (Text
+    // output: one line per step.)
     fs::write(&sql, "SELECT true;\nSELECT count(*) = 1 FROM t;\n").unwrap();
-    let out = sc.drill(&[&sc.id, "--sql", sql.to_str().unwrap()]);
+    let out = Cli::new(["drill", &sc.id, "--repo", &sc.repo, "--sql"])
+        .arg(&sql)
+        .env("TMPDIR", sc.work.path())
+        .run();
     out.assert_one_line_error(10, "check 2 of the --sql file returned f");
-    let r = json(&out);
-    assert_eq!(r["ok"], false);
-    assert_eq!(step(&r, "sql")["code"], 10);
-    assert_eq!(step(&r, "amcheck")["ok"], true);
+    let lines = out.stdout_lines();
+    assert!(
+        lines[0].starts_with(&format!("drill of backup {}", sc.id)),
+        "{out}"
+    );
+    for (mark, name) in [
+        ("ok", "amcheck"),
+        ("ok", "tables_readable"),
+        ("FAIL", "sql"),
+    ] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.trim_start().starts_with(mark) && l.contains(name)),
+            "no `{mark} {name}` line\n{out}"
+        );
+    }
     assert_cleaned(sc.work.path());
     let info = Cli::new(["info", &sc.id, "--repo", &sc.repo]).run();
     assert!(info.stdout.contains("proven      20"), "{info}");

@@ -303,7 +303,11 @@ async fn preflight(
             what,
         });
     }
-    let mut notes = vec![format!("{} packs present", packs.len())];
+    let mut notes = vec![format!(
+        "{} pack{} present",
+        packs.len(),
+        if packs.len() == 1 { "" } else { "s" }
+    )];
     match flow {
         Flow::Backup(m) => {
             let archive = WalArchive::new(
