@@ -436,42 +436,44 @@ fn drill_cleans_up_after_sigint_and_after_a_killed_drill() {
 }
 
 /// One physical drill per PostgreSQL version (15 is above).
-fn version_round(major: u32) {
+fn version_round(major: u32, args: &[&str]) {
     let sc = Scene::new(major);
-    let r = assert_passed(&sc.drill(&["latest"]));
+    let r = assert_passed(&sc.drill(args));
     let am = step(&r, "amcheck");
     assert_eq!(am["skipped"], false, "{am:#}");
-    assert!(
-        step(&r, "recovery_point")["detail"]
-            .as_str()
-            .unwrap()
-            .contains("replayed to"),
-        "{r:#}"
-    );
+    let point = step(&r, "recovery_point")["detail"].as_str().unwrap();
+    assert!(point.contains("replayed to"), "{r:#}");
+    if args.contains(&"--target-immediate") {
+        assert!(
+            point.contains("recovery stopping after reaching consistency"),
+            "{r:#}"
+        );
+    }
     assert_cleaned(sc.work.path());
 }
 
 #[test]
 fn drill_pg13() {
-    version_round(13);
+    version_round(13, &["latest"]);
 }
 
 #[test]
 fn drill_pg14() {
-    version_round(14);
+    version_round(14, &["latest"]);
 }
 
 #[test]
 fn drill_pg16() {
-    version_round(16);
+    version_round(16, &["latest"]);
 }
 
 #[test]
 fn drill_pg17() {
-    version_round(17);
+    // A target: recovery must stop there ("recovery stopping").
+    version_round(17, &["latest", "--target-immediate"]);
 }
 
 #[test]
 fn drill_pg18() {
-    version_round(18);
+    version_round(18, &["latest"]);
 }

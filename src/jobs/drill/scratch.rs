@@ -1,5 +1,5 @@
 //! The scratch directory of a drill and its private server's life: created
-//! with a marker in a registry (`$TMPDIR/pgtide-drills/<name>.json`: the pid
+//! with a marker in a registry (`$TMPDIR/pgtide-drills-<uid>/<name>.json`: the pid
 //! of pgtide, the directory), always torn down (server stopped, directory
 //! removed, marker removed), and what a killed drill left found and removed
 //! by the next one. Never touches a directory without a marker, nor a
@@ -29,9 +29,12 @@ pub struct Marker {
     pub id: String,
 }
 
-/// The registry of running drills: one marker file per scratch directory.
+/// The registry of running drills: one marker file per scratch directory,
+/// one registry per user (a root-owned one would lock others out).
 pub fn registry() -> PathBuf {
-    std::env::temp_dir().join("pgtide-drills")
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    std::env::temp_dir().join(format!("pgtide-drills-{uid}"))
 }
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> JobError {
@@ -162,12 +165,21 @@ fn set_mode(p: &Path, mode: u32) -> Result<(), JobError> {
         .map_err(io(format!("chmod {}", p.display())))
 }
 
+/// Remove a scratch directory. A few tries: when a drill is interrupted,
+/// restore workers still finishing a file may create one more entry while
+/// the tree is being removed.
 fn remove_dir(p: &Path) -> Result<(), JobError> {
-    match std::fs::remove_dir_all(p) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(io(format!("remove {}", p.display()))(e))
+    let mut tries = 0;
+    loop {
+        match std::fs::remove_dir_all(p) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(_) if tries < 5 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => return Err(io(format!("remove {}", p.display()))(e)),
+            Ok(()) => return Ok(()),
         }
-        _ => Ok(()),
     }
 }
 
