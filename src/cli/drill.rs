@@ -2,9 +2,11 @@
 //! repository, its output and exit code.
 //!
 //! `--json` prints `DrillReport` (src/jobs/drill/mod.rs): {id, kind
-//! ("backup" or "dump"), ok, target, scratch (the directory used), kept,
-//! started_at, finished_at, seconds, cleaned_up\[string\] (what interrupted
-//! drills left, removed first), steps\[{name, ok, skipped, seconds, detail,
+//! ("backup" or "dump"), ok, dry_run, target, scratch (the drill's
+//! directory), kept, started_at, finished_at, seconds, cleaned_up\[string\]
+//! (what interrupted drills left, removed first), plan {id, kind, scratch,
+//! data_dir, tablespaces\[\[oid, dir\]\], major, needs_bytes, target,
+//! checks\[recovery_point|row_counts|amcheck|tables_readable|sql\]}, steps\[{name, ok, skipped, seconds, detail,
 //! code (exit code of a failed step, else null)}\]}. Step names, in order:
 //! preflight, scratch (only when it fails), restore, recovery,
 //! recovery_point, initdb, start, row_counts, amcheck, tables_readable, sql,
@@ -59,6 +61,9 @@ pub struct DrillArgs {
     /// Leave the scratch directory (server stopped) for inspection
     #[arg(long)]
     pub keep: bool,
+    /// Check the repository and the scratch space and say what would be done, changing nothing
+    #[arg(long)]
+    pub dry_run: bool,
     /// Directory of pg_ctl and initdb [default: found by major version]
     #[arg(long, value_name = "DIR")]
     pub pg_bin: Option<PathBuf>,
@@ -130,6 +135,7 @@ pub async fn run(a: DrillArgs, json: bool) -> Result<(), CliError> {
     let s = DrillSettings {
         scratch_base: a.scratch.clone().unwrap_or_else(std::env::temp_dir),
         keep: a.keep,
+        dry_run: a.dry_run,
         target,
         sql,
         sql_database: a.sql_database,
@@ -152,9 +158,11 @@ pub async fn run(a: DrillArgs, json: bool) -> Result<(), CliError> {
     for step in &mut r.steps {
         step.code = step.error.as_ref().map(exit::classify);
     }
-    if let Err(e) = drill::record(&repo, &r, "cli").await {
-        // Handled here: the drill's verdict stands without its record.
-        tracing::warn!("could not record the drill in the repository: {e}");
+    if !r.dry_run {
+        if let Err(e) = drill::record(&repo, &r, "cli").await {
+            // Handled here: the drill's verdict stands without its record.
+            tracing::warn!("could not record the drill in the repository: {e}");
+        }
     }
     if json {
         print_json(&r);
@@ -174,7 +182,25 @@ pub async fn run(a: DrillArgs, json: bool) -> Result<(), CliError> {
                 step.name, step.seconds, step.detail
             );
         }
-        if r.ok {
+        if r.dry_run {
+            let p = &r.plan;
+            println!(
+                "  would restore into {} (PostgreSQL {})",
+                p.data_dir.display(),
+                p.major
+            );
+            for (oid, dir) in &p.tablespaces {
+                println!("  tablespace {oid} into {}", dir.display());
+            }
+            let checks: Vec<String> = p
+                .checks
+                .iter()
+                .filter_map(|c| serde_json::to_value(c).ok())
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect();
+            println!("  then check: {}", checks.join(", "));
+            println!("nothing was changed");
+        } else if r.ok {
             println!(
                 "{} {} is proven: restored and every check passed in {:.1} s",
                 r.kind, r.id, r.seconds

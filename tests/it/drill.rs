@@ -249,6 +249,18 @@ fn drill_proves_a_dump() {
     .run();
     out.assert_ok();
     let id = json(&out)["id"].as_str().unwrap().to_string();
+    // --dry-run: the pre-flight and the plan, nothing written or recorded.
+    let out = Cli::new(["drill", &id, "--repo", &repo, "--dry-run"])
+        .env("TMPDIR", work.path())
+        .run();
+    out.assert_ok();
+    assert!(
+        out.stdout
+            .contains("then check: row_counts, amcheck\nnothing was changed"),
+        "{out}"
+    );
+    assert!(scratch_dirs(work.path()).is_empty());
+    assert!(crate::pitr::listing(&repo)["dumps"][0]["proven_at"].is_null());
     let out = drill_cmd(work.path(), &repo, 15, &[&id]).run();
     let r = assert_passed(&out);
     assert_eq!(r["kind"], "dump");

@@ -45,6 +45,8 @@ pub struct DrillSettings {
     pub scratch_base: PathBuf,
     /// Leave the scratch directory (server stopped) for inspection.
     pub keep: bool,
+    /// Only the pre-flight: say what would be done, write nothing.
+    pub dry_run: bool,
     /// Physical backups: where recovery stops.
     pub target: Target,
     /// The `--sql` file's text.
@@ -86,7 +88,10 @@ pub struct DrillReport {
     /// "backup" or "dump".
     pub kind: &'static str,
     pub ok: bool,
+    /// Only the pre-flight ran (`--dry-run`).
+    pub dry_run: bool,
     pub target: String,
+    /// The drill's own directory (made and removed by it).
     pub scratch: String,
     pub kept: bool,
     pub started_at: DateTime<Utc>,
@@ -94,6 +99,8 @@ pub struct DrillReport {
     pub seconds: f64,
     /// Drills whose pgtide died, cleaned up before this one started.
     pub cleaned_up: Vec<String>,
+    /// What the drill restores where, and which checks it runs.
+    pub plan: Plan,
     pub steps: Vec<Step>,
 }
 
@@ -175,17 +182,18 @@ pub async fn run(
         steps: Vec::new(),
         progress,
     };
+    // The drill's own directory, named now so that the plan says where.
+    let dir = s.scratch_base.join(scratch::dir_name());
     let (plan, flow) = match SetKind::of_id(id) {
         Some(SetKind::Backup) => {
             let m: BackupManifest = repo.load(SetKind::Backup, id).await?;
-            let scratch_dir = s.scratch_base.join("(not created)");
-            let plan = plan::backup_plan(&m, &scratch_dir, &s.target, s.sql.is_some());
+            let plan = plan::backup_plan(&m, &dir, &s.target, s.sql.is_some());
             (plan, Flow::Backup(Box::new(m)))
         }
         _ => {
             let m = repo.load_dump(id).await?;
             let src = m.source.server_version_num / 10000;
-            let plan = plan::dump_plan(&m, &s.scratch_base, src, s.sql.is_some());
+            let plan = plan::dump_plan(&m, &dir, src, s.sql.is_some());
             (plan, Flow::Dump(Box::new(m)))
         }
     };
@@ -193,13 +201,15 @@ pub async fn run(
         id: plan.id.clone(),
         kind: plan.kind,
         ok: false,
+        dry_run: s.dry_run,
         target: plan.target.clone(),
-        scratch: String::new(),
+        scratch: plan.scratch.display().to_string(),
         kept: false,
         started_at,
         finished_at: started_at,
         seconds: 0.0,
         cleaned_up,
+        plan: plan.clone(),
         steps: Vec::new(),
     };
 
@@ -216,25 +226,22 @@ pub async fn run(
             return Ok(finish(report, steps, t0));
         }
     };
+    let plan = Plan {
+        major: pre.major,
+        ..plan
+    };
+    report.plan = plan.clone();
+    if s.dry_run {
+        return Ok(finish(report, steps, t0));
+    }
 
     let t = steps.begin("creating the scratch directory");
-    let scr = match Scratch::create(&s.scratch_base, id, s.os_user.clone()) {
+    let scr = match Scratch::create(&plan.scratch, id, s.os_user.clone()) {
         Ok(x) => x,
         Err(e) => {
             steps.end("scratch", t, Err(e));
             return Ok(finish(report, steps, t0));
         }
-    };
-    report.scratch = scr.dir.display().to_string();
-    let plan = Plan {
-        scratch: scr.dir.clone(),
-        data_dir: scr.data_dir.clone(),
-        tablespaces: plan
-            .tablespaces
-            .iter()
-            .map(|(oid, _)| (oid.clone(), scr.dir.join(plan::TABLESPACE_DIR).join(oid)))
-            .collect(),
-        ..plan
     };
     let interrupted = {
         let work = async {
@@ -355,14 +362,7 @@ async fn preflight(
             notes.push(format!("scratch cluster: PostgreSQL {major}"));
         }
     }
-    // The drill's directory is made under the base; its socket path must fit.
-    let probe = Plan {
-        scratch: s
-            .scratch_base
-            .join(format!("{}00000000T000000-0000000", scratch::PREFIX)),
-        ..plan.clone()
-    };
-    probe.check_socket_path().map_err(JobError::Invalid)?;
+    plan.check_socket_path().map_err(JobError::Invalid)?;
     std::fs::create_dir_all(&s.scratch_base).map_err(|e| JobError::Io {
         context: format!("create {}", s.scratch_base.display()),
         source: e,

@@ -29,6 +29,15 @@ pub struct Marker {
     pub id: String,
 }
 
+/// A new scratch directory's name: `pgtide-drill-<UTC time>-<pid>`.
+pub fn dir_name() -> String {
+    format!(
+        "{PREFIX}{}-{}",
+        Utc::now().format("%Y%m%dT%H%M%S"),
+        std::process::id()
+    )
+}
+
 /// The registry of running drills: one marker file per scratch directory,
 /// one registry per user (a root-owned one would lock others out).
 pub fn registry() -> PathBuf {
@@ -56,17 +65,16 @@ pub struct Scratch {
 impl Scratch {
     /// A new, empty scratch directory under `base` (mode 0700, given to the
     /// server's OS user when root), registered before it exists.
-    pub fn create(base: &Path, id: &str, os_user: Option<String>) -> Result<Scratch, JobError> {
-        std::fs::create_dir_all(base).map_err(io(format!("create {}", base.display())))?;
-        let base = base
-            .canonicalize()
-            .map_err(io(format!("resolve {}", base.display())))?;
-        let name = format!(
-            "{PREFIX}{}-{}",
-            Utc::now().format("%Y%m%dT%H%M%S"),
-            std::process::id()
-        );
-        let dir = base.join(&name);
+    pub fn create(dir: &Path, id: &str, os_user: Option<String>) -> Result<Scratch, JobError> {
+        let name = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .filter(|n| n.starts_with(PREFIX))
+            .ok_or_else(|| {
+                JobError::Invalid(format!("{} is not a drill directory name", dir.display()))
+            })?
+            .to_string();
+        let dir = dir.to_path_buf();
         let data_dir = dir.join(super::plan::DATA_DIR);
         let reg = registry();
         create_private_dir(&reg)?;
