@@ -73,7 +73,7 @@ pub struct DrillArgs {
     /// When run as root: the OS user that owns the scratch files and runs the server [default: postgres]
     #[arg(long)]
     pub os_user: Option<String>,
-    /// The backed-up cluster's superuser [default: postgres, then the OS user]
+    /// The backed-up cluster's superuser [default: the one its pg_authid names, postgres, the OS user]
     #[arg(long)]
     pub superuser: Option<String>,
     /// Parallel restore workers

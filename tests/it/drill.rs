@@ -15,7 +15,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::harness::cli::{Cli, CliOutput, PGTIDE_BIN};
-use crate::harness::pg::{pg_bin_dir, pg_dump_bin, PgCluster};
+use crate::harness::pg::{pg_bin_dir, pg_dump_bin, PgCluster, PASSWORD, SCRAM_USER};
 use crate::pitr::{backup, clean_command, json, path_in, work_dir};
 
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -48,11 +48,28 @@ fn fill(pg: &PgCluster) {
 
 impl Scene {
     fn new(major: u32) -> Scene {
+        Scene::with(major, false)
+    }
+
+    /// With `rename_superuser`, the bootstrap superuser is `dba`, not
+    /// `postgres` (renamed by `scram_user`, made a superuser, who then
+    /// takes the backup): the drill must find the name in `pg_authid`.
+    fn with(major: u32, rename_superuser: bool) -> Scene {
         let pg = PgCluster::start(major);
         fill(&pg);
         let work = work_dir("pgtide-drill-it-");
         let repo = path_in(&work, "repo");
-        let b = backup(&pg.conninfo("postgres", "postgres"), &repo, &[]);
+        let conn = if rename_superuser {
+            pg.execute("postgres", &format!("ALTER ROLE {SCRAM_USER} SUPERUSER"));
+            pg.query_as(SCRAM_USER, "postgres", "ALTER ROLE postgres RENAME TO dba");
+            format!(
+                "postgres://{SCRAM_USER}:{PASSWORD}@127.0.0.1:{}/postgres",
+                pg.port()
+            )
+        } else {
+            pg.conninfo("postgres", "postgres")
+        };
+        let b = backup(&conn, &repo, &[]);
         let id = b["id"].as_str().expect("backup id").to_string();
         Scene { pg, work, repo, id }
     }
@@ -449,7 +466,11 @@ fn drill_cleans_up_after_sigint_and_after_a_killed_drill() {
 
 /// One physical drill per PostgreSQL version (15 is above).
 fn version_round(major: u32, args: &[&str]) {
-    let sc = Scene::new(major);
+    version_round_with(major, false, args);
+}
+
+fn version_round_with(major: u32, rename_superuser: bool, args: &[&str]) {
+    let sc = Scene::with(major, rename_superuser);
     let r = assert_passed(&sc.drill(args));
     let am = step(&r, "amcheck");
     assert_eq!(am["skipped"], false, "{am:#}");
@@ -476,7 +497,8 @@ fn drill_pg14() {
 
 #[test]
 fn drill_pg16() {
-    version_round(16, &["latest"]);
+    // A cluster whose superuser is not called postgres.
+    version_round_with(16, true, &["latest"]);
 }
 
 #[test]

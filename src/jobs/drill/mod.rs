@@ -401,12 +401,25 @@ fn human(n: u64) -> String {
     }
 }
 
-/// The superusers to try on a restored cluster.
-fn superusers(s: &DrillSettings) -> Vec<String> {
+/// The superusers to try on a restored cluster: `--superuser`, else the
+/// bootstrap superuser named in its `pg_authid` file, `postgres`, the OS
+/// user.
+fn superusers(s: &DrillSettings, data_dir: &std::path::Path) -> Vec<String> {
+    use crate::pg::proto::authid;
     if let Some(u) = &s.superuser {
         return vec![u.clone()];
     }
-    let mut v = vec!["postgres".to_string()];
+    let global = data_dir.join("global");
+    let file = std::fs::read(global.join("pg_filenode.map"))
+        .ok()
+        .and_then(|m| authid::mapped_file(&m, authid::PG_AUTHID))
+        .unwrap_or(authid::PG_AUTHID);
+    let mut v = std::fs::read(global.join(file.to_string()))
+        .map(|f| authid::bootstrap_superuser(&f))
+        .unwrap_or_default();
+    if !v.iter().any(|u| u == "postgres") {
+        v.push("postgres".into());
+    }
     let me = if pitr::running_as_root() {
         s.os_user.clone()
     } else {
@@ -490,7 +503,7 @@ async fn backup_flow(
     };
 
     let t = steps.begin("checking where recovery stopped");
-    let users = superusers(s);
+    let users = superusers(s, &plan.data_dir);
     let session = checks::superuser_session(&plan.scratch, &users).await;
     let (client, user) = match session {
         Ok(x) => x,

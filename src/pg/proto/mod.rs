@@ -13,6 +13,7 @@
 //! The I/O shell is `pg::replication`; the captured byte streams these
 //! decoders are tested against are in `proto-fixtures/`.
 
+pub mod authid;
 pub mod base_backup;
 pub mod copy;
 pub mod history;
@@ -255,6 +256,7 @@ mod tests {
         ("base_backup.rs", include_str!("base_backup.rs")),
         ("tar.rs", include_str!("tar.rs")),
         ("history.rs", include_str!("history.rs")),
+        ("authid.rs", include_str!("authid.rs")),
     ];
 
     #[test]
