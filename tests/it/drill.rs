@@ -321,6 +321,13 @@ fn drill_fails_a_damaged_chunk_and_a_wal_gap() {
     assert_cleaned(sc.work.path());
     fs::write(&packs[0], &original).unwrap();
 
+    // A target the archive does not reach: PostgreSQL ends recovery short
+    // of it, which is WAL missing (4).
+    let out = sc.drill(&[&sc.id, "--target-time", "2099-01-01 00:00:00+00"]);
+    out.assert_one_line_error(4, "recovery ended before reaching time 2099");
+    assert_eq!(step(&json(&out), "recovery")["code"], 4);
+    assert_cleaned(sc.work.path());
+
     // Remove the backup's first WAL segment from the archive.
     let wal_start = {
         let info = Cli::new(["info", "--json", &sc.id, "--repo", &sc.repo]).run();
@@ -451,7 +458,7 @@ fn drill_cleans_up_after_sigint_and_after_a_killed_drill() {
         "no server on {} after pgtide was killed",
         dir.display()
     );
-    let out = drill_cmd(sc.work.path(), &sc.repo, 15, &[&sc.id]).run();
+    let out = drill_cmd(sc.work.path(), &sc.repo, 15, &[&sc.id, "--keep"]).run();
     let r = assert_passed(&out);
     let cleaned = r["cleaned_up"].as_array().unwrap();
     assert_eq!(cleaned.len(), 1, "{r:#}");
@@ -461,6 +468,18 @@ fn drill_cleans_up_after_sigint_and_after_a_killed_drill() {
         "{line}"
     );
     assert!(!dir.exists());
+    // --keep: the directory stays, its server stopped, and the next drill
+    // leaves it alone (no marker).
+    let kept = PathBuf::from(r["scratch"].as_str().unwrap());
+    assert_eq!(r["kept"], true);
+    assert!(kept.join("data/PG_VERSION").exists(), "{r:#}");
+    assert!(processes_naming(&kept).is_empty());
+    let out = Cli::new(["drill", &sc.id, "--repo", &sc.repo, "--dry-run"])
+        .env("TMPDIR", sc.work.path())
+        .run();
+    out.assert_ok();
+    assert!(kept.exists());
+    fs::remove_dir_all(&kept).unwrap();
     assert_cleaned(sc.work.path());
 }
 
