@@ -191,14 +191,24 @@ fn remove_dir(p: &Path) -> Result<(), JobError> {
     }
 }
 
-/// True when process `pid` exists (whoever owns it).
+/// True when process `pid` exists (whoever owns it) and is not a zombie
+/// waiting for its parent (or init) to reap it.
 fn alive(pid: i32) -> bool {
     if pid <= 0 {
         return false;
     }
     // SAFETY: kill with signal 0 only checks that the process exists.
     let r = unsafe { libc::kill(pid, 0) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    let exists = r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    // /proc/PID/stat: "pid (comm) S …"; comm may hold spaces and parens.
+    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|st| {
+            st.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false);
+    exists && !zombie
 }
 
 /// True when the drill that wrote `m` still runs: its pid is alive and (where
