@@ -429,20 +429,23 @@ fn signal(pid: u32, sig: &str) {
     assert!(ok, "kill {sig} {pid}");
 }
 
-/// SIGINT while the scratch server runs: exit 130, no server, no directory.
+/// SIGINT or SIGTERM while the scratch server runs: exit 130, no server,
+/// no directory.
 /// SIGKILL: the server stays up, and the next drill stops it, removes the
 /// directory and says so, then proves the backup.
 #[test]
 fn drill_cleans_up_after_sigint_and_after_a_killed_drill() {
     let sc = Scene::new(15);
-    let (mut child, log) = spawn_drill(&sc);
-    let dir = wait_for_server(sc.work.path(), &log);
-    signal(child.id(), "-INT");
-    let code = wait_exit(&mut child, &log);
-    let text = fs::read_to_string(&log).unwrap_or_default();
-    assert_eq!(code, Some(130), "{text}");
-    assert!(!dir.exists(), "{} left after SIGINT\n{text}", dir.display());
-    assert_cleaned(sc.work.path());
+    for sig in ["-INT", "-TERM"] {
+        let (mut child, log) = spawn_drill(&sc);
+        let dir = wait_for_server(sc.work.path(), &log);
+        signal(child.id(), sig);
+        let code = wait_exit(&mut child, &log);
+        let text = fs::read_to_string(&log).unwrap_or_default();
+        assert_eq!(code, Some(130), "{text}");
+        assert!(!dir.exists(), "{} left after {sig}\n{text}", dir.display());
+        assert_cleaned(sc.work.path());
+    }
 
     let (mut child, log) = spawn_drill(&sc);
     let dir = wait_for_server(sc.work.path(), &log);

@@ -479,10 +479,16 @@ async fn backup_flow(
     let t = steps.begin("recovering: PostgreSQL replays the archived WAL");
     let summary = match pitr::start_and_wait(&ps, plan.major).await {
         Ok((summary, tli)) => {
+            // PostgreSQL 15+ appends resource usage to "redo done at …".
+            let shown = summary
+                .split("; ")
+                .map(|l| l.split(" system usage:").next().unwrap_or(l))
+                .collect::<Vec<_>>()
+                .join("; ");
             let d = format!(
                 "promoted{}: {}",
                 tli.map(|t| format!(" to timeline {t}")).unwrap_or_default(),
-                if summary.is_empty() { "-" } else { &summary }
+                if shown.is_empty() { "-" } else { &shown }
             );
             steps.end("recovery", t, Ok(d));
             summary
