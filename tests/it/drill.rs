@@ -292,6 +292,25 @@ fn drill_proves_a_dump() {
     assert_cleaned(work.path());
     let l = crate::pitr::listing(&repo);
     assert!(l["dumps"][0]["proven_at"].is_string(), "{l:#}");
+
+    // A manifest that counts one row more than the data holds: the row
+    // count check fails (10).
+    let manifest = Path::new(&repo)
+        .join("dumps")
+        .join(&id)
+        .join("manifest.json");
+    let mut m: serde_json::Value = serde_json::from_slice(&fs::read(&manifest).unwrap()).unwrap();
+    let t = m["tables"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|t| t["name"] == "orders")
+        .expect("orders in the manifest");
+    t["parts"][0]["rows"] = serde_json::json!(1001);
+    fs::write(&manifest, serde_json::to_vec(&m).unwrap()).unwrap();
+    let out = drill_cmd(work.path(), &repo, 15, &[&id]).run();
+    out.assert_one_line_error(10, "expected 1001 rows, loaded 1000");
+    assert_cleaned(work.path());
 }
 
 /// A flipped byte in a pack fails the drill with 5; a missing segment of
