@@ -29,12 +29,14 @@ pub struct Marker {
     pub id: String,
 }
 
-/// A new scratch directory's name: `pgtide-drill-<UTC time>-<pid>`.
+/// A new scratch directory's name: `pgtide-drill-<UTC time>-<pid>-<random>`
+/// (a daemon may start two drills within a second).
 pub fn dir_name() -> String {
     format!(
-        "{PREFIX}{}-{}",
+        "{PREFIX}{}-{}-{:04x}",
         Utc::now().format("%Y%m%dT%H%M%S"),
-        std::process::id()
+        std::process::id(),
+        fastrand::u16(..)
     )
 }
 
@@ -86,11 +88,14 @@ impl Scratch {
             started_at: Utc::now(),
             id: id.to_string(),
         };
+        // Whole or absent: written aside, then renamed into place.
+        let tmp = reg.join(format!("{name}.json.tmp"));
         std::fs::write(
-            &marker,
+            &tmp,
             serde_json::to_vec_pretty(&m).expect("marker serializes"),
         )
-        .map_err(io(format!("write {}", marker.display())))?;
+        .map_err(io(format!("write {}", tmp.display())))?;
+        std::fs::rename(&tmp, &marker).map_err(io(format!("write {}", marker.display())))?;
         let s = Scratch {
             dir,
             data_dir,
