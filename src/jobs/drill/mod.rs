@@ -170,6 +170,18 @@ pub async fn run(
     progress: Arc<Progress>,
     cancel: CancellationToken,
 ) -> Result<DrillReport, JobError> {
+    use tracing::Instrument;
+    let span = tracing::info_span!("job", kind = "drill", id = %id);
+    drill(repo, id, s, progress, cancel).instrument(span).await
+}
+
+async fn drill(
+    repo: &Repository,
+    id: &str,
+    s: &DrillSettings,
+    progress: Arc<Progress>,
+    cancel: CancellationToken,
+) -> Result<DrillReport, JobError> {
     let started_at = Utc::now();
     let t0 = Instant::now();
     let cleaned_up = tokio::task::spawn_blocking(scratch::reap)
@@ -279,8 +291,8 @@ enum Flow {
 struct Facts {
     /// Complete WAL segments per timeline (physical).
     held: std::collections::BTreeMap<u32, std::collections::BTreeSet<u64>>,
-    /// Server programs of the scratch cluster's version (dumps: initdb,
-    /// pg_ctl; backups: found by `pitr`).
+    /// Server programs of the scratch cluster's version (backups: pg_ctl,
+    /// checked here and found again by `pitr`; dumps: initdb and pg_ctl).
     initdb: Option<PathBuf>,
     pg_ctl: Option<PathBuf>,
     major: u32,
@@ -337,6 +349,12 @@ async fn preflight(
             }
             facts.held = archive.segments().await.map_err(wal)?;
             notes.push(format!("WAL {}..{} archived", m.wal_start, m.wal_end));
+            // Found now rather than after the whole restore.
+            facts.pg_ctl = Some(pitr::find_server_tool(
+                s.pg_bin.as_deref(),
+                "pg_ctl",
+                plan.major,
+            )?);
         }
         Flow::Dump(_) => {
             // The dump's own major first, else the oldest newer one found.

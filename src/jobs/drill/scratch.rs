@@ -102,7 +102,10 @@ impl Scratch {
             marker,
             os_user,
         };
-        std::fs::create_dir(&s.dir).map_err(io(format!("create {}", s.dir.display())))?;
+        if let Err(e) = std::fs::create_dir(&s.dir) {
+            let _ = std::fs::remove_file(&s.marker);
+            return Err(io(format!("create {}", s.dir.display()))(e));
+        }
         set_mode(&s.dir, 0o700)?;
         Ok(s)
     }
