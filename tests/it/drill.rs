@@ -20,6 +20,19 @@ use crate::pitr::{backup, clean_command, json, path_in, work_dir};
 
 const DEADLINE: Duration = Duration::from_secs(120);
 
+/// What is unusual about a scene's cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Quirk {
+    None,
+    /// The bootstrap superuser is `dba`, not `postgres` (renamed by
+    /// `scram_user`, made a superuser, who then takes the backup): the
+    /// drill must find the name in `pg_authid`.
+    RenamedSuperuser,
+    /// postgresql.conf lives outside the data directory (as Debian's
+    /// clusters): the backup has none.
+    ConfOutside,
+}
+
 /// A cluster with two databases of tables with indexes, and one physical
 /// backup of it in a local repository.
 struct Scene {
@@ -48,18 +61,18 @@ fn fill(pg: &PgCluster) {
 
 impl Scene {
     fn new(major: u32) -> Scene {
-        Scene::with(major, false)
+        Scene::with(major, Quirk::None)
     }
 
-    /// With `rename_superuser`, the bootstrap superuser is `dba`, not
-    /// `postgres` (renamed by `scram_user`, made a superuser, who then
-    /// takes the backup): the drill must find the name in `pg_authid`.
-    fn with(major: u32, rename_superuser: bool) -> Scene {
+    fn with(major: u32, quirk: Quirk) -> Scene {
         let pg = PgCluster::start(major);
         fill(&pg);
         let work = work_dir("pgtide-drill-it-");
         let repo = path_in(&work, "repo");
-        let conn = if rename_superuser {
+        if quirk == Quirk::ConfOutside {
+            fs::remove_file(pg.data_dir().join("postgresql.conf")).unwrap();
+        }
+        let conn = if quirk == Quirk::RenamedSuperuser {
             pg.execute("postgres", &format!("ALTER ROLE {SCRAM_USER} SUPERUSER"));
             pg.query_as(SCRAM_USER, "postgres", "ALTER ROLE postgres RENAME TO dba");
             format!(
@@ -507,11 +520,11 @@ fn drill_cleans_up_after_sigint_and_after_a_killed_drill() {
 
 /// One physical drill per PostgreSQL version (15 is above).
 fn version_round(major: u32, args: &[&str]) {
-    version_round_with(major, false, args);
+    version_round_with(major, Quirk::None, args);
 }
 
-fn version_round_with(major: u32, rename_superuser: bool, args: &[&str]) {
-    let sc = Scene::with(major, rename_superuser);
+fn version_round_with(major: u32, quirk: Quirk, args: &[&str]) {
+    let sc = Scene::with(major, quirk);
     let r = assert_passed(&sc.drill(args));
     let am = step(&r, "amcheck");
     assert_eq!(am["skipped"], false, "{am:#}");
@@ -533,13 +546,14 @@ fn drill_pg13() {
 
 #[test]
 fn drill_pg14() {
-    version_round(14, &["latest"]);
+    // A cluster whose configuration file is not in its data directory.
+    version_round_with(14, Quirk::ConfOutside, &["latest"]);
 }
 
 #[test]
 fn drill_pg16() {
     // A cluster whose superuser is not called postgres.
-    version_round_with(16, true, &["latest"]);
+    version_round_with(16, Quirk::RenamedSuperuser, &["latest"]);
 }
 
 #[test]

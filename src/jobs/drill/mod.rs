@@ -482,7 +482,14 @@ async fn backup_flow(
         scr.write(plan::HBA_FILE, plan::HBA)?;
         scr.write(plan::IDENT_FILE, "")?;
         scr.give_to_server_user()?;
-        pitr::run(repo, &m.id, &ps, steps.progress.clone()).await
+        let r = pitr::run(repo, &m.id, &ps, steps.progress.clone()).await?;
+        // Clusters packaged the Debian way keep postgresql.conf outside the
+        // data directory, so the backup has none; the server needs one (its
+        // settings then come from postgresql.auto.conf and the defaults).
+        if !plan.data_dir.join("postgresql.conf").exists() {
+            scr.write_data_file("postgresql.conf", plan::NO_CONF)?;
+        }
+        Ok::<_, JobError>(r)
     }
     .await;
     let ok = steps.end(

@@ -195,6 +195,9 @@ pub fn server_settings(scratch: &Path) -> Vec<(String, String)> {
     ]
 }
 
+/// The postgresql.conf of a restored copy whose backup had none.
+pub const NO_CONF: &str = "# written by pgtide drill: the backed-up cluster kept its configuration\n# outside its data directory; the settings are in postgresql.auto.conf\n";
+
 /// The pg_hba.conf of a scratch server: trust on its socket, which only the
 /// server's OS user (and root) can reach; nothing else.
 pub const HBA: &str =

@@ -117,6 +117,27 @@ impl Scratch {
         Ok(p)
     }
 
+    /// Write a file into the data directory, owned by the server's OS user.
+    pub fn write_data_file(&self, name: &str, text: &str) -> Result<(), JobError> {
+        let p = self.data_dir.join(name);
+        std::fs::write(&p, text).map_err(io(format!("write {}", p.display())))?;
+        if running_as_root() {
+            let user = self.os_user.as_deref().unwrap_or("postgres");
+            let st = std::process::Command::new("chown")
+                .arg(format!("{user}:"))
+                .arg(&p)
+                .status()
+                .map_err(io("run chown"))?;
+            if !st.success() {
+                return Err(JobError::Invalid(format!(
+                    "could not give {} to OS user {user} (name the server's user with --os-user)",
+                    p.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// As root, give the whole scratch directory to the server's OS user.
     pub fn give_to_server_user(&self) -> Result<(), JobError> {
         if !running_as_root() {
