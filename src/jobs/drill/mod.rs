@@ -463,7 +463,7 @@ fn pitr_settings(s: &DrillSettings, plan: &Plan) -> PitrSettings {
         pg_bin: s.pg_bin.clone(),
         os_user: s.os_user.clone(),
         repo_url: s.repo_url.clone(),
-        settings: plan::server_settings(&plan.scratch),
+        settings: plan::server_settings(&plan.scratch, plan.major),
     }
 }
 
@@ -738,7 +738,7 @@ async fn dump_flow(
         ]);
         crate::pg::tools::run("initdb", c).await?;
         let mut conf = String::from("\n# written by pgtide drill\n");
-        for (k, v) in plan::server_settings(&plan.scratch) {
+        for (k, v) in plan::server_settings(&plan.scratch, facts.major) {
             conf.push_str(&format!("{k} = {}\n", pitr::recovery::conf_quote(&v)));
         }
         let auto = plan.data_dir.join("postgresql.auto.conf");

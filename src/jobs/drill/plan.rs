@@ -160,10 +160,10 @@ pub fn target_text(t: &Target) -> String {
 /// archive into the production repository, run no production hook, wait for
 /// no synchronous standby) and able to start on a smaller machine than the
 /// one backed up.
-pub fn server_settings(scratch: &Path) -> Vec<(String, String)> {
+pub fn server_settings(scratch: &Path, major: u32) -> Vec<(String, String)> {
     let s = |k: &str, v: &str| (k.to_string(), v.to_string());
     let dir = scratch.display().to_string();
-    vec![
+    let mut out = vec![
         s("listen_addresses", ""),
         s("unix_socket_directories", &dir),
         s("unix_socket_permissions", "0700"),
@@ -192,7 +192,14 @@ pub fn server_settings(scratch: &Path) -> Vec<(String, String)> {
         s("fsync", "off"),
         s("statement_timeout", "0"),
         s("default_transaction_read_only", "off"),
-    ]
+        // Never the production server's pid file (Debian sets one).
+        s("external_pid_file", ""),
+    ];
+    if major <= 14 {
+        // Removed in 15; elsewhere it may name a production path.
+        out.push(s("stats_temp_directory", "pg_stat_tmp"));
+    }
+    out
 }
 
 /// The postgresql.conf of a restored copy whose backup had none.
@@ -431,13 +438,17 @@ mod tests {
 
     #[test]
     fn the_scratch_server_is_private_and_harmless() {
-        let s = server_settings(Path::new("/tmp/pgtide-drill-x"));
+        let s = server_settings(Path::new("/tmp/pgtide-drill-x"), 15);
         let get = |k: &str| s.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         assert_eq!(get("listen_addresses"), Some(""));
         assert_eq!(get("unix_socket_directories"), Some("/tmp/pgtide-drill-x"));
         assert_eq!(get("archive_mode"), Some("off"));
         assert_eq!(get("synchronous_standby_names"), Some(""));
         assert_eq!(get("hba_file"), Some("/tmp/pgtide-drill-x/pg_hba.conf"));
+        assert_eq!(get("stats_temp_directory"), None);
+        assert!(server_settings(Path::new("/x"), 14)
+            .iter()
+            .any(|(k, _)| k == "stats_temp_directory"));
         let plan = Plan {
             id: "x".into(),
             kind: "dump",
