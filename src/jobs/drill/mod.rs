@@ -356,7 +356,13 @@ async fn preflight(
                 plan.major,
             )?);
         }
-        Flow::Dump(_) => {
+        Flow::Dump(m) => {
+            if m.options.data_only {
+                return Err(JobError::Invalid(format!(
+                    "dump {} holds only data (dumped with --data-only): a drill restores into an empty cluster and needs the schema; drill a full dump",
+                    m.id
+                )));
+            }
             // The dump's own major first, else the oldest newer one found.
             let mut found = None;
             for major in plan.major..=plan.major.max(13) + 10 {
