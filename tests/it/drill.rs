@@ -324,6 +324,23 @@ fn drill_proves_a_dump() {
     let out = drill_cmd(work.path(), &repo, 15, &[&id]).run();
     out.assert_one_line_error(10, "expected 1001 rows, loaded 1000");
     assert_cleaned(work.path());
+
+    // A data-only dump cannot be drilled: refused before anything is made.
+    let out = Cli::new([
+        "dump",
+        "--json",
+        "--data-only",
+        "--db",
+        &pg.conninfo("postgres", "app"),
+        "--repo",
+        &repo,
+    ])
+    .run();
+    out.assert_ok();
+    let data_only = json(&out)["id"].as_str().unwrap().to_string();
+    let out = drill_cmd(work.path(), &repo, 15, &[&data_only]).run();
+    out.assert_one_line_error(2, "holds only data");
+    assert_cleaned(work.path());
 }
 
 /// A flipped byte in a pack fails the drill with 5; a missing segment of
