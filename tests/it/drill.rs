@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use crate::harness::cli::{Cli, CliOutput, PGTIDE_BIN};
 use crate::harness::pg::{pg_bin_dir, pg_dump_bin, PgCluster, PASSWORD, SCRAM_USER};
-use crate::pitr::{backup, clean_command, json, path_in, work_dir};
+use crate::harness::s3::{s3_env, S3Server};
+use crate::pitr::{clean_command, json, path_in, work_dir};
 
 const DEADLINE: Duration = Duration::from_secs(120);
 
@@ -31,6 +32,9 @@ enum Quirk {
     /// postgresql.conf lives outside the data directory (as Debian's
     /// clusters): the backup has none.
     ConfOutside,
+    /// The repository is in S3 (moto): the scratch server's
+    /// restore_command reads it with the drill's credentials.
+    S3,
 }
 
 /// A cluster with two databases of tables with indexes, and one physical
@@ -39,6 +43,8 @@ struct Scene {
     pg: PgCluster,
     work: tempfile::TempDir,
     repo: String,
+    /// The repository's environment (S3 credentials).
+    env: Vec<(&'static str, &'static str)>,
     id: String,
 }
 
@@ -68,7 +74,11 @@ impl Scene {
         let pg = PgCluster::start(major);
         fill(&pg);
         let work = work_dir("pgtide-drill-it-");
-        let repo = path_in(&work, "repo");
+        let (repo, env) = if quirk == Quirk::S3 {
+            (S3Server::moto().fresh_bucket_blocking().url, s3_env())
+        } else {
+            (path_in(&work, "repo"), Vec::new())
+        };
         if quirk == Quirk::ConfOutside {
             fs::remove_file(pg.data_dir().join("postgresql.conf")).unwrap();
         }
@@ -82,15 +92,30 @@ impl Scene {
         } else {
             pg.conninfo("postgres", "postgres")
         };
-        let b = backup(&conn, &repo, &[]);
-        let id = b["id"].as_str().expect("backup id").to_string();
-        Scene { pg, work, repo, id }
+        let mut cli = Cli::new(["backup", "--json", "--db", &conn, "--repo", &repo]);
+        for (k, v) in &env {
+            cli.env(k, v);
+        }
+        let out = cli.run();
+        out.assert_ok();
+        let id = json(&out)["id"].as_str().expect("backup id").to_string();
+        Scene {
+            pg,
+            work,
+            repo,
+            env,
+            id,
+        }
     }
 
     /// `pgtide drill --json --repo REPO --pg-bin BIN ARGS…` with TMPDIR in
     /// the work directory.
     fn drill(&self, args: &[&str]) -> CliOutput {
-        drill_cmd(self.work.path(), &self.repo, self.pg.major(), args).run()
+        let mut cli = drill_cmd(self.work.path(), &self.repo, self.pg.major(), args);
+        for (k, v) in &self.env {
+            cli.env(k, v);
+        }
+        cli.run()
     }
 }
 
@@ -581,5 +606,5 @@ fn drill_pg17() {
 
 #[test]
 fn drill_pg18() {
-    version_round(18, &["latest"]);
+    version_round_with(18, Quirk::S3, &["latest"]);
 }
