@@ -425,6 +425,42 @@ fn drill_fails_a_damaged_chunk_and_a_wal_gap() {
     assert!(l["backups"][0]["proven_at"].is_null(), "{l:#}");
 }
 
+/// amcheck is not a formality: an expression index whose "immutable"
+/// function changed after it was built no longer matches its heap, which
+/// `bt_index_check(heapallindexed)` finds (10); the other checks pass.
+#[test]
+fn drill_amcheck_finds_an_index_that_does_not_match_its_table() {
+    let pg = PgCluster::start(15);
+    pg.execute(
+        "postgres",
+        "CREATE FUNCTION f(int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT $1';
+         CREATE TABLE c (a int);
+         INSERT INTO c SELECT generate_series(1, 1000);
+         CREATE INDEX c_f ON c (f(a));
+         CREATE OR REPLACE FUNCTION f(int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT -$1';",
+    );
+    let work = work_dir("pgtide-drill-it-");
+    let repo = path_in(&work, "repo");
+    let out = Cli::new([
+        "backup",
+        "--json",
+        "--db",
+        &pg.conninfo("postgres", "postgres"),
+        "--repo",
+        &repo,
+    ])
+    .run();
+    out.assert_ok();
+    let out = drill_cmd(work.path(), &repo, 15, &["latest"]).run();
+    out.assert_one_line_error(10, "lacks matching index tuple");
+    let r = json(&out);
+    let am = step(&r, "amcheck");
+    assert_eq!(am["code"], 10, "{am:#}");
+    assert!(am["detail"].as_str().unwrap().contains("c_f"), "{am:#}");
+    assert_eq!(step(&r, "tables_readable")["ok"], true, "{r:#}");
+    assert_cleaned(work.path());
+}
+
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for e in fs::read_dir(dir).into_iter().flatten().flatten() {
