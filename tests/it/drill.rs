@@ -587,10 +587,8 @@ fn drill_cleans_up_after_sigint_and_after_a_killed_drill() {
     assert_eq!(r["kept"], true);
     assert!(kept.join("data/PG_VERSION").exists(), "{r:#}");
     assert!(processes_naming(&kept).is_empty());
-    let out = Cli::new(["drill", &sc.id, "--repo", &sc.repo, "--dry-run"])
-        .env("TMPDIR", sc.work.path())
-        .run();
-    out.assert_ok();
+    let r = assert_passed(&sc.drill(&[&sc.id]));
+    assert_eq!(r["cleaned_up"].as_array().map(Vec::len), Some(0), "{r:#}");
     assert!(kept.exists());
     fs::remove_dir_all(&kept).unwrap();
     assert_cleaned(sc.work.path());

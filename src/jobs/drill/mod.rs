@@ -184,9 +184,14 @@ async fn drill(
 ) -> Result<DrillReport, JobError> {
     let started_at = Utc::now();
     let t0 = Instant::now();
-    let cleaned_up = tokio::task::spawn_blocking(scratch::reap)
-        .await
-        .unwrap_or_default();
+    // A dry run changes nothing, not even what dead drills left.
+    let cleaned_up = if s.dry_run {
+        Vec::new()
+    } else {
+        tokio::task::spawn_blocking(scratch::reap)
+            .await
+            .unwrap_or_default()
+    };
     for line in &cleaned_up {
         tracing::warn!("{line}");
     }
