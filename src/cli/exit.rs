@@ -12,6 +12,7 @@
 //! | 7 | pg_dump / pg_restore missing, too old, or failed |
 //! | 8 | PostgreSQL refused a statement or the server version is unsupported |
 //! | 9 | the repository is locked by another writer (a running daemon, backup, dump or expire) |
+//! | 10 | a `drill` check failed on the restored copy: a `--sql` statement not true, row counts that differ from the dump's, amcheck found corruption, a table unreadable |
 //! | 70 | internal error: a panic or a broken invariant in pgtide (a bug: please report it) |
 //! | 126 | `wal fetch` could not serve a segment for a reason other than its absence: PostgreSQL aborts recovery on codes above 125 instead of ending it early |
 //! | 130 | interrupted (SIGINT / SIGTERM) |
@@ -30,6 +31,7 @@ pub const TARGET_NOT_EMPTY: u8 = 6;
 pub const TOOL: u8 = 7;
 pub const SQL: u8 = 8;
 pub const LOCKED: u8 = 9;
+pub const DRILL_CHECK: u8 = 10;
 /// `EX_SOFTWARE` of sysexits.h.
 pub const INTERNAL: u8 = 70;
 pub const RECOVERY_ABORT: u8 = 126;
@@ -146,7 +148,9 @@ pub fn classify(e: &JobError) -> u8 {
                 W::BadName { .. } | W::Codec(_) => FAILURE,
             }
         }
-        JobError::WalMissing { .. } | JobError::WalNotArchived { .. } => REPOSITORY,
+        JobError::WalMissing { .. }
+        | JobError::WalNotArchived { .. }
+        | JobError::RecoveryShort(_) => REPOSITORY,
         JobError::BadStream(_) => FAILURE,
         JobError::Tool(_) => TOOL,
         JobError::TargetNotEmpty { .. }
@@ -156,6 +160,7 @@ pub fn classify(e: &JobError) -> u8 {
         JobError::DatabaseExists { .. } | JobError::DirectoryNotEmpty { .. } => TARGET_NOT_EMPTY,
         JobError::Invalid(_) | JobError::NoTableMatches { .. } => USAGE,
         JobError::Io { .. } => FAILURE,
+        JobError::DrillCheck(_) => DRILL_CHECK,
         JobError::Interrupted => INTERRUPTED,
         JobError::Internal(_) => INTERNAL,
     }

@@ -1,6 +1,7 @@
 //! The command line: the clap command tree, one function per command, and
 //! error → exit code mapping (`exit.rs`). Nothing else lives here.
 
+pub mod drill;
 pub mod exit;
 pub mod expire;
 pub mod output;
@@ -114,6 +115,8 @@ pub enum Command {
     Daemon(service::DaemonArgs),
     /// Show the daemon's state (or, when none answers, what the repository records)
     Status(service::StatusArgs),
+    /// Prove a backup or dump restores: restore it into a scratch directory with a private server, check it, remove it
+    Drill(drill::DrillArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -679,10 +682,13 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Info(a) => {
             let repo = Repository::open(&a.repo.url(), false).await?;
             let m = jobs::inspect::info(&repo, &a.id).await?;
-            match (&m, json) {
+            match (&m.set, json) {
                 (_, true) => print_json(&m),
                 (jobs::inspect::Info::Dump(d), false) => print_info(d),
                 (jobs::inspect::Info::Backup(b), false) => print_backup_info(b),
+            }
+            if !json {
+                drill::print_history(&m.drill);
             }
         }
         Command::Verify(a) => {
@@ -761,6 +767,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Wal(w) => return run_wal(w, json).await,
         Command::Daemon(a) => return service::run_daemon(a, cli.log_format).await,
         Command::Status(a) => return service::run_status(a, json).await,
+        Command::Drill(a) => return drill::run(a, json).await,
     }
     Ok(())
 }
@@ -1084,6 +1091,7 @@ fn print_listing(l: &jobs::inspect::Listing) {
             );
         }
     }
+    drill::print_proven(l);
     for w in &l.wal {
         println!(
             "wal timeline {}: {} segments, {} .. {}{}",

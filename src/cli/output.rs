@@ -25,8 +25,9 @@
 //!   (`recovery` and `timeline`: what the server said, with `--start`)
 //! - `backup`: {id, label, system_identifier, timeline, start_lsn, end_lsn, wal_start, wal_end, files, bytes_in, bytes_stored, seconds, mb_per_second}
 //! - `list`: {repository, system_identifier, dumps[], backups[], wal[], incomplete[], deleting[]}
-//! - `list.dumps[]`: {id, kind, name, database, server_version, started_at, finished_at, tables, rows, bytes_raw, bytes_stored, schema_only, data_only}
-//! - `list.backups[]`: {id, name, server_version, started_at, finished_at, timeline, start_lsn, end_lsn, wal_start, wal_end, files, bytes_raw, bytes_stored}
+//! - `list.dumps[]`: {id, kind, name, database, server_version, started_at, finished_at, tables, rows, bytes_raw, bytes_stored, schema_only, data_only, proven_at}
+//! - `list.backups[]`: {id, name, server_version, started_at, finished_at, timeline, start_lsn, end_lsn, wal_start, wal_end, files, bytes_raw, bytes_stored, proven_at}
+//!   (`proven_at`: when a `pgtide drill` of it last passed)
 //! - `list.wal[]`: {timeline, segments, first, last, gaps[]}
 //!   (one per timeline; `gaps`: segments missing between first and last)
 //! - `list.incomplete[]`: {id, objects, bytes}
@@ -37,6 +38,8 @@
 //!   (its manifest, docs/FORMAT.md)
 //! - `info` of a backup: {format_version, kind, id, label, name, started_at, finished_at, system_identifier, timeline, start_lsn, end_lsn, wal_start, wal_end, files[], packs[], stats}
 //!   (its manifest, docs/FORMAT.md)
+//! - `drill`: `DrillReport`, fields listed in `src/cli/drill.rs`
+//!   (also `info` of a dump or backup carries `drill` {passed_at, failed_at, failure}: what drills recorded)
 //! - `verify`: {id, ok, packs, chunks, bytes_stored, bytes_raw, problems[], seconds}
 //!   (printed also when problems are found, before exit 5)
 //! - `delete`: {id, bytes_freed, finished_deletions[]}

@@ -14,7 +14,7 @@
 //!   `slot_retained_bytes`, `slot_over_warn`, `slot_resets`, `restarts`,
 //!   `last_error`, and `archive`: per timeline the first and last segment
 //!   and the missing ones (`gaps`).
-//! - `jobs`: per kind (`full`, `dump`, `expire`, `wal`, `slot`):
+//! - `jobs`: per kind (`full`, `dump`, `expire`, `wal`, `slot`, `drill`):
 //!   `last_success` and `last_failure` (run records: `started_at`,
 //!   `finished_at`, `seconds`, `bytes`, `id`, `trigger`, `message`),
 //!   `running` (`job_id`, `started_at`, `trigger`) and `next_run`.

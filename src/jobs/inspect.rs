@@ -28,6 +28,8 @@ pub struct DumpSummary {
     pub bytes_stored: u64,
     pub schema_only: bool,
     pub data_only: bool,
+    /// When a `pgtide drill` of this dump last passed.
+    pub proven_at: Option<DateTime<Utc>>,
 }
 
 impl From<&DumpManifest> for DumpSummary {
@@ -46,6 +48,7 @@ impl From<&DumpManifest> for DumpSummary {
             bytes_stored: m.stats.stored_bytes,
             schema_only: m.options.schema_only,
             data_only: m.options.data_only,
+            proven_at: None,
         }
     }
 }
@@ -66,6 +69,8 @@ pub struct BackupSummary {
     pub files: u64,
     pub bytes_raw: u64,
     pub bytes_stored: u64,
+    /// When a `pgtide drill` of this backup last passed.
+    pub proven_at: Option<DateTime<Utc>>,
 }
 
 impl From<&BackupManifest> for BackupSummary {
@@ -84,8 +89,42 @@ impl From<&BackupManifest> for BackupSummary {
             files: m.stats.tables,
             bytes_raw: m.stats.raw_bytes,
             bytes_stored: m.stats.stored_bytes,
+            proven_at: None,
         }
     }
+}
+
+/// What the drills recorded for one backup or dump (the newest records of
+/// kind `drill`, `repo::runs::KEEP_PER_KIND` of them).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DrillHistory {
+    /// When a drill of it last passed.
+    pub passed_at: Option<DateTime<Utc>>,
+    /// When a drill of it last failed, and why.
+    pub failed_at: Option<DateTime<Utc>>,
+    pub failure: Option<String>,
+}
+
+/// The drill history of every backup and dump that has one, by id.
+pub async fn drill_history(
+    repo: &Repository,
+) -> Result<std::collections::HashMap<String, DrillHistory>, JobError> {
+    let mut out: std::collections::HashMap<String, DrillHistory> = Default::default();
+    // Newest first: the first record seen of each outcome is the latest.
+    for r in repo
+        .recent_runs("drill", crate::repo::runs::KEEP_PER_KIND)
+        .await?
+    {
+        let Some(id) = r.id.clone() else { continue };
+        let h = out.entry(id).or_default();
+        if r.ok && h.passed_at.is_none() {
+            h.passed_at = Some(r.finished_at);
+        } else if !r.ok && h.failed_at.is_none() {
+            h.failed_at = Some(r.finished_at);
+            h.failure = r.message.clone();
+        }
+    }
+    Ok(out)
 }
 
 /// The WAL archive of one timeline.
@@ -116,10 +155,14 @@ pub struct Listing {
 
 pub async fn list(repo: &Repository) -> Result<Listing, JobError> {
     let dumps = repo.list_dumps().await?;
+    let drills = drill_history(repo).await?;
+    let proven = |id: &str| drills.get(id).and_then(|h| h.passed_at);
     let mut backups = Vec::new();
     for id in repo.ids(SetKind::Backup).await? {
         let m: BackupManifest = repo.load(SetKind::Backup, &id).await?;
-        backups.push(BackupSummary::from(&m));
+        let mut b = BackupSummary::from(&m);
+        b.proven_at = proven(&id);
+        backups.push(b);
     }
     let cluster = repo.cluster().await?;
     let mut wal = Vec::new();
@@ -158,7 +201,13 @@ pub async fn list(repo: &Repository) -> Result<Listing, JobError> {
     Ok(Listing {
         repository: repo.location(),
         system_identifier: cluster.map(|c| c.system_identifier),
-        dumps: dumps.iter().map(DumpSummary::from).collect(),
+        dumps: dumps
+            .iter()
+            .map(|m| DumpSummary {
+                proven_at: proven(&m.id),
+                ..DumpSummary::from(m)
+            })
+            .collect(),
         backups,
         wal,
         incomplete,
@@ -174,14 +223,22 @@ pub enum Info {
     Backup(Box<BackupManifest>),
 }
 
-pub async fn info(repo: &Repository, id: &str) -> Result<Info, JobError> {
+/// `info`: the manifest, and (beside its fields) what drills recorded.
+#[derive(Debug, Clone, Serialize)]
+pub struct InfoReport {
+    #[serde(flatten)]
+    pub set: Info,
+    pub drill: DrillHistory,
+}
+
+pub async fn info(repo: &Repository, id: &str) -> Result<InfoReport, JobError> {
     let id = repo.resolve_any(id).await?;
-    match SetKind::of_id(&id) {
-        Some(SetKind::Backup) => Ok(Info::Backup(Box::new(
-            repo.load(SetKind::Backup, &id).await?,
-        ))),
-        _ => Ok(Info::Dump(Box::new(repo.load_dump(&id).await?))),
-    }
+    let set = match SetKind::of_id(&id) {
+        Some(SetKind::Backup) => Info::Backup(Box::new(repo.load(SetKind::Backup, &id).await?)),
+        _ => Info::Dump(Box::new(repo.load_dump(&id).await?)),
+    };
+    let drill = drill_history(repo).await?.remove(&id).unwrap_or_default();
+    Ok(InfoReport { set, drill })
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -3,6 +3,7 @@
 //! `repo`. Jobs never print: they update a `Progress` and return a report.
 
 pub mod backup;
+pub mod drill;
 pub mod dump;
 pub mod expire;
 pub mod inspect;
@@ -71,6 +72,10 @@ pub enum JobError {
     /// A WAL segment a backup needs is not in the archive.
     #[error("WAL segment {segment} that the backup needs is not in the archive")]
     WalMissing { segment: String },
+    /// A restore drill's recovery stopped short of where the archive should
+    /// take it (the WAL it needed is not there): the message says where.
+    #[error("{0}")]
+    RecoveryShort(String),
     /// The WAL a backup needs did not reach the archive in time.
     #[error("the WAL the backup needs ({first} to {last}, {missing} first) did not reach the archive within {waited_secs} s: is `pgtide wal stream` or archive_command running? (or use --wal stream)")]
     WalNotArchived {
@@ -109,6 +114,11 @@ pub enum JobError {
         #[source]
         source: std::io::Error,
     },
+    /// A check of `pgtide drill` on the restored copy failed: a `--sql`
+    /// statement was not true, row counts differ from the dump's, amcheck
+    /// found corruption, a table could not be read.
+    #[error("{0}")]
+    DrillCheck(String),
     #[error("interrupted")]
     Interrupted,
     /// A bug: a worker panicked or an invariant of pgtide's own does not

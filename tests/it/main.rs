@@ -5,6 +5,7 @@
 mod harness;
 
 mod daemon;
+mod drill;
 mod dump_load;
 mod encodings;
 mod errors;

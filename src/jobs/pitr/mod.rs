@@ -435,7 +435,7 @@ fn sync_filesystems(dirs: &[PathBuf]) -> Result<(), JobError> {
     Ok(())
 }
 
-fn running_as_root() -> bool {
+pub(crate) fn running_as_root() -> bool {
     std::process::Command::new("id")
         .arg("-u")
         .output()
@@ -475,9 +475,19 @@ pub const RECOVERY_LOG: &str = "pgtide-recovery.log";
 
 /// pg_ctl of the backup's major version.
 fn find_pg_ctl(s: &PitrSettings, major: u32) -> Result<PathBuf, JobError> {
+    find_server_tool(s.pg_bin.as_deref(), "pg_ctl", major)
+}
+
+/// A server program (`pg_ctl`, `initdb`) of PostgreSQL `major`: in `pg_bin`
+/// first, then the usual package directories, then `PATH`.
+pub(crate) fn find_server_tool(
+    pg_bin: Option<&Path>,
+    tool: &str,
+    major: u32,
+) -> Result<PathBuf, JobError> {
     let mut dirs: Vec<PathBuf> = Vec::new();
-    if let Some(b) = &s.pg_bin {
-        dirs.push(b.clone());
+    if let Some(b) = pg_bin {
+        dirs.push(b.to_path_buf());
     }
     dirs.push(PathBuf::from(format!("/usr/lib/postgresql/{major}/bin")));
     dirs.push(PathBuf::from(format!("/usr/pgsql-{major}/bin")));
@@ -485,7 +495,7 @@ fn find_pg_ctl(s: &PitrSettings, major: u32) -> Result<PathBuf, JobError> {
         dirs.extend(std::env::split_paths(&p));
     }
     for d in dirs {
-        let p = d.join("pg_ctl");
+        let p = d.join(tool);
         if !p.is_file() {
             continue;
         }
@@ -498,13 +508,16 @@ fn find_pg_ctl(s: &PitrSettings, major: u32) -> Result<PathBuf, JobError> {
         }
     }
     Err(JobError::Invalid(format!(
-        "no pg_ctl for PostgreSQL {major} found: name its directory with --pg-bin"
+        "no {tool} for PostgreSQL {major} found: name its directory with --pg-bin"
     )))
 }
 
 /// Start the restored server and wait until recovery has ended (promoted,
 /// paused at the target, or shut down). Returns what the server said.
-async fn start_and_wait(s: &PitrSettings, major: u32) -> Result<(String, Option<u32>), JobError> {
+pub(crate) async fn start_and_wait(
+    s: &PitrSettings,
+    major: u32,
+) -> Result<(String, Option<u32>), JobError> {
     let pg_ctl = find_pg_ctl(s, major)?;
     let log = s.pgdata.join(RECOVERY_LOG);
     // The backup may carry the log of the server it was taken from (restored

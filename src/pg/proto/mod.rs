@@ -13,6 +13,7 @@
 //! The I/O shell is `pg::replication`; the captured byte streams these
 //! decoders are tested against are in `proto-fixtures/`.
 
+pub mod authid;
 pub mod base_backup;
 pub mod copy;
 pub mod history;
@@ -265,6 +266,7 @@ mod tests {
             "../../jobs/wal/segment.rs",
             include_str!("../../jobs/wal/segment.rs"),
         ),
+        ("authid.rs", include_str!("authid.rs")),
     ];
 
     #[test]
