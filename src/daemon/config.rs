@@ -84,6 +84,21 @@ struct File {
     lock: LockSection,
     #[serde(default)]
     log: LogSection,
+    #[serde(default)]
+    drill: DrillSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DrillSection {
+    schedule: Option<String>,
+    /// `backup` (the newest backup), `dump` (the newest dump) or `latest`
+    /// (the newest of either).
+    what: Option<String>,
+    /// SQL checks: each statement must return true.
+    sql_file: Option<PathBuf>,
+    /// Where scratch directories go [default: the temp dir].
+    scratch: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -219,6 +234,10 @@ const ENV_KEYS: &[(&str, Kind)] = &[
     ("lock.heartbeat", Kind::Str),
     ("lock.stale_after", Kind::Str),
     ("log.format", Kind::Str),
+    ("drill.schedule", Kind::Str),
+    ("drill.what", Kind::Str),
+    ("drill.sql_file", Kind::Str),
+    ("drill.scratch", Kind::Str),
 ];
 
 /// The HTTP token itself may come from this variable instead of a file.
@@ -336,6 +355,22 @@ pub struct HttpConfig {
     pub token: Option<String>,
 }
 
+/// Scheduled restore drills (`[drill]`).
+#[derive(Debug, Clone)]
+pub struct DrillConfig {
+    pub schedule: Option<Schedule>,
+    pub what: DrillWhat,
+    pub sql_file: Option<PathBuf>,
+    pub scratch: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DrillWhat {
+    Backup,
+    Dump,
+    Latest,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
@@ -364,6 +399,7 @@ pub struct DaemonConfig {
     pub lock_heartbeat: Duration,
     pub lock_stale_after: Duration,
     pub log_format: LogFormat,
+    pub drill: DrillConfig,
 }
 
 impl DaemonConfig {
@@ -665,6 +701,28 @@ impl DaemonConfig {
             Some(o) => return Err(invalid("log.format", format!("{o:?}: use text or json"))),
         };
 
+        let drill = DrillConfig {
+            schedule: f
+                .drill
+                .schedule
+                .as_deref()
+                .map(|s| schedule("drill.schedule", s))
+                .transpose()?,
+            what: match f.drill.what.as_deref() {
+                None | Some("backup") => DrillWhat::Backup,
+                Some("dump") => DrillWhat::Dump,
+                Some("latest") => DrillWhat::Latest,
+                Some(o) => {
+                    return Err(invalid(
+                        "drill.what",
+                        format!("{o:?}: use backup, dump or latest"),
+                    ))
+                }
+            },
+            sql_file: f.drill.sql_file,
+            scratch: f.drill.scratch,
+        };
+
         Ok(DaemonConfig {
             path: path.map(Path::to_path_buf),
             timezone,
@@ -682,6 +740,7 @@ impl DaemonConfig {
             lock_heartbeat,
             lock_stale_after,
             log_format,
+            drill,
         })
     }
 
@@ -876,6 +935,8 @@ webhook = "https://hooks.example.com/pgtide"
                     "backup.checkpoint" => "fast",
                     "backup.wal" => "stream",
                     "backup.max_rate" => "10MiB",
+                    "drill.schedule" => "@weekly",
+                    "drill.what" => "dump",
                     "backup.schedule" => "@every 1m",
                     "wal.compress" | "backup.compress" => "zstd:1",
                     "lock.stale_after" => "1h",

@@ -76,6 +76,8 @@ pub enum JobKind {
     Dump(Option<usize>),
     /// Retention.
     Expire,
+    /// A restore drill (`[drill]`).
+    Drill,
 }
 
 impl JobKind {
@@ -84,6 +86,7 @@ impl JobKind {
             JobKind::Backup => "full",
             JobKind::Dump(_) => "dump",
             JobKind::Expire => "expire",
+            JobKind::Drill => "drill",
         }
     }
 }
@@ -514,6 +517,9 @@ fn next_due(shared: &Shared) -> Option<(JobKind, DateTime<Utc>)> {
     for (i, d) in cfg.dumps.iter().enumerate() {
         wanted.push((JobKind::Dump(Some(i)), &d.schedule));
     }
+    if let Some(s) = &cfg.drill.schedule {
+        wanted.push((JobKind::Drill, s));
+    }
     let keys: Vec<String> = wanted.iter().map(|(k, _)| schedule_key(k)).collect();
     st.next_runs.retain(|k, _| keys.contains(k));
     let mut best: Option<(JobKind, DateTime<Utc>)> = None;
@@ -771,6 +777,60 @@ async fn run_kind(
                 .map(|bytes| (None, bytes, None))
                 .map_err(|e| (e, None))])
         }
+        JobKind::Drill => Ok(vec![drill(shared, &cfg, cancel)
+            .await
+            .map_err(|e| (e, None))]),
+    }
+}
+
+/// A restore drill of what `[drill] what` names; a failed check is an
+/// error of the run (its message says which step).
+async fn drill(
+    shared: &Shared,
+    cfg: &DaemonConfig,
+    cancel: &CancellationToken,
+) -> Result<(Option<String>, u64, Option<String>), JobError> {
+    use crate::jobs::drill::{self, DrillSettings};
+    let repo = &shared.repo;
+    let id = match cfg.drill.what {
+        config::DrillWhat::Backup => repo.resolve(SetKind::Backup, "latest").await?,
+        config::DrillWhat::Dump => repo.resolve(SetKind::Dump, "latest").await?,
+        config::DrillWhat::Latest => repo.resolve_any("latest").await?,
+    };
+    let sql = match &cfg.drill.sql_file {
+        Some(p) => Some(
+            tokio::fs::read_to_string(p)
+                .await
+                .map_err(|e| JobError::Io {
+                    context: format!("read the drill's sql_file {}", p.display()),
+                    source: e,
+                })?,
+        ),
+        None => None,
+    };
+    let s = DrillSettings {
+        scratch_base: cfg.drill.scratch.clone().unwrap_or_else(std::env::temp_dir),
+        keep: false,
+        dry_run: false,
+        target: crate::jobs::pitr::select::Target::End,
+        sql,
+        sql_database: None,
+        pg_bin: None,
+        pg_dump: None,
+        os_user: None,
+        superuser: None,
+        jobs: cfg.backup.jobs,
+        repo_url: cfg.repo.clone(),
+    };
+    let r = drill::run(repo, &id, &s, Arc::new(Progress::default()), cancel.clone()).await?;
+    if r.ok {
+        Ok((Some(r.id.clone()), 0, None))
+    } else {
+        Err(JobError::DrillCheck(format!(
+            "drill of {}: {}",
+            r.id,
+            r.message()
+        )))
     }
 }
 
