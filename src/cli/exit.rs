@@ -160,7 +160,13 @@ pub fn classify(e: &JobError) -> u8 {
 
 impl From<JobError> for CliError {
     fn from(e: JobError) -> Self {
-        CliError::new(classify(&e), e.to_string())
+        let code = classify(&e);
+        let message = match &e {
+            JobError::Internal(_) => e.to_string(),
+            _ if code == INTERNAL => internal_message(&e.to_string()),
+            _ => e.to_string(),
+        };
+        CliError::new(code, message)
     }
 }
 
@@ -228,6 +234,28 @@ mod tests {
         assert_eq!(classify(&JobError::BadStream("x".into())), FAILURE);
         assert_eq!(classify(&JobError::Internal("x".into())), INTERNAL);
         assert_eq!(classify(&JobError::Invalid("x".into())), USAGE);
+    }
+
+    #[test]
+    fn internal_errors_say_so() {
+        let busy = JobError::Replication {
+            context: "stream WAL",
+            source: crate::pg::replication::ReplError::Busy {
+                doing: "streaming",
+                wanted: "identify the system",
+            },
+        };
+        let e = CliError::from(busy);
+        assert_eq!(e.code, INTERNAL);
+        assert_eq!(
+            e.message,
+            "internal error: stream WAL: the connection is streaming, so it cannot identify the system (please report this)"
+        );
+        let e = CliError::from(JobError::Internal("table t has parts [1]".into()));
+        assert_eq!(
+            e.message,
+            "internal error: table t has parts [1] (please report this)"
+        );
     }
 
     #[test]
