@@ -148,7 +148,7 @@ pub fn classify(e: &JobError) -> u8 {
         JobError::Tool(_) => TOOL,
         JobError::TargetNotEmpty { .. }
         | JobError::TargetHasSchema { .. }
-        | JobError::TargetIncompatible(_) => TARGET_NOT_EMPTY,
+        | JobError::TargetIncompatible { .. } => TARGET_NOT_EMPTY,
         JobError::Damaged { .. } => DAMAGED,
         JobError::DatabaseExists { .. } | JobError::DirectoryNotEmpty { .. } => TARGET_NOT_EMPTY,
         JobError::Invalid(_) | JobError::NoTableMatches { .. } => USAGE,

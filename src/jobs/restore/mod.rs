@@ -760,7 +760,7 @@ async fn load_tables(
 ) -> Result<u64, JobError> {
     let loading: Vec<&crate::repo::manifest::TableEntry> =
         load.iter().map(|&i| &m.tables[i]).collect();
-    worker::check_binary_columns(target, &loading).await?;
+    worker::check_binary_columns(target, &m.id, &loading).await?;
     // FREEZE needs the TRUNCATE privilege (owner or granted).
     let mut can_truncate = Vec::with_capacity(load.len());
     for &i in load {
