@@ -9,7 +9,7 @@
 //! | 4 | repository or storage problem: not a repository, format too new, bucket missing, access denied, no such dump, WAL a backup needs missing from the archive |
 //! | 5 | damaged data: a corrupt or missing chunk or pack (verify found problems) |
 //! | 6 | the target is not empty or already exists (restore without --clean), or its tables cannot take the dump's binary rows |
-//! | 7 | pg_dump / pg_restore missing, too old, or failed |
+//! | 7 | pg_dump / pg_restore missing, too old, or failed; no pg_ctl for `restore --start` |
 //! | 8 | PostgreSQL refused a statement or the server version is unsupported |
 //! | 70 | internal error: a panic or a broken invariant in pgtide (a bug: please report it) |
 //! | 126 | `wal fetch` could not serve a segment for a reason other than its absence: PostgreSQL aborts recovery on codes above 125 instead of ending it early |

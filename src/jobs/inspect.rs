@@ -218,10 +218,10 @@ pub async fn delete_wal_before(repo: &Repository, id: &str) -> Result<WalDeleteR
         )));
     }
     let Some((tli, first)) = parse_segment_name(&m.wal_start, m.wal_segment_size) else {
-        return Err(JobError::Invalid(format!(
-            "backup {id} names an invalid WAL segment {}",
-            m.wal_start
-        )));
+        return Err(JobError::Damaged {
+            what: format!("its manifest names an invalid WAL segment {}", m.wal_start),
+            id,
+        });
     };
     let mut keys = Vec::new();
     let mut bytes = 0;

@@ -520,9 +520,11 @@ fn find_pg_ctl(s: &PitrSettings, major: u32) -> Result<PathBuf, JobError> {
             }
         }
     }
-    Err(JobError::Invalid(format!(
-        "no pg_ctl for PostgreSQL {major} found: name its directory with --pg-bin"
-    )))
+    Err(crate::pg::tools::ToolError::ServerToolNotFound {
+        tool: "pg_ctl",
+        major,
+    }
+    .into())
 }
 
 /// Start the restored server and wait until recovery has ended (promoted,
