@@ -132,7 +132,7 @@ pub fn classify(e: &JobError) -> u8 {
             PipelineError::Storage(s) if s.is_not_found() => DAMAGED,
             PipelineError::Storage(_) => REPOSITORY,
             PipelineError::Source(_) => SQL,
-            PipelineError::Codec(_) => FAILURE,
+            PipelineError::Codec(_) | PipelineError::Stopped => FAILURE,
         },
         JobError::Archive { source, .. } => {
             use crate::repo::wal_archive::WalError as W;
