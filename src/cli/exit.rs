@@ -11,7 +11,7 @@
 //! | 6 | the target is not empty or already exists (restore without --clean), or its tables cannot take the dump's binary rows |
 //! | 7 | pg_dump / pg_restore missing, too old, or failed; no pg_ctl for `restore --start` |
 //! | 8 | PostgreSQL refused a statement or the server version is unsupported |
-//! | 70 | internal error: a panic or a broken invariant in pgtide (a bug: please report it) |
+//! | 70 | internal error: a panic or a broken invariant in pgtide (a bug: please report it); 126 in `wal fetch` |
 //! | 126 | `wal fetch` could not serve a segment for a reason other than its absence: PostgreSQL aborts recovery on codes above 125 instead of ending it early |
 //! | 130 | interrupted (SIGINT / SIGTERM) |
 
@@ -35,6 +35,21 @@ pub const INTERRUPTED: u8 = 130;
 
 /// The first panic of the process, as "message at file:line".
 static PANIC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The exit code of a panic: `INTERNAL`, except for `wal fetch`.
+static PANIC_CODE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(INTERNAL);
+
+/// The exit code a panic ends this process with. `wal fetch` sets
+/// `RECOVERY_ABORT`: PostgreSQL takes any code up to 125 from a
+/// restore_command as "no such segment" and would end recovery early.
+pub fn set_panic_code(code: u8) {
+    PANIC_CODE.store(code, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// See [`set_panic_code`].
+pub fn panic_code() -> u8 {
+    PANIC_CODE.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 /// Replaces the default panic output (several lines on stderr) by a note
 /// that `main` turns into one `internal error` line and exit code 70,
@@ -61,7 +76,7 @@ pub fn install_panic_hook() {
         }
         if std::thread::current().name() == Some("main") {
             eprintln!("error: {}", internal_message(&what));
-            std::process::exit(i32::from(INTERNAL));
+            std::process::exit(i32::from(panic_code()));
         }
     }));
 }
