@@ -65,7 +65,7 @@ fn main() -> ExitCode {
     let result = match pgtide::cli::exit::panicked() {
         Some(what) => Err(pgtide::cli::exit::CliError::new(
             pgtide::cli::exit::panic_code(),
-            pgtide::cli::exit::internal_message(what),
+            pgtide::cli::exit::internal_message(&what),
         )),
         None => result,
     };

@@ -33,8 +33,8 @@ pub const INTERNAL: u8 = 70;
 pub const RECOVERY_ABORT: u8 = 126;
 pub const INTERRUPTED: u8 = 130;
 
-/// The first panic of the process, as "message at file:line".
-static PANIC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+/// The first panic not yet handled, as "message at file:line".
+static PANIC: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
 
 /// The exit code of a panic: `INTERNAL`, except for `wal fetch`.
 static PANIC_CODE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(INTERNAL);
@@ -70,7 +70,9 @@ pub fn install_panic_hook() {
             Some(l) => format!("{msg} at {}:{}", l.file(), l.line()),
             None => msg,
         };
-        let _ = PANIC.set(what.clone());
+        if let Ok(mut p) = PANIC.lock() {
+            p.get_or_insert_with(|| what.clone());
+        }
         if std::env::var_os("RUST_BACKTRACE").is_some() {
             default(info);
         }
@@ -81,9 +83,17 @@ pub fn install_panic_hook() {
     }));
 }
 
-/// The first panic of the process, if any.
-pub fn panicked() -> Option<&'static str> {
-    PANIC.get().map(String::as_str)
+/// The first panic of the process not yet handled, if any: `main` exits
+/// with [`panic_code`] when there is one, whatever the job returned.
+pub fn panicked() -> Option<String> {
+    PANIC.lock().ok().and_then(|p| p.clone())
+}
+
+/// Marks the panic as handled: for a supervisor (the daemon) that caught a
+/// task's panic, reported it and restarted the task, so that the process
+/// does not exit 70 for it later.
+pub fn take_panic() -> Option<String> {
+    PANIC.lock().ok().and_then(|mut p| p.take())
 }
 
 /// The text of an internal error.
