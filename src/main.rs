@@ -29,6 +29,12 @@ fn main() -> ExitCode {
     limit_malloc_arenas();
     pgtide::cli::exit::install_panic_hook();
     let cli = pgtide::cli::Cli::parse();
+    if matches!(
+        cli.command,
+        pgtide::cli::Command::Wal(pgtide::cli::WalCommand::Fetch { .. })
+    ) {
+        pgtide::cli::exit::set_panic_code(pgtide::cli::exit::RECOVERY_ABORT);
+    }
     pgtide::cli::init_tracing(cli.log_level(), &cli.log_format());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -49,7 +55,7 @@ fn main() -> ExitCode {
             .await
             .unwrap_or_else(|e| {
                 Err(pgtide::cli::exit::CliError::new(
-                    pgtide::cli::exit::INTERNAL,
+                    pgtide::cli::exit::panic_code(),
                     pgtide::cli::exit::internal_message(&e.to_string()),
                 ))
             })
@@ -58,8 +64,8 @@ fn main() -> ExitCode {
     // is a bug, whatever error it became on its way up.
     let result = match pgtide::cli::exit::panicked() {
         Some(what) => Err(pgtide::cli::exit::CliError::new(
-            pgtide::cli::exit::INTERNAL,
-            pgtide::cli::exit::internal_message(what),
+            pgtide::cli::exit::panic_code(),
+            pgtide::cli::exit::internal_message(&what),
         )),
         None => result,
     };

@@ -9,11 +9,11 @@
 //! | 4 | repository or storage problem: not a repository, format too new, bucket missing, access denied, no such dump, WAL a backup needs missing from the archive |
 //! | 5 | damaged data: a corrupt or missing chunk or pack (verify found problems) |
 //! | 6 | the target is not empty or already exists (restore without --clean), or its tables cannot take the dump's binary rows |
-//! | 7 | pg_dump / pg_restore missing, too old, or failed |
+//! | 7 | pg_dump / pg_restore missing, too old, or failed; no pg_ctl for `restore --start` |
 //! | 8 | PostgreSQL refused a statement or the server version is unsupported |
 //! | 9 | the repository is locked by another writer (a running daemon, backup, dump or expire) |
 //! | 10 | a `drill` check failed on the restored copy: a `--sql` statement not true, row counts that differ from the dump's, amcheck found corruption, a table unreadable |
-//! | 70 | internal error: a panic or a broken invariant in pgtide (a bug: please report it) |
+//! | 70 | internal error: a panic or a broken invariant in pgtide (a bug: please report it); 126 in `wal fetch` |
 //! | 126 | `wal fetch` could not serve a segment for a reason other than its absence: PostgreSQL aborts recovery on codes above 125 instead of ending it early |
 //! | 130 | interrupted (SIGINT / SIGTERM) |
 
@@ -37,8 +37,23 @@ pub const INTERNAL: u8 = 70;
 pub const RECOVERY_ABORT: u8 = 126;
 pub const INTERRUPTED: u8 = 130;
 
-/// The first panic of the process, as "message at file:line".
-static PANIC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+/// The first panic not yet handled, as "message at file:line".
+static PANIC: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// The exit code of a panic: `INTERNAL`, except for `wal fetch`.
+static PANIC_CODE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(INTERNAL);
+
+/// The exit code a panic ends this process with. `wal fetch` sets
+/// `RECOVERY_ABORT`: PostgreSQL takes any code up to 125 from a
+/// restore_command as "no such segment" and would end recovery early.
+pub fn set_panic_code(code: u8) {
+    PANIC_CODE.store(code, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// See [`set_panic_code`].
+pub fn panic_code() -> u8 {
+    PANIC_CODE.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 /// Replaces the default panic output (several lines on stderr) by a note
 /// that `main` turns into one `internal error` line and exit code 70,
@@ -59,20 +74,30 @@ pub fn install_panic_hook() {
             Some(l) => format!("{msg} at {}:{}", l.file(), l.line()),
             None => msg,
         };
-        let _ = PANIC.set(what.clone());
+        if let Ok(mut p) = PANIC.lock() {
+            p.get_or_insert_with(|| what.clone());
+        }
         if std::env::var_os("RUST_BACKTRACE").is_some() {
             default(info);
         }
         if std::thread::current().name() == Some("main") {
             eprintln!("error: {}", internal_message(&what));
-            std::process::exit(i32::from(INTERNAL));
+            std::process::exit(i32::from(panic_code()));
         }
     }));
 }
 
-/// The first panic of the process, if any.
-pub fn panicked() -> Option<&'static str> {
-    PANIC.get().map(String::as_str)
+/// The first panic of the process not yet handled, if any: `main` exits
+/// with [`panic_code`] when there is one, whatever the job returned.
+pub fn panicked() -> Option<String> {
+    PANIC.lock().ok().and_then(|p| p.clone())
+}
+
+/// Marks the panic as handled: for a supervisor (the daemon) that caught a
+/// task's panic, reported it and restarted the task, so that the process
+/// does not exit 70 for it later.
+pub fn take_panic() -> Option<String> {
+    PANIC.lock().ok().and_then(|mut p| p.take())
 }
 
 /// The text of an internal error.
@@ -137,7 +162,7 @@ pub fn classify(e: &JobError) -> u8 {
             PipelineError::Storage(s) if s.is_not_found() => DAMAGED,
             PipelineError::Storage(_) => REPOSITORY,
             PipelineError::Source(_) => SQL,
-            PipelineError::Codec(_) => FAILURE,
+            PipelineError::Codec(_) | PipelineError::Stopped => FAILURE,
         },
         JobError::Archive { source, .. } => {
             use crate::repo::wal_archive::WalError as W;
@@ -155,7 +180,7 @@ pub fn classify(e: &JobError) -> u8 {
         JobError::Tool(_) => TOOL,
         JobError::TargetNotEmpty { .. }
         | JobError::TargetHasSchema { .. }
-        | JobError::TargetIncompatible(_) => TARGET_NOT_EMPTY,
+        | JobError::TargetIncompatible { .. } => TARGET_NOT_EMPTY,
         JobError::Damaged { .. } => DAMAGED,
         JobError::DatabaseExists { .. } | JobError::DirectoryNotEmpty { .. } => TARGET_NOT_EMPTY,
         JobError::Invalid(_) | JobError::NoTableMatches { .. } => USAGE,
@@ -168,7 +193,13 @@ pub fn classify(e: &JobError) -> u8 {
 
 impl From<JobError> for CliError {
     fn from(e: JobError) -> Self {
-        CliError::new(classify(&e), e.to_string())
+        let code = classify(&e);
+        let message = match &e {
+            JobError::Internal(_) => e.to_string(),
+            _ if code == INTERNAL => internal_message(&e.to_string()),
+            _ => e.to_string(),
+        };
+        CliError::new(code, message)
     }
 }
 
@@ -236,6 +267,28 @@ mod tests {
         assert_eq!(classify(&JobError::BadStream("x".into())), FAILURE);
         assert_eq!(classify(&JobError::Internal("x".into())), INTERNAL);
         assert_eq!(classify(&JobError::Invalid("x".into())), USAGE);
+    }
+
+    #[test]
+    fn internal_errors_say_so() {
+        let busy = JobError::Replication {
+            context: "stream WAL",
+            source: crate::pg::replication::ReplError::Busy {
+                doing: "streaming",
+                wanted: "identify the system",
+            },
+        };
+        let e = CliError::from(busy);
+        assert_eq!(e.code, INTERNAL);
+        assert_eq!(
+            e.message,
+            "internal error: stream WAL: the connection is streaming, so it cannot identify the system (please report this)"
+        );
+        let e = CliError::from(JobError::Internal("table t has parts [1]".into()));
+        assert_eq!(
+            e.message,
+            "internal error: table t has parts [1] (please report this)"
+        );
     }
 
     #[test]

@@ -53,6 +53,7 @@ fn daemon_error(e: DaemonError) -> CliError {
         DaemonError::Config(c) => config_error(c),
         DaemonError::Repo(r) => r.into(),
         DaemonError::LockLost => CliError::new(exit::LOCKED, e.to_string()),
+        DaemonError::Internal(_) => CliError::new(exit::INTERNAL, e.to_string()),
         DaemonError::Listen { .. } | DaemonError::Io { .. } => {
             CliError::new(exit::FAILURE, e.to_string())
         }

@@ -8,7 +8,7 @@
 //! | `GET /status` | the status document (`status.rs`) |
 //! | `GET /backups` | what `pgtide list --json` prints |
 //! | `GET /metrics` | Prometheus text exposition format |
-//! | `POST /run/backup`, `/run/dump`, `/run/expire` | 202 `{"job_id": …}`; 409 while one of that kind runs; 401 without `Authorization: Bearer <token>` or with a wrong one; 403 when no token is configured |
+//! | `POST /run/backup`, `/run/dump`, `/run/expire`, `/run/drill` | 202 `{"job_id": …}`; 409 while one of that kind runs; 401 without `Authorization: Bearer <token>` or with a wrong one; 403 when no token is configured |
 //!
 //! `POST /run/dump?database=NAME` runs only the configured dump of that
 //! database. Nothing here writes to the repository itself: the jobs do.
@@ -139,6 +139,7 @@ async fn run_now(
     let job = match kind.as_str() {
         "backup" => JobKind::Backup,
         "expire" => JobKind::Expire,
+        "drill" => JobKind::Drill,
         "dump" => match &q.database {
             None => JobKind::Dump(None),
             Some(db) => match cfg.dumps.iter().position(|d| &d.database == db) {
@@ -155,7 +156,7 @@ async fn run_now(
         other => {
             return (
                 StatusCode::NOT_FOUND,
-                format!("unknown job kind {other:?}: use backup, dump or expire\n"),
+                format!("unknown job kind {other:?}: use backup, dump, expire or drill\n"),
             )
                 .into_response()
         }

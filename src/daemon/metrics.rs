@@ -157,6 +157,11 @@ impl Metrics {
             m.expire_last_success.clone(),
         );
         r.register("pgtide_up", "1 while the daemon runs", m.up.clone());
+        r.register(
+            "pgtide_drill_last_success_timestamp_seconds",
+            "Unix time of the last restore drill that passed",
+            m.drill_last_success.clone(),
+        );
         Metrics { registry: r, ..m }
     }
 
@@ -202,6 +207,8 @@ mod tests {
             "pgtide_storage_requests_total{op=\"put\"} 3",
             "pgtide_storage_retries",
             "pgtide_repository_size_bytes",
+            "pgtide_drill_last_success_timestamp_seconds",
+            "pgtide_expire_last_success_timestamp_seconds",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }

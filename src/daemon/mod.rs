@@ -59,6 +59,9 @@ pub enum DaemonError {
     },
     #[error("lost the repository lock to another process: stopped")]
     LockLost,
+    /// A bug: a task panicked or stopped when it must not.
+    #[error("{}", crate::cli::exit::internal_message(.0))]
+    Internal(String),
     #[error("{context}: {source}")]
     Io {
         context: &'static str,
@@ -437,6 +440,8 @@ async fn run_locked(
     );
 
     let mut jobs = tokio::task::JoinSet::new();
+    let mut job_labels: std::collections::HashMap<tokio::task::Id, &'static str> =
+        std::collections::HashMap::new();
     let signals = Signals::new()?;
     tokio::pin!(signals);
     let lost = lock.lost();
@@ -463,9 +468,40 @@ async fn run_locked(
             Some(req) = rx.recv() => {
                 let s = shared.clone();
                 let token = cancel.child_token();
-                jobs.spawn(async move { run_job(s, req, token).await });
+                let label = req.kind.label();
+                let handle = jobs.spawn(async move { run_job(s, req, token).await });
+                job_labels.insert(handle.id(), label);
             }
-            Some(_) = jobs.join_next(), if !jobs.is_empty() => {}
+            Some(done) = jobs.join_next_with_id(), if !jobs.is_empty() => {
+                match done {
+                    Ok((id, ())) => {
+                        job_labels.remove(&id);
+                    }
+                    Err(e) => {
+                        let label = job_labels.remove(&e.id()).unwrap_or("job");
+                        job_panicked(&shared, label, &e).await;
+                    }
+                }
+            }
+            Some(ended) = tasks.join_next(), if !cancel.is_cancelled() => {
+                // The stream, the slot guard, the HTTP server and the
+                // refresher run until told to stop: one that ends (a panic)
+                // leaves the service half blind. Stop, and let the service
+                // manager start a fresh process.
+                tracing::error!("a task of the daemon stopped unexpectedly: stopping the daemon");
+                if let Err(e) = ended {
+                    if e.is_panic() {
+                        fatal = Some(DaemonError::Internal(
+                            crate::cli::exit::take_panic()
+                                .unwrap_or_else(|| "a task of the daemon panicked".into()),
+                        ));
+                    }
+                }
+                if fatal.is_none() {
+                    fatal = Some(DaemonError::Internal("a task of the daemon stopped".into()));
+                }
+                break;
+            }
             sig = signals.recv() => match sig {
                 Signal::Stop => {
                     tracing::info!("stopping: finishing the WAL stream, abandoning jobs in flight");
@@ -495,6 +531,37 @@ async fn run_locked(
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// A job's task panicked: a bug. Record it as a failed run, free its kind
+/// for the next run, and keep the daemon going (the panic is handled here,
+/// so it does not turn the process's exit code into 70 later).
+async fn job_panicked(shared: &Shared, label: &'static str, e: &tokio::task::JoinError) {
+    if !e.is_panic() {
+        shared.state().running.remove(label);
+        return;
+    }
+    let what =
+        crate::cli::exit::take_panic().unwrap_or_else(|| format!("the {label} job panicked"));
+    let message = crate::cli::exit::internal_message(&what);
+    tracing::error!(kind = label, "{message}");
+    shared.state().running.remove(label);
+    let now = Utc::now();
+    shared
+        .finish(RunRecord {
+            kind: label.to_string(),
+            ok: false,
+            started_at: now,
+            finished_at: now,
+            seconds: 0.0,
+            bytes: 0,
+            id: None,
+            trigger: "supervisor".into(),
+            message: Some(message),
+            database: None,
+            host: shared.host.clone(),
+        })
+        .await;
 }
 
 /// The key of a job's schedule in `State::next_runs` (`full`, `dump[0]`, …).

@@ -291,10 +291,10 @@ pub async fn delete_wal_before(repo: &Repository, id: &str) -> Result<WalDeleteR
         )));
     }
     let Some(need) = WalNeed::of_segment(&m.wal_start, m.wal_segment_size) else {
-        return Err(JobError::Invalid(format!(
-            "backup {id} names an invalid WAL segment {}",
-            m.wal_start
-        )));
+        return Err(JobError::Damaged {
+            what: format!("its manifest names an invalid WAL segment {}", m.wal_start),
+            id,
+        });
     };
     let listing = repo
         .storage()

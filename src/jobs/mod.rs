@@ -91,9 +91,15 @@ pub enum JobError {
     /// for one): neither a bad command line nor a repository problem.
     #[error("{0}")]
     BadStream(String),
-    /// A table of the target cannot take the dump's rows as they are stored.
-    #[error("{0}")]
-    TargetIncompatible(String),
+    /// A column of the target cannot take the dump's binary rows: it is of
+    /// another type than the one they were dumped from.
+    #[error("column {column:?} of table {table} is {target_type} in the target but was dumped as binary COPY of type oid {dumped_oid}: binary rows load only into the type they came from (hint: restore into the dump's schema, or dump again with --copy-format text)")]
+    TargetIncompatible {
+        table: String,
+        column: String,
+        target_type: String,
+        dumped_oid: u32,
+    },
     #[error("{what}: expected {expected} rows, loaded {loaded}")]
     RowCount {
         what: String,

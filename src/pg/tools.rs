@@ -21,6 +21,10 @@ pub enum ToolError {
         server: ServerVersion,
         server_major: u32,
     },
+    /// A server tool of one major version (pg_ctl for a physical restore's
+    /// `--start`) that is nowhere to be found.
+    #[error("no {tool} for PostgreSQL {major} found: name its directory with --pg-bin")]
+    ServerToolNotFound { tool: &'static str, major: u32 },
     #[error("pg_restore is missing next to {pg_dump} (expected {expected})")]
     NoRestore { pg_dump: String, expected: String },
     #[error("{tool} failed ({status}): {stderr}")]

@@ -53,6 +53,9 @@ pub enum PipelineError {
     Source(String),
     #[error("manifest refers to pack #{0}, which it does not list")]
     UnknownPack(u32),
+    /// The pack set was settled (the job is stopping): no new pack closes.
+    #[error("the job is stopping")]
+    Stopped,
 }
 
 impl From<codec::CompressError> for PipelineError {

@@ -25,6 +25,17 @@ pub struct PackSet {
     storage: DynStorage,
     keys: PackKeys,
     packs: Arc<Mutex<Vec<PackInfo>>>,
+    gate: Arc<Gate>,
+}
+
+/// The background work of a pack set (packs being closed, and the cleanup
+/// of packs whose writer was dropped), tracked so that [`PackSet::settle`]
+/// can wait for all of it.
+#[derive(Default)]
+struct Gate {
+    /// Set by `settle`: no pack may start closing after it.
+    settled: Mutex<bool>,
+    tasks: tokio_util::task::TaskTracker,
 }
 
 impl std::fmt::Debug for PackSet {
@@ -43,7 +54,28 @@ impl PackSet {
             storage,
             keys,
             packs: Arc::default(),
+            gate: Arc::default(),
         }
+    }
+
+    /// Stops the set: no pack starts closing after this, and every pack that
+    /// was closing (or being cleaned up) is done when it returns. A job that
+    /// failed or was interrupted settles its packs before it removes what
+    /// it wrote, so that nothing appears after the removal.
+    pub async fn settle(&self) {
+        *self.gate.settled.lock().expect("pack gate lock") = true;
+        self.gate.tasks.close();
+        self.gate.tasks.wait().await;
+    }
+
+    /// Runs `f` in the background, tracked, unless the set is settled.
+    fn spawn_tracked<F>(&self, f: F) -> Option<tokio::task::JoinHandle<F::Output>>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let settled = self.gate.settled.lock().expect("pack gate lock");
+        (!*settled).then(|| self.gate.tasks.spawn(f))
     }
 
     fn allocate(&self) -> (u32, String) {
@@ -121,8 +153,9 @@ impl Drop for PackWriter {
             return;
         };
         let storage = self.set.storage.clone();
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            // Tracked even after `settle` began: it only deletes.
+            self.set.gate.tasks.spawn(async move {
                 if let Ok(Ok(())) = c.task.await {
                     let _ = storage.delete_many(&[c.key]).await;
                 }
@@ -181,11 +214,13 @@ impl PackWriter {
             let key = set.packs.lock().expect("pack list lock")[open.index as usize]
                 .key
                 .clone();
-            let task = tokio::spawn(async move {
+            let closing = self.set.spawn_tracked(async move {
                 let size = open.writer.finish().await?;
                 set.set_size(open.index, size);
                 Ok(())
             });
+            // Settled: the job is stopping; the pack is dropped unwritten.
+            let task = closing.ok_or(PipelineError::Stopped)?;
             self.closing = Some(Closing { key, task });
         }
         Ok(())

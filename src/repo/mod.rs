@@ -581,19 +581,14 @@ impl Repository {
         Ok(bytes)
     }
 
-    /// Remove everything of a failed or interrupted set. Writes that were
-    /// already under way on the blocking pool (a rename finishing a pack)
-    /// can land after a first sweep: sweep until nothing is left.
+    /// Remove everything of a failed or interrupted set, in one sweep: the
+    /// job has settled its packs first (`pipeline::PackSet::settle`), so
+    /// nothing of the set appears after it.
     pub async fn purge(&self, kind: SetKind, id: &str) {
-        for _ in 0..5 {
-            match self.delete(kind, id).await {
-                Err(RepoError::NoSuch { .. }) => return,
-                Err(e) => {
-                    tracing::warn!("could not remove the incomplete {} {id}: {e}", kind.noun());
-                    return;
-                }
-                Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
-            }
+        match self.delete(kind, id).await {
+            Ok(_) | Err(RepoError::NoSuch { .. }) => {}
+            // The set stays listed as incomplete; `delete` removes it later.
+            Err(e) => tracing::warn!("could not remove the incomplete {} {id}: {e}", kind.noun()),
         }
     }
 

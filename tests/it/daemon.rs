@@ -658,6 +658,29 @@ max_rate = "2MiB"
         .as_str()
         .unwrap()
         .to_string();
+    // A restore drill asked for over HTTP proves that backup.
+    let (code, body) = http(d.port, "POST", "/run/drill", Some(TOKEN));
+    assert_eq!(code, 202, "{body}");
+    let v = d.wait_status("the drill asked for", Duration::from_secs(180), |v| {
+        v["jobs"]["drill"]["last_success"].is_object()
+            || v["jobs"]["drill"]["last_failure"].is_object()
+    });
+    assert!(
+        v["jobs"]["drill"]["last_success"]["id"] == id.as_str(),
+        "{v:#}\n{}",
+        d.log()
+    );
+    let (_, text) = d.get("/metrics");
+    assert!(
+        metric(
+            &parse_metrics(&text),
+            "pgtide_drill_last_success_timestamp_seconds"
+        )
+        .unwrap()
+            > 1.7e9,
+        "{text}"
+    );
+
     // SIGHUP: a new schedule takes effect without a restart.
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(&config, text.replace("0 0 1 1 *", "@every 2s")).unwrap();

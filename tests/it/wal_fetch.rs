@@ -143,3 +143,28 @@ fn push_fetch_partials_and_prefetch() {
     assert_eq!(l["wal"][0]["segments"], 5);
     assert_eq!(l["system_identifier"], SYSID.to_string());
 }
+
+/// A panic in `wal fetch` is a bug like any other, but it exits 126 rather
+/// than 70: PostgreSQL takes a restore_command's code up to 125 as "no
+/// such segment" and would end recovery early.
+#[test]
+fn a_panicking_wal_fetch_stops_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo_dir = dir.path().join("repo");
+    let repo = repo_dir.to_str().unwrap();
+    push(repo, dir.path(), &name(1, 1), &segment(1, 1, 1)).assert_ok();
+    let dest = dir.path().join("RECOVERYXLOG");
+    Cli::new([
+        "wal",
+        "fetch",
+        "--repo",
+        repo,
+        &name(1, 1),
+        dest.to_str().unwrap(),
+    ])
+    .env("PGTIDE_TEST_PANIC", "wal-fetch")
+    .env_remove("RUST_BACKTRACE")
+    .run()
+    .assert_one_line_error(126, "internal error: test panic at wal-fetch");
+    assert!(!dest.exists());
+}

@@ -136,8 +136,9 @@ pub async fn run(
         .await?;
     let span =
         tracing::info_span!("job", kind = "backup", id = %id, system = %sys.system_identifier);
+    let packs = PackSet::new(repo.storage().clone(), repo.pack_keys(SetKind::Backup, &id));
     let result = tokio::select! {
-        r = take(repo, s, &mut client, &id, seg_size, &sys, archive, &progress, started_at)
+        r = take(repo, s, &mut client, &id, seg_size, &sys, archive, &packs, &progress, started_at)
             .instrument(span.clone()) => r,
         _ = cancel.cancelled() => Err(JobError::Interrupted),
     };
@@ -161,6 +162,7 @@ pub async fn run(
             })
         }
         Err(e) => {
+            packs.settle().await;
             repo.purge(SetKind::Backup, &id).await;
             Err(e)
         }
@@ -211,6 +213,7 @@ async fn take(
     seg_size: u64,
     sys: &crate::pg::replication::SystemInfo,
     archive: WalArchive,
+    packs: &PackSet,
     progress: &Arc<Progress>,
     started_at: chrono::DateTime<Utc>,
 ) -> Result<BackupManifest, JobError> {
@@ -248,7 +251,6 @@ async fn take(
         .map_err(repl("start BASE_BACKUP"))?;
     progress.set_phase("receiving the base backup");
 
-    let packs = PackSet::new(repo.storage().clone(), repo.pack_keys(SetKind::Backup, id));
     let mut writer = PackWriter::new(packs.clone(), s.pipeline);
     let mut files: Vec<BackupFile> = Vec::new();
     let mut tablespaces: Vec<TablespaceEntry> = Vec::new();

@@ -212,8 +212,10 @@ pub async fn run(
     let contents = match result {
         Ok(c) => c,
         Err(e) => {
-            // Best effort: leave no half-dump behind. A dump killed outright
-            // leaves objects without a manifest; `list` reports those.
+            // Best effort: leave no half-dump behind, once no pack can
+            // appear any more. A dump killed outright leaves objects without
+            // a manifest; `list` reports those.
+            packs.settle().await;
             repo.purge(SetKind::Dump, &id).await;
             return Err(e);
         }

@@ -231,10 +231,6 @@ pub async fn run(
             what,
         });
     }
-    prepare_dir(&s.pgdata, s.force, "data directory")?;
-    for dir in ts_dirs.values() {
-        prepare_dir(dir, s.force, "tablespace directory")?;
-    }
     let base_of = |f: &BackupFile| -> Result<PathBuf, JobError> {
         match f.tablespace {
             None => Ok(s.pgdata.clone()),
@@ -245,16 +241,13 @@ pub async fn run(
         }
     };
 
-    // Directories first, then symlinks (tablespace links remapped), then files.
+    // Directories first, then symlinks (tablespace links remapped), then
+    // files. Every path is checked before anything is touched.
+    let mut dirs: Vec<(PathBuf, u32)> = Vec::new();
     for f in m.files.iter().filter(|f| f.kind == "dir") {
-        let p = safe_join(id, &base_of(f)?, &f.path)?;
-        std::fs::create_dir_all(&p).map_err(io(format!("create {}", p.display())))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(f.mode & 0o7777));
-        }
+        dirs.push((safe_join(id, &base_of(f)?, &f.path)?, f.mode));
     }
+    let mut links: Vec<(PathBuf, PathBuf)> = Vec::new();
     for f in m.files.iter().filter(|f| f.kind == "symlink") {
         let p = safe_join(id, &base_of(f)?, &f.path)?;
         let mut target = PathBuf::from(f.target.clone().unwrap_or_default());
@@ -268,14 +261,44 @@ pub async fn run(
                 target = d.clone();
             }
         }
-        if let Some(parent) = p.parent() {
-            std::fs::create_dir_all(parent).map_err(io(format!("create {}", parent.display())))?;
-        }
-        #[cfg(unix)]
-        std::os::unix::fs::symlink(&target, &p).map_err(io(format!("link {}", p.display())))?;
+        links.push((p, target));
     }
-    std::fs::create_dir_all(s.pgdata.join("pg_wal/archive_status"))
-        .map_err(io("create pg_wal/archive_status"))?;
+    // Preparing the directories (and emptying them under --force) is
+    // blocking file system work: off the runtime's threads.
+    let mut prepare: Vec<(PathBuf, &'static str)> = vec![(s.pgdata.clone(), "data directory")];
+    prepare.extend(
+        ts_dirs
+            .values()
+            .map(|d| (d.clone(), "tablespace directory")),
+    );
+    let (force, pgdata) = (s.force, s.pgdata.clone());
+    tokio::task::spawn_blocking(move || -> Result<(), JobError> {
+        for (dir, what) in &prepare {
+            prepare_dir(dir, force, what)?;
+        }
+        for (p, _mode) in &dirs {
+            std::fs::create_dir_all(p).map_err(io(format!("create {}", p.display())))?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::Permissions::from_mode(_mode & 0o7777);
+                let _ = std::fs::set_permissions(p, mode);
+            }
+        }
+        for (p, _target) in &links {
+            if let Some(parent) = p.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(io(format!("create {}", parent.display())))?;
+            }
+            #[cfg(unix)]
+            std::os::unix::fs::symlink(_target, p).map_err(io(format!("link {}", p.display())))?;
+        }
+        std::fs::create_dir_all(pgdata.join("pg_wal/archive_status"))
+            .map_err(io("create pg_wal/archive_status"))?;
+        Ok(())
+    })
+    .await
+    .map_err(|e| super::task_failed("prepare the directories", e))??;
 
     let reader = ChunkReader::new(
         repo.storage().clone(),
@@ -482,7 +505,7 @@ fn find_pg_ctl(s: &PitrSettings, major: u32) -> Result<PathBuf, JobError> {
 /// first, then the usual package directories, then `PATH`.
 pub(crate) fn find_server_tool(
     pg_bin: Option<&Path>,
-    tool: &str,
+    tool: &'static str,
     major: u32,
 ) -> Result<PathBuf, JobError> {
     let mut dirs: Vec<PathBuf> = Vec::new();
@@ -507,9 +530,7 @@ pub(crate) fn find_server_tool(
             }
         }
     }
-    Err(JobError::Invalid(format!(
-        "no {tool} for PostgreSQL {major} found: name its directory with --pg-bin"
-    )))
+    Err(crate::pg::tools::ToolError::ServerToolNotFound { tool, major }.into())
 }
 
 /// Start the restored server and wait until recovery has ended (promoted,

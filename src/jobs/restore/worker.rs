@@ -81,6 +81,7 @@ pub fn copy_in_statement(t: &TableEntry, freeze: bool, encoding: &str) -> String
 /// target's tables before loading any of them.
 pub async fn check_binary_columns(
     target: &tokio_postgres::Client,
+    id: &str,
     tables: &[&TableEntry],
 ) -> Result<(), JobError> {
     let binary: Vec<&TableEntry> = tables.iter().copied().filter(|t| t.binary).collect();
@@ -96,21 +97,26 @@ pub async fn check_binary_columns(
         .map_err(JobError::sql("read the target's column types"))?;
     for (t, target_cols) in binary.iter().zip(found) {
         if t.column_types.len() != t.columns.len() {
-            return Err(JobError::Invalid(format!(
-                "table {} is stored as binary COPY but its manifest lists {} column types for {} columns: the dump is damaged",
-                t.qualified(),
-                t.column_types.len(),
-                t.columns.len()
-            )));
+            return Err(JobError::Damaged {
+                id: id.to_string(),
+                what: format!(
+                    "its manifest lists {} column types for the {} columns of table {}, stored as binary COPY",
+                    t.column_types.len(),
+                    t.columns.len(),
+                    t.qualified()
+                ),
+            });
         }
         for (col, &dumped) in t.columns.iter().zip(&t.column_types) {
             match target_cols.get(col) {
                 Some((oid, _)) if *oid == dumped => {}
                 Some((_, name)) => {
-                    return Err(JobError::TargetIncompatible(format!(
-                        "column {col:?} of table {} is {name} in the target but was dumped as binary COPY of type oid {dumped}: binary rows load only into the type they came from (hint: restore into the dump's schema, or dump again with --copy-format text)",
-                        t.qualified()
-                    )))
+                    return Err(JobError::TargetIncompatible {
+                        table: t.qualified(),
+                        column: col.clone(),
+                        target_type: name.clone(),
+                        dumped_oid: dumped,
+                    })
                 }
                 // A missing column or table: COPY's own error says it.
                 None => {}

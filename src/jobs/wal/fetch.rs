@@ -67,6 +67,7 @@ pub async fn fetch(
     dest: &Path,
     spool: Option<&Path>,
 ) -> Result<Fetched, WalJobError> {
+    crate::jobs::panic_point("wal-fetch");
     let Some(archive) = archive(repo).await? else {
         return Ok(Fetched::NotFound);
     };

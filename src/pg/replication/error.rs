@@ -67,14 +67,14 @@ pub enum ReplError {
         hint: Option<String>,
     },
     /// The server sent bytes that do not fit the protocol.
-    #[error("unexpected answer on the replication connection: {0} (hint: check that host and port point at PostgreSQL 13 or newer)")]
+    #[error("unexpected answer from the server: {0} (hint: check that host and port point at PostgreSQL 13 or newer)")]
     Protocol(#[from] ProtoError),
     /// The connection broke; open a new one.
     #[error("connection to {server} was lost: {reason} (hint: check the server log; the server may have restarted or ended the session, or wal_sender_timeout expired)")]
     ConnectionLost { server: Target, reason: String },
     /// A method was called in the wrong state, e.g. `identify_system` while
     /// streaming: a bug in the caller.
-    #[error("replication connection is {doing}, so it cannot {wanted} (hint: this is a bug in pgtide; please report it)")]
+    #[error("the connection is {doing}, so it cannot {wanted}")]
     Busy {
         doing: &'static str,
         wanted: &'static str,

@@ -79,7 +79,7 @@ impl ReplicationClient {
             };
             match result {
                 Ok(client) => {
-                    tracing::debug!(server = %target, version = %client.version, "replication connection open");
+                    tracing::debug!(server = %target, version = %client.version, "connection open");
                     return Ok(client);
                 }
                 Err(e) if e.tries_next_host() => {
