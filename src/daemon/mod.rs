@@ -240,6 +240,31 @@ impl Shared {
         Ok(job_id)
     }
 
+    /// The record of a failed run of `kind` that started at `started_at`
+    /// and ends now.
+    pub fn failure(
+        &self,
+        kind: &str,
+        started_at: DateTime<Utc>,
+        trigger: &str,
+        message: String,
+    ) -> RunRecord {
+        let now = Utc::now();
+        RunRecord {
+            kind: kind.to_string(),
+            ok: false,
+            started_at,
+            finished_at: now,
+            seconds: (now - started_at).num_milliseconds().max(0) as f64 / 1000.0,
+            bytes: 0,
+            id: None,
+            trigger: trigger.to_string(),
+            message: Some(message),
+            database: None,
+            host: self.host.clone(),
+        }
+    }
+
     fn note_error(&self, kind: &str, message: &str) {
         let message = self.redact(message);
         let mut st = self.state();
@@ -548,19 +573,7 @@ async fn job_panicked(shared: &Shared, label: &'static str, e: &tokio::task::Joi
     shared.state().running.remove(label);
     let now = Utc::now();
     shared
-        .finish(RunRecord {
-            kind: label.to_string(),
-            ok: false,
-            started_at: now,
-            finished_at: now,
-            seconds: 0.0,
-            bytes: 0,
-            id: None,
-            trigger: "supervisor".into(),
-            message: Some(message),
-            database: None,
-            host: shared.host.clone(),
-        })
+        .finish(shared.failure(label, now, "supervisor", message))
         .await;
 }
 
@@ -973,19 +986,7 @@ async fn wal_task(shared: Arc<Shared>, mut reset: mpsc::Receiver<u64>) {
             st.wal.last_error = Some(message.clone());
         }
         shared
-            .finish(RunRecord {
-                kind: "wal".into(),
-                ok: false,
-                started_at,
-                finished_at: Utc::now(),
-                seconds: started.elapsed().as_secs_f64(),
-                bytes: 0,
-                id: None,
-                trigger: "supervisor".into(),
-                message: Some(message),
-                database: None,
-                host: shared.host.clone(),
-            })
+            .finish(shared.failure("wal", started_at, "supervisor", message))
             .await;
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}

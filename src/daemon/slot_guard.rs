@@ -17,7 +17,6 @@ use tokio::sync::mpsc;
 use super::config::DaemonConfig;
 use super::Shared;
 use crate::cli::settings::human_bytes;
-use crate::repo::runs::RunRecord;
 
 /// Watch the slot until the daemon stops. `reset` asks the WAL task to
 /// drop and recreate the slot (with the retained bytes, for the record).
@@ -168,19 +167,7 @@ pub(super) async fn reset_slot(shared: &Shared, cfg: &DaemonConfig, retained: u6
     // A reset is recorded as a failure either way: the archive has a gap
     // (or the slot still fills the disk), which is what alerts are for.
     let _ = ok;
-    shared
-        .finish(RunRecord {
-            kind: "slot".into(),
-            ok: false,
-            started_at,
-            finished_at: Utc::now(),
-            seconds: (Utc::now() - started_at).num_milliseconds() as f64 / 1000.0,
-            bytes: retained,
-            id: None,
-            trigger: "slot_max".into(),
-            message: Some(message),
-            database: None,
-            host: shared.host.clone(),
-        })
-        .await;
+    let mut record = shared.failure("slot", started_at, "slot_max", message);
+    record.bytes = retained;
+    shared.finish(record).await;
 }

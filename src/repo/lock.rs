@@ -114,17 +114,7 @@ impl RepoLock {
         let body = Bytes::from(serde_json::to_vec_pretty(&info).expect("lock serializes"));
         for _ in 0..5 {
             match storage.put_if_absent(layout::LOCK, body.clone()).await {
-                Ok(()) => {
-                    let mut lock = RepoLock {
-                        storage,
-                        info,
-                        stop: CancellationToken::new(),
-                        lost: CancellationToken::new(),
-                        heartbeat: None,
-                    };
-                    lock.start_heartbeat(timings.heartbeat);
-                    return Ok(lock);
-                }
+                Ok(()) => return Ok(RepoLock::held(storage, info, timings)),
                 Err(StorageError::AlreadyExists { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -172,15 +162,7 @@ impl RepoLock {
             tokio::time::sleep(SETTLE).await;
             match read(&storage).await? {
                 Some(Ok(h)) if h.token == info.token => {
-                    let mut lock = RepoLock {
-                        storage,
-                        info,
-                        stop: CancellationToken::new(),
-                        lost: CancellationToken::new(),
-                        heartbeat: None,
-                    };
-                    lock.start_heartbeat(timings.heartbeat);
-                    return Ok(lock);
+                    return Ok(RepoLock::held(storage, info, timings))
                 }
                 Some(Ok(h)) => {
                     return Err(RepoError::Locked {
@@ -195,6 +177,19 @@ impl RepoLock {
             location: repo.location(),
             holder: "another process (the lock changed hands five times while being taken)".into(),
         })
+    }
+
+    /// The lock just taken, its heartbeat running.
+    fn held(storage: DynStorage, info: LockInfo, timings: LockTimings) -> RepoLock {
+        let mut lock = RepoLock {
+            storage,
+            info,
+            stop: CancellationToken::new(),
+            lost: CancellationToken::new(),
+            heartbeat: None,
+        };
+        lock.start_heartbeat(timings.heartbeat);
+        lock
     }
 
     pub fn info(&self) -> &LockInfo {

@@ -135,7 +135,25 @@ fn push_fetch_partials_and_prefetch() {
     let last = b.len() - 1;
     b[last] ^= 0xff;
     std::fs::write(&obj, b).unwrap();
-    fetch(&name(1, 4), "pg_wal/RECOVERYXLOG").assert_one_line_error(126, "damaged");
+    // (With a spool of its own: a prefetcher started by an earlier fetch
+    // may still be copying the intact object into the data directory's
+    // spool, and serving that copy would be right.)
+    let fresh_spool = dir.path().join("fresh-spool");
+    Cli::new([
+        "wal",
+        "fetch",
+        "--repo",
+        repo,
+        "--prefetch",
+        "0",
+        "--spool",
+        fresh_spool.to_str().unwrap(),
+        &name(1, 4),
+        "pg_wal/RECOVERYXLOG",
+    ])
+    .current_dir(&pgdata)
+    .run()
+    .assert_one_line_error(126, "damaged");
     // The archive listing shows the timeline.
     let out = pgtide(&["list", "--json", "--repo", repo]);
     let l: serde_json::Value = serde_json::from_str(&out.stdout)
