@@ -2,8 +2,6 @@
 //! the default repository location. Everything below the CLI receives typed
 //! settings, never raw strings.
 
-use std::path::PathBuf;
-
 pub use crate::units::parse_duration;
 
 pub use crate::units::parse_size;
@@ -106,45 +104,9 @@ impl TargetActionArg {
     }
 }
 
-/// With no --repo and no PGTIDE_REPO: a local directory, so the first dump
-/// works with no cloud account. `$XDG_DATA_HOME/pgtide/repo`, else
-/// `~/.local/share/pgtide/repo`, else `./pgtide-repo`.
-pub fn default_repo() -> String {
-    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
-        return PathBuf::from(x).join("pgtide/repo").display().to_string();
-    }
-    if let Some(h) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
-        return PathBuf::from(h)
-            .join(".local/share/pgtide/repo")
-            .display()
-            .to_string();
-    }
-    "pgtide-repo".into()
-}
-
-/// Default worker count: the cores, at most 4 (memory stays bounded).
-pub fn default_jobs() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .clamp(1, 4)
-}
-
-/// Human-readable bytes: `1.5 GiB`.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
+pub use crate::jobs::default_jobs;
+pub use crate::repo::default_location as default_repo;
+pub use crate::units::human_bytes;
 
 #[cfg(test)]
 mod tests {

@@ -486,7 +486,7 @@ impl DaemonConfig {
         };
         let jobs = |key: &str, v: Option<usize>| -> Result<usize, ConfigError> {
             match v {
-                None => Ok(crate::cli::settings::default_jobs()),
+                None => Ok(crate::jobs::default_jobs()),
                 Some(n) if (1..=256).contains(&n) => Ok(n),
                 Some(_) => Err(invalid(key, "must be between 1 and 256")),
             }
@@ -533,7 +533,7 @@ impl DaemonConfig {
             .or_else(|| env.get("PGTIDE_REPOSITORY_URL").cloned())
             .or_else(|| env.get("PGTIDE_REPO").cloned())
             .or(f.repository.url.clone())
-            .unwrap_or_else(crate::cli::settings::default_repo);
+            .unwrap_or_else(crate::repo::default_location);
 
         // [wal]
         let slot = f.wal.slot.clone().unwrap_or_else(|| "pgtide".into());

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 use super::config::DaemonConfig;
 use super::Shared;
-use crate::cli::settings::human_bytes;
+use crate::units::human_bytes;
 
 /// Watch the slot until the daemon stops. `reset` asks the WAL task to
 /// drop and recreate the slot (with the retained bytes, for the record).

@@ -201,6 +201,14 @@ impl JobError {
     }
 }
 
+/// Default worker count: the cores, at most 4 (memory stays bounded).
+pub fn default_jobs() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(1, 4)
+}
+
 /// Counters a job updates and the CLI draws. Totals may be estimates.
 #[derive(Debug, Default)]
 pub struct Progress {

@@ -597,6 +597,25 @@ impl Repository {
     }
 }
 
+/// With no --repo and no PGTIDE_REPO: a local directory, so the first dump
+/// works with no cloud account. `$XDG_DATA_HOME/pgtide/repo`, else
+/// `~/.local/share/pgtide/repo`, else `./pgtide-repo`.
+pub fn default_location() -> String {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return std::path::PathBuf::from(x)
+            .join("pgtide/repo")
+            .display()
+            .to_string();
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        return std::path::PathBuf::from(h)
+            .join(".local/share/pgtide/repo")
+            .display()
+            .to_string();
+    }
+    "pgtide-repo".into()
+}
+
 fn parse_manifest<T: DeserializeOwned>(
     key: &str,
     bytes: &[u8],
