@@ -168,6 +168,9 @@ pub struct Shared {
     pub state: Mutex<State>,
     requests: mpsc::UnboundedSender<Request>,
     pub cancel: CancellationToken,
+    /// Wakes the WAL task to start the stream again with the current
+    /// configuration (after a reload changed `[wal]` or `[source]`).
+    wal_restart: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -436,6 +439,7 @@ async fn run_locked(
         state: Mutex::new(State::default()),
         requests: tx,
         cancel: cancel.clone(),
+        wal_restart: tokio::sync::Notify::new(),
     });
     for kind in crate::repo::runs::KINDS {
         let last = repo.last_runs(kind).await?;
@@ -636,7 +640,19 @@ fn reload(shared: &Shared, path: Option<&std::path::Path>, flags: &Overrides) {
             let mut new = new;
             new.repo = old.repo.clone();
             new.http.listen = old.http.listen;
+            if new.wal.stream != old.wal.stream {
+                tracing::warn!("[wal] stream keeps its old value until a restart");
+                new.wal.stream = old.wal.stream;
+            }
+            // The stream reads its settings when it starts: start it again
+            // when they changed.
+            let stream_settings = |c: &DaemonConfig| format!("{:?} {:?}", c.wal, c.db);
+            let restart_stream = new.wal.stream && stream_settings(&new) != stream_settings(&old);
             *shared.cfg.write().expect("config lock") = Arc::new(new);
+            if restart_stream {
+                tracing::info!("[wal] or [source] changed: restarting the WAL stream");
+                shared.wal_restart.notify_one();
+            }
             // Schedules may have changed: recompute every next run.
             shared.state().next_runs.clear();
         }
@@ -956,6 +972,13 @@ async fn wal_task(shared: Arc<Shared>, mut reset: mpsc::Receiver<u64>) {
         tokio::pin!(stream);
         let outcome = tokio::select! {
             r = &mut stream => Some(r),
+            _ = shared.wal_restart.notified() => {
+                // A reload changed the stream's settings: what the stream
+                // holds is flushed by its cancellation, then it starts anew.
+                child.cancel();
+                let _ = stream.await;
+                None
+            }
             Some(retained) = reset.recv() => {
                 child.cancel();
                 let _ = stream.await;

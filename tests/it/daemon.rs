@@ -683,7 +683,12 @@ max_rate = "2MiB"
 
     // SIGHUP: a new schedule takes effect without a restart.
     let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, text.replace("0 0 1 1 *", "@every 2s")).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("0 0 1 1 *", "@every 2s")
+            .replace("partial_interval = \"1s\"", "partial_interval = \"2s\""),
+    )
+    .unwrap();
     d.signal("HUP");
     d.wait_status(
         "a run of the reloaded schedule",
@@ -691,6 +696,7 @@ max_rate = "2MiB"
         |v| v["jobs"]["full"]["last_success"]["trigger"] == "schedule",
     );
     assert!(d.log().contains("configuration reloaded"), "{}", d.log());
+    assert!(d.log().contains("restarting the WAL stream"), "{}", d.log());
     drop(writer);
     d.signal("TERM");
     assert_eq!(d.wait(Duration::from_secs(40)), Some(0));
