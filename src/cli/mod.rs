@@ -651,8 +651,15 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 print_json(&r);
             } else if r.dry_run {
                 println!("restore of dump {} into {} would:", r.id, r.database);
-                for step in &r.steps {
-                    println!("  - {step}");
+                for step in &r.plan {
+                    println!("  - {}", step.summary);
+                    // The tables of a load, the entries of a pg_restore
+                    // run: what the step touches.
+                    if step.kind != "create-database" && step.kind != "database-properties" {
+                        for o in &step.objects {
+                            println!("      {o}");
+                        }
+                    }
                 }
                 println!("dump and target checked: nothing was changed");
             } else {
