@@ -8,10 +8,10 @@
 //! dependency order → (with --create) the database's own properties. Every
 //! chunk is checked (sizes, CRC32s) as it is read.
 //!
-//! Three parts: [`gather`] reads and checks the facts (the manifest, the
+//! Three parts: `gather` reads and checks the facts (the manifest, the
 //! schema archive and its table of contents, the target), and changes
-//! nothing; [`plan::build`] decides the steps from them (pure, printed by
-//! `--dry-run`); [`execute`] runs the steps, and never asks whether it is a
+//! nothing; `plan::build` decides the steps from them (pure, printed by
+//! `--dry-run`); `execute` runs the steps, and never asks whether it is a
 //! dry run.
 //!
 //! `--table` / `--exclude-table`: pg_restore runs the entries [`toc`]

@@ -1,7 +1,7 @@
-//! The plan of a logical restore: what [`super::run`] does, in order,
+//! The plan of a logical restore: what `super::run` does, in order,
 //! decided from facts read beforehand (the manifest, the schema archive's
 //! table of contents, what the target has). Pure: `--dry-run` prints the
-//! plan, [`super::execute`] runs it, and neither decides anything the other
+//! plan, `super::execute` runs it, and neither decides anything the other
 //! must repeat.
 //!
 //! Must never: connect, read files, or look at `dry_run`.
