@@ -82,23 +82,14 @@ pub struct DrillArgs {
 }
 
 fn target(a: &DrillArgs) -> Result<select::Target, CliError> {
-    let usage = |m: String| CliError::new(exit::USAGE, m);
-    Ok(if let Some(t) = &a.target_time {
-        select::Target::Time {
-            at: select::parse_time(t).map_err(usage)?,
-            text: t.clone(),
-        }
-    } else if let Some(l) = a.target_lsn {
-        select::Target::Lsn(l)
-    } else if let Some(x) = &a.target_xid {
-        select::Target::Xid(x.clone())
-    } else if let Some(n) = &a.target_name {
-        select::Target::Name(n.clone())
-    } else if a.target_immediate {
-        select::Target::Immediate
-    } else {
-        select::Target::End
-    })
+    Ok(crate::jobs::pitr::request::TargetFlags {
+        time: a.target_time.clone(),
+        lsn: a.target_lsn,
+        xid: a.target_xid.clone(),
+        name: a.target_name.clone(),
+        immediate: a.target_immediate,
+    }
+    .target()?)
 }
 
 pub async fn run(a: DrillArgs, json: bool) -> Result<(), CliError> {

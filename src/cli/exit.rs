@@ -175,7 +175,8 @@ pub fn classify(e: &JobError) -> u8 {
         }
         JobError::WalMissing { .. }
         | JobError::WalNotArchived { .. }
-        | JobError::RecoveryShort(_) => REPOSITORY,
+        | JobError::RecoveryShort(_)
+        | JobError::NoBackupForTarget(_) => REPOSITORY,
         JobError::BadStream(_) => FAILURE,
         JobError::Tool(_) => TOOL,
         JobError::TargetNotEmpty { .. }
@@ -265,6 +266,12 @@ mod tests {
             REPOSITORY
         );
         assert_eq!(classify(&JobError::BadStream("x".into())), FAILURE);
+        assert_eq!(
+            classify(&JobError::NoBackupForTarget(
+                crate::jobs::pitr::select::SelectError::NoBackups
+            )),
+            REPOSITORY
+        );
         assert_eq!(classify(&JobError::Internal("x".into())), INTERNAL);
         assert_eq!(classify(&JobError::Invalid("x".into())), USAGE);
     }

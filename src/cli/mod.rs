@@ -651,8 +651,15 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 print_json(&r);
             } else if r.dry_run {
                 println!("restore of dump {} into {} would:", r.id, r.database);
-                for step in &r.steps {
-                    println!("  - {step}");
+                for step in &r.plan {
+                    println!("  - {}", step.summary);
+                    // The tables of a load, the entries of a pg_restore
+                    // run: what the step touches.
+                    if step.kind != "create-database" && step.kind != "database-properties" {
+                        for o in &step.objects {
+                            println!("      {o}");
+                        }
+                    }
                 }
                 println!("dump and target checked: nothing was changed");
             } else {
@@ -902,82 +909,35 @@ fn check_restore_flags(a: &RestoreArgs) -> Result<(), CliError> {
 }
 
 async fn restore_physical(a: RestoreArgs, json: bool) -> Result<(), CliError> {
-    use crate::jobs::pitr::{self, select};
-    let usage = |m: String| CliError::new(exit::USAGE, m);
-    let target = if let Some(t) = &a.target_time {
-        select::Target::Time {
-            at: select::parse_time(t).map_err(usage)?,
-            text: t.clone(),
-        }
-    } else if let Some(l) = a.target_lsn {
-        select::Target::Lsn(l)
-    } else if let Some(x) = &a.target_xid {
-        select::Target::Xid(x.clone())
-    } else if let Some(n) = &a.target_name {
-        select::Target::Name(n.clone())
-    } else if a.target_immediate {
-        select::Target::Immediate
-    } else {
-        select::Target::End
-    };
-    let mut tablespace_map = Vec::new();
-    for m in &a.tablespace_map {
-        let (k, v) = m
-            .split_once('=')
-            .ok_or_else(|| usage(format!("--tablespace-map {m:?}: use OID=DIR")))?;
-        tablespace_map.push((k.to_string(), PathBuf::from(v)));
-    }
-    let mut settings = Vec::new();
-    for kv in &a.settings {
-        let (k, v) = kv
-            .split_once('=')
-            .filter(|(k, _)| {
-                !k.trim().is_empty()
-                    && k.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
-            })
-            .ok_or_else(|| usage(format!("--set {kv:?}: use NAME=VALUE")))?;
-        settings.push((k.trim().to_string(), v.to_string()));
-    }
-    let timeline = a.target_timeline.unwrap_or_else(|| "latest".into());
-    let url = a.repo.url();
-    let repo = Repository::open(&url, false).await?;
-    let id = if a.id == "latest" {
-        pitr::choose(&repo, &target, &timeline)
-            .await?
-            .map_err(|e| CliError::new(exit::REPOSITORY, e.to_string()))?
-    } else {
-        repo.resolve(crate::repo::SetKind::Backup, &a.id).await?
-    };
-    let pgdata = a.pgdata.clone().expect("checked by the caller");
-    let pgdata = if pgdata.is_absolute() {
-        pgdata
-    } else {
-        std::env::current_dir()
-            .map_err(|e| CliError::new(exit::FAILURE, format!("current directory: {e}")))?
-            .join(pgdata)
-    };
-    let s = pitr::PitrSettings {
-        pgdata,
-        target,
-        action: a
-            .target_action
-            .map_or("promote", TargetActionArg::as_str)
-            .to_string(),
-        timeline,
-        inclusive: !a.target_exclusive,
+    use crate::jobs::pitr::request;
+    let req = request::Request {
+        backup: a.id.clone(),
+        pgdata: a.pgdata.clone().expect("checked by the caller"),
+        target: request::TargetFlags {
+            time: a.target_time.clone(),
+            lsn: a.target_lsn,
+            xid: a.target_xid.clone(),
+            name: a.target_name.clone(),
+            immediate: a.target_immediate,
+        },
+        action: a.target_action.map(|t| t.as_str().to_string()),
+        timeline: a.target_timeline.clone(),
+        exclusive: a.target_exclusive,
         force: a.force,
         jobs: check_jobs(a.jobs)?,
-        tablespace_map,
+        tablespace_map: a.tablespace_map.clone(),
         start: a.start,
-        pg_bin: a.pg_bin,
-        os_user: a.os_user,
-        repo_url: url,
-        settings,
+        pg_bin: a.pg_bin.clone(),
+        os_user: a.os_user.clone(),
+        repo_url: a.repo.url(),
+        settings: a.settings.clone(),
     };
+    // Bad flags are refused before the repository is opened.
+    let s = request::settings(&req)?;
+    let repo = Repository::open(&req.repo_url, false).await?;
     let progress = Arc::new(Progress::default());
     let display = ProgressDisplay::start(progress.clone(), !json, "files");
-    let r = interruptible(pitr::run(&repo, &id, &s, progress)).await?;
+    let r = interruptible(request::run(&repo, &req.backup, &s, progress)).await?;
     drop(display);
     if json {
         print_json(&r);

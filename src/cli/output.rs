@@ -19,8 +19,10 @@
 //! line per object, in this form (`- COMMAND: {FIELD, …}`).
 //!
 //! - `dump`: {id, database, tables, rows, sequences, large_objects, bytes_in, bytes_stored, seconds, mb_per_second}
-//! - `restore`: {id, database, dry_run, steps[], tables, rows, bytes, sequences, large_objects, seconds, mb_per_second}
-//!   (a logical restore; with `--dry-run`, `steps` is what would be done)
+//! - `restore`: {id, database, dry_run, steps[], plan[], tables, rows, bytes, sequences, large_objects, seconds, mb_per_second}
+//!   (a logical restore; with `--dry-run`, `steps` and `plan` are what would be done)
+//! - `restore.plan[]`: {kind, summary, objects[]}
+//!   (one per line of `steps`, in order; `kind`: read-dump, create-database, default-tablespace, drop-existing, pre-data, load, early-index, sequences, large-objects, post-data, refresh-matviews, database-properties; `objects`: what it touches, as text: tables with their parts, sequences, materialized views, large object oids, pg_restore list entries)
 //! - `restore --pgdata`: {backup, pgdata, files, bytes, seconds, started, recovery, timeline}
 //!   (`recovery` and `timeline`: what the server said, with `--start`)
 //! - `backup`: {id, label, system_identifier, timeline, start_lsn, end_lsn, wal_start, wal_end, files, bytes_in, bytes_stored, seconds, mb_per_second}

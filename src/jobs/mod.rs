@@ -108,6 +108,9 @@ pub enum JobError {
     },
     #[error("{0}")]
     Invalid(String),
+    /// No backup can reach the recovery target (`restore --pgdata latest`).
+    #[error(transparent)]
+    NoBackupForTarget(#[from] crate::jobs::pitr::select::SelectError),
     #[error("{} {id} is damaged: {what} (run pgtide verify {id})", set_word(id))]
     Damaged { id: String, what: String },
     #[error("database {name} already exists: drop it, or restore into it without --create")]

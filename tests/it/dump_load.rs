@@ -378,6 +378,31 @@ fn selective_schema_only_data_only_clean_and_dry_run() {
     let out = pgtide(&["restore", &id, "--repo", &repo, "--db", &dry, "--dry-run"]);
     out.assert_ok();
     assert!(out.stdout.contains("would"), "{out}");
+    // The plan, with what each step touches: the tables and their parts.
+    assert!(out.stdout.contains("      public.big ("), "{out}");
+    let out = pgtide(&[
+        "restore",
+        &id,
+        "--repo",
+        &repo,
+        "--db",
+        &dry,
+        "--dry-run",
+        "--json",
+    ]);
+    out.assert_ok();
+    let r = json(&out);
+    let kinds: Vec<&str> = r["plan"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.first(), Some(&"read-dump"), "{r:#}");
+    for k in ["pre-data", "load", "sequences", "post-data"] {
+        assert!(kinds.contains(&k), "{k}: {r:#}");
+    }
+    assert_eq!(r["steps"].as_array().unwrap().len(), kinds.len(), "{r:#}");
     assert_eq!(
         pg.query_one(
             "dry",

@@ -6,6 +6,11 @@
 //! LSN is streamed alongside through a temporary slot (or, with `--wal
 //! archive`, awaited from a running archiver). The manifest is written only
 //! once that WAL range is in the repository.
+//!
+//! Shape: `gather` asks the server who it is (and binds the repository to
+//! it), `plan` decides what BASE_BACKUP is asked for and where the WAL
+//! comes from, `take` runs it: `receive` the stream, wait for the WAL
+//! range, and write the `manifest` built from what was received.
 
 pub mod wal_range;
 
@@ -26,7 +31,9 @@ use crate::pg::lsn::{segment_name, Lsn};
 use crate::pg::proto::tar::{EntryKind, TarEvent, TarParser};
 use crate::pg::replication::{
     parse_size_setting, BaseBackupEvent, BaseBackupOptions, ReplError, ReplicationClient,
+    SystemInfo,
 };
+use crate::pg::version::ServerVersion;
 use crate::pipeline::{PackSet, PackWriter, PipelineConfig, StreamState};
 use crate::repo::manifest::{
     BackupFile, BackupManifest, DumpStats, StreamRef, TablespaceEntry, FORMAT_VERSION, KIND_BACKUP,
@@ -106,22 +113,7 @@ pub async fn run(
     let mut client = ReplicationClient::connect(&s.conn, "pgtide backup")
         .await
         .map_err(repl("connect for the base backup"))?;
-    let version = client.server_version();
-    if !version.is_supported() {
-        return Err(JobError::UnsupportedServer(version));
-    }
-    let sys = client
-        .identify_system()
-        .await
-        .map_err(repl("identify the system"))?;
-    let seg_text = client
-        .show("wal_segment_size")
-        .await
-        .map_err(repl("read wal_segment_size"))?;
-    let seg_size = parse_size_setting(&seg_text)
-        .ok_or_else(|| JobError::BadStream(format!("unexpected wal_segment_size {seg_text:?}")))?;
-    repo.bind_cluster(&sys.system_identifier, seg_size).await?;
-    let archive = WalArchive::new(repo.storage().clone(), seg_size, s.pipeline.compression);
+    let facts = gather(repo, &mut client, started_at).await?;
 
     let id = repo
         .begin(
@@ -129,16 +121,16 @@ pub async fn run(
             &serde_json::json!({
                 "kind": KIND_BACKUP,
                 "started_at": started_at,
-                "system_identifier": sys.system_identifier,
+                "system_identifier": facts.system.system_identifier,
                 "connection": s.conn.display(),
             }),
         )
         .await?;
-    let span =
-        tracing::info_span!("job", kind = "backup", id = %id, system = %sys.system_identifier);
+    let plan = plan(s, &id);
+    let span = tracing::info_span!("job", kind = "backup", id = %id, system = %facts.system.system_identifier);
     let packs = PackSet::new(repo.storage().clone(), repo.pack_keys(SetKind::Backup, &id));
     let result = tokio::select! {
-        r = take(repo, s, &mut client, &id, seg_size, &sys, archive, &packs, &progress, started_at)
+        r = take(repo, s, &mut client, &facts, &plan, &packs, &progress)
             .instrument(span.clone()) => r,
         _ = cancel.cancelled() => Err(JobError::Interrupted),
     };
@@ -204,25 +196,129 @@ impl ArchiveState {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What the server says before a backup, and what the plan is built from.
+#[derive(Debug, Clone)]
+struct Facts {
+    version: ServerVersion,
+    system: SystemInfo,
+    /// The server's `wal_segment_size`, in bytes.
+    seg_size: u64,
+    /// When the backup started (before connecting).
+    started_at: chrono::DateTime<Utc>,
+}
+
+/// Ask the server who it is; the repository must belong to this cluster
+/// (bound to it if new).
+async fn gather(
+    repo: &Repository,
+    client: &mut ReplicationClient,
+    started_at: chrono::DateTime<Utc>,
+) -> Result<Facts, JobError> {
+    let version = client.server_version();
+    if !version.is_supported() {
+        return Err(JobError::UnsupportedServer(version));
+    }
+    let system = client
+        .identify_system()
+        .await
+        .map_err(repl("identify the system"))?;
+    let seg_text = client
+        .show("wal_segment_size")
+        .await
+        .map_err(repl("read wal_segment_size"))?;
+    let seg_size = parse_size_setting(&seg_text)
+        .ok_or_else(|| JobError::BadStream(format!("unexpected wal_segment_size {seg_text:?}")))?;
+    repo.bind_cluster(&system.system_identifier, seg_size)
+        .await?;
+    Ok(Facts {
+        version,
+        system,
+        seg_size,
+        started_at,
+    })
+}
+
+/// A backup, decided before it starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Plan {
+    id: String,
+    /// What BASE_BACKUP is asked for (the label names the backup).
+    base_backup: BaseBackupOptions,
+    /// Where the WAL from the backup's start to its end comes from, and
+    /// how long an archiver is waited for.
+    wal: WalSource,
+    wal_wait: Duration,
+}
+
+fn plan(s: &BackupSettings, id: &str) -> Plan {
+    Plan {
+        id: id.to_string(),
+        base_backup: BaseBackupOptions {
+            label: format!("pgtide backup {id}"),
+            fast_checkpoint: s.fast_checkpoint,
+            // The WAL goes to the archive, not into the backup.
+            wal: false,
+            manifest_checksums: Some(s.manifest_checksums.clone()),
+            max_rate_kbps: s.max_rate_kbps,
+            server_compression: s.server_compression.clone(),
+            progress: true,
+            wait_for_wal_archive: false,
+        },
+        wal: s.wal,
+        wal_wait: s.wal_wait,
+    }
+}
+
+/// What the base backup stream delivered.
+#[derive(Debug, Default)]
+struct Received {
+    files: Vec<BackupFile>,
+    tablespaces: Vec<TablespaceEntry>,
+    /// PostgreSQL's `backup_manifest`, as stored in the packs and whole.
+    pg_manifest: Option<StreamRef>,
+    manifest_bytes: Vec<u8>,
+    start_lsn: Lsn,
+    end_lsn: Lsn,
+    /// Timelines of the start and the end.
+    timeline: u32,
+    end_timeline: u32,
+}
+
+impl Received {
+    /// The WAL range the backup needs: its start segment to the segment
+    /// holding its end LSN (names of the first and the last).
+    fn wal_range(&self, seg_size: u64) -> (String, String) {
+        let first = self.start_lsn.segno(seg_size);
+        let last = Lsn(self.end_lsn.0.saturating_sub(1).max(self.start_lsn.0)).segno(seg_size);
+        (
+            segment_name(self.timeline, first, seg_size),
+            segment_name(self.end_timeline, last, seg_size),
+        )
+    }
+}
+
+/// Run the plan: receive the base backup while the WAL range is streamed
+/// (or awaited), check the range is in the archive, write the manifest.
 async fn take(
     repo: &Repository,
     s: &BackupSettings,
     client: &mut ReplicationClient,
-    id: &str,
-    seg_size: u64,
-    sys: &crate::pg::replication::SystemInfo,
-    archive: WalArchive,
+    facts: &Facts,
+    plan: &Plan,
     packs: &PackSet,
     progress: &Arc<Progress>,
-    started_at: chrono::DateTime<Utc>,
 ) -> Result<BackupManifest, JobError> {
+    let archive = WalArchive::new(
+        repo.storage().clone(),
+        facts.seg_size,
+        s.pipeline.compression,
+    );
     // The WAL range: a temporary slot before the backup starts; it streams
     // from the backup's start once the server reports it.
     let (start_tx, start_rx) = watch::channel(None::<RangeStart>);
     let (until_tx, until_rx) = watch::channel(None::<Lsn>);
     let (archived_tx, mut archived_rx) = watch::channel(Lsn::INVALID);
-    let streamer = match s.wal {
+    let streamer = match plan.wal {
         WalSource::Stream => {
             let r = RangeStreamer::prepare(&s.conn).await.map_err(range_err)?;
             Some(tokio::spawn(r.run(
@@ -235,32 +331,129 @@ async fn take(
         WalSource::Archive => None,
     };
 
-    let label = format!("pgtide backup {id}");
     client
-        .base_backup(&BaseBackupOptions {
-            label: label.clone(),
-            fast_checkpoint: s.fast_checkpoint,
-            wal: false,
-            manifest_checksums: Some(s.manifest_checksums.clone()),
-            max_rate_kbps: s.max_rate_kbps,
-            server_compression: s.server_compression.clone(),
-            progress: true,
-            wait_for_wal_archive: false,
-        })
+        .base_backup(&plan.base_backup)
         .await
         .map_err(repl("start BASE_BACKUP"))?;
     progress.set_phase("receiving the base backup");
+    let mut r = receive(client, facts, s.pipeline, packs, &start_tx, progress).await?;
 
-    let mut writer = PackWriter::new(packs.clone(), s.pipeline);
-    let mut files: Vec<BackupFile> = Vec::new();
-    let mut tablespaces: Vec<TablespaceEntry> = Vec::new();
+    let (wal_start, wal_end) = r.wal_range(facts.seg_size);
+    progress.set_phase(format!(
+        "waiting for WAL {wal_start}..{wal_end} to be archived"
+    ));
+    let (tli, start_lsn, end_lsn) = (r.timeline, r.start_lsn, r.end_lsn);
+    match streamer {
+        Some(mut handle) => {
+            until_tx.send_replace(Some(end_lsn));
+            // Done when the streamer has archived up to the end, or failed.
+            loop {
+                if *archived_rx.borrow() >= end_lsn {
+                    break;
+                }
+                tokio::select! {
+                    r = &mut handle => {
+                        r.map_err(|e| crate::jobs::task_failed("the WAL streamer", e))?
+                            .map_err(range_err)?;
+                        break;
+                    }
+                    _ = archived_rx.changed() => {}
+                }
+            }
+            handle.abort();
+        }
+        None => wait_for_archive(&archive, tli, start_lsn, end_lsn, plan.wal_wait).await?,
+    }
+    if let Some(name) = archive
+        .missing_in_range(tli, start_lsn, end_lsn)
+        .await
+        .map_err(JobError::archive("list the WAL archive"))?
+    {
+        return Err(JobError::WalMissing { segment: name });
+    }
+
+    // PostgreSQL's manifest as a plain object too, for pg_verifybackup users.
+    repo.storage()
+        .put(
+            &crate::repo::layout::backup_pg_manifest(&plan.id),
+            std::mem::take(&mut r.manifest_bytes).into(),
+        )
+        .await
+        .map_err(|e| JobError::Repo(e.into()))?;
+    let m = manifest(facts, plan, s, r, packs.packs(), Utc::now());
+    progress.set_phase("writing the manifest");
+    repo.commit(SetKind::Backup, &plan.id, &m).await?;
+    Ok(m)
+}
+
+/// The backup's manifest, from what was planned and received.
+fn manifest(
+    facts: &Facts,
+    plan: &Plan,
+    s: &BackupSettings,
+    r: Received,
+    packs: Vec<crate::chunk::PackInfo>,
+    finished_at: chrono::DateTime<Utc>,
+) -> BackupManifest {
+    let (wal_start, wal_end) = r.wal_range(facts.seg_size);
+    let raw: u64 = r.files.iter().map(|f| f.size).sum();
+    BackupManifest {
+        format_version: FORMAT_VERSION,
+        kind: KIND_BACKUP.into(),
+        id: plan.id.clone(),
+        label: plan.base_backup.label.clone(),
+        name: s.name.clone(),
+        pgtide_version: env!("CARGO_PKG_VERSION").into(),
+        started_at: facts.started_at,
+        finished_at,
+        system_identifier: facts.system.system_identifier.clone(),
+        server_version: facts.version.to_string(),
+        server_version_num: facts.version.0,
+        wal_segment_size: facts.seg_size,
+        timeline: r.timeline,
+        start_lsn: r.start_lsn,
+        end_lsn: r.end_lsn,
+        end_timeline: r.end_timeline,
+        wal_start,
+        wal_end,
+        compression: s.pipeline.compression,
+        chunk_size: s.pipeline.chunk_size as u64,
+        tablespaces: r.tablespaces,
+        stats: DumpStats {
+            tables: r.files.iter().filter(|f| f.kind == "file").count() as u64,
+            rows: 0,
+            raw_bytes: raw,
+            stored_bytes: packs.iter().map(|p| p.size).sum(),
+            seconds: (finished_at - facts.started_at).num_milliseconds() as f64 / 1000.0,
+        },
+        files: r.files,
+        pg_backup_manifest: r.pg_manifest,
+        packs,
+    }
+}
+
+/// Receive the base backup: every file into the packs, PostgreSQL's
+/// manifest kept, the start LSN told to the WAL streamer (`start_tx`) as
+/// soon as the server reports it. The packs are closed when it returns.
+async fn receive(
+    client: &mut ReplicationClient,
+    facts: &Facts,
+    pipeline: PipelineConfig,
+    packs: &PackSet,
+    start_tx: &watch::Sender<Option<RangeStart>>,
+    progress: &Arc<Progress>,
+) -> Result<Received, JobError> {
+    let mut writer = PackWriter::new(packs.clone(), pipeline);
+    let mut r = Received {
+        timeline: facts.system.timeline,
+        end_timeline: facts.system.timeline,
+        start_lsn: Lsn::INVALID,
+        end_lsn: Lsn::INVALID,
+        ..Received::default()
+    };
     let mut ts_locations: Vec<(Option<u32>, Option<String>)> = Vec::new();
     let mut cur: Option<ArchiveState> = None;
     let mut manifest_state: Option<StreamState> = None;
-    let mut pg_manifest: Option<StreamRef> = None;
-    let mut manifest_bytes = Vec::new();
-    let (mut start_lsn, mut end_lsn, mut tli, mut end_tli) =
-        (Lsn::INVALID, Lsn::INVALID, sys.timeline, sys.timeline);
     let pipe = |c: &'static str| JobError::pipeline(c);
 
     // The socket is read by its own future, a bounded queue ahead of the
@@ -288,9 +481,12 @@ async fn take(
                         start_lsn: l,
                         timeline,
                     } => {
-                        start_lsn = l;
-                        tli = timeline;
-                        start_tx.send_replace(Some(RangeStart { lsn: l, tli }));
+                        r.start_lsn = l;
+                        r.timeline = timeline;
+                        start_tx.send_replace(Some(RangeStart {
+                            lsn: l,
+                            tli: timeline,
+                        }));
                     }
                     BaseBackupEvent::Tablespaces(list) => {
                         let total: u64 = list.iter().filter_map(|t| t.size).sum::<u64>() * 1024;
@@ -298,7 +494,7 @@ async fn take(
                         for t in list {
                             ts_locations.push((t.oid, t.location.clone()));
                             if let (Some(oid), Some(location)) = (t.oid, t.location) {
-                                tablespaces.push(TablespaceEntry { oid, location });
+                                r.tablespaces.push(TablespaceEntry { oid, location });
                             }
                         }
                     }
@@ -307,7 +503,7 @@ async fn take(
                         tablespace_location,
                     } => {
                         if let Some(a) = cur.take() {
-                            finish_archive(a, &mut writer, &mut files).await?;
+                            finish_archive(a, &mut writer, &mut r.files).await?;
                         }
                         let oid = match &tablespace_location {
                             None => None,
@@ -344,12 +540,12 @@ async fn take(
                         })?;
                         progress.add_bytes(data.len() as u64);
                         a.take_in(&data)?;
-                        feed(a, &mut writer, &mut files).await?;
+                        feed(a, &mut writer, &mut r.files).await?;
                     }
                     BaseBackupEvent::Progress(_) => {}
                     BaseBackupEvent::ManifestStart => {
                         if let Some(a) = cur.take() {
-                            finish_archive(a, &mut writer, &mut files).await?;
+                            finish_archive(a, &mut writer, &mut r.files).await?;
                         }
                         manifest_state = Some(writer.begin_stream());
                     }
@@ -357,7 +553,7 @@ async fn take(
                         let st = manifest_state.as_mut().ok_or_else(|| {
                             JobError::BadStream("manifest data before the manifest started".into())
                         })?;
-                        manifest_bytes.extend_from_slice(&data);
+                        r.manifest_bytes.extend_from_slice(&data);
                         writer
                             .push(st, &data)
                             .await
@@ -367,13 +563,13 @@ async fn take(
                         end_lsn: l,
                         timeline,
                     } => {
-                        end_lsn = l;
-                        end_tli = timeline;
+                        r.end_lsn = l;
+                        r.end_timeline = timeline;
                     }
                 }
             }
             if let Some(a) = cur.take() {
-                finish_archive(a, &mut writer, &mut files).await?;
+                finish_archive(a, &mut writer, &mut r.files).await?;
             }
             Ok::<(), JobError>(())
         };
@@ -384,7 +580,7 @@ async fn take(
         }
     }
     if let Some(st) = manifest_state.take() {
-        pg_manifest = Some(
+        r.pg_manifest = Some(
             writer
                 .end_stream(st)
                 .await
@@ -393,95 +589,12 @@ async fn take(
         );
     }
     writer.finish().await.map_err(pipe("close a pack"))?;
-    if end_lsn == Lsn::INVALID {
+    if r.end_lsn == Lsn::INVALID {
         return Err(JobError::BadStream(
             "the server did not report the backup's end LSN".into(),
         ));
     }
-
-    // The WAL range, start segment to the segment holding the end LSN.
-    let first = start_lsn.segno(seg_size);
-    let last = Lsn(end_lsn.0.saturating_sub(1).max(start_lsn.0)).segno(seg_size);
-    let wal_start = segment_name(tli, first, seg_size);
-    let wal_end = segment_name(end_tli, last, seg_size);
-    progress.set_phase(format!(
-        "waiting for WAL {wal_start}..{wal_end} to be archived"
-    ));
-    match streamer {
-        Some(mut handle) => {
-            until_tx.send_replace(Some(end_lsn));
-            // Done when the streamer has archived up to the end, or failed.
-            loop {
-                if *archived_rx.borrow() >= end_lsn {
-                    break;
-                }
-                tokio::select! {
-                    r = &mut handle => {
-                        r.map_err(|e| crate::jobs::task_failed("the WAL streamer", e))?
-                            .map_err(range_err)?;
-                        break;
-                    }
-                    _ = archived_rx.changed() => {}
-                }
-            }
-            handle.abort();
-        }
-        None => wait_for_archive(&archive, tli, start_lsn, end_lsn, s.wal_wait).await?,
-    }
-    if let Some(name) = archive
-        .missing_in_range(tli, start_lsn, end_lsn)
-        .await
-        .map_err(JobError::archive("list the WAL archive"))?
-    {
-        return Err(JobError::WalMissing { segment: name });
-    }
-
-    // PostgreSQL's manifest as a plain object too, for pg_verifybackup users.
-    repo.storage()
-        .put(
-            &crate::repo::layout::backup_pg_manifest(id),
-            manifest_bytes.into(),
-        )
-        .await
-        .map_err(|e| JobError::Repo(e.into()))?;
-    let pack_list = packs.packs();
-    let raw: u64 = files.iter().map(|f| f.size).sum();
-    let m = BackupManifest {
-        format_version: FORMAT_VERSION,
-        kind: KIND_BACKUP.into(),
-        id: id.to_string(),
-        label,
-        name: s.name.clone(),
-        pgtide_version: env!("CARGO_PKG_VERSION").into(),
-        started_at,
-        finished_at: Utc::now(),
-        system_identifier: sys.system_identifier.clone(),
-        server_version: client.server_version().to_string(),
-        server_version_num: client.server_version().0,
-        wal_segment_size: seg_size,
-        timeline: tli,
-        start_lsn,
-        end_lsn,
-        end_timeline: end_tli,
-        wal_start,
-        wal_end,
-        compression: s.pipeline.compression,
-        chunk_size: s.pipeline.chunk_size as u64,
-        tablespaces,
-        stats: DumpStats {
-            tables: files.iter().filter(|f| f.kind == "file").count() as u64,
-            rows: 0,
-            raw_bytes: raw,
-            stored_bytes: pack_list.iter().map(|p| p.size).sum(),
-            seconds: (Utc::now() - started_at).num_milliseconds() as f64 / 1000.0,
-        },
-        files,
-        pg_backup_manifest: pg_manifest,
-        packs: pack_list,
-    };
-    progress.set_phase("writing the manifest");
-    repo.commit(SetKind::Backup, id, &m).await?;
-    Ok(m)
+    Ok(r)
 }
 
 /// Parse what the archive's buffer holds into file streams.
@@ -591,5 +704,70 @@ async fn wait_for_archive(
             });
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEG: u64 = 16 << 20;
+
+    fn received(start: u64, end: u64, tli: u32, end_tli: u32) -> Received {
+        Received {
+            start_lsn: Lsn(start),
+            end_lsn: Lsn(end),
+            timeline: tli,
+            end_timeline: end_tli,
+            ..Received::default()
+        }
+    }
+
+    #[test]
+    fn the_wal_range_ends_at_the_segment_holding_the_end() {
+        // Start and end in one segment.
+        assert_eq!(
+            received(0x0100_0028, 0x0100_0100, 1, 1).wal_range(SEG),
+            (
+                "000000010000000000000001".into(),
+                "000000010000000000000001".into()
+            )
+        );
+        // An end exactly on a boundary is held by the segment before it.
+        assert_eq!(
+            received(0x0100_0028, 0x0300_0000, 1, 1).wal_range(SEG),
+            (
+                "000000010000000000000001".into(),
+                "000000010000000000000002".into()
+            )
+        );
+        // The end on a newer timeline (a backup of a standby promoted
+        // during it) names the last segment on that timeline.
+        assert_eq!(
+            received(0x0100_0028, 0x0200_0010, 1, 2).wal_range(SEG).1,
+            "000000020000000000000002"
+        );
+    }
+
+    #[test]
+    fn the_plan_asks_for_no_wal_in_the_backup_and_names_it() {
+        let s = BackupSettings {
+            conn: ConnInfo::parse("host=/tmp").unwrap(),
+            pipeline: PipelineConfig::default(),
+            fast_checkpoint: true,
+            manifest_checksums: "CRC32C".into(),
+            max_rate_kbps: None,
+            server_compression: None,
+            name: None,
+            wal: WalSource::Archive,
+            wal_wait: Duration::from_secs(5),
+        };
+        let p = plan(&s, "B1");
+        assert_eq!(p.base_backup.label, "pgtide backup B1");
+        assert!(!p.base_backup.wal && p.base_backup.fast_checkpoint);
+        assert_eq!(
+            (p.wal, p.wal_wait),
+            (WalSource::Archive, Duration::from_secs(5))
+        );
     }
 }

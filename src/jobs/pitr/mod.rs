@@ -5,6 +5,7 @@
 
 mod files;
 pub mod recovery;
+pub mod request;
 pub mod select;
 
 use std::collections::HashMap;

@@ -19,12 +19,15 @@ pub(super) async fn admin_connection(s: &RestoreSettings) -> Result<Client, JobE
     ))
 }
 
-pub(super) async fn create_database(
+/// `--create`: the statement that creates `database`, checked against the
+/// target server (through the maintenance database's session `admin`):
+/// the database must not exist, and the server must be able to make it as
+/// the source's was. Nothing is created here.
+pub(super) async fn create_database_sql_checked(
     admin: &Client,
     m: &DumpManifest,
     database: &str,
-    dry_run: bool,
-) -> Result<(), JobError> {
+) -> Result<String, JobError> {
     let exists: bool = admin
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)",
@@ -43,16 +46,8 @@ pub(super) async fn create_database(
         .await
         .map_err(JobError::sql("read target server information"))?
         .get(0);
-    // Checked before anything is created, in a dry run too.
-    let sql = create_database_sql(database, &m.source, ServerVersion(version.max(0) as u32))
-        .map_err(JobError::Invalid)?;
-    if dry_run {
-        return Ok(());
-    }
-    admin
-        .batch_execute(&sql)
-        .await
-        .map_err(JobError::sql(format!("create database {database}")))
+    create_database_sql(database, &m.source, ServerVersion(version.max(0) as u32))
+        .map_err(JobError::Invalid)
 }
 
 /// `CREATE DATABASE` for `restore --create`, as `pg_dump --create` writes

@@ -8,6 +8,12 @@
 //! dependency order → (with --create) the database's own properties. Every
 //! chunk is checked (sizes, CRC32s) as it is read.
 //!
+//! Three parts: `gather` reads and checks the facts (the manifest, the
+//! schema archive and its table of contents, the target), and changes
+//! nothing; `plan::build` decides the steps from them (pure, printed by
+//! `--dry-run`); `execute` runs the steps, and never asks whether it is a
+//! dry run.
+//!
 //! `--table` / `--exclude-table`: pg_restore runs the entries [`toc`]
 //! selects (`--use-list`); the manifest says which rows, sequence values,
 //! large objects and matview refreshes go with them. Tablespaces of the
@@ -21,15 +27,20 @@
 
 use crate::pg::dump_archive as archive;
 mod database;
+mod load;
 mod objects;
 mod pg_restore;
+pub mod plan;
 pub mod toc;
 mod worker;
 
 use database::*;
 pub use database::{alter_setting_sql, create_database_sql, database_property_statements};
+pub use load::load_encoding;
+use load::{load_with_early_builds, Load};
 use pg_restore::*;
 pub use pg_restore::{script_encoding, script_for_server, TempFile};
+use plan::{Plan, PlanEntry, Selection, Step, TargetFacts};
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -46,13 +57,13 @@ use super::{JobError, Progress};
 use crate::pg::catalog::{self, LocaleSupport};
 use crate::pg::connect::{connect, ConnectError};
 use crate::pg::conninfo::ConnInfo;
-use crate::pg::pattern::{selected, NamePattern};
+use crate::pg::pattern::NamePattern;
 use crate::pg::tools::{self, PgTools, ToolError};
 use crate::pg::version::{tool_major, ServerVersion};
 use crate::pg::{quote_ident, quote_literal, quote_qualified};
 use crate::pipeline::ChunkReader;
 use crate::repo::manifest::{
-    DatabaseProperties, DumpManifest, MatviewEntry, OwnedBy, SequenceEntry, SourceInfo,
+    DatabaseProperties, DumpManifest, MatviewEntry, SequenceEntry, SourceInfo,
 };
 use crate::repo::Repository;
 
@@ -87,8 +98,11 @@ pub struct RestoreReport {
     pub id: String,
     pub database: String,
     pub dry_run: bool,
-    /// What was (or, with --dry-run, would be) done, in order.
+    /// What was (or, with --dry-run, would be) done, in order: one line a
+    /// step (the `summary` of each of `plan`).
     pub steps: Vec<String>,
+    /// The same steps with what each touches.
+    pub plan: Vec<PlanEntry>,
     pub tables: u64,
     pub rows: u64,
     pub bytes: u64,
@@ -105,6 +119,73 @@ pub async fn run(
     progress: Arc<Progress>,
 ) -> Result<RestoreReport, JobError> {
     let started = Instant::now();
+    let facts = gather(repo, id, s, &progress).await?;
+    let plan = plan::build(&facts.m, facts.toc.as_ref(), &facts.sel, s, &facts.target);
+    let missing = &facts.target.missing_tablespaces;
+    if !missing.is_empty() {
+        let names = missing
+            .iter()
+            .map(|t| quote_ident(t))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let (noun, verb) = match missing.len() {
+            1 => ("tablespace", "does"),
+            _ => ("tablespaces", "do"),
+        };
+        // The restore goes on: the operator learns here that the placement
+        // of the source was not kept.
+        tracing::warn!(
+            "{noun} {names} of the dump {verb} not exist in the target: every object is restored into the target's default tablespace (hint: create the {noun} first to keep the placement, or pass --no-tablespaces)"
+        );
+    }
+    let described = plan.describe(&facts.m.id, &facts.m, facts.toc.as_ref());
+    let m_id = facts.m.id.clone();
+    let rows = if s.dry_run {
+        0
+    } else {
+        execute(repo, &plan, facts, s, &progress).await?
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(RestoreReport {
+        id: m_id,
+        database: plan.database.clone(),
+        dry_run: s.dry_run,
+        steps: described.iter().map(|e| e.summary.clone()).collect(),
+        plan: described,
+        tables: plan.tables(),
+        rows,
+        bytes: plan.bytes,
+        sequences: plan.sequences(),
+        large_objects: plan.large_objects(),
+        seconds,
+        mb_per_second: plan.bytes as f64 / 1e6 / seconds.max(1e-9),
+    })
+}
+
+/// What a restore is planned from, read and checked before anything is
+/// changed (a dry run reads and checks the same).
+struct Facts {
+    m: DumpManifest,
+    /// pg_dump's tools, when the schema is restored.
+    tools: Option<PgTools>,
+    /// The schema archive as a file (pg_restore -j needs one).
+    archive: Option<TempFile>,
+    toc: Option<archive::Toc<String>>,
+    sel: Selection,
+    target: TargetFacts,
+    target_version: ServerVersion,
+    /// `--create`: a session in the maintenance database, which creates it.
+    admin: Option<Client>,
+    /// Without `--create`: the target's session.
+    client: Option<Client>,
+}
+
+async fn gather(
+    repo: &Repository,
+    id: &str,
+    s: &RestoreSettings,
+    progress: &Progress,
+) -> Result<Facts, JobError> {
     let m = repo.load_dump(id).await?;
     // --table makes a selective restore of tables; --exclude-table alone
     // restores everything else (large objects and matviews too), as
@@ -112,7 +193,6 @@ pub async fn run(
     let include = !s.tables.is_empty();
     let filtered = include || !s.exclude_tables.is_empty();
     let do_schema = !s.data_only && m.schema.is_some();
-    let do_data = !s.schema_only;
     let tools = if do_schema {
         let t = PgTools::find(s.pg_dump.as_deref())?;
         let archive_major = m
@@ -135,17 +215,10 @@ pub async fn run(
         None
     };
     let database = s.conn.dbname.clone().unwrap_or_default();
-    let mut steps = Vec::new();
 
     // Check the dump's objects exist with the sizes the manifest says.
     progress.set_phase("checking the dump");
     check_packs(repo, &m).await?;
-    steps.push(format!(
-        "read dump {} ({} packs, {} bytes)",
-        m.id,
-        m.packs.len(),
-        m.packs.iter().map(|p| p.size).sum::<u64>()
-    ));
 
     // The schema archive (pg_restore -j needs a file) and its table of
     // contents: what a filtered restore runs, and the tablespaces it uses.
@@ -164,237 +237,156 @@ pub async fn run(
         .is_some_and(|t| !t.needs_conversion().is_empty());
     let mut toc = raw_toc.as_ref().map(|t| t.decode(&HashMap::new()));
     let no_match = || JobError::NoTableMatches { id: m.id.clone() };
-    let mut decoded = !needs_conversion;
-    // With --create, the server converts the names through its maintenance
-    // database, so that a pattern matching nothing creates nothing either.
-    let admin = match s.create {
-        true => Some(admin_connection(s).await?),
-        false => None,
-    };
-    if let (Some(raw), Some(c), false) = (&raw_toc, &admin, decoded) {
-        toc = Some(decode_toc(c, raw).await?);
-        decoded = true;
-    }
-    if include && decoded && Selection::new(&m, toc.as_ref(), s).is_empty() {
+    if include && !needs_conversion && Selection::new(&m, toc.as_ref(), s).is_empty() {
         return Err(no_match());
     }
-
-    if let Some(admin) = &admin {
-        progress.set_phase("creating the database");
-        create_database(admin, &m, &database, s.dry_run).await?;
-        steps.push(format!("create database {database}"));
-    }
-    drop(admin);
-    let target = match connect(&s.conn, "pgtide restore").await {
-        Ok(c) => Some(c),
-        Err(ConnectError::DatabaseMissing { .. }) if s.create && s.dry_run => None,
-        Err(e) => return Err(e.into()),
+    // With --create, the server converts the names through its maintenance
+    // database, and answers for the target server: the database is made
+    // only once all is checked.
+    let (admin, client) = match s.create {
+        true => (Some(admin_connection(s).await?), None),
+        false => (None, Some(connect(&s.conn, "pgtide restore").await?)),
     };
-    if let (Some(raw), Some(c), false) = (&raw_toc, &target, decoded) {
-        toc = Some(decode_toc(c, raw).await?);
+    let session = admin.as_ref().or(client.as_ref()).expect("one session");
+    if let (Some(raw), true) = (&raw_toc, needs_conversion) {
+        toc = Some(decode_toc(session, raw).await?);
     }
     let sel = Selection::new(&m, toc.as_ref(), s);
     if include && sel.is_empty() {
         return Err(no_match());
     }
-    let mut target_version = ServerVersion(0);
-    let mut missing_tablespaces = BTreeSet::new();
-    if let Some(client) = &target {
-        let info = catalog::server_info(client)
-            .await
-            .map_err(JobError::sql("read target server information"))?;
-        if !info.version.is_supported() {
-            return Err(JobError::UnsupportedServer(info.version));
-        }
-        target_version = info.version;
-        check_target(client, &m, &sel.tables, s, do_schema).await?;
-        if let (Some(t), true, false) = (&toc, do_schema, s.no_tablespaces) {
-            let all = vec![true; t.entries.len()];
-            let used = toc::tablespaces(t, sel.keep.as_deref().unwrap_or(&all));
-            missing_tablespaces = missing(client, used).await?;
+    let mut target = TargetFacts::default();
+    if admin.is_some() {
+        progress.set_phase("checking the target server");
+        target.create_sql = Some(create_database_sql_checked(session, &m, &database).await?);
+    }
+    let info = catalog::server_info(session)
+        .await
+        .map_err(JobError::sql("read target server information"))?;
+    if !info.version.is_supported() {
+        return Err(JobError::UnsupportedServer(info.version));
+    }
+    check_target(client.as_ref(), &m, &sel.tables, s, do_schema).await?;
+    if let (Some(t), true, false) = (&toc, do_schema, s.no_tablespaces) {
+        let all = vec![true; t.entries.len()];
+        let used = toc::tablespaces(t, sel.keep.as_deref().unwrap_or(&all));
+        target.missing_tablespaces = missing(session, used).await?;
+    }
+    Ok(Facts {
+        m,
+        tools,
+        archive,
+        toc,
+        sel,
+        target,
+        target_version: info.version,
+        admin,
+        client,
+    })
+}
+
+/// Run the plan; the rows loaded.
+async fn execute(
+    repo: &Repository,
+    plan: &Plan,
+    facts: Facts,
+    s: &RestoreSettings,
+    progress: &Arc<Progress>,
+) -> Result<u64, JobError> {
+    let Facts {
+        m,
+        tools,
+        archive,
+        toc,
+        admin,
+        client,
+        target_version,
+        ..
+    } = facts;
+    let database = &plan.database;
+    // With --create, the target's session opens once the database exists.
+    if let Some(admin) = admin {
+        for step in &plan.steps {
+            if let Step::CreateDatabase { sql } = step {
+                progress.set_phase("creating the database");
+                admin
+                    .batch_execute(sql)
+                    .await
+                    .map_err(JobError::sql(format!("create database {database}")))?;
+            }
         }
     }
-    // Objects of the source's tablespaces that the target lacks go in the
-    // target's default tablespace, as with --no-tablespaces: a copy of
-    // production on a machine without its disks should restore.
-    let s_defaults;
-    let s = if missing_tablespaces.is_empty() {
-        s
-    } else {
-        let names = missing_tablespaces
-            .iter()
-            .map(|t| quote_ident(t))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let (noun, verb) = match missing_tablespaces.len() {
-            1 => ("tablespace", "does"),
-            _ => ("tablespaces", "do"),
-        };
-        // The restore goes on: the operator learns here that the placement
-        // of the source was not kept.
-        tracing::warn!(
-            "{noun} {names} of the dump {verb} not exist in the target: every object is restored into the target's default tablespace (hint: create the {noun} first to keep the placement, or pass --no-tablespaces)"
-        );
-        steps.push(format!(
-            "restore into the default tablespace (the target lacks {names})"
-        ));
-        s_defaults = RestoreSettings {
-            no_tablespaces: true,
-            ..s.clone()
-        };
-        &s_defaults
+    let c = match client {
+        Some(c) => c,
+        None => connect(&s.conn, "pgtide restore").await?,
     };
-
-    let toc_list = match (&toc, &sel.keep) {
-        (Some(t), Some(keep)) if !s.dry_run => Some(toc::write_list(t, keep).await?),
+    let c = &c;
+    // pg_restore, for the steps of the schema archive (which has a file
+    // and pg_dump's tools whenever the plan has such steps).
+    let pg_restore = match (&tools, &archive) {
+        (Some(tools), Some(a)) => Some(PgRestore {
+            tools,
+            archive: a.path(),
+            conn: &s.conn,
+            no_owner: s.no_owner,
+            no_privileges: s.no_privileges,
+            no_tablespaces: plan.no_tablespaces,
+            target: c,
+            version: target_version,
+            encoding: &m.source.encoding,
+        }),
         _ => None,
     };
-    // The indexes and keys of big tables, built as soon as each is loaded
-    // (by table index in the manifest, a pg_restore list each), and the
-    // list of the post-data pass that does the rest.
-    let mut early: HashMap<usize, TempFile> = HashMap::new();
-    let mut post_list: Option<TempFile> = None;
-    if let (Some(t), true, true, false) = (&toc, do_schema, do_data, s.dry_run) {
-        let all = vec![true; t.entries.len()];
-        let keep = sel.keep.as_deref().unwrap_or(&all);
-        let own = toc::own_index_entries(t, keep);
-        let mut rest = keep.to_vec();
-        for &i in &sel.tables {
-            let table = &m.tables[i];
-            if table.raw_bytes() < s.early_index_size {
-                continue;
-            }
-            let Some(entries) = own.get(&(table.schema.clone(), table.name.clone())) else {
-                continue;
-            };
-            let mut only = vec![false; t.entries.len()];
-            for &e in entries {
-                only[e] = true;
-                rest[e] = false;
-            }
-            early.insert(i, toc::write_list(t, &only).await?);
-        }
-        if !early.is_empty() {
-            post_list = Some(toc::write_list(t, &rest).await?);
-        }
-    }
-    let post_list = post_list.as_ref().or(toc_list.as_ref()).map(|l| l.path());
-    let archive = archive.filter(|_| !s.dry_run);
-
-    // Pre-data.
-    if do_schema {
-        if s.clean {
-            steps.push("drop the objects the dump will create".into());
-        }
-        steps.push("restore pre-data (schemas, types, tables, functions) with pg_restore".into());
-        if let (Some(t), Some(a), Some(c)) = (&tools, &archive, &target) {
-            if s.clean {
-                progress.set_phase("dropping existing objects");
-                objects::drop_existing(
-                    t,
-                    a.path(),
-                    toc_list.as_ref().map(|l| l.path()),
-                    s,
-                    c,
-                    &m.source.encoding,
-                )
-                .await?;
-            }
-            progress.set_phase("restoring pre-data");
-            pg_restore(
-                t,
-                a.path(),
-                toc_list.as_ref().map(|l| l.path()),
-                "pre-data",
-                1,
-                s,
-                c,
-                target_version,
-                &m.source.encoding,
-            )
-            .await?;
-        }
-    }
-
-    // Data.
+    let schema_step = || {
+        pg_restore
+            .as_ref()
+            .expect("a plan restores the schema only from an archive")
+    };
+    let toc = toc.as_ref();
     let mut rows = 0;
-    let mut bytes = 0;
-    if do_data {
-        let load: Vec<usize> = sel.tables.clone();
-        bytes = load.iter().map(|&i| m.tables[i].raw_bytes()).sum::<u64>();
-        steps.push(format!(
-            "load {} tables ({} rows, {} bytes) with {} workers",
-            load.len(),
-            load.iter().map(|&i| m.tables[i].rows()).sum::<u64>(),
-            bytes,
-            s.jobs
-        ));
-        if !early.is_empty() {
-            steps.push(format!(
-                "build the indexes and keys of {} big tables as soon as each is loaded",
-                early.len()
-            ));
-        }
-        if let (false, Some(c)) = (s.dry_run, &target) {
-            progress.set_phase(format!("loading {} tables", load.len()));
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-            // A big table's own indexes and keys are built while the other
-            // tables load (pg_restore of its entries), up to --jobs tables
-            // at a time.
-            let m_ref = &m;
-            let build = |i: usize| {
-                let (list, t, a, m) = (&early[&i], tools.as_ref(), archive.as_ref(), m_ref);
-                async move {
-                    let (Some(t), Some(a)) = (t, a) else {
-                        return Ok(());
-                    };
-                    tracing::info!(table = %m.tables[i].qualified(), "building its indexes and keys");
-                    pg_restore(
-                        t,
-                        a.path(),
-                        Some(list.path()),
-                        "post-data",
-                        1,
-                        s,
-                        c,
-                        target_version,
-                        &m.source.encoding,
-                    )
-                    .await
+    for step in &plan.steps {
+        match step {
+            Step::ReadDump { .. }
+            | Step::CreateDatabase { .. }
+            | Step::DefaultTablespace { .. } => {}
+            Step::DropExisting { list } => {
+                progress.set_phase("dropping existing objects");
+                let l = list_file(toc, list.as_deref()).await?;
+                objects::drop_existing(schema_step(), l.as_ref().map(|l| l.path())).await?;
+            }
+            Step::PreData { list } => {
+                progress.set_phase("restoring pre-data");
+                let l = list_file(toc, list.as_deref()).await?;
+                schema_step()
+                    .section("pre-data", l.as_ref().map(|l| l.path()), 1)
+                    .await?;
+            }
+            Step::LoadTables {
+                tables,
+                jobs,
+                early,
+            } => {
+                progress.set_phase(format!("loading {} tables", tables.len()));
+                let mut lists = HashMap::new();
+                for b in early {
+                    lists.insert(b.table, list_file(toc, Some(&b.list)).await?);
                 }
-            };
-            let early_builds = async {
-                let mut running = futures::stream::FuturesUnordered::new();
-                let mut open = true;
-                while open || !running.is_empty() {
-                    tokio::select! {
-                        i = rx.recv(), if open && running.len() < s.jobs => match i {
-                            Some(i) if early.contains_key(&i) => running.push(build(i)),
-                            Some(_) => {}
-                            None => open = false,
-                        },
-                        Some(r) = futures::StreamExt::next(&mut running), if !running.is_empty() => r?,
-                    }
-                }
-                Ok::<(), JobError>(())
-            };
-            let tx = (!early.is_empty()).then_some(tx);
-            (rows, ()) = tokio::try_join!(
-                load_tables(repo, &m, &load, s, c, &progress, tx),
-                early_builds
-            )?;
-        }
-        let seqs: Vec<&SequenceEntry> = sel.sequences.iter().map(|&i| &m.sequences[i]).collect();
-        steps.push(format!("set {} sequence values", seqs.len()));
-        if let (false, Some(c)) = (s.dry_run, &target) {
-            objects::set_sequences(c, &seqs).await?;
-        }
-        if sel.large_objects && !m.large_objects.items.is_empty() {
-            steps.push(format!(
-                "restore {} large objects",
-                m.large_objects.items.len()
-            ));
-            if let (false, Some(c)) = (s.dry_run, &target) {
+                let cx = Load {
+                    repo,
+                    m: &m,
+                    s,
+                    target: c,
+                    progress,
+                };
+                rows =
+                    load_with_early_builds(&cx, tables, *jobs, &lists, pg_restore.as_ref()).await?;
+            }
+            Step::Sequences { sequences } => {
+                let seqs: Vec<&SequenceEntry> =
+                    sequences.iter().map(|&i| &m.sequences[i]).collect();
+                objects::set_sequences(c, &seqs).await?;
+            }
+            Step::LargeObjects { .. } => {
                 progress.set_phase("restoring large objects");
                 let reader = ChunkReader::new(
                     repo.storage().clone(),
@@ -404,153 +396,40 @@ pub async fn run(
                 );
                 objects::restore_large_objects(c, &m, &reader, s).await?;
             }
+            Step::PostData { list, jobs } => {
+                progress.set_phase("restoring post-data (indexes, constraints)");
+                let l = list_file(toc, list.as_deref()).await?;
+                schema_step()
+                    .section("post-data", l.as_ref().map(|l| l.path()), *jobs)
+                    .await?;
+            }
+            Step::RefreshMatviews { matviews } => {
+                progress.set_phase("refreshing materialized views");
+                let list: Vec<&MatviewEntry> = matviews.iter().map(|&i| &m.matviews[i]).collect();
+                refresh_matviews(c, &list).await?;
+            }
+            Step::DatabaseProperties { statements } => {
+                progress.set_phase("setting the database's properties");
+                c.batch_execute(&format!("BEGIN; {}; COMMIT", statements.join("; ")))
+                    .await
+                    .map_err(JobError::sql(format!(
+                        "set the properties of database {database} (all else is restored; --no-owner and --no-privileges skip its owner and grants)"
+                    )))?;
+            }
         }
     }
-
-    // Post-data, then matviews (they may need the indexes of what they read).
-    if do_schema {
-        steps.push(format!(
-            "restore post-data (indexes, constraints, triggers) with pg_restore -j {}",
-            s.jobs
-        ));
-        if let (Some(t), Some(a), Some(c)) = (&tools, &archive, &target) {
-            progress.set_phase("restoring post-data (indexes, constraints)");
-            pg_restore(
-                t,
-                a.path(),
-                post_list,
-                "post-data",
-                s.jobs,
-                s,
-                c,
-                target_version,
-                &m.source.encoding,
-            )
-            .await?;
-        }
-    }
-    if do_data && !sel.matviews.is_empty() {
-        steps.push(format!("refresh {} materialized views", sel.matviews.len()));
-        if let (false, Some(c)) = (s.dry_run, &target) {
-            progress.set_phase("refreshing materialized views");
-            let list: Vec<&MatviewEntry> = sel.matviews.iter().map(|&i| &m.matviews[i]).collect();
-            refresh_matviews(c, &list).await?;
-        }
-    }
-    // The database's own properties come last, as pg_dumpall used to put
-    // them: a setting such as default_transaction_read_only or a connection
-    // limit must not get in the way of the restore's own sessions.
-    if s.create {
-        let sql = database_property_statements(&database, &m.database, s.no_owner, s.no_privileges);
-        if !sql.is_empty() {
-            steps.push(format!(
-                "set the properties of database {database} ({} statements: owner, grants, comment, settings, limits)",
-                sql.len()
-            ));
-        }
-        if let (false, Some(c), false) = (s.dry_run, &target, sql.is_empty()) {
-            progress.set_phase("setting the database's properties");
-            c.batch_execute(&format!("BEGIN; {}; COMMIT", sql.join("; ")))
-                .await
-                .map_err(JobError::sql(format!(
-                    "set the properties of database {database} (all else is restored; --no-owner and --no-privileges skip its owner and grants)"
-                )))?;
-        }
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    Ok(RestoreReport {
-        id: m.id.clone(),
-        database,
-        dry_run: s.dry_run,
-        steps,
-        tables: if do_data { sel.tables.len() as u64 } else { 0 },
-        rows,
-        bytes,
-        sequences: if do_data {
-            sel.sequences.len() as u64
-        } else {
-            0
-        },
-        large_objects: if do_data && sel.large_objects {
-            m.large_objects.items.len() as u64
-        } else {
-            0
-        },
-        seconds,
-        mb_per_second: bytes as f64 / 1e6 / seconds.max(1e-9),
-    })
+    Ok(rows)
 }
 
-/// What a restore covers: from the patterns, the manifest and (when the
-/// schema is restored) the schema archive's table of contents.
-#[derive(Debug)]
-struct Selection {
-    /// Tables whose rows are loaded (indexes into the manifest's tables).
-    tables: Vec<usize>,
-    /// Sequences whose values are set (indexes into the manifest's).
-    sequences: Vec<usize>,
-    /// Materialized views to refresh (indexes into the manifest's).
-    matviews: Vec<usize>,
-    large_objects: bool,
-    /// Entries of the table of contents to restore; `None`: all.
-    keep: Option<Vec<bool>>,
-    /// Tables the schema part restores, partitioned ones included.
-    schema_tables: usize,
-}
-
-impl Selection {
-    fn new(m: &DumpManifest, toc: Option<&archive::Toc<String>>, s: &RestoreSettings) -> Selection {
-        let include = !s.tables.is_empty();
-        let excluded =
-            |schema: &str, name: &str| s.exclude_tables.iter().any(|p| p.matches(schema, name));
-        let tables: Vec<usize> = (0..m.tables.len())
-            .filter(|&i| {
-                selected(
-                    &s.tables,
-                    &s.exclude_tables,
-                    &m.tables[i].schema,
-                    &m.tables[i].name,
-                )
-            })
-            .collect();
-        let toc_sel = toc
-            .filter(|_| include || !s.exclude_tables.is_empty())
-            .map(|t| toc::select(t, &s.tables, &s.exclude_tables));
-        // With --table: the sequences the schema part restores (those the
-        // chosen tables own); without a schema, those the manifest says the
-        // chosen tables own.
-        let owned_by_chosen = |o: &OwnedBy| {
-            tables
-                .iter()
-                .any(|&i| o.is(&m.tables[i].schema, &m.tables[i].name))
-        };
-        let sequences = (0..m.sequences.len())
-            .filter(|&i| {
-                let q = &m.sequences[i];
-                !excluded(&q.schema, &q.name)
-                    && (!include
-                        || match &toc_sel {
-                            Some(t) => t.sequences.contains(&(q.schema.clone(), q.name.clone())),
-                            None => q.owned_by.as_ref().is_some_and(owned_by_chosen),
-                        })
-            })
-            .collect();
-        let matviews = (0..m.matviews.len())
-            .filter(|&i| !include && !excluded(&m.matviews[i].schema, &m.matviews[i].name))
-            .collect();
-        Selection {
-            tables,
-            sequences,
-            matviews,
-            large_objects: !include,
-            schema_tables: toc_sel.as_ref().map_or(0, |t| t.tables.len()),
-            keep: toc_sel.map(|t| t.keep),
-        }
-    }
-
-    /// Nothing to restore from any table.
-    fn is_empty(&self) -> bool {
-        self.tables.is_empty() && self.schema_tables == 0
+/// The list file for `pg_restore --use-list` of the entries `list`
+/// (`None`: no list, the whole section).
+async fn list_file(
+    toc: Option<&archive::Toc<String>>,
+    list: Option<&[bool]>,
+) -> Result<Option<TempFile>, JobError> {
+    match (toc, list) {
+        (Some(t), Some(keep)) => Ok(Some(toc::write_list(t, keep).await?)),
+        _ => Ok(None),
     }
 }
 
@@ -686,8 +565,9 @@ async fn check_packs(repo: &Repository, m: &DumpManifest) -> Result<(), JobError
 
 /// Refuse to mix a dump's rows into tables that hold rows, and a full
 /// restore into a database that already has the dump's tables.
+/// `c`: `None` for a database about to be created (it has no tables).
 async fn check_target(
-    c: &Client,
+    c: Option<&Client>,
     m: &DumpManifest,
     table_idx: &[usize],
     s: &RestoreSettings,
@@ -699,6 +579,15 @@ async fn check_target(
     for &i in table_idx {
         let t = &m.tables[i];
         let name = quote_qualified(&t.schema, &t.name);
+        let Some(c) = c else {
+            if !do_schema && !s.schema_only {
+                return Err(JobError::Invalid(format!(
+                    "table {} does not exist in the target: restore the schema too (drop --data-only)",
+                    t.qualified()
+                )));
+            }
+            continue;
+        };
         let exists: bool = c
             .query_one("SELECT to_regclass($1) IS NOT NULL", &[&name])
             .await
@@ -730,144 +619,4 @@ async fn check_target(
         }
     }
     Ok(())
-}
-
-/// The encoding to load the dump's rows in: the dump's data encoding,
-/// which the target converts into its own, except for SQL_ASCII.
-/// SQL_ASCII means "bytes, no conversion", and `COPY … (ENCODING
-/// 'SQL_ASCII')` into a database with a real encoding stores the bytes
-/// without checking them: a UTF8 database would silently hold text that is
-/// not UTF-8 and fails later, in every query that converts it. Loading the
-/// bytes as the target's own encoding still converts nothing, but the server
-/// checks them, and a byte sequence the target cannot hold stops the load
-/// with the server's own error.
-pub fn load_encoding(data_encoding: &str, target_encoding: &str) -> String {
-    if data_encoding.eq_ignore_ascii_case("SQL_ASCII") {
-        target_encoding.to_string()
-    } else {
-        data_encoding.to_string()
-    }
-}
-
-async fn load_tables(
-    repo: &Repository,
-    m: &DumpManifest,
-    load: &[usize],
-    s: &RestoreSettings,
-    target: &Client,
-    progress: &Arc<Progress>,
-    table_done: Option<tokio::sync::mpsc::UnboundedSender<usize>>,
-) -> Result<u64, JobError> {
-    let loading: Vec<&crate::repo::manifest::TableEntry> =
-        load.iter().map(|&i| &m.tables[i]).collect();
-    worker::check_binary_columns(target, &m.id, &loading).await?;
-    // FREEZE needs the TRUNCATE privilege (owner or granted).
-    let mut can_truncate = Vec::with_capacity(load.len());
-    for &i in load {
-        let t = &m.tables[i];
-        let ok: bool = target
-            .query_one(
-                "SELECT has_table_privilege($1, 'TRUNCATE')",
-                &[&quote_qualified(&t.schema, &t.name)],
-            )
-            .await
-            .map_err(JobError::sql(format!("inspect table {}", t.qualified())))?
-            .get(0);
-        can_truncate.push(ok);
-    }
-    // --data-only --clean on a split table: empty it once, before its parts load.
-    for (k, &i) in load.iter().enumerate() {
-        let t = &m.tables[i];
-        if s.data_only && s.clean && (t.parts.len() > 1 || !can_truncate[k]) {
-            target
-                .batch_execute(&format!(
-                    "TRUNCATE ONLY {}",
-                    quote_qualified(&t.schema, &t.name)
-                ))
-                .await
-                .map_err(JobError::sql(format!("empty table {}", t.qualified())))?;
-        }
-    }
-    let mut items: Vec<(u64, worker::LoadItem)> = Vec::new();
-    let mut parts_left = vec![0; m.tables.len()];
-    for (k, &i) in load.iter().enumerate() {
-        let t = &m.tables[i];
-        parts_left[i] = t.parts.len();
-        let freeze = t.parts.len() == 1 && can_truncate[k] && (!s.data_only || s.clean);
-        for (p, part) in t.parts.iter().enumerate() {
-            items.push((
-                part.stream.raw_bytes,
-                worker::LoadItem {
-                    table: i,
-                    part: p,
-                    freeze,
-                },
-            ));
-        }
-        if t.parts.is_empty() {
-            progress.units_done.fetch_add(1, Ordering::Relaxed);
-            if let Some(tx) = &table_done {
-                let _ = tx.send(i);
-            }
-        }
-    }
-    // Biggest tables first, each table's parts together: the biggest table
-    // is complete early and its indexes (the longest build) go up while
-    // the smaller tables load, instead of after them. Measured on the
-    // benchmark (docs/BENCHMARKS.md), three interleaved rounds: 10.3-10.8 s
-    // against 10.2-11.8 s with the largest parts first.
-    items.sort_by_key(|(_, it)| {
-        (
-            std::cmp::Reverse(m.tables[it.table].raw_bytes()),
-            it.table,
-            it.part,
-        )
-    });
-    progress
-        .total_bytes
-        .store(items.iter().map(|i| i.0).sum(), Ordering::Relaxed);
-    progress
-        .units_total
-        .store(load.len() as u64, Ordering::Relaxed);
-    let info = catalog::server_info(target)
-        .await
-        .map_err(JobError::sql("read target server information"))?;
-    let shared = Arc::new(worker::Shared {
-        conn: s.conn.clone(),
-        version: info.version,
-        tables: m.tables.clone(),
-        data_encoding: load_encoding(&m.data_encoding, &info.encoding),
-        reader: ChunkReader::new(
-            repo.storage().clone(),
-            Arc::new(m.packs.clone()),
-            m.compression,
-            s.prefetch,
-        ),
-        queue: Mutex::new(items.into_iter().map(|(_, i)| i).collect()),
-        parts_left: Mutex::new(parts_left),
-        progress: progress.clone(),
-        table_done,
-    });
-    let n = s.jobs.min(shared.queue.lock().expect("queue").len());
-    let mut workers = tokio::task::JoinSet::new();
-    for k in 0..n {
-        workers.spawn(worker::run(k, shared.clone()));
-    }
-    Ok(crate::jobs::join_all(workers, "restore worker")
-        .await?
-        .into_iter()
-        .sum())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sql_ascii_rows_load_unconverted_but_checked() {
-        assert_eq!(load_encoding("SQL_ASCII", "UTF8"), "UTF8");
-        assert_eq!(load_encoding("SQL_ASCII", "SQL_ASCII"), "SQL_ASCII");
-        assert_eq!(load_encoding("LATIN1", "UTF8"), "LATIN1");
-        assert_eq!(load_encoding("UTF8", "SQL_ASCII"), "UTF8");
-    }
 }

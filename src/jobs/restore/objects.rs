@@ -10,7 +10,7 @@ use tokio_postgres::Client;
 
 use super::RestoreSettings;
 use crate::jobs::JobError;
-use crate::pg::tools::{self, PgTools};
+use crate::pg::tools;
 use crate::pg::{quote_ident, quote_literal, quote_qualified};
 use crate::pipeline::ChunkReader;
 use crate::repo::manifest::{DumpManifest, SequenceEntry};
@@ -132,24 +132,21 @@ pub async fn restore_large_objects(
 /// `--clean`: run the DROP statements pg_restore would issue for the
 /// archive (all sections, so foreign keys and indexes go before tables),
 /// without its CREATE part.
-pub async fn drop_existing(
-    t: &PgTools,
-    archive: &Path,
+pub(super) async fn drop_existing(
+    r: &super::PgRestore<'_>,
     list: Option<&Path>,
-    s: &RestoreSettings,
-    c: &Client,
-    archive_encoding: &str,
 ) -> Result<(), JobError> {
-    let mut cmd = super::pg_restore_command(t, s);
+    let mut cmd = r.command();
     cmd.arg("--clean").arg("--if-exists").arg("--file=-");
     if let Some(l) = list {
         cmd.arg("--use-list").arg(l);
     }
-    cmd.arg(archive);
+    cmd.arg(r.archive);
     let out = tools::output("pg_restore", cmd).await?;
     // In the archive's encoding: names that are not ASCII must reach the
     // server as UTF-8, not mangled.
-    let script = super::script_text(c, out, archive_encoding, &t.pg_dump).await?;
+    let c = r.target;
+    let script = super::script_text(c, out, r.encoding, &r.tools.pg_dump).await?;
     let drops = drop_statements(&script);
     if drops.is_empty() {
         return Ok(());

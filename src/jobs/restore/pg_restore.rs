@@ -54,63 +54,81 @@ pub(super) async fn write_archive(
     Ok(tmp)
 }
 
-pub(crate) fn pg_restore_command(t: &PgTools, s: &RestoreSettings) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(&t.pg_restore);
-    cmd.arg("--no-password");
-    if s.no_owner {
-        cmd.arg("--no-owner");
-    }
-    if s.no_privileges {
-        cmd.arg("--no-privileges");
-    }
-    if s.no_tablespaces {
-        cmd.arg("--no-tablespaces");
-    }
-    if let Some(pw) = &s.conn.password {
-        cmd.env("PGPASSWORD", pw);
-    }
-    cmd
+/// How pg_restore runs against the target: the same for every section and
+/// for the drop phase of `--clean`.
+pub(super) struct PgRestore<'a> {
+    pub tools: &'a PgTools,
+    /// The schema archive, as a file.
+    pub archive: &'a Path,
+    pub conn: &'a ConnInfo,
+    pub no_owner: bool,
+    pub no_privileges: bool,
+    /// Every object in the target's default tablespace.
+    pub no_tablespaces: bool,
+    /// The target, and its version (older servers get a script instead).
+    pub target: &'a Client,
+    pub version: ServerVersion,
+    /// The archive's encoding (of the scripts pg_restore writes).
+    pub encoding: &'a str,
 }
 
-/// Run one section of the schema archive into the target. A pg_restore of
-/// 17 or later always sends `SET transaction_timeout`, which older servers
-/// reject: for those, pg_restore writes the section as a script, and pgtide
-/// runs it over its own connection (in one transaction, without the
-/// settings the server does not know).
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn pg_restore(
-    t: &PgTools,
-    archive: &Path,
-    list: Option<&Path>,
-    section: &str,
-    jobs: usize,
-    s: &RestoreSettings,
-    target: &Client,
-    version: ServerVersion,
-    encoding: &str,
-) -> Result<(), JobError> {
-    let mut cmd = pg_restore_command(t, s);
-    cmd.arg(format!("--section={section}"));
-    if let Some(l) = list {
-        cmd.arg("--use-list").arg(l);
+impl PgRestore<'_> {
+    /// The pg_restore command with the options every run shares.
+    pub fn command(&self) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(&self.tools.pg_restore);
+        cmd.arg("--no-password");
+        if self.no_owner {
+            cmd.arg("--no-owner");
+        }
+        if self.no_privileges {
+            cmd.arg("--no-privileges");
+        }
+        if self.no_tablespaces {
+            cmd.arg("--no-tablespaces");
+        }
+        if let Some(pw) = &self.conn.password {
+            cmd.env("PGPASSWORD", pw);
+        }
+        cmd
     }
-    if t.major >= 17 && !version.has_transaction_timeout() {
-        cmd.arg("--file=-").arg(archive);
-        let script = tools::output("pg_restore", cmd).await?;
-        let script = script_text(target, script, encoding, &t.pg_dump).await?;
-        let script = script_for_server(&script, version);
-        return target
-            .batch_execute(&script)
-            .await
-            .map_err(JobError::sql(format!("restore {section}")));
+
+    /// Run one section of the schema archive (the entries of `list`, or
+    /// all) into the target. A pg_restore of 17 or later always sends `SET
+    /// transaction_timeout`, which older servers reject: for those,
+    /// pg_restore writes the section as a script, and pgtide runs it over
+    /// its own connection (in one transaction, without the settings the
+    /// server does not know).
+    pub async fn section(
+        &self,
+        section: &str,
+        list: Option<&Path>,
+        jobs: usize,
+    ) -> Result<(), JobError> {
+        let t = self.tools;
+        let mut cmd = self.command();
+        cmd.arg(format!("--section={section}"));
+        if let Some(l) = list {
+            cmd.arg("--use-list").arg(l);
+        }
+        if t.major >= 17 && !self.version.has_transaction_timeout() {
+            cmd.arg("--file=-").arg(self.archive);
+            let script = tools::output("pg_restore", cmd).await?;
+            let script = script_text(self.target, script, self.encoding, &t.pg_dump).await?;
+            let script = script_for_server(&script, self.version);
+            return self
+                .target
+                .batch_execute(&script)
+                .await
+                .map_err(JobError::sql(format!("restore {section}")));
+        }
+        cmd.arg("--exit-on-error")
+            .arg(format!("--jobs={}", jobs.max(1)))
+            .arg("--dbname")
+            .arg(self.conn.to_libpq_string())
+            .arg(self.archive);
+        tools::run("pg_restore", cmd).await?;
+        Ok(())
     }
-    cmd.arg("--exit-on-error")
-        .arg(format!("--jobs={}", jobs.max(1)))
-        .arg("--dbname")
-        .arg(s.conn.to_libpq_string())
-        .arg(archive);
-    tools::run("pg_restore", cmd).await?;
-    Ok(())
 }
 
 /// A pg_restore script made runnable over a plain connection to `version`:

@@ -267,6 +267,12 @@ mod tests {
             include_str!("../../jobs/wal/segment.rs"),
         ),
         ("authid.rs", include_str!("authid.rs")),
+        // Not a parser, but pure by the same rule: the logical restore's
+        // planner decides from facts read beforehand.
+        (
+            "../../jobs/restore/plan.rs",
+            include_str!("../../jobs/restore/plan.rs"),
+        ),
     ];
 
     #[test]
