@@ -1105,3 +1105,31 @@ fn pitr_moves_a_tablespace_with_tablespace_map() {
     assert_eq!(fs::read_dir(&ts_dir).unwrap().count(), source_files);
     assert_eq!(pg.query_one("postgres", "SELECT count(*) FROM m"), "1");
 }
+
+/// A cluster that keeps its configuration outside its data directory (as
+/// Debian's packages do) is backed up without postgresql.conf, pg_hba.conf
+/// and pg_ident.conf: `restore --start` writes minimal ones, says so, and
+/// the server recovers.
+#[test]
+fn restore_start_of_a_backup_without_its_configuration_files() {
+    let pg = PgCluster::start(15);
+    pg.execute(
+        "postgres",
+        "CREATE TABLE kept (v int); INSERT INTO kept SELECT generate_series(1, 100);",
+    );
+    for f in ["postgresql.conf", "pg_hba.conf", "pg_ident.conf"] {
+        fs::remove_file(pg.data_dir().join(f)).unwrap();
+    }
+    let work = work_dir("pgtide-pitr-noconf-");
+    let repo = path_in(&work, "repo");
+    backup(&pg.conninfo("postgres", "postgres"), &repo, &[]);
+    let socket = work_dir("pgtide-pitr-noconf-sock-");
+    crate::harness::pg::give_to_server_user(socket.path());
+    let r = restore(&repo, "latest", &[], Some(socket.path()));
+    assert!(r.report["recovery"].is_string(), "{:#}", r.report);
+    for f in ["postgresql.conf", "pg_hba.conf", "pg_ident.conf"] {
+        assert!(r.pgdata.join(f).is_file(), "{f} was not written");
+    }
+    let hba = fs::read_to_string(r.pgdata.join("pg_hba.conf")).unwrap();
+    assert!(hba.contains("Written by pgtide restore --start"), "{hba}");
+}

@@ -411,6 +411,9 @@ pub async fn run(
         }
         _ => {}
     }
+    if s.start {
+        write_missing_config(&s.pgdata)?;
+    }
     chown_if_root(&s.pgdata, &ts_dirs, s.os_user.as_deref())?;
 
     let mut report = PitrReport {
@@ -536,6 +539,53 @@ pub(crate) fn find_server_tool(
 
 /// Start the restored server and wait until recovery has ended (promoted,
 /// paused at the target, or shut down). Returns what the server said.
+/// Configuration files a server needs to start, with what pgtide writes
+/// when the backup has none.
+const MINIMAL_CONFIG: &[(&str, &str)] = &[
+    (
+        "postgresql.conf",
+        "# Written by pgtide restore --start: the backed-up cluster kept its\n\
+         # configuration outside its data directory (as Debian's packages do).\n\
+         # Its ALTER SYSTEM settings are in postgresql.auto.conf.\n",
+    ),
+    (
+        "pg_hba.conf",
+        "# Written by pgtide restore --start: the backup had no pg_hba.conf.\n\
+         # Local connections by the matching OS user, and passwords over loopback.\n\
+         local all all peer\n\
+         host all all 127.0.0.1/32 scram-sha-256\n\
+         host all all ::1/128 scram-sha-256\n",
+    ),
+    ("pg_ident.conf", ""),
+];
+
+/// A backup of a cluster whose configuration lives outside its data
+/// directory (Debian's layout: /etc/postgresql/MAJOR/NAME) has no
+/// postgresql.conf, pg_hba.conf or pg_ident.conf, and a server cannot start
+/// without them: write minimal ones, and say so.
+fn write_missing_config(pgdata: &Path) -> Result<(), JobError> {
+    let mut written = Vec::new();
+    for (name, text) in MINIMAL_CONFIG {
+        let path = pgdata.join(name);
+        if path.exists() {
+            continue;
+        }
+        std::fs::write(&path, text).map_err(io(format!("write {}", path.display())))?;
+        written.push(*name);
+    }
+    if !written.is_empty() {
+        // Handled here: the restore goes on with these.
+        tracing::warn!(
+            "the backup has no {} (the cluster kept its configuration outside its data directory): \
+             wrote minimal ones into {} so that the server can start; replace them with the \
+             cluster's own before using it",
+            written.join(", "),
+            pgdata.display()
+        );
+    }
+    Ok(())
+}
+
 pub(crate) async fn start_and_wait(
     s: &PitrSettings,
     major: u32,
