@@ -36,6 +36,7 @@ use crate::repo::manifest::{BackupManifest, DumpManifest};
 use crate::repo::runs::RunRecord;
 use crate::repo::wal_archive::WalArchive;
 use crate::repo::{RepoError, Repository, SetKind};
+use crate::units::human_bytes;
 use plan::{Expect, Plan};
 use scratch::Scratch;
 
@@ -401,33 +402,17 @@ async fn preflight(
         return Err(JobError::Invalid(format!(
             "{} has {} free, the drill of {} needs about {}: choose another --scratch",
             s.scratch_base.display(),
-            human(free),
+            human_bytes(free),
             plan.id,
-            human(plan.needs_bytes)
+            human_bytes(plan.needs_bytes)
         )));
     }
     notes.push(format!(
         "{} free for {} needed",
-        human(free),
-        human(plan.needs_bytes)
+        human_bytes(free),
+        human_bytes(plan.needs_bytes)
     ));
     Ok((facts, notes.join(", ")))
-}
-
-/// Bytes for people, as the CLI prints them (KiB, MiB, …).
-fn human(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }
 
 /// The superusers to try on a restored cluster: `--superuser`, else the
@@ -506,7 +491,14 @@ async fn backup_flow(
     let ok = steps.end(
         "restore",
         t,
-        prepared.map(|r| format!("{} files, {} into {}", r.files, human(r.bytes), r.pgdata)),
+        prepared.map(|r| {
+            format!(
+                "{} files, {} into {}",
+                r.files,
+                human_bytes(r.bytes),
+                r.pgdata
+            )
+        }),
     );
     if !ok {
         return;
