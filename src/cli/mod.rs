@@ -4,9 +4,15 @@
 pub mod drill;
 pub mod exit;
 pub mod expire;
+mod logging;
 pub mod output;
+mod print;
+mod restore_physical;
 pub mod service;
 pub mod settings;
+mod wal;
+
+pub use logging::init_tracing;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -619,11 +625,11 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             }
         }
         Command::Restore(a) if a.pgdata.is_some() => {
-            check_restore_flags(&a)?;
-            return restore_physical(a, json).await;
+            restore_physical::check_flags(&a)?;
+            return restore_physical::run(a, json).await;
         }
         Command::Restore(a) => {
-            check_restore_flags(&a)?;
+            restore_physical::check_flags(&a)?;
             let (tables, exclude_tables) = a.filter.patterns()?;
             let s = restore::RestoreSettings {
                 conn: conninfo(&a.db)?,
@@ -683,7 +689,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             if json {
                 print_json(&l);
             } else {
-                print_listing(&l);
+                print::listing(&l);
             }
         }
         Command::Info(a) => {
@@ -691,8 +697,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let m = jobs::inspect::info(&repo, &a.id).await?;
             match (&m.set, json) {
                 (_, true) => print_json(&m),
-                (jobs::inspect::Info::Dump(d), false) => print_info(d),
-                (jobs::inspect::Info::Backup(b), false) => print_backup_info(b),
+                (jobs::inspect::Info::Dump(d), false) => print::dump_info(d),
+                (jobs::inspect::Info::Backup(b), false) => print::backup_info(b),
             }
             if !json {
                 drill::print_history(&m.drill);
@@ -771,444 +777,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             }
         }
         Command::Expire(a) => return expire::run(a, json).await,
-        Command::Wal(w) => return run_wal(w, json).await,
+        Command::Wal(w) => return wal::run(w, json).await,
         Command::Daemon(a) => return service::run_daemon(a, cli.log_format).await,
         Command::Status(a) => return service::run_status(a, json).await,
         Command::Drill(a) => return drill::run(a, json).await,
     }
     Ok(())
-}
-
-async fn run_wal(cmd: WalCommand, json: bool) -> Result<(), CliError> {
-    use crate::jobs::wal::{fetch, push};
-    match cmd {
-        WalCommand::Push {
-            path,
-            repo,
-            compress,
-        } => {
-            let repo = Repository::open(&repo.url(), true).await?;
-            let r = push::push(&repo, &path, compress).await?;
-            if json {
-                print_json(&r);
-            }
-            tracing::info!(name = %r.name, outcome = r.outcome, "wal push");
-        }
-        WalCommand::Fetch {
-            name,
-            dest,
-            repo,
-            spool,
-            prefetch,
-        } => {
-            // Anything but "not in the archive" must stop recovery rather
-            // than end it early: exit codes above 125 do that.
-            let abort = |e: CliError| CliError::new(exit::RECOVERY_ABORT, e.message);
-            let url = repo.url();
-            let repo = Repository::open(&url, false)
-                .await
-                .map_err(|e| abort(e.into()))?;
-            let spool = spool.or_else(fetch::default_spool);
-            match fetch::fetch(&repo, &name, &dest, spool.as_deref())
-                .await
-                .map_err(|e| abort(e.into()))?
-            {
-                fetch::Fetched::NotFound => return Err(CliError::new(exit::FAILURE, "")),
-                fetch::Fetched::Served { .. } => {
-                    if let (Some(spool), true) = (spool, prefetch > 0) {
-                        if name.len() == 24 {
-                            fetch::spawn_prefetcher(&url, &name, &spool, prefetch);
-                        }
-                    }
-                }
-            }
-        }
-        WalCommand::Stream(a) => {
-            let s = crate::jobs::wal::stream::StreamSettings {
-                conn: conninfo(&a.db)?,
-                slot: a.slot,
-                create_slot: a.create_slot,
-                compression: a.compress,
-                partial_interval: a.partial_interval,
-                status_interval: a.status_interval.max(std::time::Duration::from_millis(100)),
-                stop_at: a.stop_at,
-                live: None,
-                accept_gap: false,
-            };
-            let repo = Repository::open(&a.repo.url(), true).await?;
-            let r = crate::jobs::wal::stream::run(&repo, &s, cancel_on_signal()).await?;
-            if json {
-                print_json(&r);
-            } else {
-                println!(
-                    "wal stream stopped: {} segments and {} partials archived, {} reconnects, flushed to {} on timeline {}",
-                    r.segments, r.partials, r.reconnects, r.flushed, r.timeline
-                );
-            }
-        }
-        WalCommand::Prefetch {
-            name,
-            repo,
-            spool,
-            count,
-        } => {
-            let repo = Repository::open(&repo.url(), false).await?;
-            fetch::prefetch(&repo, &name, &spool, count).await?;
-        }
-    }
-    Ok(())
-}
-
-/// `restore` serves a dump (into --db) and a backup (into --pgdata): a flag
-/// of the other kind would be silently ignored, and a point-in-time target
-/// without --pgdata would restore the latest dump instead. Refuse both.
-fn check_restore_flags(a: &RestoreArgs) -> Result<(), CliError> {
-    let physical = [
-        ("--target-time", a.target_time.is_some()),
-        ("--target-lsn", a.target_lsn.is_some()),
-        ("--target-xid", a.target_xid.is_some()),
-        ("--target-name", a.target_name.is_some()),
-        ("--target-immediate", a.target_immediate),
-        ("--target-action", a.target_action.is_some()),
-        ("--target-timeline", a.target_timeline.is_some()),
-        ("--target-exclusive", a.target_exclusive),
-        ("--force", a.force),
-        ("--tablespace-map", !a.tablespace_map.is_empty()),
-        ("--start", a.start),
-        ("--pg-bin", a.pg_bin.is_some()),
-        ("--os-user", a.os_user.is_some()),
-        ("--set", !a.settings.is_empty()),
-    ];
-    let logical = [
-        ("--create", a.create),
-        ("--clean", a.clean),
-        ("--schema-only", a.schema_only),
-        ("--data-only", a.data_only),
-        ("--table", !a.filter.tables.is_empty()),
-        ("--exclude-table", !a.filter.exclude_tables.is_empty()),
-        ("--dry-run", a.dry_run),
-        ("--no-owner", a.no_owner),
-        ("--no-privileges", a.no_privileges),
-        ("--no-tablespaces", a.no_tablespaces),
-        ("--early-index-size", a.early_index_size.is_some()),
-        ("--db", a.db.db.is_some()),
-    ];
-    let first =
-        |flags: &[(&'static str, bool)]| flags.iter().find(|(_, set)| *set).map(|(f, _)| *f);
-    match (&a.pgdata, first(&physical), first(&logical)) {
-        (None, Some(flag), _) => Err(CliError::new(
-            exit::USAGE,
-            format!("{flag} applies to restoring a physical backup: add --pgdata DIR (without it, restore loads a dump into --db)"),
-        )),
-        (Some(_), _, Some(flag)) => Err(CliError::new(
-            exit::USAGE,
-            format!("{flag} applies to restoring a dump into --db, not to a physical restore into --pgdata"),
-        )),
-        _ => Ok(()),
-    }
-}
-
-async fn restore_physical(a: RestoreArgs, json: bool) -> Result<(), CliError> {
-    use crate::jobs::pitr::request;
-    let req = request::Request {
-        backup: a.id.clone(),
-        pgdata: a.pgdata.clone().expect("checked by the caller"),
-        target: request::TargetFlags {
-            time: a.target_time.clone(),
-            lsn: a.target_lsn,
-            xid: a.target_xid.clone(),
-            name: a.target_name.clone(),
-            immediate: a.target_immediate,
-        },
-        action: a.target_action.map(|t| t.as_str().to_string()),
-        timeline: a.target_timeline.clone(),
-        exclusive: a.target_exclusive,
-        force: a.force,
-        jobs: check_jobs(a.jobs)?,
-        tablespace_map: a.tablespace_map.clone(),
-        start: a.start,
-        pg_bin: a.pg_bin.clone(),
-        os_user: a.os_user.clone(),
-        repo_url: a.repo.url(),
-        settings: a.settings.clone(),
-    };
-    // Bad flags are refused before the repository is opened.
-    let s = request::settings(&req)?;
-    let repo = Repository::open(&req.repo_url, false).await?;
-    let progress = Arc::new(Progress::default());
-    let display = ProgressDisplay::start(progress.clone(), !json, "files");
-    let r = interruptible(request::run(&repo, &req.backup, &s, progress)).await?;
-    drop(display);
-    if json {
-        print_json(&r);
-    } else {
-        println!(
-            "restored backup {} into {}: {} files, {}, {:.1} s",
-            r.backup,
-            r.pgdata,
-            r.files,
-            human_bytes(r.bytes),
-            r.seconds
-        );
-        match &r.recovery {
-            Some(summary) => println!(
-                "recovery ended{}: {}",
-                r.timeline
-                    .map(|t| format!(" on timeline {t}"))
-                    .unwrap_or_default(),
-                if summary.is_empty() {
-                    "see pgtide-recovery.log"
-                } else {
-                    summary
-                }
-            ),
-            None => println!(
-                "start the server to recover (recovery.signal and restore_command are in place)"
-            ),
-        }
-    }
-    Ok(())
-}
-
-fn print_backup_info(m: &crate::repo::manifest::BackupManifest) {
-    println!("backup      {}", m.id);
-    if let Some(n) = &m.name {
-        println!("name        {n}");
-    }
-    println!(
-        "system      {} (PostgreSQL {})",
-        m.system_identifier, m.server_version
-    );
-    println!("label       {}", m.label);
-    println!("started     {}", m.started_at.to_rfc3339());
-    println!(
-        "finished    {} ({:.1} s)",
-        m.finished_at.to_rfc3339(),
-        m.stats.seconds
-    );
-    println!("timeline    {} (ends on {})", m.timeline, m.end_timeline);
-    println!("lsn         {} to {}", m.start_lsn, m.end_lsn);
-    println!("wal needed  {} .. {}", m.wal_start, m.wal_end);
-    println!(
-        "storage     {} packs, {} stored, {} of data, {}",
-        m.packs.len(),
-        human_bytes(m.stats.stored_bytes),
-        human_bytes(m.stats.raw_bytes),
-        m.compression
-    );
-    println!("files       {}", m.stats.tables);
-    for t in &m.tablespaces {
-        println!("tablespace  {} at {}", t.oid, t.location);
-    }
-}
-
-fn print_listing(l: &jobs::inspect::Listing) {
-    if l.dumps.is_empty() {
-        println!("no dumps in {}", l.repository);
-    } else {
-        println!(
-            "{:<20} {:<16} {:<10} {:>7} {:>12} {:>10} {:>10}  NAME",
-            "ID", "DATABASE", "SERVER", "TABLES", "ROWS", "DATA", "STORED"
-        );
-        for d in &l.dumps {
-            let mut name = d.name.clone().unwrap_or_default();
-            if d.schema_only {
-                name.push_str(" (schema only)");
-            }
-            if d.data_only {
-                name.push_str(" (data only)");
-            }
-            println!(
-                "{:<20} {:<16} {:<10} {:>7} {:>12} {:>10} {:>10}  {}",
-                d.id,
-                d.database,
-                d.server_version.split_whitespace().next().unwrap_or(""),
-                d.tables,
-                d.rows,
-                human_bytes(d.bytes_raw),
-                human_bytes(d.bytes_stored),
-                name.trim()
-            );
-        }
-    }
-    if !l.backups.is_empty() {
-        println!();
-        println!(
-            "{:<20} {:<8} {:>4} {:>14} {:>14} {:>10} {:>10}  NAME",
-            "BACKUP", "SERVER", "TLI", "START LSN", "END LSN", "DATA", "STORED"
-        );
-        for b in &l.backups {
-            println!(
-                "{:<20} {:<8} {:>4} {:>14} {:>14} {:>10} {:>10}  {}",
-                b.id,
-                b.server_version,
-                b.timeline,
-                b.start_lsn.to_string(),
-                b.end_lsn.to_string(),
-                human_bytes(b.bytes_raw),
-                human_bytes(b.bytes_stored),
-                b.name.clone().unwrap_or_default()
-            );
-        }
-    }
-    drill::print_proven(l);
-    for w in &l.wal {
-        println!(
-            "wal timeline {}: {} segments, {} .. {}{}",
-            w.timeline,
-            w.segments,
-            w.first,
-            w.last,
-            if w.gaps.is_empty() {
-                String::new()
-            } else {
-                format!(", {} missing (first {})", w.gaps.len(), w.gaps[0])
-            }
-        );
-    }
-    for i in &l.deleting {
-        println!(
-            "being deleted: {} ({} objects, {} left): an interrupted deletion, never restorable (the next pgtide expire or delete finishes it)",
-            i.id,
-            i.objects,
-            human_bytes(i.bytes)
-        );
-    }
-    for i in &l.incomplete {
-        println!(
-            "incomplete: {} ({} objects, {}) has no manifest: running now, or failed (pgtide delete {} removes it)",
-            i.id,
-            i.objects,
-            human_bytes(i.bytes),
-            i.id
-        );
-    }
-}
-
-fn print_info(m: &crate::repo::manifest::DumpManifest) {
-    println!("dump        {}", m.id);
-    if let Some(n) = &m.name {
-        println!("name        {n}");
-    }
-    if let Some(d) = &m.description {
-        println!("description {d}");
-    }
-    println!(
-        "source      {} on PostgreSQL {} ({})",
-        m.source.database, m.source.server_version, m.source.connection
-    );
-    println!(
-        "encoding    {} (collate {}, ctype {})",
-        m.source.encoding, m.source.collate, m.source.ctype
-    );
-    println!("started     {}", m.started_at.to_rfc3339());
-    println!(
-        "finished    {} ({:.1} s)",
-        m.finished_at.to_rfc3339(),
-        m.stats.seconds
-    );
-    println!("snapshot    {}", m.source.snapshot);
-    println!(
-        "storage     {} packs, {} stored, {} of data, {}, chunks of {}",
-        m.packs.len(),
-        human_bytes(m.stats.stored_bytes),
-        human_bytes(m.stats.raw_bytes),
-        m.compression,
-        human_bytes(m.options.chunk_size)
-    );
-    if let Some(s) = &m.schema {
-        println!(
-            "schema      {} ({} chunks, {})",
-            s.pg_dump_version,
-            s.stream.chunks.len(),
-            human_bytes(s.stream.raw_bytes)
-        );
-    }
-    println!(
-        "contents    {} tables, {} rows, {} sequences, {} large objects, {} materialized views to refresh",
-        m.tables.len(),
-        m.stats.rows,
-        m.sequences.len(),
-        m.large_objects.items.len(),
-        m.matviews.len()
-    );
-    if !m.tables.is_empty() {
-        println!();
-        println!(
-            "{:<40} {:>12} {:>10} {:>10} {:>6} {:>7}",
-            "TABLE", "ROWS", "DATA", "STORED", "PARTS", "CHUNKS"
-        );
-        for t in &m.tables {
-            println!(
-                "{:<40} {:>12} {:>10} {:>10} {:>6} {:>7}",
-                t.qualified(),
-                t.rows(),
-                human_bytes(t.raw_bytes()),
-                human_bytes(t.stored_bytes()),
-                t.parts.len(),
-                t.parts.iter().map(|p| p.stream.chunks.len()).sum::<usize>()
-            );
-        }
-    }
-}
-
-impl Cli {
-    /// The log format: `--log-format`/`PGTIDE_LOG_FORMAT`, else (for the
-    /// daemon) the config file's `[log] format`, else text.
-    pub fn log_format(&self) -> String {
-        if let Some(f) = &self.log_format {
-            return f.clone();
-        }
-        if let Command::Daemon(a) = &self.command {
-            if let Some(f) = a.config.as_deref().and_then(config_log_format) {
-                return f;
-            }
-        }
-        "text".into()
-    }
-
-    /// The daemon logs its runs at info level unless told otherwise.
-    pub fn log_level(&self) -> u8 {
-        match self.command {
-            Command::Daemon(_) => self.verbose.max(1),
-            _ => self.verbose,
-        }
-    }
-}
-
-/// `[log] format` of a config file, read before anything else so that the
-/// daemon's first lines already have the right format. Errors are left to
-/// the full load that follows.
-fn config_log_format(path: &std::path::Path) -> Option<String> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let table: toml::Table = toml::from_str(&text).ok()?;
-    table
-        .get("log")?
-        .get("format")?
-        .as_str()
-        .map(str::to_string)
-}
-
-/// Logs go to stderr; `-v` raises the level, `RUST_LOG` overrides it;
-/// `json` writes one JSON object per line.
-pub fn init_tracing(verbose: u8, format: &str) {
-    let level = match verbose {
-        0 => "warn",
-        1 => "info",
-        2 => "debug",
-        _ => "trace",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("pgtide={level}")));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false);
-    let _ = if format == "json" {
-        builder.json().with_current_span(true).try_init()
-    } else {
-        builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .try_init()
-    };
 }

@@ -1,0 +1,87 @@
+//! `pgtide wal push | fetch | stream | prefetch`: flags to settings, results
+//! to output.
+
+use super::exit::{self, CliError};
+use super::output::print_json;
+use super::{cancel_on_signal, conninfo, WalCommand};
+use crate::repo::Repository;
+
+pub(super) async fn run(cmd: WalCommand, json: bool) -> Result<(), CliError> {
+    use crate::jobs::wal::{fetch, push};
+    match cmd {
+        WalCommand::Push {
+            path,
+            repo,
+            compress,
+        } => {
+            let repo = Repository::open(&repo.url(), true).await?;
+            let r = push::push(&repo, &path, compress).await?;
+            if json {
+                print_json(&r);
+            }
+            tracing::info!(name = %r.name, outcome = r.outcome, "wal push");
+        }
+        WalCommand::Fetch {
+            name,
+            dest,
+            repo,
+            spool,
+            prefetch,
+        } => {
+            // Anything but "not in the archive" must stop recovery rather
+            // than end it early: exit codes above 125 do that.
+            let abort = |e: CliError| CliError::new(exit::RECOVERY_ABORT, e.message);
+            let url = repo.url();
+            let repo = Repository::open(&url, false)
+                .await
+                .map_err(|e| abort(e.into()))?;
+            let spool = spool.or_else(fetch::default_spool);
+            match fetch::fetch(&repo, &name, &dest, spool.as_deref())
+                .await
+                .map_err(|e| abort(e.into()))?
+            {
+                fetch::Fetched::NotFound => return Err(CliError::new(exit::FAILURE, "")),
+                fetch::Fetched::Served { .. } => {
+                    if let (Some(spool), true) = (spool, prefetch > 0) {
+                        if name.len() == 24 {
+                            fetch::spawn_prefetcher(&url, &name, &spool, prefetch);
+                        }
+                    }
+                }
+            }
+        }
+        WalCommand::Stream(a) => {
+            let s = crate::jobs::wal::stream::StreamSettings {
+                conn: conninfo(&a.db)?,
+                slot: a.slot,
+                create_slot: a.create_slot,
+                compression: a.compress,
+                partial_interval: a.partial_interval,
+                status_interval: a.status_interval.max(std::time::Duration::from_millis(100)),
+                stop_at: a.stop_at,
+                live: None,
+                accept_gap: false,
+            };
+            let repo = Repository::open(&a.repo.url(), true).await?;
+            let r = crate::jobs::wal::stream::run(&repo, &s, cancel_on_signal()).await?;
+            if json {
+                print_json(&r);
+            } else {
+                println!(
+                    "wal stream stopped: {} segments and {} partials archived, {} reconnects, flushed to {} on timeline {}",
+                    r.segments, r.partials, r.reconnects, r.flushed, r.timeline
+                );
+            }
+        }
+        WalCommand::Prefetch {
+            name,
+            repo,
+            spool,
+            count,
+        } => {
+            let repo = Repository::open(&repo.url(), false).await?;
+            fetch::prefetch(&repo, &name, &spool, count).await?;
+        }
+    }
+    Ok(())
+}
