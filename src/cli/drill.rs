@@ -22,7 +22,7 @@ use super::output::{print_json, ProgressDisplay};
 use super::settings::default_jobs;
 use super::RepoArg;
 use crate::jobs::drill::{self, DrillSettings};
-use crate::jobs::pitr::select;
+use crate::jobs::physical_restore::select;
 use crate::jobs::Progress;
 use crate::repo::{Repository, SetKind};
 
@@ -82,7 +82,7 @@ pub struct DrillArgs {
 }
 
 fn target(a: &DrillArgs) -> Result<select::Target, CliError> {
-    Ok(crate::jobs::pitr::request::TargetFlags {
+    Ok(crate::jobs::physical_restore::request::TargetFlags {
         time: a.target_time.clone(),
         lsn: a.target_lsn,
         xid: a.target_xid.clone(),
@@ -106,7 +106,7 @@ pub async fn run(a: DrillArgs, json: bool) -> Result<(), CliError> {
     let repo = Repository::open(&url, false).await?;
     let id = if a.id == "latest" {
         if targeted {
-            crate::jobs::pitr::choose(&repo, &target, "latest")
+            crate::jobs::physical_restore::choose(&repo, &target, "latest")
                 .await?
                 .map_err(|e| CliError::new(exit::REPOSITORY, e.to_string()))?
         } else if repo.ids(SetKind::Backup).await?.is_empty() {

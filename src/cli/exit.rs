@@ -121,8 +121,8 @@ impl CliError {
     }
 }
 
-fn repl_code(e: &crate::pg::replication::ReplError) -> u8 {
-    use crate::pg::replication::ReplError as R;
+fn repl_code(e: &crate::pg::wire::WireError) -> u8 {
+    use crate::pg::wire::WireError as R;
     match e {
         R::Connect(_)
         | R::Auth { .. }
@@ -268,7 +268,7 @@ mod tests {
         assert_eq!(classify(&JobError::BadStream("x".into())), FAILURE);
         assert_eq!(
             classify(&JobError::NoBackupForTarget(
-                crate::jobs::pitr::select::SelectError::NoBackups
+                crate::jobs::physical_restore::select::SelectError::NoBackups
             )),
             REPOSITORY
         );
@@ -280,7 +280,7 @@ mod tests {
     fn internal_errors_say_so() {
         let busy = JobError::Replication {
             context: "stream WAL",
-            source: crate::pg::replication::ReplError::Busy {
+            source: crate::pg::wire::WireError::Busy {
                 doing: "streaming",
                 wanted: "identify the system",
             },
@@ -301,7 +301,7 @@ mod tests {
     #[test]
     fn replication_errors_by_kind() {
         use crate::pg::proto::ProtoError;
-        use crate::pg::replication::ReplError;
+        use crate::pg::wire::WireError;
         let repl = |source| JobError::Replication {
             context: "stream WAL",
             source,
@@ -312,25 +312,25 @@ mod tests {
             port: 5432,
         };
         assert_eq!(
-            classify(&repl(ReplError::Protocol(ProtoError::malformed(
+            classify(&repl(WireError::Protocol(ProtoError::malformed(
                 "x",
                 "y".to_string()
             )))),
             FAILURE
         );
         assert_eq!(
-            classify(&repl(ReplError::ConnectionLost {
+            classify(&repl(WireError::ConnectionLost {
                 server,
                 reason: "reset".into()
             })),
             FAILURE
         );
         assert_eq!(
-            classify(&repl(ReplError::InvalidSlotName { slot: "A".into() })),
+            classify(&repl(WireError::InvalidSlotName { slot: "A".into() })),
             USAGE
         );
         assert_eq!(
-            classify(&repl(ReplError::Busy {
+            classify(&repl(WireError::Busy {
                 doing: "streaming",
                 wanted: "identify the system"
             })),

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::jobs::{self, backup, dump, restore, verify, Progress};
+use crate::jobs::{self, backup, dump, logical_restore, verify, Progress};
 use crate::pg::conninfo::ConnInfo;
 use crate::pg::pattern::NamePattern;
 use crate::pipeline::{Compression, PipelineConfig};
@@ -631,7 +631,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Restore(a) => {
             restore_physical::check_flags(&a)?;
             let (tables, exclude_tables) = a.filter.patterns()?;
-            let s = restore::RestoreSettings {
+            let s = logical_restore::RestoreSettings {
                 conn: conninfo(&a.db)?,
                 jobs: check_jobs(a.jobs)?,
                 create: a.create,
@@ -652,7 +652,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let id = repo.resolve_dump(&a.id).await?;
             let progress = Arc::new(Progress::default());
             let _display = ProgressDisplay::start(progress.clone(), !json, "tables");
-            let r = interruptible(restore::run(&repo, &id, &s, progress)).await?;
+            let r = interruptible(logical_restore::run(&repo, &id, &s, progress)).await?;
             if json {
                 print_json(&r);
             } else if r.dry_run {

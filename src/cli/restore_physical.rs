@@ -60,7 +60,7 @@ pub(super) fn check_flags(a: &RestoreArgs) -> Result<(), CliError> {
 }
 
 pub(super) async fn run(a: RestoreArgs, json: bool) -> Result<(), CliError> {
-    use crate::jobs::pitr::request;
+    use crate::jobs::physical_restore::request;
     let req = request::Request {
         backup: a.id.clone(),
         pgdata: a.pgdata.clone().expect("checked by the caller"),

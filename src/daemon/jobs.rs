@@ -280,7 +280,7 @@ async fn drill(
         scratch_base: cfg.drill.scratch.clone().unwrap_or_else(std::env::temp_dir),
         keep: false,
         dry_run: false,
-        target: crate::jobs::pitr::select::Target::End,
+        target: crate::jobs::physical_restore::select::Target::End,
         sql,
         sql_database: None,
         pg_bin: None,

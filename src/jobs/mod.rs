@@ -7,8 +7,8 @@ pub mod drill;
 pub mod dump;
 pub mod expire;
 pub mod inspect;
-pub mod pitr;
-pub mod restore;
+pub mod logical_restore;
+pub mod physical_restore;
 pub mod verify;
 pub mod wal;
 
@@ -29,7 +29,7 @@ pub enum JobError {
     Replication {
         context: &'static str,
         #[source]
-        source: crate::pg::replication::ReplError,
+        source: crate::pg::wire::WireError,
     },
     /// A statement of a session on pgtide's own client (a dump worker's
     /// COPY), with what it was doing.
@@ -37,7 +37,7 @@ pub enum JobError {
     Session {
         context: String,
         #[source]
-        source: crate::pg::replication::ReplError,
+        source: crate::pg::wire::WireError,
     },
     #[error("{context}: {}", pg_message(.source))]
     Sql {
@@ -110,7 +110,7 @@ pub enum JobError {
     Invalid(String),
     /// No backup can reach the recovery target (`restore --pgdata latest`).
     #[error(transparent)]
-    NoBackupForTarget(#[from] crate::jobs::pitr::select::SelectError),
+    NoBackupForTarget(#[from] crate::jobs::physical_restore::select::SelectError),
     #[error("{} {id} is damaged: {what} (run pgtide verify {id})", set_word(id))]
     Damaged { id: String, what: String },
     #[error("database {name} already exists: drop it, or restore into it without --create")]

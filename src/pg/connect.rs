@@ -387,7 +387,7 @@ pub(crate) fn tls_error(
 }
 
 /// The rustls client configuration for `sslmode`, with ring as the provider.
-/// Also used by the replication client (`pg::replication`), so both kinds of
+/// Also used by the replication client (`pg::wire`), so both kinds of
 /// connection check certificates the same way.
 pub(crate) fn tls_connector(
     ci: &ConnInfo,

@@ -13,11 +13,11 @@ pub mod dump_archive;
 pub mod lsn;
 pub mod pattern;
 pub mod proto;
-pub mod replication;
 pub mod session;
 pub mod tools;
 pub mod version;
 pub mod walpage;
+pub mod wire;
 
 /// Quote an identifier the way PostgreSQL's `quote_ident` would, always.
 pub fn quote_ident(s: &str) -> String {

@@ -995,7 +995,7 @@ fn abandoned_branch(latest: bool) {
         .build()
         .expect("tokio runtime");
     let chosen = rt.block_on(async {
-        use pgtide::jobs::pitr::{choose, select::Target};
+        use pgtide::jobs::physical_restore::{choose, select::Target};
         let r = pgtide::repo::Repository::open(&repo, false)
             .await
             .expect("open the repository");

@@ -29,11 +29,10 @@ use super::{JobError, Progress};
 use crate::pg::conninfo::ConnInfo;
 use crate::pg::lsn::{segment_name, Lsn};
 use crate::pg::proto::tar::{EntryKind, TarEvent, TarParser};
-use crate::pg::replication::{
-    parse_size_setting, BaseBackupEvent, BaseBackupOptions, ReplError, ReplicationClient,
-    SystemInfo,
-};
 use crate::pg::version::ServerVersion;
+use crate::pg::wire::{
+    parse_size_setting, BaseBackupEvent, BaseBackupOptions, SystemInfo, WireClient, WireError,
+};
 use crate::pipeline::{PackSet, PackWriter, PipelineConfig, StreamState};
 use crate::repo::manifest::{
     BackupFile, BackupManifest, DumpStats, StreamRef, TablespaceEntry, FORMAT_VERSION, KIND_BACKUP,
@@ -86,7 +85,7 @@ pub struct BackupReport {
 /// base backup data in messages of at most a few tens of KiB).
 const RECEIVE_AHEAD: usize = 256;
 
-fn repl(context: &'static str) -> impl FnOnce(ReplError) -> JobError {
+fn repl(context: &'static str) -> impl FnOnce(WireError) -> JobError {
     move |e| JobError::Replication { context, source: e }
 }
 
@@ -110,7 +109,7 @@ pub async fn run(
     let started = Instant::now();
     let started_at = Utc::now();
     progress.set_phase("connecting");
-    let mut client = ReplicationClient::connect(&s.conn, "pgtide backup")
+    let mut client = WireClient::connect(&s.conn, "pgtide backup")
         .await
         .map_err(repl("connect for the base backup"))?;
     let facts = gather(repo, &mut client, started_at).await?;
@@ -211,7 +210,7 @@ struct Facts {
 /// (bound to it if new).
 async fn gather(
     repo: &Repository,
-    client: &mut ReplicationClient,
+    client: &mut WireClient,
     started_at: chrono::DateTime<Utc>,
 ) -> Result<Facts, JobError> {
     let version = client.server_version();
@@ -302,7 +301,7 @@ impl Received {
 async fn take(
     repo: &Repository,
     s: &BackupSettings,
-    client: &mut ReplicationClient,
+    client: &mut WireClient,
     facts: &Facts,
     plan: &Plan,
     packs: &PackSet,
@@ -436,7 +435,7 @@ fn manifest(
 /// manifest kept, the start LSN told to the WAL streamer (`start_tx`) as
 /// soon as the server reports it. The packs are closed when it returns.
 async fn receive(
-    client: &mut ReplicationClient,
+    client: &mut WireClient,
     facts: &Facts,
     pipeline: PipelineConfig,
     packs: &PackSet,

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use crate::jobs::wal::segment::SegmentAssembler;
 use crate::pg::conninfo::ConnInfo;
 use crate::pg::lsn::Lsn;
-use crate::pg::replication::{ReplError, ReplEvent, ReplicationClient};
+use crate::pg::wire::{ReplEvent, WireClient, WireError};
 use crate::repo::wal_archive::{WalArchive, WalError};
 
 /// How long the last segment may stay incomplete, once everything up to the
@@ -31,7 +31,7 @@ const COMPLETE_GRACE: Duration = Duration::from_secs(2);
 #[derive(Debug, thiserror::Error)]
 pub enum RangeError {
     #[error(transparent)]
-    Repl(#[from] ReplError),
+    Repl(#[from] WireError),
     #[error(transparent)]
     Wal(#[from] WalError),
     #[error(transparent)]
@@ -42,7 +42,7 @@ pub enum RangeError {
 
 /// A connection holding a temporary slot, ready to stream.
 pub struct RangeStreamer {
-    client: ReplicationClient,
+    client: WireClient,
     slot: String,
     /// The server is a standby: its backup may end inside a segment that
     /// only the primary can complete. A primary switches segments at the
@@ -62,7 +62,7 @@ impl RangeStreamer {
     /// the last checkpoint's or restartpoint's redo LSN: at or before any
     /// backup started afterwards).
     pub async fn prepare(ci: &ConnInfo) -> Result<RangeStreamer, RangeError> {
-        let mut client = ReplicationClient::connect(ci, "pgtide backup wal").await?;
+        let mut client = WireClient::connect(ci, "pgtide backup wal").await?;
         let slot = format!(
             "pgtide_backup_{}_{:08x}",
             std::process::id(),

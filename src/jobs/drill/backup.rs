@@ -22,7 +22,7 @@ fn superusers(s: &DrillSettings, data_dir: &std::path::Path) -> Vec<String> {
     if !v.iter().any(|u| u == "postgres") {
         v.push("postgres".into());
     }
-    let me = if pitr::running_as_root() {
+    let me = if physical_restore::running_as_root() {
         s.os_user.clone()
     } else {
         std::env::var("USER").ok()
@@ -66,7 +66,7 @@ pub(super) async fn flow(
         scr.write(plan::HBA_FILE, plan::HBA)?;
         scr.write(plan::IDENT_FILE, "")?;
         scr.give_to_server_user()?;
-        let r = pitr::run(repo, &m.id, &ps, steps.progress.clone()).await?;
+        let r = physical_restore::run(repo, &m.id, &ps, steps.progress.clone()).await?;
         // Clusters packaged the Debian way keep postgresql.conf outside the
         // data directory, so the backup has none; the server needs one (its
         // settings then come from postgresql.auto.conf and the defaults).
@@ -93,7 +93,7 @@ pub(super) async fn flow(
     }
 
     let t = steps.begin("recovering: PostgreSQL replays the archived WAL");
-    let summary = match pitr::start_and_wait(&ps, plan.major).await {
+    let summary = match physical_restore::start_and_wait(&ps, plan.major).await {
         Ok((summary, tli)) => {
             // PostgreSQL 15+ appends resource usage to "redo done at …".
             let shown = summary

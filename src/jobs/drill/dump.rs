@@ -35,7 +35,10 @@ pub(super) async fn flow(
         crate::pg::tools::run("initdb", c).await?;
         let mut conf = String::from("\n# written by pgtide drill\n");
         for (k, v) in plan::server_settings(&plan.scratch, facts.major) {
-            conf.push_str(&format!("{k} = {}\n", pitr::recovery::conf_quote(&v)));
+            conf.push_str(&format!(
+                "{k} = {}\n",
+                physical_restore::recovery::conf_quote(&v)
+            ));
         }
         let auto = plan.data_dir.join("postgresql.auto.conf");
         let mut text = std::fs::read_to_string(&auto).unwrap_or_default();
@@ -120,7 +123,7 @@ pub(super) async fn flow(
             pg_dump: s.pg_dump.clone(),
             prefetch: 4,
         };
-        restore::run(repo, &m.id, &rs, steps.progress.clone()).await
+        logical_restore::run(repo, &m.id, &rs, steps.progress.clone()).await
     }
     .await
     // The loader counts each part's rows against the manifest: in a drill

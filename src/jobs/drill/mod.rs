@@ -5,8 +5,8 @@
 //! drill (`scratch::reap`).
 //!
 //! Physical backup: pre-flight (packs present, the backup's WAL in the
-//! archive, free space) → restore the files (`pitr::run`) → recovery to the
-//! target with promotion (`pitr::start_and_wait`) → recovery point, amcheck,
+//! archive, free space) → restore the files (`physical_restore::run`) → recovery to the
+//! target with promotion (`physical_restore::start_and_wait`) → recovery point, amcheck,
 //! every table counted, `--sql` → tear down.
 //! Dump: pre-flight → initdb a scratch cluster → start it → the logical
 //! restore job (`--create`, no owners or privileges: roles are not in a
@@ -30,8 +30,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::pitr::{self, select::Target, PitrSettings};
-use super::restore::{self, RestoreSettings};
+use super::logical_restore::{self, RestoreSettings};
+use super::physical_restore::{self, select::Target, PitrSettings};
 use super::{JobError, Progress};
 use crate::pipeline::Compression;
 use crate::repo::manifest::{BackupManifest, DumpManifest};
@@ -358,7 +358,7 @@ async fn preflight(
             facts.held = archive.segments().await.map_err(wal)?;
             notes.push(format!("WAL {}..{} archived", m.wal_start, m.wal_end));
             // Found now rather than after the whole restore.
-            facts.pg_ctl = Some(pitr::find_server_tool(
+            facts.pg_ctl = Some(physical_restore::find_server_tool(
                 s.pg_bin.as_deref(),
                 "pg_ctl",
                 plan.major,
@@ -375,8 +375,8 @@ async fn preflight(
             let mut found = None;
             for major in plan.major..=plan.major.max(13) + 10 {
                 if let (Ok(i), Ok(c)) = (
-                    pitr::find_server_tool(s.pg_bin.as_deref(), "initdb", major),
-                    pitr::find_server_tool(s.pg_bin.as_deref(), "pg_ctl", major),
+                    physical_restore::find_server_tool(s.pg_bin.as_deref(), "initdb", major),
+                    physical_restore::find_server_tool(s.pg_bin.as_deref(), "pg_ctl", major),
                 ) {
                     found = Some((major, i, c));
                     break;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::jobs::pitr::select::Target;
+use crate::jobs::physical_restore::select::Target;
 use crate::pg::lsn::{segment_name, Lsn};
 
 /// The port of the scratch server. It listens on no TCP address: the port
@@ -25,7 +25,7 @@ pub const IDENT_FILE: &str = "pg_ident.conf";
 pub const DATA_DIR: &str = "data";
 pub const TABLESPACE_DIR: &str = "tblspc";
 /// The log of a scratch cluster made by initdb (a restored one logs into its
-/// data directory, `pitr::RECOVERY_LOG`).
+/// data directory, `physical_restore::RECOVERY_LOG`).
 pub const SERVER_LOG: &str = "server.log";
 
 /// A check the drill runs on the restored copy, in this order.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::jobs::pitr::running_as_root;
+use crate::jobs::physical_restore::running_as_root;
 use crate::jobs::JobError;
 
 /// Prefix of every scratch directory a drill creates.

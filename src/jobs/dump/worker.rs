@@ -13,8 +13,8 @@ use super::plan::{ctid_predicate, WorkItem};
 use crate::jobs::{JobError, Progress};
 use crate::pg::conninfo::ConnInfo;
 use crate::pg::copy_binary::{self, OutputFraming};
-use crate::pg::replication::{ReplError, ReplicationClient};
 use crate::pg::version::ServerVersion;
+use crate::pg::wire::{WireClient, WireError};
 use crate::pg::{quote_ident, quote_qualified, session};
 use crate::pipeline::PackWriter;
 use crate::repo::manifest::{StreamRef, TablePart};
@@ -114,11 +114,11 @@ pub async fn run(
 ) -> Result<Vec<(usize, usize, TablePart)>, JobError> {
     crate::jobs::panic_point("dump-worker");
     let session_err =
-        |context: String| move |source: ReplError| JobError::Session { context, source };
+        |context: String| move |source: WireError| JobError::Session { context, source };
     // pgtide's own client: rows come as slices of its read buffer, a whole
     // read at a time, instead of one allocation and one channel hop per row
     // through tokio-postgres (docs/BENCHMARKS.md, D4).
-    let mut client = ReplicationClient::connect_sql(&shared.conn, "pgtide dump worker")
+    let mut client = WireClient::connect_sql(&shared.conn, "pgtide dump worker")
         .await
         .map_err(session_err(format!("worker {n}: connect")))?;
     client

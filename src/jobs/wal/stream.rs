@@ -30,7 +30,7 @@ use crate::jobs::JobError;
 use crate::pg::conninfo::ConnInfo;
 use crate::pg::lsn::{history_name, segment_name, Lsn};
 use crate::pg::proto::history;
-use crate::pg::replication::{parse_size_setting, ReplError, ReplEvent, ReplicationClient};
+use crate::pg::wire::{parse_size_setting, ReplEvent, WireClient, WireError};
 use crate::pipeline::Compression;
 use crate::repo::wal_archive::{WalArchive, WalError};
 use crate::repo::{RepoError, Repository};
@@ -126,7 +126,7 @@ pub struct StreamReport {
 #[derive(Debug, thiserror::Error)]
 enum StreamError {
     #[error(transparent)]
-    Repl(#[from] ReplError),
+    Repl(#[from] WireError),
     #[error(transparent)]
     Wal(#[from] WalError),
     #[error(transparent)]
@@ -196,7 +196,7 @@ pub async fn run(
     loop {
         let attempt_started = Instant::now();
         let result = session(repo, s, &cancel, &mut report, &mut skip_to).await;
-        if let Err(StreamError::Repl(ReplError::SlotInUse { .. })) = &result {
+        if let Err(StreamError::Repl(WireError::SlotInUse { .. })) = &result {
             let since = *slot_busy_since.get_or_insert_with(Instant::now);
             if !connected_once || since.elapsed() > Duration::from_secs(180) {
                 return Err(result.expect_err("matched an error").into());
@@ -244,7 +244,7 @@ async fn session(
     report: &mut StreamReport,
     skip_to: &mut Option<(StartPoint, StartPoint)>,
 ) -> Result<(), StreamError> {
-    let mut client = ReplicationClient::connect(&s.conn, "pgtide wal stream").await?;
+    let mut client = WireClient::connect(&s.conn, "pgtide wal stream").await?;
     let version = client.server_version();
     if !version.is_supported() {
         return Err(JobError::UnsupportedServer(version).into());
@@ -273,7 +273,7 @@ async fn session(
                 ))
                 .into());
             }
-            Err(ReplError::SlotExists { .. }) => {}
+            Err(WireError::SlotExists { .. }) => {}
             Err(e) => return Err(e.into()),
         }
         if created.is_none() && version.has_read_replication_slot() && !s.create_slot {
@@ -359,7 +359,7 @@ async fn session(
             }
             // A server recovered with restore_command keeps only its own
             // timeline's history file, which names every ancestor: enough.
-            Err(ReplError::Server { code, message, .. })
+            Err(WireError::Server { code, message, .. })
                 if code == SqlState::UNDEFINED_FILE && t < sys.timeline =>
             {
                 tracing::warn!(timeline = t, "the server no longer has this timeline's history file ({message}): not archived");
@@ -403,7 +403,7 @@ async fn session(
                 // "requested WAL segment … has already been removed": 58P01
                 // when the file is gone, or whatever errno was left when
                 // the server saw it removed while reading.
-                Err(ReplError::Server { code, message, .. })
+                Err(WireError::Server { code, message, .. })
                     if (code == SqlState::UNDEFINED_FILE
                         || message.contains("has already been removed"))
                         && !received

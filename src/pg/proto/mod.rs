@@ -10,7 +10,7 @@
 //!
 //! Must never: touch a socket, a file or the tokio runtime (the tripwire test
 //! below fails if these modules import `tokio`, `std::net` or `std::fs`).
-//! The I/O shell is `pg::replication`; the captured byte streams these
+//! The I/O shell is `pg::wire`; the captured byte streams these
 //! decoders are tested against are in `proto-fixtures/`.
 
 pub mod authid;
@@ -270,8 +270,8 @@ mod tests {
         // Not a parser, but pure by the same rule: the logical restore's
         // planner decides from facts read beforehand.
         (
-            "../../jobs/restore/plan.rs",
-            include_str!("../../jobs/restore/plan.rs"),
+            "../../jobs/logical_restore/plan.rs",
+            include_str!("../../jobs/logical_restore/plan.rs"),
         ),
     ];
 

@@ -3,21 +3,21 @@
 
 use super::*;
 
-impl ReplicationClient {
+impl WireClient {
     /// Sends `BASE_BACKUP` in the syntax the server takes; then call
     /// [`base_backup_next`](Self::base_backup_next) until it returns
     /// `Ok(None)`. Errors the server reports (e.g. wal_level) arrive there.
-    pub async fn base_backup(&mut self, opts: &BaseBackupOptions) -> Result<(), ReplError> {
+    pub async fn base_backup(&mut self, opts: &BaseBackupOptions) -> Result<(), WireError> {
         self.ready("start a base backup")?;
         if self.version.major() < 13 {
-            return Err(ReplError::Unsupported {
+            return Err(WireError::Unsupported {
                 feature: "a base backup with a backup manifest",
                 needs_major: 13,
                 version: self.version,
             });
         }
         if opts.server_compression.is_some() && !self.version.has_server_side_compression() {
-            return Err(ReplError::Unsupported {
+            return Err(WireError::Unsupported {
                 feature: "server-side compression",
                 needs_major: 15,
                 version: self.version,
@@ -35,7 +35,7 @@ impl ReplicationClient {
 
     /// The next event of the base backup; `Ok(None)` once it is complete and
     /// the connection is back in command mode.
-    pub async fn base_backup_next(&mut self) -> Result<Option<BaseBackupEvent>, ReplError> {
+    pub async fn base_backup_next(&mut self) -> Result<Option<BaseBackupEvent>, WireError> {
         loop {
             let step = match &mut self.mode {
                 Mode::BaseBackup { decoder, .. } => decoder.decode(&mut self.rbuf),

@@ -1,22 +1,26 @@
-//! pgtide's own replication connection (`replication=true`): the physical
-//! walsender protocol that tokio-postgres cannot speak.
+//! pgtide's own PostgreSQL wire client, for the two kinds of session
+//! tokio-postgres does not serve well: replication connections
+//! (`replication=true`: the physical walsender protocol it cannot speak) and
+//! the dump workers' plain SQL sessions, whose COPY output it reads straight
+//! into the pipeline without a copy per row. One client, one error type
+//! ([`WireError`]), named for the wire rather than for one of its uses.
 //!
 //! Owns: the socket (TCP, TLS by `sslmode` exactly as `pg::connect` does it,
 //! or a unix socket), the startup and authentication exchange (trust,
 //! cleartext password, md5, SCRAM-SHA-256), the replication commands
 //! (`IDENTIFY_SYSTEM`, `SHOW`, `TIMELINE_HISTORY`, slots,
 //! `START_REPLICATION … PHYSICAL`, `BASE_BACKUP`), and classifying what the
-//! server answers into [`ReplError`].
+//! server answers into [`WireError`].
 //!
 //! Must never: interpret bytes itself (every decoder lives in `pg::proto`;
 //! this module only moves bytes and keeps the conversation state), hold more
 //! than one backend message plus one read chunk in memory, retry on its own
-//! (callers decide with [`ReplError::is_retryable`]), or log a password.
+//! (callers decide with [`WireError::is_retryable`]), or log a password.
 //!
 //! Files: `startup.rs` (socket, TLS, authentication), `commands.rs` (one
 //! result set commands and slots), `streaming.rs` (`START_REPLICATION`),
 //! `base_backup.rs`, `sql.rs` (plain SQL sessions for the dump's COPY),
-//! `error.rs` (`ReplError` and how server answers become one); this file
+//! `error.rs` (`WireError` and how server answers become one); this file
 //! holds the conversation state and the message plumbing they share.
 
 use std::collections::HashMap;
@@ -55,7 +59,7 @@ mod streaming;
 pub use commands::parse_size_setting;
 use commands::*;
 use error::*;
-pub use error::{NoReplication, ReplError};
+pub use error::{NoReplication, WireError};
 
 /// How much is read from the socket at a time. A message longer than this
 /// is assembled over several reads; the buffer never holds more than the
@@ -82,12 +86,12 @@ pub struct SlotInfo {
     pub restart_tli: Option<u32>,
 }
 
-/// What [`ReplicationClient::recv`] returns while streaming.
+/// What [`WireClient::recv`] returns while streaming.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReplEvent {
     /// WAL bytes starting at `start`; `end` is the server's end of WAL.
     XLogData { start: Lsn, end: Lsn, data: Bytes },
-    /// Answer with [`ReplicationClient::send_status`] at once when
+    /// Answer with [`WireClient::send_status`] at once when
     /// `reply_requested`.
     Keepalive { end: Lsn, reply_requested: bool },
     /// The timeline being streamed ended (the server was promoted): continue
@@ -172,8 +176,9 @@ impl Mode {
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
-/// One replication connection. Not `Clone`; one command at a time.
-pub struct ReplicationClient {
+/// One connection: a replication session or a plain SQL session (see
+/// `sql.rs`). Not `Clone`; one command at a time.
+pub struct WireClient {
     stream: Box<dyn Io>,
     server: Target,
     user: String,
@@ -191,9 +196,9 @@ pub struct ReplicationClient {
     tap: Option<Vec<u8>>,
 }
 
-impl std::fmt::Debug for ReplicationClient {
+impl std::fmt::Debug for WireClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReplicationClient")
+        f.debug_struct("WireClient")
             .field("server", &self.server)
             .field("user", &self.user)
             .field("version", &self.version)
@@ -202,7 +207,7 @@ impl std::fmt::Debug for ReplicationClient {
     }
 }
 
-impl ReplicationClient {
+impl WireClient {
     /// The server's version, from the `server_version` it reported at startup.
     pub fn server_version(&self) -> ServerVersion {
         self.version
@@ -220,7 +225,7 @@ impl ReplicationClient {
 
     // ---- plumbing -------------------------------------------------------
 
-    fn ready(&self, wanted: &'static str) -> Result<(), ReplError> {
+    fn ready(&self, wanted: &'static str) -> Result<(), WireError> {
         match self.mode {
             Mode::Idle => Ok(()),
             Mode::Broken => Err(self.lost("the connection failed earlier")),
@@ -228,29 +233,29 @@ impl ReplicationClient {
         }
     }
 
-    fn busy(&self, wanted: &'static str) -> ReplError {
+    fn busy(&self, wanted: &'static str) -> WireError {
         if matches!(self.mode, Mode::Broken) {
             return self.lost("the connection failed earlier");
         }
-        ReplError::Busy {
+        WireError::Busy {
             doing: self.mode.doing(),
             wanted,
         }
     }
 
-    fn lost(&self, reason: &str) -> ReplError {
-        ReplError::ConnectionLost {
+    fn lost(&self, reason: &str) -> WireError {
+        WireError::ConnectionLost {
             server: self.server.clone(),
             reason: reason.to_owned(),
         }
     }
 
-    fn protocol(&mut self, e: ProtoError) -> ReplError {
+    fn protocol(&mut self, e: ProtoError) -> WireError {
         self.mode = Mode::Broken;
-        ReplError::Protocol(e)
+        WireError::Protocol(e)
     }
 
-    fn unexpected(&mut self, got: &str, during: &'static str) -> ReplError {
+    fn unexpected(&mut self, got: &str, during: &'static str) -> WireError {
         self.protocol(ProtoError::Unexpected {
             got: got.to_owned(),
             during,
@@ -264,7 +269,7 @@ impl ReplicationClient {
     }
 
     /// Sends and clears `wbuf`.
-    async fn send(&mut self) -> Result<(), ReplError> {
+    async fn send(&mut self) -> Result<(), WireError> {
         let result = async {
             self.stream.write_all(&self.wbuf).await?;
             self.stream.flush().await
@@ -278,12 +283,12 @@ impl ReplicationClient {
     }
 
     /// Reads once into `rbuf` (cancel-safe: bytes are only appended).
-    async fn fill(&mut self) -> Result<(), ReplError> {
+    async fn fill(&mut self) -> Result<(), WireError> {
         self.fill_up_to(READ_CHUNK).await
     }
 
     /// [`fill`](Self::fill) with room for `chunk` bytes in one read.
-    async fn fill_up_to(&mut self, chunk: usize) -> Result<(), ReplError> {
+    async fn fill_up_to(&mut self, chunk: usize) -> Result<(), WireError> {
         if matches!(self.mode, Mode::Broken) {
             return Err(self.lost("the connection failed earlier"));
         }
@@ -312,7 +317,7 @@ impl ReplicationClient {
         }
     }
 
-    async fn next_message(&mut self) -> Result<BackendMessage, ReplError> {
+    async fn next_message(&mut self) -> Result<BackendMessage, WireError> {
         loop {
             match messages::decode(&mut self.rbuf) {
                 Ok(Some(m)) => return Ok(m),
@@ -322,7 +327,7 @@ impl ReplicationClient {
         }
     }
 
-    async fn drain_to_ready(&mut self) -> Result<(), ReplError> {
+    async fn drain_to_ready(&mut self) -> Result<(), WireError> {
         loop {
             if let BackendMessage::ReadyForQuery { .. } = self.next_message().await? {
                 return Ok(());
@@ -335,7 +340,7 @@ impl ReplicationClient {
         &mut self,
         sql: &str,
         slot: Option<&str>,
-    ) -> Result<QueryResult, ReplError> {
+    ) -> Result<QueryResult, WireError> {
         self.ready("run a command")?;
         frontend::query(sql, &mut self.wbuf).map_err(|e| self.settings_error(e))?;
         self.send().await?;
@@ -444,7 +449,7 @@ mod replay {
                 None,
             )
             .await;
-            let mut c = ReplicationClient::connect(&ci, "test").await.unwrap();
+            let mut c = WireClient::connect(&ci, "test").await.unwrap();
             assert_eq!(c.server_version().major(), major);
             c.base_backup(&BaseBackupOptions::default()).await.unwrap();
             let mut events = Vec::new();
@@ -478,7 +483,7 @@ mod replay {
                 Some(backup.len() / 2 + 3),
             )
             .await;
-            let mut c = ReplicationClient::connect(&ci, "test").await.unwrap();
+            let mut c = WireClient::connect(&ci, "test").await.unwrap();
             c.base_backup(&BaseBackupOptions::default()).await.unwrap();
             let e = loop {
                 match c.base_backup_next().await {
@@ -487,11 +492,11 @@ mod replay {
                     Err(e) => break e,
                 }
             };
-            assert!(matches!(e, ReplError::ConnectionLost { .. }), "{e}");
+            assert!(matches!(e, WireError::ConnectionLost { .. }), "{e}");
             assert!(e.is_retryable());
             assert!(matches!(
                 c.identify_system().await,
-                Err(ReplError::ConnectionLost { .. })
+                Err(WireError::ConnectionLost { .. })
             ));
         }
     }
@@ -504,41 +509,41 @@ mod replay {
             None,
         )
         .await;
-        let mut c = ReplicationClient::connect(&ci, "test").await.unwrap();
+        let mut c = WireClient::connect(&ci, "test").await.unwrap();
         c.base_backup(&BaseBackupOptions::default()).await.unwrap();
         let e = c.base_backup_next().await.unwrap_err();
         assert!(
-            matches!(&e, ReplError::Server { code, .. } if *code == SqlState::NUMERIC_VALUE_OUT_OF_RANGE),
+            matches!(&e, WireError::Server { code, .. } if *code == SqlState::NUMERIC_VALUE_OUT_OF_RANGE),
             "{e}"
         );
         assert!(!e.is_retryable());
 
-        type Check = fn(&ReplError) -> bool;
+        type Check = fn(&WireError) -> bool;
         let cases: [(&str, &str, Check); 4] = [
             (
                 "28000",
                 "no pg_hba.conf entry for replication connection from host \"127.0.0.1\", user \"x\", no encryption",
-                |e| matches!(e, ReplError::NoReplicationPrivilege { .. }),
+                |e| matches!(e, WireError::NoReplicationPrivilege { .. }),
             ),
             (
                 "42501",
                 "permission denied to start WAL sender",
-                |e| matches!(e, ReplError::NoReplicationPrivilege { .. }),
+                |e| matches!(e, WireError::NoReplicationPrivilege { .. }),
             ),
             (
                 "53300",
                 "number of requested standby connections exceeds max_wal_senders (currently 0)",
-                |e| matches!(e, ReplError::NoWalSenders { max_wal_senders: Some(0), .. }),
+                |e| matches!(e, WireError::NoWalSenders { max_wal_senders: Some(0), .. }),
             ),
             (
                 "28P01",
                 "password authentication failed for user \"x\"",
-                |e| matches!(e, ReplError::Auth { .. }),
+                |e| matches!(e, WireError::Auth { .. }),
             ),
         ];
         for (code, message, check) in cases {
             let ci = fake_server(error_response(code, message), vec![], None).await;
-            let e = ReplicationClient::connect(&ci, "test").await.unwrap_err();
+            let e = WireClient::connect(&ci, "test").await.unwrap_err();
             assert!(check(&e), "{code}: {e:?}");
         }
     }
@@ -555,7 +560,7 @@ mod replay {
                 None,
             )
             .await;
-            let mut c = ReplicationClient::connect(&ci, "test").await.unwrap();
+            let mut c = WireClient::connect(&ci, "test").await.unwrap();
             c.start_physical(None, Lsn(0x100), 1).await.unwrap();
             let mut xlog = 0;
             let end = loop {
@@ -579,7 +584,7 @@ mod replay {
                 Some(usize::MAX),
             )
             .await;
-            let mut c = ReplicationClient::connect(&ci, "test").await.unwrap();
+            let mut c = WireClient::connect(&ci, "test").await.unwrap();
             c.start_physical(Some("s"), Lsn(0x100), 2).await.unwrap();
             let (mut xlog, mut keepalives) = (0, 0);
             let e = loop {
@@ -594,7 +599,7 @@ mod replay {
                 }
             };
             assert!(xlog >= 3 && keepalives >= 1, "{major}");
-            assert!(matches!(e, ReplError::ConnectionLost { .. }), "{e}");
+            assert!(matches!(e, WireError::ConnectionLost { .. }), "{e}");
         }
     }
 
@@ -602,12 +607,12 @@ mod replay {
     async fn password_methods() {
         // md5: the fake server takes any answer; the client must send one.
         let ci = fake_server(fixture("auth/15-startup-md5.bin"), vec![], None).await;
-        let c = ReplicationClient::connect(&ci, "test").await.unwrap();
+        let c = WireClient::connect(&ci, "test").await.unwrap();
         assert_eq!(c.server_version().major(), 15);
         // Without a password: a clear Auth error before anything is sent.
         let mut ci = fake_server(fixture("auth/15-startup-md5.bin"), vec![], None).await;
         ci.password = None;
-        let e = ReplicationClient::connect(&ci, "test").await.unwrap_err();
+        let e = WireClient::connect(&ci, "test").await.unwrap_err();
         assert!(
             e.to_string()
                 .starts_with("no password supplied for user \"postgres\""),
@@ -616,8 +621,8 @@ mod replay {
         // SCRAM replayed: the recorded server nonce does not extend this
         // client's nonce, so the exchange must fail cleanly.
         let ci = fake_server(fixture("auth/16-startup-scram.bin"), vec![], None).await;
-        let e = ReplicationClient::connect(&ci, "test").await.unwrap_err();
-        assert!(matches!(e, ReplError::Auth { .. }), "{e:?}");
+        let e = WireClient::connect(&ci, "test").await.unwrap_err();
+        assert!(matches!(e, WireError::Auth { .. }), "{e:?}");
     }
 
     /// Like [`fake_server`], but answers each query by its text and sends
@@ -748,7 +753,7 @@ mod replay {
                 tx,
             )
             .await;
-            let mut c = ReplicationClient::connect(&ci, "test").await.unwrap();
+            let mut c = WireClient::connect(&ci, "test").await.unwrap();
             let lsn = c.create_physical_slot("s", true, true).await.unwrap();
             let mut queries = Vec::new();
             while let Ok(q) = rx.try_recv() {

@@ -1,15 +1,16 @@
-//! Why a replication connection or command failed: `ReplError`, one line
+//! Why a wire client's connection or command failed (a replication session
+//! or a dump worker's SQL session): `WireError`, one line
 //! per failure that says what to do, built from what the server answered.
 
 use super::*;
 
-/// Why a replication connection or command failed. Each message is one line
+/// Why a connection or command of the wire client failed. Each message is one line
 /// that says what to do.
 #[derive(Debug, thiserror::Error)]
-pub enum ReplError {
+pub enum WireError {
     /// The server could not be reached, TLS failed, or the connection
     /// settings are unusable (shared with normal sessions).
-    /// (Boxed to keep `ReplError` small.)
+    /// (Boxed to keep `WireError` small.)
     #[error(transparent)]
     Connect(Box<ConnectError>),
     /// The server refused the credentials, or asked for a password that was
@@ -119,24 +120,24 @@ pub(super) fn no_wal_senders_message(server: &Target, max: Option<u32>) -> Strin
     }
 }
 
-impl From<ConnectError> for ReplError {
-    fn from(e: ConnectError) -> ReplError {
-        ReplError::Connect(Box::new(e))
+impl From<ConnectError> for WireError {
+    fn from(e: ConnectError) -> WireError {
+        WireError::Connect(Box::new(e))
     }
 }
 
-impl ReplError {
+impl WireError {
     /// A connection lost, or bytes that are not PostgreSQL's protocol,
     /// before the startup finished: the connection could not be made
     /// (a wrong port, a server shutting down), not one lost mid-stream.
-    pub(super) fn during_startup(self, target: &Target) -> ReplError {
+    pub(super) fn during_startup(self, target: &Target) -> WireError {
         match self {
-            ReplError::ConnectionLost { server, reason } => ConnectError::ConnectionLost {
+            WireError::ConnectionLost { server, reason } => ConnectError::ConnectionLost {
                 target: server,
                 message: reason,
             }
             .into(),
-            ReplError::Protocol(p) => ReplError::Connect(Box::new(ConnectError::Protocol {
+            WireError::Protocol(p) => WireError::Connect(Box::new(ConnectError::Protocol {
                 target: target.clone(),
                 message: p.to_string(),
             })),
@@ -148,15 +149,15 @@ impl ReplError {
     /// without anyone changing anything.
     pub fn is_retryable(&self) -> bool {
         match self {
-            ReplError::Connect(e) => e.is_retryable(),
-            ReplError::ConnectionLost { .. } => true,
-            ReplError::NoWalSenders {
+            WireError::Connect(e) => e.is_retryable(),
+            WireError::ConnectionLost { .. } => true,
+            WireError::NoWalSenders {
                 max_wal_senders, ..
             } => *max_wal_senders != Some(0),
             // The other receiver may be a previous pgtide whose connection
             // the server has not noticed is gone yet.
-            ReplError::SlotInUse { .. } => true,
-            ReplError::Server { code, .. } => {
+            WireError::SlotInUse { .. } => true,
+            WireError::Server { code, .. } => {
                 *code == SqlState::CANNOT_CONNECT_NOW
                     || *code == SqlState::ADMIN_SHUTDOWN
                     || *code == SqlState::CRASH_SHUTDOWN
@@ -171,7 +172,7 @@ impl ReplError {
     /// reached or is starting up.
     pub(super) fn tries_next_host(&self) -> bool {
         match self {
-            ReplError::Connect(e) => match &**e {
+            WireError::Connect(e) => match &**e {
                 ConnectError::Unreachable { .. } => true,
                 ConnectError::Server { code, .. } => *code == SqlState::CANNOT_CONNECT_NOW,
                 _ => false,
@@ -181,9 +182,9 @@ impl ReplError {
     }
 }
 
-impl ReplicationClient {
+impl WireClient {
     /// Classifies an error received during startup.
-    pub(super) fn startup_error(&self, e: ErrorFields, ci: &ConnInfo) -> ReplError {
+    pub(super) fn startup_error(&self, e: ErrorFields, ci: &ConnInfo) -> WireError {
         let code = SqlState::from_code(&e.code);
         if let Some(err) = self.privilege_or_senders(&e) {
             return err;
@@ -200,14 +201,14 @@ impl ReplicationClient {
                     self.user
                 ),
             };
-            return ReplError::Auth {
+            return WireError::Auth {
                 user: self.user.clone(),
                 message: e.message,
                 hint,
             };
         }
         if code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION {
-            return ReplError::Auth {
+            return WireError::Auth {
                 user: self.user.clone(),
                 message: e.message,
                 hint:
@@ -231,10 +232,10 @@ impl ReplicationClient {
 
     /// Errors that mean "no replication for this role/client" or "no free
     /// walsender", whenever they arrive.
-    pub(super) fn privilege_or_senders(&self, e: &ErrorFields) -> Option<ReplError> {
+    pub(super) fn privilege_or_senders(&self, e: &ErrorFields) -> Option<WireError> {
         let m = &e.message;
         let no_replication = |reason| {
-            Some(ReplError::NoReplicationPrivilege {
+            Some(WireError::NoReplicationPrivilege {
                 user: self.user.clone(),
                 server: self.server.clone(),
                 reason,
@@ -260,7 +261,7 @@ impl ReplicationClient {
                 .nth(1)
                 .and_then(|rest| rest.split(')').next())
                 .and_then(|n| n.trim().parse().ok());
-            return Some(ReplError::NoWalSenders {
+            return Some(WireError::NoWalSenders {
                 server: self.server.clone(),
                 max_wal_senders: max,
             });
@@ -269,7 +270,7 @@ impl ReplicationClient {
     }
 
     /// Classifies an error answer to a command.
-    pub(super) fn command_error(&self, e: ErrorFields, slot: Option<&str>) -> ReplError {
+    pub(super) fn command_error(&self, e: ErrorFields, slot: Option<&str>) -> WireError {
         if let Some(err) = self.privilege_or_senders(&e) {
             return err;
         }
@@ -285,27 +286,27 @@ impl ReplicationClient {
                 .rsplit(' ')
                 .next()
                 .and_then(|p| p.trim_end_matches('.').parse().ok());
-            return ReplError::SlotInUse {
+            return WireError::SlotInUse {
                 slot: slot_name(),
                 pid,
             };
         }
         if code == SqlState::UNDEFINED_OBJECT && e.message.contains("replication slot") {
-            return ReplError::SlotMissing { slot: slot_name() };
+            return WireError::SlotMissing { slot: slot_name() };
         }
         if code == SqlState::DUPLICATE_OBJECT && e.message.contains("replication slot") {
-            return ReplError::SlotExists { slot: slot_name() };
+            return WireError::SlotExists { slot: slot_name() };
         }
         let lower = e.message.to_lowercase();
         if code == SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE
             && (lower.contains("wal_level") || lower.contains("wal level"))
         {
-            return ReplError::WalLevelMinimal {
+            return WireError::WalLevelMinimal {
                 server: self.server.clone(),
                 message: e.message,
             };
         }
-        ReplError::Server {
+        WireError::Server {
             code,
             message: e.message,
             hint: e.hint,
@@ -346,32 +347,32 @@ mod tests {
 
     #[test]
     fn error_messages_and_retry_classes() {
-        let e = ReplError::NoWalSenders {
+        let e = WireError::NoWalSenders {
             server: target(),
             max_wal_senders: Some(0),
         };
         assert_eq!(e.to_string(), "server at db:5432 does not allow replication connections: max_wal_senders = 0 (hint: set max_wal_senders = 10 and wal_level = replica in postgresql.conf and restart the server)");
         assert!(!e.is_retryable());
-        let e = ReplError::NoWalSenders {
+        let e = WireError::NoWalSenders {
             server: target(),
             max_wal_senders: Some(10),
         };
         assert!(e.is_retryable());
-        let e = ReplError::SlotInUse {
+        let e = WireError::SlotInUse {
             slot: "s".into(),
             pid: Some(42),
         };
         assert_eq!(e.to_string(), "replication slot \"s\" is in use by the server process with PID 42 (hint: stop the other WAL receiver using it, or give pgtide a slot of its own)");
-        assert!(!ReplError::SlotMissing { slot: "s".into() }.is_retryable());
-        assert!(ReplError::ConnectionLost {
+        assert!(!WireError::SlotMissing { slot: "s".into() }.is_retryable());
+        assert!(WireError::ConnectionLost {
             server: target(),
             reason: "x".into()
         }
         .is_retryable());
-        assert!(!ReplError::Protocol(ProtoError::Truncated { what: "x" }).is_retryable());
+        assert!(!WireError::Protocol(ProtoError::Truncated { what: "x" }).is_retryable());
         for e in [
-            ReplError::SlotMissing { slot: "s".into() }.to_string(),
-            ReplError::Server {
+            WireError::SlotMissing { slot: "s".into() }.to_string(),
+            WireError::Server {
                 code: SqlState::UNDEFINED_FILE,
                 message: "requested WAL segment 000000010000000000000001 has already been removed"
                     .into(),

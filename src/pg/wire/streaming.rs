@@ -3,7 +3,7 @@
 
 use super::*;
 
-impl ReplicationClient {
+impl WireClient {
     /// `START_REPLICATION [SLOT slot] PHYSICAL start [TIMELINE timeline]`
     /// (timeline 0: the server's current one). On success the connection
     /// streams: call [`recv`](Self::recv) and
@@ -13,7 +13,7 @@ impl ReplicationClient {
         slot: Option<&str>,
         start: Lsn,
         timeline: u32,
-    ) -> Result<(), ReplError> {
+    ) -> Result<(), WireError> {
         let mut sql = String::from("START_REPLICATION");
         if let Some(slot) = slot {
             check_slot_name(slot)?;
@@ -69,7 +69,7 @@ impl ReplicationClient {
     /// The next message of the stream. After the server ends a timeline this
     /// answers CopyDone, reads the next timeline and returns
     /// [`ReplEvent::EndOfTimeline`]; the client is then back in command mode.
-    pub async fn recv(&mut self) -> Result<ReplEvent, ReplError> {
+    pub async fn recv(&mut self) -> Result<ReplEvent, WireError> {
         loop {
             if let Some(event) = self.stream_step().await? {
                 return Ok(event);
@@ -81,7 +81,7 @@ impl ReplicationClient {
     /// [`recv`](Self::recv), or `Ok(None)` when nothing arrived within `d`
     /// (so the caller can send a periodic status update). Cancel-safe: a
     /// timeout never leaves half a message consumed.
-    pub async fn recv_timeout(&mut self, d: Duration) -> Result<Option<ReplEvent>, ReplError> {
+    pub async fn recv_timeout(&mut self, d: Duration) -> Result<Option<ReplEvent>, WireError> {
         let deadline = tokio::time::Instant::now() + d;
         loop {
             if let Some(event) = self.stream_step().await? {
@@ -95,7 +95,7 @@ impl ReplicationClient {
     }
 
     /// Decodes what is buffered; `Ok(None)` = read more.
-    pub(super) async fn stream_step(&mut self) -> Result<Option<ReplEvent>, ReplError> {
+    pub(super) async fn stream_step(&mut self) -> Result<Option<ReplEvent>, WireError> {
         if let Some(event) = self.pending.take() {
             return Ok(Some(event));
         }
@@ -138,7 +138,7 @@ impl ReplicationClient {
                     // A walsender that shuts down ends the command without
                     // CopyDone and exits.
                     self.mode = Mode::Broken;
-                    return Err(ReplError::ConnectionLost {
+                    return Err(WireError::ConnectionLost {
                         server: self.server.clone(),
                         reason: "the server ended streaming because it is shutting down".to_owned(),
                     });
@@ -153,7 +153,7 @@ impl ReplicationClient {
     }
 
     /// The server sent CopyDone: answer it, then read the next timeline.
-    pub(super) async fn end_of_copy(&mut self) -> Result<ReplEvent, ReplError> {
+    pub(super) async fn end_of_copy(&mut self) -> Result<ReplEvent, WireError> {
         if matches!(self.mode, Mode::Streaming { stopping: false }) {
             frontend::copy_done(&mut self.wbuf);
             self.send().await?;
@@ -192,7 +192,7 @@ impl ReplicationClient {
 
     /// Ends streaming from the client's side (CopyDone) and returns to
     /// command mode. WAL still in flight is discarded.
-    pub async fn stop_streaming(&mut self) -> Result<(), ReplError> {
+    pub async fn stop_streaming(&mut self) -> Result<(), WireError> {
         if !matches!(self.mode, Mode::Streaming { .. }) {
             return Err(self.busy("stop streaming"));
         }
@@ -229,7 +229,7 @@ impl ReplicationClient {
         flush: Lsn,
         apply: Lsn,
         reply_requested: bool,
-    ) -> Result<(), ReplError> {
+    ) -> Result<(), WireError> {
         if !matches!(self.mode, Mode::Streaming { stopping: false }) {
             return Err(self.busy("send a status update"));
         }
@@ -250,7 +250,7 @@ impl ReplicationClient {
 }
 
 /// `(next_tli int8, next_tli_startpos text)` after a historic timeline.
-pub(super) fn next_timeline(row: &[Option<Bytes>]) -> Result<(u32, Lsn), ReplError> {
+pub(super) fn next_timeline(row: &[Option<Bytes>]) -> Result<(u32, Lsn), WireError> {
     let what = "next timeline result";
     let tli = text_at(row, 0, what)?;
     let tli = tli

@@ -13,7 +13,7 @@
 use bytes::Buf;
 use postgres_protocol::message::frontend;
 
-use super::{Mode, ReplError, ReplicationClient};
+use super::{Mode, WireClient, WireError};
 use crate::pg::conninfo::ConnInfo;
 use crate::pg::proto::copy::{complete_frames_end, CopyFrames};
 use crate::pg::proto::messages::{self, BackendMessage};
@@ -21,22 +21,22 @@ use crate::pg::proto::messages::{self, BackendMessage};
 /// Room for this many bytes in each read while receiving COPY rows.
 pub const COPY_READ_CHUNK: usize = 256 * 1024;
 
-impl ReplicationClient {
+impl WireClient {
     /// Opens a plain SQL session (as `pg::connect::connect` would, through
     /// this client's startup, authentication and TLS), for
     /// [`copy_out`](Self::copy_out).
-    pub async fn connect_sql(ci: &ConnInfo, application_name: &str) -> Result<Self, ReplError> {
+    pub async fn connect_sql(ci: &ConnInfo, application_name: &str) -> Result<Self, WireError> {
         Self::connect_impl(ci, application_name, false, false).await
     }
 
     /// Runs SQL (one or more statements) and discards any rows.
-    pub async fn execute(&mut self, sql: &str) -> Result<(), ReplError> {
+    pub async fn execute(&mut self, sql: &str) -> Result<(), WireError> {
         self.simple_query(sql, None).await.map(|_| ())
     }
 
     /// Sends `COPY … TO STDOUT`; the rows follow with
     /// [`copy_out_rows`](Self::copy_out_rows).
-    pub async fn copy_out(&mut self, sql: &str) -> Result<(), ReplError> {
+    pub async fn copy_out(&mut self, sql: &str) -> Result<(), WireError> {
         self.ready("start a COPY")?;
         frontend::query(sql, &mut self.wbuf).map_err(|e| self.settings_error(e))?;
         self.send().await?;
@@ -63,7 +63,7 @@ impl ReplicationClient {
     /// one); `None` once the COPY is over and the session is ready for the
     /// next command. The batch borrows the read buffer: take every row
     /// before calling again.
-    pub async fn copy_out_rows(&mut self) -> Result<Option<CopyFrames<'_>>, ReplError> {
+    pub async fn copy_out_rows(&mut self) -> Result<Option<CopyFrames<'_>>, WireError> {
         let Mode::CopyOut { consumed } = &mut self.mode else {
             return Err(self.busy("receive COPY rows"));
         };

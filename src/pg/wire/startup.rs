@@ -4,7 +4,7 @@
 
 use super::*;
 
-impl ReplicationClient {
+impl WireClient {
     /// Opens a physical replication connection on the first host of
     /// `ci.targets()` that accepts it, with `sslmode` honoured as in
     /// `pg::connect::connect` (unix sockets never use TLS).
@@ -12,7 +12,7 @@ impl ReplicationClient {
     ///
     /// SCRAM channel binding (`SCRAM-SHA-256-PLUS`) is not offered:
     /// `channel_binding=require` is refused with an error.
-    pub async fn connect(ci: &ConnInfo, application_name: &str) -> Result<Self, ReplError> {
+    pub async fn connect(ci: &ConnInfo, application_name: &str) -> Result<Self, WireError> {
         Self::connect_impl(ci, application_name, false, true).await
     }
 
@@ -22,7 +22,7 @@ impl ReplicationClient {
     pub(crate) async fn connect_tapped(
         ci: &ConnInfo,
         application_name: &str,
-    ) -> Result<Self, ReplError> {
+    ) -> Result<Self, WireError> {
         Self::connect_impl(ci, application_name, true, true).await
     }
 
@@ -31,7 +31,7 @@ impl ReplicationClient {
         application_name: &str,
         tap: bool,
         replication: bool,
-    ) -> Result<Self, ReplError> {
+    ) -> Result<Self, WireError> {
         connect::check_supported(ci)?;
         for (keyword, bad) in [("channel_binding", "require"), ("sslnegotiation", "direct")] {
             if ci.other.get(keyword).map(String::as_str) == Some(bad) {
@@ -70,7 +70,7 @@ impl ReplicationClient {
             let result = match timeout {
                 Some(t) => match tokio::time::timeout(t, attempt).await {
                     Ok(r) => r,
-                    Err(_) => Err(ReplError::from(ConnectError::Unreachable {
+                    Err(_) => Err(WireError::from(ConnectError::Unreachable {
                         target: target.clone(),
                         error: io::Error::new(io::ErrorKind::TimedOut, "timed out"),
                     })),
@@ -105,7 +105,7 @@ impl ReplicationClient {
         application_name: &str,
         tap: bool,
         replication: bool,
-    ) -> Result<Self, ReplError> {
+    ) -> Result<Self, WireError> {
         let unreachable = |error: io::Error| ConnectError::Unreachable {
             target: target.clone(),
             error,
@@ -131,7 +131,7 @@ impl ReplicationClient {
         };
 
         let user = ci.user.clone().unwrap_or_default();
-        let mut client = ReplicationClient {
+        let mut client = WireClient {
             stream,
             server: target.clone(),
             user: user.clone(),
@@ -176,7 +176,7 @@ impl ReplicationClient {
         target: &Target,
         tls: &tokio_postgres_rustls::MakeRustlsConnect,
         sslmode: SslMode,
-    ) -> Result<Box<dyn Io>, ReplError> {
+    ) -> Result<Box<dyn Io>, WireError> {
         let lost = |e: io::Error| ConnectError::ConnectionLost {
             target: target.clone(),
             message: e.to_string(),
@@ -214,7 +214,7 @@ impl ReplicationClient {
         }
     }
 
-    pub(super) fn settings_error(&self, e: io::Error) -> ReplError {
+    pub(super) fn settings_error(&self, e: io::Error) -> WireError {
         ConnectError::Settings {
             message: format!("cannot encode the startup message: {e}"),
         }
@@ -226,10 +226,10 @@ impl ReplicationClient {
         &mut self,
         password: Option<String>,
         ci: &ConnInfo,
-    ) -> Result<(), ReplError> {
+    ) -> Result<(), WireError> {
         let user = self.user.clone();
-        let need_password = |password: &Option<String>| -> Result<String, ReplError> {
-            password.clone().ok_or_else(|| ReplError::Auth {
+        let need_password = |password: &Option<String>| -> Result<String, WireError> {
+            password.clone().ok_or_else(|| WireError::Auth {
                 user: user.clone(),
                 message: format!("no password supplied for user \"{user}\""),
                 hint: "the server asks for a password: set PGPASSWORD, add a line to ~/.pgpass, or put it in the connection string".to_owned(),
@@ -255,7 +255,7 @@ impl ReplicationClient {
                 }
                 BackendMessage::AuthenticationSasl { mechanisms } => {
                     if !mechanisms.iter().any(|m| m == SCRAM_SHA_256) {
-                        return Err(ReplError::Auth {
+                        return Err(WireError::Auth {
                             user: self.user.clone(),
                             message: format!(
                                 "the server offers only SASL mechanisms pgtide does not support: {}",
@@ -277,7 +277,7 @@ impl ReplicationClient {
                     let Some(s) = scram.as_mut() else {
                         return Err(self.unexpected("AuthenticationSASLContinue", "authenticating"));
                     };
-                    s.update(&data).map_err(|e| ReplError::Auth {
+                    s.update(&data).map_err(|e| WireError::Auth {
                         user: self.user.clone(),
                         message: format!("SCRAM authentication failed: {e}"),
                         hint: "check the server's password_encryption and the role's password"
@@ -291,7 +291,7 @@ impl ReplicationClient {
                     let Some(s) = scram.as_mut() else {
                         return Err(self.unexpected("AuthenticationSASLFinal", "authenticating"));
                     };
-                    s.finish(&data).map_err(|e| ReplError::Auth {
+                    s.finish(&data).map_err(|e| WireError::Auth {
                         user: self.user.clone(),
                         message: format!("the server's SCRAM proof is invalid: {e}"),
                         hint:
@@ -307,7 +307,7 @@ impl ReplicationClient {
                         9 => "SSPI",
                         _ => "an unknown method",
                     };
-                    return Err(ReplError::Auth {
+                    return Err(WireError::Auth {
                         user: self.user.clone(),
                         message: format!("the server asks for {method} authentication (request {code}), which pgtide does not support"),
                         hint: "allow scram-sha-256, md5, password or trust for replication connections in pg_hba.conf".to_owned(),
@@ -322,7 +322,7 @@ impl ReplicationClient {
     }
 
     /// After AuthenticationOk: parameters, then ReadyForQuery.
-    pub(super) async fn finish_startup(&mut self) -> Result<(), ReplError> {
+    pub(super) async fn finish_startup(&mut self) -> Result<(), WireError> {
         loop {
             match self.next_message().await? {
                 BackendMessage::ParameterStatus { name, value } => {
@@ -343,7 +343,7 @@ impl ReplicationClient {
             .cloned()
             .unwrap_or_default();
         self.version = ServerVersion::parse(&reported).ok_or_else(|| {
-            ReplError::Protocol(ProtoError::malformed(
+            WireError::Protocol(ProtoError::malformed(
                 "server_version parameter",
                 format!("{reported:?}"),
             ))

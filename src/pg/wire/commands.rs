@@ -4,9 +4,9 @@
 
 use super::*;
 
-impl ReplicationClient {
+impl WireClient {
     /// `IDENTIFY_SYSTEM`.
-    pub async fn identify_system(&mut self) -> Result<SystemInfo, ReplError> {
+    pub async fn identify_system(&mut self) -> Result<SystemInfo, WireError> {
         let r = self.simple_query("IDENTIFY_SYSTEM", None).await?;
         let what = "IDENTIFY_SYSTEM result";
         let row = r.single_row(what)?;
@@ -25,13 +25,13 @@ impl ReplicationClient {
 
     /// `SHOW setting`, e.g. `wal_segment_size` → `16MB` (see
     /// [`parse_size_setting`]).
-    pub async fn show(&mut self, setting: &str) -> Result<String, ReplError> {
+    pub async fn show(&mut self, setting: &str) -> Result<String, WireError> {
         let plain = !setting.is_empty()
             && setting.split('.').all(|p| {
                 !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
             });
         if !plain {
-            return Err(ReplError::InvalidSetting {
+            return Err(WireError::InvalidSetting {
                 name: setting.to_owned(),
             });
         }
@@ -41,7 +41,7 @@ impl ReplicationClient {
     }
 
     /// `TIMELINE_HISTORY tli`: the history file's name and its bytes.
-    pub async fn timeline_history(&mut self, tli: u32) -> Result<(String, Bytes), ReplError> {
+    pub async fn timeline_history(&mut self, tli: u32) -> Result<(String, Bytes), WireError> {
         let r = self
             .simple_query(&format!("TIMELINE_HISTORY {tli}"), None)
             .await?;
@@ -69,7 +69,7 @@ impl ReplicationClient {
         name: &str,
         temporary: bool,
         reserve_wal: bool,
-    ) -> Result<Option<Lsn>, ReplError> {
+    ) -> Result<Option<Lsn>, WireError> {
         check_slot_name(name)?;
         let mut sql = format!("CREATE_REPLICATION_SLOT {name}");
         if temporary {
@@ -115,7 +115,7 @@ impl ReplicationClient {
 
     /// `DROP_REPLICATION_SLOT name [WAIT]`; with `wait`, waits for a process
     /// that uses the slot to let go instead of failing with `SlotInUse`.
-    pub async fn drop_slot(&mut self, name: &str, wait: bool) -> Result<(), ReplError> {
+    pub async fn drop_slot(&mut self, name: &str, wait: bool) -> Result<(), WireError> {
         check_slot_name(name)?;
         let sql = if wait {
             format!("DROP_REPLICATION_SLOT {name} WAIT")
@@ -128,7 +128,7 @@ impl ReplicationClient {
 
     /// `READ_REPLICATION_SLOT name` (PostgreSQL 15+). `Ok(None)` when the
     /// slot does not exist, and always on older servers, which cannot say.
-    pub async fn read_slot(&mut self, name: &str) -> Result<Option<SlotInfo>, ReplError> {
+    pub async fn read_slot(&mut self, name: &str) -> Result<Option<SlotInfo>, WireError> {
         check_slot_name(name)?;
         if !self.version.has_read_replication_slot() {
             return Ok(None);
@@ -207,7 +207,7 @@ pub(super) fn lsn_at(
 
 /// PostgreSQL's rule for slot names (`ReplicationSlotValidateName`); it also
 /// makes the name safe to put in a replication command unquoted.
-pub(super) fn check_slot_name(name: &str) -> Result<(), ReplError> {
+pub(super) fn check_slot_name(name: &str) -> Result<(), WireError> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name
@@ -216,7 +216,7 @@ pub(super) fn check_slot_name(name: &str) -> Result<(), ReplError> {
     if ok {
         Ok(())
     } else {
-        Err(ReplError::InvalidSlotName {
+        Err(WireError::InvalidSlotName {
             slot: name.to_owned(),
         })
     }

@@ -15,7 +15,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{BaseBackupOptions, ReplEvent, ReplicationClient};
+use super::{BaseBackupOptions, ReplEvent, WireClient};
 use crate::pg::conninfo::ConnInfo;
 use crate::pg::lsn::Lsn;
 
@@ -52,7 +52,7 @@ fn conninfo(var: &str) -> Option<ConnInfo> {
 
 async fn capture_startup(var: &str, case: &str) -> Option<u32> {
     let ci = conninfo(var)?;
-    let mut c = ReplicationClient::connect_tapped(&ci, "pgtide-capture")
+    let mut c = WireClient::connect_tapped(&ci, "pgtide-capture")
         .await
         .unwrap_or_else(|e| panic!("{var}: {e}"));
     let major = c.server_version().major();
@@ -94,9 +94,7 @@ async fn recapture_fixtures() {
     capture_startup("PGTIDE_CAPTURE_SCRAM_CONNINFO", "scram").await;
     capture_startup("PGTIDE_CAPTURE_MD5_CONNINFO", "md5").await;
 
-    let mut c = ReplicationClient::connect(&ci, "pgtide-capture")
-        .await
-        .unwrap();
+    let mut c = WireClient::connect(&ci, "pgtide-capture").await.unwrap();
     let major = c.server_version().major();
 
     c.start_tap();
