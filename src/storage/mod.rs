@@ -1,9 +1,12 @@
 //! Object storage: the `Storage` trait, its written contract, and the drivers
-//! (`LocalFs`, `S3`). A driver moves opaque bytes under string keys; it never
+//! (`LocalFs`, `S3`, `Azure`, `Gcs`). A driver moves opaque bytes under string keys; it never
 //! knows what a table, a chunk or a manifest is. Keys are `/`-separated relative
 //! paths (`dumps/20261123T060000Z-1a2b/packs/0-0.pack`), never starting with `/`.
 
+pub mod azure;
+mod cloud;
 pub mod counted;
+pub mod gcs;
 pub mod local;
 pub mod s3;
 
@@ -13,6 +16,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+pub use azure::{Azure, AzureOptions};
+pub use gcs::{Gcs, GcsOptions};
 pub use local::LocalFs;
 pub use s3::{S3Options, S3};
 
@@ -21,8 +26,9 @@ pub use s3::{S3Options, S3};
 pub enum StorageError {
     #[error("object {key} not found")]
     NotFound { key: String },
-    #[error("bucket {bucket} does not exist (create it, or check the bucket name in --repo)")]
-    BucketNotFound { bucket: String },
+    /// `noun` is what the store calls it: `bucket` (S3, GCS) or `container` (Azure).
+    #[error("{noun} {bucket} does not exist (create it, or check the {noun} name in --repo)")]
+    BucketNotFound { noun: &'static str, bucket: String },
     #[error("access denied to {what}: check the credentials and the bucket policy")]
     AccessDenied { what: String },
     #[error("object {key} already exists")]
@@ -138,22 +144,33 @@ pub type DynStorage = Arc<dyn Storage>;
 /// here. For the daemon's `pgtide_storage_retries_total`.
 pub static RETRIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// Open a store from a repository location: a path, `file:///path`, or
-/// `s3://bucket/prefix?endpoint=…&region=…&path_style=true`.
+/// Open a store from a repository location: a path, `file:///path`,
+/// `s3://bucket/prefix?endpoint=…&region=…&path_style=true`,
+/// `az://container/prefix?account=…` or `gs://bucket/prefix`.
 pub async fn open(url: &str) -> Result<DynStorage, StorageError> {
+    let bad = |reason: String| StorageError::BadUrl {
+        url: url.to_string(),
+        reason,
+    };
     if let Some(rest) = url.strip_prefix("s3://") {
-        let opts = S3Options::parse(rest).map_err(|reason| StorageError::BadUrl {
-            url: url.to_string(),
-            reason,
-        })?;
+        let opts = S3Options::parse(rest).map_err(bad)?;
         return Ok(Arc::new(S3::connect(opts).await?));
+    }
+    if let Some(rest) = url.strip_prefix("az://") {
+        let opts = AzureOptions::parse(rest).map_err(bad)?;
+        return Ok(Arc::new(Azure::connect(opts).await?));
+    }
+    if let Some(rest) = url.strip_prefix("gs://") {
+        let opts = GcsOptions::parse(rest).map_err(bad)?;
+        return Ok(Arc::new(Gcs::connect(opts).await?));
     }
     let path = if let Some(p) = url.strip_prefix("file://") {
         p
     } else if url.contains("://") {
         return Err(StorageError::BadUrl {
             url: url.to_string(),
-            reason: "use a path, file:///path or s3://bucket/prefix".into(),
+            reason: "use a path, file:///path, s3://bucket/prefix, az://container/prefix or gs://bucket/prefix"
+                .into(),
         });
     } else {
         url

@@ -1,6 +1,7 @@
 //! The `Storage` contract (`src/storage/mod.rs`), proven on every driver: one
-//! set of cases run against `LocalFs` (temp dir), moto_server and s3s-fs.
-//! A missing S3 server fails these tests; it never skips them.
+//! set of cases run against `LocalFs` (temp dir), moto_server, s3s-fs,
+//! Azurite (Azure) and fake-gcs-server (GCS). A missing server fails these
+//! tests; it never skips them.
 
 use std::time::{Duration, Instant};
 
@@ -8,6 +9,7 @@ use bytes::Bytes;
 use futures::StreamExt as _;
 use pgtide::storage::{self, DynStorage, ObjectMeta, StorageError};
 
+use crate::harness::emulators::{Emulator, TestPlace};
 use crate::harness::s3::{S3Kind, S3Server, TestBucket};
 
 /// Part size given to the S3 drivers here: the minimum, so that a 16 MiB
@@ -17,6 +19,8 @@ const PART: usize = 5 * 1024 * 1024;
 enum Backend {
     Local,
     S3(&'static S3Server),
+    /// Azurite or fake-gcs-server.
+    Emulated(&'static Emulator),
 }
 
 struct Fixture {
@@ -24,6 +28,7 @@ struct Fixture {
     /// The raw client and bucket, for checks the trait cannot express.
     s3: Option<(S3Kind, aws_sdk_s3::Client, TestBucket)>,
     _dir: Option<tempfile::TempDir>,
+    _place: Option<TestPlace>,
 }
 
 impl Fixture {
@@ -38,6 +43,7 @@ impl Fixture {
                     store,
                     s3: None,
                     _dir: Some(dir),
+                    _place: None,
                 }
             }
             Backend::S3(server) => {
@@ -50,6 +56,25 @@ impl Fixture {
                     store,
                     s3: Some((server.kind(), server.client().await, bucket)),
                     _dir: None,
+                    _place: None,
+                }
+            }
+            Backend::Emulated(server) => {
+                let place = server.fresh().await;
+                // The smallest part size both take (a multiple of 256 KiB for GCS).
+                let option = match server.kind() {
+                    crate::harness::emulators::Kind::Azurite => "block_size",
+                    crate::harness::emulators::Kind::FakeGcs => "chunk_size",
+                };
+                let url = format!("{}?{option}={PART}", place.url);
+                let store = storage::open(&url)
+                    .await
+                    .unwrap_or_else(|e| panic!("open {url}: {e}\n{}", server.log_tail()));
+                Fixture {
+                    store,
+                    s3: None,
+                    _dir: None,
+                    _place: Some(place),
                 }
             }
         }
@@ -448,7 +473,8 @@ async fn nested_keys(f: Fixture) {
     assert_eq!(keys(&s.list("x/y/").await.unwrap()), ["x/y/z2"]);
 }
 
-/// The same cases on every backend: `storage_conformance::{local,moto,s3s_fs}::CASE`.
+/// The same cases on every backend:
+/// `storage_conformance::{local,moto,s3s_fs,azurite,fake_gcs}::CASE`.
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod local {
@@ -474,6 +500,24 @@ macro_rules! conformance {
                 async fn $case() {
                     let server = super::S3Server::s3s_fs();
                     super::$case(super::Fixture::new(super::Backend::S3(server)).await).await
+                }
+            )*
+        }
+        mod azurite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let server = super::Emulator::azurite();
+                    super::$case(super::Fixture::new(super::Backend::Emulated(server)).await).await
+                }
+            )*
+        }
+        mod fake_gcs {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let server = super::Emulator::fake_gcs();
+                    super::$case(super::Fixture::new(super::Backend::Emulated(server)).await).await
                 }
             )*
         }

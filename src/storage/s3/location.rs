@@ -40,20 +40,10 @@ impl S3Options {
         if url.port().is_some() || !url.username().is_empty() || url.fragment().is_some() {
             return Err("use s3://bucket/prefix?option=value (no port, user or fragment)".into());
         }
-        let prefix = percent_encoding::percent_decode_str(url.path())
-            .decode_utf8()
-            .map_err(|_| format!("prefix {:?} is not UTF-8", url.path()))?;
-        let prefix = prefix.trim_matches('/');
-        if prefix.split('/').any(str::is_empty) && !prefix.is_empty() {
-            return Err(format!("prefix {prefix:?} has an empty path segment"));
-        }
+        let prefix = decode_prefix(url.path())?;
         let mut opts = S3Options {
             bucket: bucket.to_string(),
-            prefix: if prefix.is_empty() {
-                String::new()
-            } else {
-                format!("{prefix}/")
-            },
+            prefix,
             endpoint: None,
             region: None,
             path_style: None,
@@ -161,6 +151,24 @@ impl S3Options {
             .build();
         (Client::from_conf(conf), sdk.credentials_provider())
     }
+}
+
+/// The key prefix of a location from its URL path (percent-decoded):
+/// empty, or ending with `/`; no empty segments. Shared by every cloud
+/// location (`s3://`, `az://`, `gs://`).
+pub(crate) fn decode_prefix(path: &str) -> Result<String, String> {
+    let prefix = percent_encoding::percent_decode_str(path)
+        .decode_utf8()
+        .map_err(|_| format!("prefix {path:?} is not UTF-8"))?;
+    let prefix = prefix.trim_matches('/');
+    if prefix.split('/').any(str::is_empty) && !prefix.is_empty() {
+        return Err(format!("prefix {prefix:?} has an empty path segment"));
+    }
+    Ok(if prefix.is_empty() {
+        String::new()
+    } else {
+        format!("{prefix}/")
+    })
 }
 
 pub(super) fn parse_bool(name: &str, value: &str) -> Result<bool, String> {

@@ -59,6 +59,7 @@ mod location;
 mod writer;
 
 use errors::*;
+pub(crate) use location::decode_prefix;
 pub use location::S3Options;
 
 use writer::*;
@@ -99,6 +100,7 @@ impl Inner {
         let code = f.code.as_deref();
         if code == Some("NoSuchBucket") {
             return StorageError::BucketNotFound {
+                noun: "bucket",
                 bucket: self.bucket.clone(),
             };
         }
@@ -223,6 +225,7 @@ impl S3 {
             let location = inner.location.clone();
             return Err(match f.status {
                 Some(404) => StorageError::BucketNotFound {
+                    noun: "bucket",
                     bucket: inner.bucket.clone(),
                 },
                 Some(403) => StorageError::AccessDenied { what: location },

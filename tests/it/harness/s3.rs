@@ -158,7 +158,7 @@ impl S3Server {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             *self.guard.lock().unwrap() = Some(spawn_wrapper(
-                self.kind,
+                self.kind.name(),
                 &self.args,
                 &self.log,
                 self.data_dir.as_deref(),
@@ -284,7 +284,7 @@ impl S3Server {
                     data_dir = Some(dir);
                 }
             }
-            let guard = spawn_wrapper(kind, &args, &log, data_dir.as_deref());
+            let guard = spawn_wrapper(kind.name(), &args, &log, data_dir.as_deref());
             let server = S3Server {
                 kind,
                 port,
@@ -360,8 +360,8 @@ impl Drop for S3Server {
 }
 
 /// Start `sh -c WRAPPER sh ARGS…` with the server's log and data dir.
-fn spawn_wrapper(
-    kind: S3Kind,
+pub(crate) fn spawn_wrapper(
+    name: &str,
     args: &[String],
     log: &std::path::Path,
     data_dir: Option<&std::path::Path>,
@@ -381,7 +381,7 @@ fn spawn_wrapper(
         .stderr(Stdio::null());
     let mut child = cmd
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot run sh to start {}: {e}", kind.name()));
+        .unwrap_or_else(|e| panic!("cannot run sh to start {name}: {e}"));
     let stdin = child.stdin.take().expect("piped stdin");
     (child, stdin)
 }
@@ -392,7 +392,7 @@ fn spawn_wrapper(
 /// `$PGTIDE_S3_CLEAN`. A server that dies by itself leaves its log for
 /// [`S3Server::log_tail`]. The line `keep` on stdin ([`S3Server::stop`])
 /// kills the server but keeps its data dir (and log) for a restart.
-const WRAPPER: &str = r#"
+pub(crate) const WRAPPER: &str = r#"
 exec 3<&0
 "$@" </dev/null >"$PGTIDE_S3_LOG" 2>&1 &
 pid=$!
@@ -468,7 +468,7 @@ fn find_program(kind: S3Kind) -> PathBuf {
 
 /// A port in 12000..20000 (below the kernel's ephemeral range and apart from
 /// the PostgreSQL harness's range) that is free now.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     for _ in 0..1000 {
         let port = fastrand::u16(12000..20000);
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
@@ -479,7 +479,7 @@ fn free_port() -> u16 {
 }
 
 /// True when something on `port` answers an HTTP request with a status line.
-fn http_answers(port: u16) -> bool {
+pub(crate) fn http_answers(port: u16) -> bool {
     use std::io::Write as _;
     let Ok(mut s) = TcpStream::connect_timeout(
         &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
