@@ -655,3 +655,120 @@ async fn no_credentials_child() {
         other => panic!("expected AccessDenied, got {other:?}"),
     }
 }
+
+// ---------------------------------------------------------------------------
+// Opening an Azure or GCS repository
+
+#[tokio::test]
+async fn azurite_missing_container_is_bucket_not_found() {
+    Emulator::azurite();
+    match storage::open("az://pgtide-no-such-container/p").await {
+        Err(e @ StorageError::BucketNotFound { .. }) => {
+            let msg = e.to_string();
+            assert_eq!(
+                msg,
+                "container pgtide-no-such-container does not exist (create it, or check the container name in --repo)"
+            );
+        }
+        other => panic!("expected BucketNotFound, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn fake_gcs_missing_bucket_is_bucket_not_found() {
+    Emulator::fake_gcs();
+    match storage::open("gs://pgtide-no-such-bucket/p").await {
+        Err(e @ StorageError::BucketNotFound { .. }) => {
+            assert_eq!(
+                e.to_string(),
+                "bucket pgtide-no-such-bucket does not exist (create it, or check the bucket name in --repo)"
+            );
+        }
+        other => panic!("expected BucketNotFound, got {other:?}"),
+    }
+}
+
+/// Azurite checks shared-key signatures: another key is refused. Runs
+/// `cloud_credentials_child` in a child process (the connection string is
+/// process-wide).
+#[test]
+fn azurite_wrong_key_is_access_denied() {
+    let server = Emulator::azurite();
+    let place = server.fresh_blocking();
+    let wrong = server.connection_string(
+        "d3JvbmctYnV0LXdlbGwtZm9ybWVkLWtleS13cm9uZy1idXQtd2VsbC1mb3JtZWQta2V5LXdyb25nLWtleQ==",
+    );
+    let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "storage_conformance::cloud_credentials_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("AZURE_STORAGE_CONNECTION_STRING", wrong)
+        .env("PGTIDE_TEST_CLOUD_URL", &place.url)
+        .output()
+        .expect("run test binary");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn cloud_credentials_child() {
+    let Ok(url) = std::env::var("PGTIDE_TEST_CLOUD_URL") else {
+        return; // only meaningful as the child of a credentials test
+    };
+    match storage::open(&url).await {
+        Err(e @ StorageError::AccessDenied { .. }) => {
+            let msg = e.to_string();
+            println!("{msg}");
+            assert!(
+                msg.starts_with("access denied to az://") && msg.contains("(AuthorizationFailure)")
+                    || msg.contains("(AuthenticationFailed)"),
+                "{msg}"
+            );
+            assert!(!msg.contains('\n') && msg.len() < 300, "{msg}");
+        }
+        other => panic!("expected AccessDenied, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn cloud_unreachable_endpoints_are_retryable_one_line() {
+    for url in [
+        "az://c00/p?account=devstoreaccount1&endpoint=http://127.0.0.1:1/devstoreaccount1",
+        "gs://b/p?endpoint=http://127.0.0.1:1",
+    ] {
+        // The GCS emulator variable: no credentials are looked up.
+        Emulator::fake_gcs();
+        Emulator::azurite();
+        let t = Instant::now();
+        match storage::open(url).await {
+            Err(e @ StorageError::Service { .. }) => {
+                let msg = e.to_string();
+                assert!(e.is_retryable(), "{msg}");
+                assert!(!msg.contains('\n'), "{msg}");
+                assert!(msg.starts_with("open "), "{msg}");
+                println!("{msg}");
+            }
+            other => panic!("{url}: expected a retryable Service error, got {other:?}"),
+        }
+        eprintln!("{url} failed after {:?}", t.elapsed());
+    }
+}
+
+#[tokio::test]
+async fn unknown_scheme_is_bad_url() {
+    match storage::open("ftp://host/x").await {
+        Err(e @ StorageError::BadUrl { .. }) => assert_eq!(
+            e.to_string(),
+            "invalid repository location \"ftp://host/x\": use a path, file:///path, s3://bucket/prefix, az://container/prefix or gs://bucket/prefix"
+        ),
+        other => panic!("expected BadUrl, got {other:?}"),
+    }
+}
