@@ -54,7 +54,8 @@ pub struct Cli {
 
 #[derive(Debug, Args)]
 pub struct RepoArg {
-    /// Repository: a path, file:///path or s3://bucket/prefix?endpoint=URL&region=R&path_style=true
+    /// Repository: a path, file:///path, s3://bucket/prefix?endpoint=URL&region=R&path_style=true,
+    /// az://container/prefix?account=NAME or gs://bucket/prefix
     /// [default: $XDG_DATA_HOME/pgtide/repo or ~/.local/share/pgtide/repo]
     #[arg(long, env = "PGTIDE_REPO")]
     pub repo: Option<String>,
@@ -112,6 +113,8 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Delete a dump or backup, or the archived WAL older than a backup
     Delete(DeleteArgs),
+    /// Copy complete backups and dumps (and the WAL backups need) into another repository, checked, resumable
+    Copy(CopyArgs),
     /// Apply retention: remove the backups, dumps and WAL no --keep-* rule keeps (--dry-run says why)
     Expire(expire::ExpireArgs),
     /// WAL archiving: stream (replication slot), push (archive_command), fetch (restore_command)
@@ -203,6 +206,21 @@ pub struct VerifyArgs {
     pub repo: RepoArg,
     /// Objects read in parallel
     #[arg(long, short = 'j', default_value_t = default_jobs())]
+    pub jobs: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// A dump or backup id, `latest` (the newest of either), or `all` (every complete one, and all the WAL)
+    pub what: String,
+    /// The repository to copy from (any location --repo takes)
+    #[arg(long)]
+    pub from: String,
+    /// The repository to copy into: made a repository if empty; must hold the same cluster's backups
+    #[arg(long)]
+    pub to: String,
+    /// Objects copied in parallel (each holds at most a few pieces of 8 MiB)
+    #[arg(long, short = 'j', default_value_t = 2)]
     pub jobs: usize,
 }
 
@@ -774,6 +792,24 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                     r.id,
                     human_bytes(r.bytes_freed)
                 );
+            }
+        }
+        Command::Copy(a) => {
+            let from = Repository::open(&a.from, false).await?;
+            let to = Repository::open(&a.to, true).await?;
+            let selection = jobs::copy::Selection::parse(&a.what);
+            let jobs_n = check_jobs(a.jobs)?;
+            let guard = writer_lock(&to, "copy").await?;
+            let progress = Arc::new(Progress::default());
+            let display = ProgressDisplay::start(progress.clone(), !json, "bytes");
+            let r = interruptible(jobs::copy::run(&from, &to, &selection, jobs_n, progress)).await;
+            drop(display);
+            release(guard).await;
+            let r = r?;
+            if json {
+                print_json(&r);
+            } else {
+                print::copy_report(&r);
             }
         }
         Command::Expire(a) => return expire::run(a, json).await,

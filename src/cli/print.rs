@@ -185,3 +185,36 @@ pub(super) fn dump_info(m: &crate::repo::manifest::DumpManifest) {
         }
     }
 }
+
+/// `pgtide copy`: one line per set, one for the WAL, a total.
+pub(super) fn copy_report(r: &jobs::copy::CopyReport) {
+    for s in &r.sets {
+        if s.status == "present" {
+            println!("{} {} is already in {}", s.kind, s.id, r.to);
+        } else {
+            println!(
+                "copied {} {}: {} objects, {} ({} objects already there)",
+                s.kind,
+                s.id,
+                s.objects_copied,
+                human_bytes(s.bytes_copied),
+                s.objects_present
+            );
+        }
+    }
+    if r.wal.objects_copied + r.wal.objects_present > 0 {
+        println!(
+            "copied {} WAL objects, {} ({} already there)",
+            r.wal.objects_copied,
+            human_bytes(r.wal.bytes_copied),
+            r.wal.objects_present
+        );
+    }
+    println!(
+        "{} → {}: {} copied in {:.1} s",
+        r.from,
+        r.to,
+        human_bytes(r.bytes_copied),
+        r.seconds
+    );
+}

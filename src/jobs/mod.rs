@@ -3,6 +3,7 @@
 //! `repo`. Jobs never print: they update a `Progress` and return a report.
 
 pub mod backup;
+pub mod copy;
 pub mod drill;
 pub mod dump;
 pub mod expire;

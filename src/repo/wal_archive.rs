@@ -149,6 +149,50 @@ pub fn decode_object(key: &str, obj: &[u8]) -> Result<Bytes, WalError> {
     .map_err(|k: CorruptKind| damaged(k.to_string()))
 }
 
+/// Checks a WAL object fed in pieces, without decompressing it (for
+/// `copy`): the header, the stored length and the CRC32 of the stored frame.
+#[derive(Debug, Default)]
+pub struct ObjectCheck {
+    header: Vec<u8>,
+    crc: crc32fast::Hasher,
+    stored: u64,
+}
+
+impl ObjectCheck {
+    pub fn feed(&mut self, mut data: &[u8]) {
+        if self.header.len() < HEADER {
+            let take = (HEADER - self.header.len()).min(data.len());
+            self.header.extend_from_slice(&data[..take]);
+            data = &data[take..];
+        }
+        self.crc.update(data);
+        self.stored += data.len() as u64;
+    }
+
+    /// `Err` says what is wrong.
+    pub fn finish(self) -> Result<(), String> {
+        let h = &self.header;
+        if h.len() < HEADER || &h[..8] != MAGIC {
+            return Err("not a pgtide WAL object (bad header)".into());
+        }
+        let stored_len = u64::from_le_bytes(h[20..28].try_into().expect("8 bytes"));
+        let crc_stored = u32::from_le_bytes(h[32..36].try_into().expect("4 bytes"));
+        if stored_len != self.stored {
+            return Err(format!(
+                "the header records {stored_len} stored bytes, the object holds {}",
+                self.stored
+            ));
+        }
+        let crc = self.crc.finalize();
+        if crc != crc_stored {
+            return Err(format!(
+                "CRC32 of the stored bytes is {crc:08x}, the header records {crc_stored:08x}"
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl WalArchive {
     pub fn new(storage: DynStorage, seg_size: u64, compression: Compression) -> Self {
         WalArchive {
@@ -386,6 +430,29 @@ mod tests {
         );
         assert_eq!(classify("RECOVERYXLOG", SEG), None);
         assert_eq!(classify("../000000010000000000000003", SEG), None);
+    }
+
+    #[test]
+    fn streamed_objects_are_checked_without_decompressing() {
+        let raw: Vec<u8> = (0..50_000u32).flat_map(|i| i.to_le_bytes()).collect();
+        let obj = encode_object(&raw, Compression::Zstd(1)).unwrap();
+        for split in [1, 7, 36, 37, obj.len() - 1] {
+            let mut c = ObjectCheck::default();
+            c.feed(&obj[..split]);
+            c.feed(&obj[split..]);
+            assert_eq!(c.finish(), Ok(()), "split at {split}");
+        }
+        let mut bad = obj.to_vec();
+        bad[40] ^= 1;
+        let mut c = ObjectCheck::default();
+        c.feed(&bad);
+        assert!(c.finish().unwrap_err().contains("CRC32"));
+        let mut c = ObjectCheck::default();
+        c.feed(&obj[..obj.len() - 1]);
+        assert!(c.finish().unwrap_err().contains("stored bytes"));
+        let mut c = ObjectCheck::default();
+        c.feed(b"short");
+        assert!(c.finish().is_err());
     }
 
     #[test]

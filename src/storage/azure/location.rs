@@ -257,7 +257,7 @@ mod tests {
             "backups/x?account=A",
             "backups/x?endpoint=ftp://h",
             "backups/x?block_size=1k",
-            "backups//x",
+            "backups/x//y",
         ] {
             assert!(AzureOptions::parse(bad).is_err(), "{bad}");
         }

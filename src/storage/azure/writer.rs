@@ -271,8 +271,15 @@ mod tests {
         let total: u64 = (0..MAX_BLOCKS)
             .map(|n| block_size_for(base, n) as u64)
             .sum();
-        // Far beyond Azure's 190.7 TiB per blob.
-        assert!(total > 190 * (1u64 << 40), "{total}");
+        // Far beyond any pack or WAL object (38 TiB with 8 MiB blocks),
+        // while objects up to 39 GiB keep 8 MiB blocks.
+        assert!(total > 32 * (1u64 << 40), "{total}");
+        assert_eq!(
+            (0..GROW_EVERY_BLOCKS)
+                .map(|n| block_size_for(base, n) as u64)
+                .sum::<u64>(),
+            39 * (1u64 << 30) + 64 * (1u64 << 20)
+        );
         assert_eq!(block_size_for(MAX_BLOCK_SIZE, 49_999), MAX_BLOCK_SIZE);
     }
 }

@@ -142,7 +142,7 @@ mod tests {
             "b/x?chunk_size=300KiB",
             "b/x?chunk_size=1KiB",
             "b/x?region=x",
-            "b//x",
+            "b/x//y",
         ] {
             assert!(GcsOptions::parse(bad).is_err(), "{bad}");
         }
