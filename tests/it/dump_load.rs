@@ -29,7 +29,7 @@ fn json(out: &crate::harness::cli::CliOutput) -> serde_json::Value {
 }
 
 /// dump → list → info → verify → restore --create, then compare.
-fn round_trip(
+pub fn round_trip(
     pg: &PgCluster,
     repo: &str,
     env: &[(&str, &str)],

@@ -1,9 +1,11 @@
 //! The one integration-test binary: every test starts real servers
-//! (PostgreSQL via initdb, an S3-compatible server on 127.0.0.1), except
+//! (PostgreSQL via initdb, S3-compatible servers, Azurite and
+//! fake-gcs-server on 127.0.0.1), except
 //! `packaging`, which checks the packaging files against the code.
 
 mod harness;
 
+mod cloud;
 mod daemon;
 mod drill;
 mod dump_load;

@@ -474,7 +474,7 @@ pub fn backup(conn: &str, repo: &str, extra: &[&str]) -> serde_json::Value {
     json(&out)
 }
 
-fn s(v: &serde_json::Value, key: &str) -> String {
+pub fn s(v: &serde_json::Value, key: &str) -> String {
     v[key]
         .as_str()
         .unwrap_or_else(|| panic!("no string {key:?} in {v:#}"))
@@ -483,7 +483,7 @@ fn s(v: &serde_json::Value, key: &str) -> String {
 
 /// Tables of the PITR scenarios: `t` (written during the backup), `keep`
 /// (dropped after the target), `m` (markers).
-fn create_tables(pg: &PgCluster) {
+pub fn create_tables(pg: &PgCluster) {
     pg.execute(
         "postgres",
         "CREATE TABLE t (id serial PRIMARY KEY, v text);
@@ -495,7 +495,7 @@ fn create_tables(pg: &PgCluster) {
     );
 }
 
-fn marker(pg: &PgCluster, v: &str) {
+pub fn marker(pg: &PgCluster, v: &str) {
     pg.execute("postgres", &format!("INSERT INTO m VALUES ('{v}')"));
 }
 
@@ -528,7 +528,7 @@ impl Scene {
     }
 }
 
-fn stream_from(pg_conn: &str, repo: &str, slot: &str, dir: &Path, pg: &PgCluster) -> Streamer {
+pub fn stream_from(pg_conn: &str, repo: &str, slot: &str, dir: &Path, pg: &PgCluster) -> Streamer {
     let st = Streamer::start(pg_conn, repo, slot, dir);
     wait_until(
         pg,

@@ -1,0 +1,243 @@
+//! Azure Blob Storage (Azurite) and Google Cloud Storage (fake-gcs-server)
+//! repositories end to end, and `pgtide copy` between stores.
+//!
+//! - A dump → restore round trip on each (oracle of `dump_load`).
+//! - A backup → PITR round trip on Azure, then `copy all` of it to GCS, and
+//!   the same PITR from the copy (markers, pg_amcheck); `verify` on the copy.
+//! - Dumps copied local → S3 → Azure → GCS, restored from the last copy;
+//!   a re-run copies nothing; a copy that lost objects half-way (manifest
+//!   not written) completes on a re-run; a damaged source pack is refused
+//!   (exit 5) and nothing of it is written; a target bound to another
+//!   cluster is refused (exit 4).
+//!
+//! The emulators' variables (`AZURE_STORAGE_CONNECTION_STRING`,
+//! `STORAGE_EMULATOR_HOST`) are set in this process when they start, so
+//! every `pgtide` child (and the restored server's `restore_command`)
+//! reaches them.
+
+use std::time::Duration;
+
+use crate::dump_load::{rich_cluster, round_trip};
+use crate::harness::cli::{pgtide, pgtide_env};
+use crate::harness::emulators::Emulator;
+use crate::harness::oracle::assert_same_database;
+use crate::harness::pg::PgCluster;
+use crate::harness::s3::{s3_env, S3Server};
+use crate::pitr::{
+    assert_amcheck, backup, create_tables, json, marker, restore, s, stream_from, switch_wal,
+    wait_archived, work_dir,
+};
+
+#[test]
+fn dump_round_trip_azure() {
+    let pg = rich_cluster();
+    let place = Emulator::azurite().fresh_blocking();
+    // Small blocks: the packs go up as staged blocks.
+    let url = format!("{}?block_size=1MiB", place.url);
+    round_trip(&pg, &url, &[], &["--compress", "zstd:1"], &[]);
+}
+
+#[test]
+fn dump_round_trip_gcs() {
+    let pg = rich_cluster();
+    let place = Emulator::fake_gcs().fresh_blocking();
+    // Small chunks: the packs go up as resumable uploads.
+    let url = format!("{}?chunk_size=256KiB", place.url);
+    round_trip(&pg, &url, &[], &["--compress", "none"], &[]);
+}
+
+/// Backup under `wal stream` into Azure, PITR from it; `copy all` to GCS
+/// and the same PITR from the copy; a target of another cluster refused.
+#[test]
+fn pitr_on_azure_then_from_a_copy_on_gcs() {
+    let pg = PgCluster::start(15);
+    create_tables(&pg);
+    let work = work_dir("pgtide-cloud-");
+    let az = Emulator::azurite().fresh_blocking();
+    let azure = format!("{}?block_size=1MiB", az.url);
+    let conn = pg.conninfo("postgres", "postgres");
+    let streamer = stream_from(&conn, &azure, "s", work.path(), &pg);
+
+    pg.execute(
+        "postgres",
+        "INSERT INTO t (v) SELECT 'during ' || g FROM generate_series(1, 2000) g",
+    );
+    let b = backup(&conn, &azure, &[]);
+    let id = s(&b, "id");
+    marker(&pg, "before");
+    std::thread::sleep(Duration::from_millis(1500));
+    let target = pg.query_one("postgres", "SELECT now()");
+    std::thread::sleep(Duration::from_millis(1500));
+    marker(&pg, "after");
+    let switched = switch_wal(|q| pg.query_one("postgres", q));
+    wait_archived(&azure, &switched);
+    streamer.stop();
+
+    let pitr = |repo: &str| {
+        let r = restore(
+            repo,
+            "latest",
+            &["--target-time", &target, "--target-action", "promote"],
+            Some(pg.socket_dir()),
+        );
+        assert_eq!(r.report["backup"], id.as_str(), "{:#}", r.report);
+        assert_eq!(r.markers(), ["before"], "target {target}\n{}", r.log());
+        assert_amcheck(&r);
+    };
+    pitr(&azure);
+
+    // Everything, WAL included, to GCS; the copy restores the same way.
+    let gs = Emulator::fake_gcs().fresh_blocking();
+    let gcs = format!("{}?chunk_size=256KiB", gs.url);
+    let out = pgtide(&["copy", "all", "--json", "--from", &azure, "--to", &gcs]);
+    out.assert_ok();
+    let r = json(&out);
+    assert_eq!(r["sets"][0]["id"], id.as_str(), "{r:#}");
+    assert_eq!(r["sets"][0]["status"], "copied", "{r:#}");
+    assert!(r["wal"]["objects_copied"].as_u64().unwrap() >= 2, "{r:#}");
+    pgtide(&["verify", &id, "--repo", &gcs]).assert_ok();
+    let l = json(&pgtide(&["list", "--json", "--repo", &gcs]));
+    assert_eq!(l["backups"][0]["id"], id.as_str(), "{l:#}");
+    pitr(&gcs);
+
+    // Again: nothing left to copy.
+    let r = json(&pgtide(&[
+        "copy", "all", "--json", "--from", &azure, "--to", &gcs,
+    ]));
+    assert_eq!(r["sets"][0]["status"], "present", "{r:#}");
+    assert_eq!(r["wal"]["objects_copied"], 0, "{r:#}");
+    assert_eq!(r["bytes_copied"], 0, "{r:#}");
+
+    // A repository of another cluster is refused before anything is written.
+    let other = work_dir("pgtide-cloud-other-");
+    let other_repo = other.path().join("repo");
+    let other_repo = other_repo.to_str().unwrap();
+    pgtide(&["copy", "all", "--from", &azure, "--to", other_repo]).assert_ok();
+    let cluster = std::path::Path::new(other_repo).join("cluster.json");
+    let text = std::fs::read_to_string(&cluster).unwrap();
+    let mut c: serde_json::Value = serde_json::from_str(&text).unwrap();
+    c["system_identifier"] = "1234567890".into();
+    std::fs::write(&cluster, serde_json::to_vec(&c).unwrap()).unwrap();
+    std::fs::remove_dir_all(std::path::Path::new(other_repo).join("backups")).unwrap();
+    pgtide(&["copy", &id, "--from", &azure, "--to", other_repo]).assert_one_line_error(
+        4,
+        "belongs to the cluster with system identifier 1234567890",
+    );
+    assert!(!std::path::Path::new(other_repo).join("backups").exists());
+}
+
+/// Dumps hop local → S3 → Azure → GCS and restore from the last copy; a
+/// re-run, an interrupted copy and a damaged source.
+#[test]
+fn copy_dumps_between_every_kind_of_store() {
+    let pg = PgCluster::start(15);
+    pg.create_db("src");
+    pg.execute(
+        "src",
+        "CREATE TABLE t (id int PRIMARY KEY, v text);
+         INSERT INTO t SELECT g, repeat(md5(g::text), 20) FROM generate_series(1, 60000) g;
+         CREATE TABLE u (a text);
+         INSERT INTO u SELECT md5(g::text) FROM generate_series(1, 1000) g;",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("repo");
+    let local = local.to_str().unwrap();
+    let db = pg.conninfo("postgres", "src");
+    // Small chunks and packs: several packs of several chunks.
+    let out = pgtide(&[
+        "dump",
+        "--json",
+        "--db",
+        &db,
+        "--repo",
+        local,
+        "--chunk-size",
+        "64KiB",
+        "--compress",
+        "none",
+    ]);
+    out.assert_ok();
+    let id = json(&out)["id"].as_str().unwrap().to_string();
+
+    let s3 = S3Server::moto().fresh_bucket_blocking().url;
+    let az = Emulator::azurite().fresh_blocking().url;
+    let gs = Emulator::fake_gcs().fresh_blocking().url;
+    let env = s3_env();
+    for (from, to) in [(local, s3.as_str()), (&s3, &az), (&az, &gs)] {
+        let out = pgtide_env(
+            &["copy", "latest", "--json", "--from", from, "--to", to],
+            &env,
+        );
+        out.assert_ok();
+        let r = json(&out);
+        assert_eq!(r["sets"][0]["id"], id.as_str(), "{r:#}");
+        assert_eq!(r["sets"][0]["status"], "copied", "{r:#}");
+        assert_eq!(r["wal"]["objects_copied"], 0, "{r:#}");
+    }
+    pgtide(&["verify", "latest", "--repo", &gs]).assert_ok();
+    let dst = pg.conninfo("postgres", "dst");
+    pgtide(&["restore", &id, "--repo", &gs, "--db", &dst, "--create"]).assert_ok();
+    assert_same_database(&pg, "src", &pg, "dst");
+
+    // A copy that stopped half-way: the manifest and a pack never arrived.
+    let local2 = dir.path().join("repo2");
+    let local2 = local2.to_str().unwrap();
+    let r = json(&pgtide(&[
+        "copy", &id, "--json", "--from", &gs, "--to", local2,
+    ]));
+    let copied = r["sets"][0]["objects_copied"].as_u64().unwrap();
+    let set = std::path::Path::new(local2).join("dumps").join(&id);
+    std::fs::remove_file(set.join("manifest.json")).unwrap();
+    std::fs::remove_file(set.join("packs/000000.pack")).unwrap();
+    let l = json(&pgtide(&["list", "--json", "--repo", local2]));
+    assert_eq!(l["dumps"].as_array().unwrap().len(), 0, "{l:#}");
+    let r = json(&pgtide(&[
+        "copy", "all", "--json", "--from", &gs, "--to", local2,
+    ]));
+    assert_eq!(r["sets"][0]["objects_copied"], 2, "{r:#}");
+    assert_eq!(
+        r["sets"][0]["objects_present"].as_u64().unwrap(),
+        copied - 2,
+        "{r:#}"
+    );
+    pgtide(&["verify", &id, "--repo", local2]).assert_ok();
+
+    // A damaged pack at the source: refused, and nothing of it written.
+    let pack = std::path::Path::new(local)
+        .join("dumps")
+        .join(&id)
+        .join("packs/000000.pack");
+    let mut bytes = std::fs::read(&pack).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    std::fs::write(&pack, bytes).unwrap();
+    let fresh = Emulator::azurite().fresh_blocking().url;
+    pgtide(&["copy", &id, "--from", local, "--to", &fresh]).assert_one_line_error(5, "has CRC32");
+    let l = json(&pgtide(&["list", "--json", "--repo", &fresh]));
+    assert_eq!(l["dumps"].as_array().unwrap().len(), 0, "{l:#}");
+    assert!(
+        l["incomplete"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["objects"].as_u64() < Some(copied)),
+        "{l:#}"
+    );
+}
+
+#[test]
+fn copy_errors_are_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let repo = repo.to_str().unwrap();
+    pgtide(&["copy", "latest", "--from", repo, "--to", repo])
+        .assert_one_line_error(4, "no pgtide repository");
+    Emulator::azurite();
+    Emulator::fake_gcs();
+    pgtide(&["copy", "all", "--from", "az://pgtide-nope/x", "--to", repo])
+        .assert_one_line_error(4, "container pgtide-nope does not exist");
+    pgtide(&["copy", "all", "--from", "gs://pgtide-nope/x", "--to", repo])
+        .assert_one_line_error(4, "bucket pgtide-nope does not exist");
+    pgtide(&["copy", "all", "--from", "ftp://x/y", "--to", repo])
+        .assert_one_line_error(4, "invalid repository location");
+}
