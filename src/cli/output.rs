@@ -44,6 +44,10 @@
 //!   (also `info` of a dump or backup carries `drill` {passed_at, failed_at, failure}: what drills recorded)
 //! - `verify`: {id, ok, packs, chunks, bytes_stored, bytes_raw, problems[], seconds}
 //!   (printed also when problems are found, before exit 5)
+//! - `copy`: {from, to, sets[], wal, bytes_copied, seconds}
+//!   (`wal`: {objects_copied, objects_present, bytes_copied}; the WAL of the copied backups, or all of it with `all`)
+//! - `copy.sets[]`: {id, kind, status, objects_copied, objects_present, bytes_copied}
+//!   (`status`: `copied`, or `present` when the target already held the whole set)
 //! - `delete`: {id, bytes_freed, finished_deletions[]}
 //!   (`finished_deletions`: interrupted deletions finished first, {id, objects, bytes_freed})
 //! - `expire`: {repository, dry_run, now, policy, finished_deletions[], newest_restorable_backup, sets[], backups_expired, dumps_expired, bytes_freed, wal}

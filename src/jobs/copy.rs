@@ -87,7 +87,7 @@ pub struct WalCopy {
 pub struct CopyReport {
     pub from: String,
     pub to: String,
-    /// The target had no repository marker and was made a repository.
+    /// Oldest first.
     pub sets: Vec<SetCopy>,
     pub wal: WalCopy,
     pub bytes_copied: u64,

@@ -103,6 +103,8 @@ fn every_command_prints_the_documented_json() {
     let backup = run("backup", &["backup", "--db", &server, "--repo", &repo]);
     let backup_id = backup["id"].as_str().unwrap().to_string();
     run("info of a backup", &["info", &backup_id, "--repo", &repo]);
+    let copied = path_in(&work, "copied");
+    run("copy", &["copy", "all", "--from", &repo, "--to", &copied]);
 
     // A dump that never finished, for `incomplete`.
     let stale = std::path::Path::new(&repo).join("dumps/20200101-000000D");
