@@ -802,7 +802,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let guard = writer_lock(&to, "copy").await?;
             let progress = Arc::new(Progress::default());
             let display = ProgressDisplay::start(progress.clone(), !json, "bytes");
-            let r = interruptible(jobs::copy::run(&from, &to, &selection, jobs_n, progress)).await;
+            let r = interruptible(jobs::copy::run(
+                &from, &to, &selection, false, jobs_n, progress,
+            ))
+            .await;
             drop(display);
             release(guard).await;
             let r = r?;

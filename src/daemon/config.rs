@@ -66,8 +66,9 @@ struct File {
     timezone: Option<String>,
     #[serde(default)]
     source: SourceSection,
-    #[serde(default)]
-    repository: RepositorySection,
+    /// `[repository]` (one table), or `[[repository]]` entries: one primary
+    /// and copies (`copy = true`). Checked in `validate`.
+    repository: Option<toml::Value>,
     #[serde(default)]
     wal: WalSection,
     #[serde(default)]
@@ -112,6 +113,19 @@ struct SourceSection {
 #[serde(deny_unknown_fields)]
 struct RepositorySection {
     url: Option<String>,
+}
+
+/// One `[[repository]]` entry.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RepositoryEntry {
+    url: Option<String>,
+    /// A second repository kept in step with the primary one.
+    #[serde(default)]
+    copy: bool,
+    /// The copy's own retention (`[repository.retention.backups]` after its
+    /// `[[repository]]` line).
+    retention: Option<RetentionSection>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -284,6 +298,19 @@ fn apply_env(table: &mut toml::Table, env: &BTreeMap<String, String>) -> Result<
         };
         let mut parts: Vec<&str> = path.split('.').collect();
         let last = parts.pop().expect("non-empty key");
+        // `[[repository]]` entries: the variable sets the primary's key.
+        if parts == ["repository"] {
+            if let Some(toml::Value::Array(entries)) = table.get_mut("repository") {
+                if let Some(primary) = entries
+                    .iter_mut()
+                    .filter_map(toml::Value::as_table_mut)
+                    .find(|e| e.get("copy").and_then(toml::Value::as_bool) != Some(true))
+                {
+                    primary.insert(last.to_string(), value);
+                }
+                continue;
+            }
+        }
         let mut t = &mut *table;
         for p in parts {
             t = t
@@ -377,6 +404,16 @@ pub enum LogFormat {
     Json,
 }
 
+/// A `[[repository]]` with `copy = true`: every backup and dump the primary
+/// repository completes is copied there (with the WAL), then its own
+/// retention runs.
+#[derive(Debug, Clone)]
+pub struct CopyConfig {
+    pub url: String,
+    pub retention_backups: Policy,
+    pub retention_dumps: Policy,
+}
+
 #[derive(Debug, Clone)]
 pub struct DaemonConfig {
     /// Where the configuration came from (for messages).
@@ -388,6 +425,8 @@ pub struct DaemonConfig {
     /// `source.db` as given (flag, environment or file).
     db_text: Option<String>,
     pub repo: String,
+    /// Copy repositories (`[[repository]]` with `copy = true`).
+    pub copies: Vec<CopyConfig>,
     pub wal: WalConfig,
     pub backup: BackupConfig,
     pub dumps: Vec<DumpConfig>,
@@ -524,7 +563,8 @@ impl DaemonConfig {
             }
         }
 
-        // [repository]
+        // [repository] or [[repository]]
+        let (file_repo, copies) = repositories(f.repository)?;
         // flag > PGTIDE_REPOSITORY_URL > PGTIDE_REPO (what --repo reads
         // elsewhere) > file > the default local directory.
         let repo = flags
@@ -532,8 +572,14 @@ impl DaemonConfig {
             .clone()
             .or_else(|| env.get("PGTIDE_REPOSITORY_URL").cloned())
             .or_else(|| env.get("PGTIDE_REPO").cloned())
-            .or(f.repository.url.clone())
+            .or(file_repo)
             .unwrap_or_else(crate::repo::default_location);
+        if let Some(i) = copies.iter().position(|c| c.url == repo) {
+            return Err(invalid(
+                &format!("repository[{i}].url"),
+                "is the primary repository: a copy must be another one",
+            ));
+        }
 
         // [wal]
         let slot = f.wal.slot.clone().unwrap_or_else(|| "pgtide".into());
@@ -729,6 +775,7 @@ impl DaemonConfig {
             db,
             db_text,
             repo,
+            copies,
             wal,
             backup,
             dumps,
@@ -755,6 +802,69 @@ impl DaemonConfig {
         }
         v
     }
+}
+
+/// The primary repository's URL from the file, and the copies.
+fn repositories(v: Option<toml::Value>) -> Result<(Option<String>, Vec<CopyConfig>), ConfigError> {
+    let entries: Vec<RepositoryEntry> = match v {
+        None => return Ok((None, Vec::new())),
+        Some(t @ toml::Value::Table(_)) => {
+            let r = RepositorySection::deserialize(t)
+                .map_err(|e| invalid("repository", e.to_string().trim().replace('\n', " ")))?;
+            return Ok((r.url, Vec::new()));
+        }
+        Some(a @ toml::Value::Array(_)) => Vec::<RepositoryEntry>::deserialize(a)
+            .map_err(|e| invalid("repository", e.to_string().trim().replace('\n', " ")))?,
+        Some(_) => {
+            return Err(invalid(
+                "repository",
+                "must be a [repository] table or [[repository]] entries",
+            ))
+        }
+    };
+    let primaries: Vec<usize> = (0..entries.len()).filter(|&i| !entries[i].copy).collect();
+    if primaries.len() != 1 {
+        return Err(invalid(
+            "repository",
+            format!(
+                "{} [[repository]] entries without copy = true: name exactly one (the primary repository)",
+                primaries.len()
+            ),
+        ));
+    }
+    let mut primary = None;
+    let mut copies: Vec<CopyConfig> = Vec::new();
+    for (i, e) in entries.into_iter().enumerate() {
+        if !e.copy {
+            if e.retention.is_some() {
+                return Err(invalid(
+                    &format!("repository[{i}].retention"),
+                    "the primary repository's retention is [retention]; only a copy = true entry takes its own",
+                ));
+            }
+            primary = e.url;
+            continue;
+        }
+        let url = e.url.ok_or_else(|| {
+            invalid(
+                &format!("repository[{i}].url"),
+                "missing: a copy repository needs its location",
+            )
+        })?;
+        if copies.iter().any(|c| c.url == url) {
+            return Err(invalid(
+                &format!("repository[{i}].url"),
+                format!("{url} is named twice"),
+            ));
+        }
+        let r = e.retention.unwrap_or_default();
+        copies.push(CopyConfig {
+            url,
+            retention_backups: r.backups.unwrap_or_default(),
+            retention_dumps: r.dumps.unwrap_or_default(),
+        });
+    }
+    Ok((primary, copies))
 }
 
 fn read_secret(what: &'static str, path: &Path) -> Result<String, ConfigError> {
@@ -951,5 +1061,64 @@ webhook = "https://hooks.example.com/pgtide"
             };
             load("", &[(var.as_str(), value)]).unwrap_or_else(|e| panic!("{var}: {e}"));
         }
+    }
+
+    #[test]
+    fn copy_repositories_with_their_own_retention() {
+        let text = r#"
+[[repository]]
+url = "s3://backups/db1"
+
+[[repository]]
+url = "gs://dr-bucket/db1"
+copy = true
+[repository.retention.backups]
+keep_last = 7
+[repository.retention.dumps]
+daily = 3
+
+[[repository]]
+url = "az://dr/db1?account=acct"
+copy = true
+"#;
+        let c = load(text, &[]).unwrap();
+        assert_eq!(c.repo, "s3://backups/db1");
+        let urls: Vec<&str> = c.copies.iter().map(|c| c.url.as_str()).collect();
+        assert_eq!(urls, ["gs://dr-bucket/db1", "az://dr/db1?account=acct"]);
+        assert_eq!(c.copies[0].retention_backups.keep_last, Some(7));
+        assert_eq!(c.copies[0].retention_dumps.daily, Some(3));
+        assert!(!c.copies[1].retention_backups.has_rules());
+        // The variable names the primary; the copies stay.
+        let c = load(text, &[("PGTIDE_REPOSITORY_URL", "/srv/repo")]).unwrap();
+        assert_eq!(c.repo, "/srv/repo");
+        assert_eq!(c.copies.len(), 2);
+        // The single-table form has no copies.
+        let c = load("[repository]\nurl = \"/srv/r\"\n", &[]).unwrap();
+        assert_eq!(c.repo, "/srv/r");
+        assert!(c.copies.is_empty());
+
+        let err = |t: &str| load(t, &[]).unwrap_err().to_string();
+        assert!(
+            err("[[repository]]\nurl = \"/a\"\n[[repository]]\nurl = \"/b\"\n")
+                .contains("2 [[repository]] entries without copy = true"),
+        );
+        assert!(err("[[repository]]\nurl = \"/a\"\ncopy = true\n")
+            .contains("0 [[repository]] entries without copy = true"));
+        assert!(
+            err("[[repository]]\nurl = \"/a\"\n[[repository]]\ncopy = true\n")
+                .starts_with("repository[1].url: missing")
+        );
+        assert!(err(
+            "[[repository]]\nurl = \"/a\"\n[repository.retention.backups]\nkeep_last = 1\n[[repository]]\nurl = \"/b\"\ncopy = true\n"
+        )
+        .starts_with("repository[0].retention:"));
+        assert!(
+            err("[[repository]]\nurl = \"/a\"\n[[repository]]\nurl = \"/a\"\ncopy = true\n")
+                .contains("is the primary repository")
+        );
+        assert!(err(
+            "[[repository]]\nurl = \"/a\"\n[[repository]]\nurl = \"/b\"\ncopy = true\nkeep = 1\n"
+        )
+        .contains("keep"));
     }
 }

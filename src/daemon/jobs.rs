@@ -1,7 +1,9 @@
 //! The daemon's jobs: one run of a backup, dumps, retention or a drill —
 //! the same job functions the CLI calls — recorded when it ends, retried
 //! with backoff when a scheduled one failed, and retention after each
-//! success. Never two of a kind at once (`Shared::request` sees to that).
+//! success, and after each backup or dump a copy into every copy
+//! repository (`[[repository]]` with `copy = true`, then its own retention).
+//! Never two of a kind at once (`Shared::request` sees to that).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -60,6 +62,7 @@ pub(super) async fn run_job(shared: Arc<Shared>, req: Request, cancel: Cancellat
         };
     let mut succeeded = false;
     let mut failed = false;
+    let mut made: Vec<String> = Vec::new();
     match outcome {
         Ok(done) => {
             for d in done {
@@ -71,6 +74,7 @@ pub(super) async fn run_job(shared: Arc<Shared>, req: Request, cancel: Cancellat
                             "run succeeded"
                         );
                         succeeded = true;
+                        made.extend(id.clone());
                         shared.finish(record(true, id, bytes, None, database)).await;
                     }
                     Err((e, database)) if cancel.is_cancelled() => {
@@ -95,6 +99,15 @@ pub(super) async fn run_job(shared: Arc<Shared>, req: Request, cancel: Cancellat
             shared
                 .finish(record(false, None, 0, Some(message), None))
                 .await;
+        }
+    }
+    // Into every copy repository, before the primary's retention runs.
+    if matches!(req.kind, JobKind::Backup | JobKind::Dump(_)) && !made.is_empty() {
+        for c in &cfg.copies {
+            if cancel.is_cancelled() {
+                break;
+            }
+            copy_to(&shared, c, &made, req.trigger).await;
         }
     }
     let again = {
@@ -300,6 +313,85 @@ async fn drill(
             r.message()
         )))
     }
+}
+
+/// Copy the sets `ids` and every WAL object it lacks into copy repository
+/// `c` (holding its writer lock), then apply its retention; record the run
+/// (kind `copy`). A failure is recorded and logged: the primary's run
+/// stays a success, and the next one copies what is missing.
+async fn copy_to(shared: &Shared, c: &config::CopyConfig, ids: &[String], trigger: &str) {
+    use crate::jobs::copy;
+    let started = Utc::now();
+    let t0 = Instant::now();
+    let cfg = shared.cfg();
+    let result: Result<u64, JobError> = async {
+        let to = crate::repo::Repository::open(&c.url, true).await?;
+        let lock = crate::repo::lock::RepoLock::acquire(
+            &to,
+            "daemon copy",
+            crate::repo::lock::LockTimings {
+                heartbeat: cfg.lock_heartbeat,
+                stale_after: cfg.lock_stale_after,
+            },
+        )
+        .await?;
+        let work = async {
+            let mut bytes = 0;
+            for id in ids {
+                let r = copy::run(
+                    &shared.repo,
+                    &to,
+                    &copy::Selection::Id(id.clone()),
+                    true,
+                    cfg.backup.jobs.min(4),
+                    Arc::new(Progress::default()),
+                )
+                .await?;
+                bytes += r.bytes_copied;
+            }
+            if c.retention_backups.has_rules() || c.retention_dumps.has_rules() {
+                let policy = crate::jobs::expire::ExpirePolicy {
+                    backups: c.retention_backups.clone(),
+                    dumps: c.retention_dumps.clone(),
+                };
+                crate::jobs::expire::run(&to, &policy, false, Utc::now()).await?;
+            }
+            Ok::<u64, JobError>(bytes)
+        }
+        .await;
+        if let Err(e) = lock.release().await {
+            // Handled here: a lock left behind is taken over once stale.
+            tracing::warn!("could not release the lock of {}: {e}", c.url);
+        }
+        work
+    }
+    .await;
+    let (ok, bytes, message) = match result {
+        Ok(b) => {
+            tracing::info!(to = %c.url, "copy succeeded");
+            (true, b, format!("copied to {}", c.url))
+        }
+        Err(e) => {
+            let m = format!("copy to {}: {e}", c.url);
+            tracing::error!("run failed: {}", shared.redact(&m));
+            (false, 0, m)
+        }
+    };
+    shared
+        .finish(RunRecord {
+            kind: "copy".into(),
+            ok,
+            started_at: started,
+            finished_at: Utc::now(),
+            seconds: t0.elapsed().as_secs_f64(),
+            bytes,
+            id: ids.last().cloned(),
+            trigger: trigger.to_string(),
+            message: Some(message),
+            database: None,
+            host: shared.host.clone(),
+        })
+        .await;
 }
 
 /// Retention with the configured policies; returns the bytes freed.

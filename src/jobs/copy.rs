@@ -661,14 +661,18 @@ async fn copy_wal(
     Ok(report)
 }
 
-/// Copy `selection` from `from` into `to` (opened with create).
+/// Copy `selection` from `from` into `to` (opened with create), with the
+/// WAL the copied backups need; with `all_wal` (and for `Selection::All`)
+/// every WAL object the target lacks.
 pub async fn run(
     from: &Repository,
     to: &Repository,
     selection: &Selection,
+    all_wal: bool,
     jobs: usize,
     progress: Arc<Progress>,
 ) -> Result<CopyReport, JobError> {
+    let all_wal = all_wal || selection == &Selection::All;
     let t0 = Instant::now();
     if from.location() == to.location() {
         return Err(JobError::Invalid(format!(
@@ -708,7 +712,7 @@ pub async fn run(
     }
     let mut wal = WalCopy::default();
     let cluster = from.cluster().await?;
-    if selection == &Selection::All || !backups.is_empty() {
+    if all_wal || !backups.is_empty() {
         let seg_size = cluster
             .as_ref()
             .map(|c| c.wal_segment_size)
@@ -720,7 +724,7 @@ pub async fn run(
                 .map_err(RepoError::from)?
                 .into_iter()
                 .collect();
-            let needed = wal_needed(&source, &backups, selection == &Selection::All, seg_size);
+            let needed = wal_needed(&source, &backups, all_wal, seg_size);
             wal = copy_wal(from, to, needed, &source, seg_size, jobs, &progress).await?;
         }
     }

@@ -14,13 +14,14 @@ use super::{layout, RepoError, Repository};
 pub const KEEP_PER_KIND: usize = 50;
 
 /// The kinds of runs, as in the metrics' `kind` label.
-pub const KINDS: &[&str] = &["full", "dump", "expire", "wal", "slot", "drill"];
+pub const KINDS: &[&str] = &["full", "dump", "expire", "wal", "slot", "drill", "copy"];
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RunRecord {
     /// `full` (physical backup), `dump`, `expire`, `wal` (the stream
     /// stopped or failed), `slot` (the slot guard acted), `drill` (a
-    /// restore drill; `id` is the backup or dump it proved, or failed to).
+    /// restore drill; `id` is the backup or dump it proved, or failed to),
+    /// `copy` (sets and WAL copied into a copy repository; `message` names it).
     pub kind: String,
     pub ok: bool,
     pub started_at: DateTime<Utc>,

@@ -1022,3 +1022,81 @@ fn bad_configurations_are_one_line_errors() {
         "{out}"
     );
 }
+
+/// `[[repository]]` with `copy = true`: each dump and backup the daemon
+/// completes is copied to Azurite (the backup's WAL too), recorded as a
+/// `copy` run, and the copy's own retention keeps one dump there while
+/// the primary keeps two.
+#[test]
+fn daemon_keeps_a_copy_repository_in_step() {
+    let pg = app_cluster();
+    let dir = work_dir("pgtide-daemon-copy-");
+    let repo = dir.path().join("repo").display().to_string();
+    let copy = crate::harness::emulators::Emulator::azurite()
+        .fresh_blocking()
+        .url;
+    let config = write_config(
+        dir.path(),
+        &pg,
+        &repo,
+        &format!(
+            r#"[wal]
+stream = false
+[backup]
+wal = "stream"
+[[dump]]
+database = "app"
+schedule = "@yearly"
+[[repository]]
+url = "{copy}"
+copy = true
+[repository.retention.dumps]
+keep_last = 1
+"#
+        ),
+    );
+    // The primary as a [[repository]] entry too.
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[repository]\nurl", "[[repository]]\nurl");
+    std::fs::write(&config, text).unwrap();
+    let mut d = Daemon::start(&config, dir.path(), &[]);
+    d.wait_status("the daemon answers", Duration::from_secs(30), |_| true);
+    let copies_ok = |v: &serde_json::Value| {
+        v["jobs"]["copy"]["last_success"]["id"]
+            .as_str()
+            .map(str::to_string)
+    };
+    let mut last = None;
+    for kind in ["dump", "dump", "backup"] {
+        let (code, body) = http(d.port, "POST", &format!("/run/{kind}"), Some(TOKEN));
+        assert_eq!(code, 202, "{kind}: {body}");
+        let before = last.clone();
+        let v = d.wait_status(
+            &format!("the {kind} is copied"),
+            Duration::from_secs(120),
+            |v| copies_ok(v).is_some() && copies_ok(v) != before,
+        );
+        assert!(
+            v["jobs"]["copy"]["last_failure"].is_null(),
+            "{v:#}\n{}",
+            d.log()
+        );
+        last = copies_ok(&v);
+    }
+    let primary = crate::pitr::listing(&repo);
+    let copied = crate::pitr::listing(&copy);
+    assert_eq!(primary["dumps"].as_array().unwrap().len(), 2, "{primary:#}");
+    assert_eq!(copied["dumps"].as_array().unwrap().len(), 1, "{copied:#}");
+    assert_eq!(
+        copied["dumps"][0]["id"], primary["dumps"][1]["id"],
+        "the newest dump is kept in the copy"
+    );
+    assert_eq!(copied["backups"][0]["id"], primary["backups"][0]["id"]);
+    assert_eq!(copied["system_identifier"], primary["system_identifier"]);
+    pgtide(&["verify", "latest", "--repo", &copy]).assert_ok();
+    let backup_id = primary["backups"][0]["id"].as_str().unwrap();
+    pgtide(&["verify", backup_id, "--repo", &copy]).assert_ok();
+    d.signal("INT");
+    assert_eq!(d.wait(Duration::from_secs(30)), Some(0), "{}", d.log());
+}
