@@ -100,10 +100,13 @@ enum Check {
     /// Only its size.
     Size,
     /// A pack: these chunks (offset, stored length, stored CRC32), sorted.
-    Pack(Arc<Vec<(u64, u64, u32)>>),
+    Pack(Chunks),
     /// A WAL object: header, stored length and CRC32.
     Wal,
 }
+
+/// A pack's chunks: (offset, stored length, stored CRC32), sorted by offset.
+type Chunks = Arc<Vec<(u64, u64, u32)>>;
 
 /// Why an object was refused.
 #[derive(Debug)]
@@ -120,14 +123,14 @@ impl From<StorageError> for Refused {
 
 /// Feeds pieces of a pack through its chunks' CRC32s.
 struct PackChecker {
-    chunks: Arc<Vec<(u64, u64, u32)>>,
+    chunks: Chunks,
     next: usize,
     pos: u64,
     crc: crc32fast::Hasher,
 }
 
 impl PackChecker {
-    fn new(chunks: Arc<Vec<(u64, u64, u32)>>) -> Self {
+    fn new(chunks: Chunks) -> Self {
         PackChecker {
             chunks,
             next: 0,
@@ -347,7 +350,7 @@ async fn copy_cluster(from: &Repository, to: &Repository) -> Result<(), JobError
 fn pack_chunks(
     packs: &[crate::chunk::PackInfo],
     streams: &[(String, &StreamRef)],
-) -> HashMap<String, Arc<Vec<(u64, u64, u32)>>> {
+) -> HashMap<String, Chunks> {
     let mut by_pack: Vec<Vec<(u64, u64, u32)>> = vec![Vec::new(); packs.len()];
     for (_, s) in streams {
         for c in &s.chunks {

@@ -167,7 +167,29 @@ fn the_example_config_loads_and_covers_every_key() {
     let text = read("docs/pgtide.example.toml");
     let l = load_config("docs/pgtide.example.toml", &text, &BTreeMap::new());
     check_service_config("docs/pgtide.example.toml", &l);
-    let table: toml::Table = toml::from_str(&text).unwrap();
+    let mut table: toml::Table = toml::from_str(&text).unwrap();
+    // `[[repository]]` entries: the primary holds the keys the environment
+    // sets; a copy entry shows every key of its own.
+    let entries = table["repository"]
+        .as_array()
+        .expect("the example uses [[repository]] entries")
+        .clone();
+    let is_copy = |e: &toml::Value| e.get("copy").and_then(toml::Value::as_bool) == Some(true);
+    let copy = entries.iter().find(|e| is_copy(e)).expect("a copy entry");
+    for key in ["url", "copy", "retention"] {
+        assert!(
+            copy.get(key).is_some(),
+            "the example copy entry lacks {key}"
+        );
+    }
+    assert_eq!(l.cfg.copies.len(), 1);
+    assert!(l.cfg.copies[0].retention_backups.has_rules());
+    assert!(l.cfg.copies[0].retention_dumps.has_rules());
+    let primary = entries
+        .into_iter()
+        .find(|e| !is_copy(e))
+        .expect("a primary entry");
+    table.insert("repository".into(), primary);
     for (path, var) in env_keys() {
         let mut v: Option<&toml::Value> = None;
         let mut t = &table;

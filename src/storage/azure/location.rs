@@ -3,8 +3,8 @@
 //! `AZURE_STORAGE_CONNECTION_STRING` (what Azurite users set), then the
 //! variables object_store reads (`AZURE_STORAGE_ACCOUNT_NAME`,
 //! `AZURE_STORAGE_ACCOUNT_KEY`, `AZURE_STORAGE_SAS_TOKEN`, `AZURE_CLIENT_ID`
-//! + `AZURE_CLIENT_SECRET` + `AZURE_TENANT_ID`, `AZURE_FEDERATED_TOKEN_FILE`,
-//! else managed identity).
+//! with `AZURE_CLIENT_SECRET` and `AZURE_TENANT_ID`,
+//! `AZURE_FEDERATED_TOKEN_FILE`; else managed identity).
 
 use super::*;
 
