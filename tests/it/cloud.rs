@@ -3,10 +3,12 @@
 //!
 //! - A dump → restore round trip on each (oracle of `dump_load`).
 //! - A backup → PITR round trip on Azure, then `copy all` of it to GCS, and
-//!   the same PITR from the copy (markers, pg_amcheck); `verify` on the copy.
+//!   the same PITR from the copy (markers, pg_amcheck); `verify` on the copy;
+//!   a backup taken straight into GCS restored to its end.
 //! - Dumps copied local → S3 → Azure → GCS, restored from the last copy;
 //!   a re-run copies nothing; a copy that lost objects half-way (manifest
-//!   not written) completes on a re-run; a damaged source pack is refused
+//!   not written) completes on a re-run, so does one killed half-way
+//!   (SIGKILL); a damaged source pack is refused
 //!   (exit 5) and nothing of it is written; a target bound to another
 //!   cluster is refused (exit 4).
 //!
@@ -108,6 +110,24 @@ fn pitr_on_azure_then_from_a_copy_on_gcs() {
     assert_eq!(r["wal"]["objects_copied"], 0, "{r:#}");
     assert_eq!(r["bytes_copied"], 0, "{r:#}");
 
+    // A backup taken straight into GCS (its WAL streamed alongside), and
+    // restored from there to its end.
+    let direct = format!(
+        "{}?chunk_size=256KiB",
+        Emulator::fake_gcs().fresh_blocking().url
+    );
+    let b2 = backup(&conn, &direct, &["--wal", "stream"]);
+    let r = restore(
+        &direct,
+        "latest",
+        &["--target-immediate", "--target-action", "promote"],
+        Some(pg.socket_dir()),
+    );
+    assert_eq!(r.report["backup"], s(&b2, "id").as_str(), "{:#}", r.report);
+    assert_eq!(r.markers(), ["after", "before"], "{}", r.log());
+    drop(r);
+    pgtide(&["verify", "latest", "--repo", &direct]).assert_ok();
+
     // A repository of another cluster is refused before anything is written.
     let other = work_dir("pgtide-cloud-other-");
     let other_repo = other.path().join("repo");
@@ -201,6 +221,56 @@ fn copy_dumps_between_every_kind_of_store() {
         "{r:#}"
     );
     pgtide(&["verify", &id, "--repo", local2]).assert_ok();
+
+    // A copy killed (SIGKILL) once part of the set is in the target: the
+    // set stays incomplete there; the same command completes it.
+    let gs2 = format!(
+        "{}?chunk_size=256KiB",
+        Emulator::fake_gcs().fresh_blocking().url
+    );
+    let mut child = std::process::Command::new(crate::harness::cli::PGTIDE_BIN)
+        .args(["copy", &id, "--from", local, "--to", &gs2])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let killed = loop {
+        if child.try_wait().unwrap().is_some() {
+            break false;
+        }
+        let l = pgtide(&["list", "--json", "--repo", &gs2]);
+        if l.status.success()
+            && json(&l)["incomplete"]
+                .as_array()
+                .is_some_and(|i| i.iter().any(|s| s["objects"].as_u64() >= Some(2)))
+        {
+            child.kill().unwrap();
+            break true;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the copy made no progress"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = child.wait();
+    if killed {
+        let l = json(&pgtide(&["list", "--json", "--repo", &gs2]));
+        assert_eq!(l["dumps"].as_array().unwrap().len(), 0, "{l:#}");
+    } else {
+        eprintln!("the copy finished before it could be killed");
+    }
+    let r = json(&pgtide(&[
+        "copy", &id, "--json", "--from", local, "--to", &gs2,
+    ]));
+    assert_eq!(
+        r["sets"][0]["status"],
+        if killed { "copied" } else { "present" },
+        "{r:#}"
+    );
+    pgtide(&["verify", &id, "--repo", &gs2]).assert_ok();
 
     // A damaged pack at the source: refused, and nothing of it written.
     let pack = std::path::Path::new(local)
