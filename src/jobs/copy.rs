@@ -379,16 +379,14 @@ async fn sizes(s: &DynStorage, prefix: &str) -> Result<HashMap<String, u64>, Sto
         .collect())
 }
 
-fn refused(kind: SetKind, id: &str, r: Refused) -> JobError {
+/// A refused object of set `id`: a store failure, or damage (exit 5).
+fn refused(id: &str, r: Refused) -> JobError {
     match r {
         Refused::Storage(e) => JobError::Repo(RepoError::Storage(e)),
-        Refused::Damaged(what) => {
-            let _ = kind;
-            JobError::Damaged {
-                id: id.to_string(),
-                what,
-            }
-        }
+        Refused::Damaged(what) => JobError::Damaged {
+            id: id.to_string(),
+            what,
+        },
     }
 }
 
@@ -446,14 +444,12 @@ async fn copy_set(
         match source.get(&p.key) {
             None => {
                 return Err(refused(
-                    kind,
                     id,
                     Refused::Damaged(format!("pack {} is missing", p.key)),
                 ))
             }
             Some(&s) if s != p.size => {
                 return Err(refused(
-                    kind,
                     id,
                     Refused::Damaged(format!(
                         "pack {} has {s} bytes, the manifest records {}",
@@ -500,7 +496,7 @@ async fn copy_set(
         .collect()
         .await;
     for r in results {
-        let n = r.map_err(|e| refused(kind, id, e))?;
+        let n = r.map_err(|e| refused(id, e))?;
         report.objects_copied += 1;
         report.bytes_copied += n;
     }
