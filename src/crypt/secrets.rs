@@ -143,3 +143,32 @@ pub fn read_passphrase_file(p: &Path) -> Result<SecretString, String> {
 pub fn same_passphrase(a: &SecretString, b: &SecretString) -> bool {
     a.expose_secret() == b.expose_secret()
 }
+
+/// The key flags to pass on to another pgtide process (the server's
+/// `restore_command`, the WAL prefetcher), as absolute paths: from the
+/// flags, else from `PGTIDE_IDENTITY_FILE` / `PGTIDE_PASSPHRASE_FILE`. A
+/// passphrase given only in `PGTIDE_PASSPHRASE` is not passed on (it would
+/// be written into the server's configuration).
+pub fn pass_on(identity: Option<&Path>, passphrase_file: Option<&Path>) -> Vec<String> {
+    let abs = |p: &Path| {
+        std::path::absolute(p)
+            .unwrap_or_else(|_| p.to_path_buf())
+            .display()
+            .to_string()
+    };
+    let pick = |flag: Option<&Path>, env: &str| {
+        flag.map(Path::to_path_buf).or_else(|| {
+            std::env::var_os(env)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
+    };
+    let mut out = Vec::new();
+    if let Some(p) = pick(identity, "PGTIDE_IDENTITY_FILE") {
+        out.extend(["--identity".to_string(), abs(&p)]);
+    }
+    if let Some(p) = pick(passphrase_file, "PGTIDE_PASSPHRASE_FILE") {
+        out.extend(["--passphrase-file".to_string(), abs(&p)]);
+    }
+    out
+}

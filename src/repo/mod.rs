@@ -9,6 +9,7 @@
 //! [`Repository::finish_deletions`] (run by `expire` and `delete`) finishes
 //! whatever an interrupted deletion left.
 
+pub mod encryption;
 pub mod layout;
 pub mod lock;
 pub mod manifest;
@@ -23,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::storage::{self, DynStorage, StorageError};
 pub use layout::SetKind;
-use manifest::{DumpManifest, ManifestHeader, FORMAT_VERSION, NEWEST_READABLE_VERSION};
+use manifest::{DumpManifest, ManifestHeader, NEWEST_READABLE_VERSION};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
@@ -39,6 +40,18 @@ pub enum RepoError {
     },
     #[error("{key} is not a valid pgtide object: {reason}")]
     BadObject { key: String, reason: String },
+    /// Missing, wrong or removed key of an encrypted repository.
+    #[error(transparent)]
+    Key(#[from] crate::crypt::keys::KeyError),
+    #[error("{what} was written under key epoch {epoch}, which the key given cannot open (a key added after it was written, or removed before)")]
+    EpochLocked { what: String, epoch: u32 },
+    #[error("repository {location} is not encrypted: --identity and --passphrase-file do not apply to it")]
+    NotEncrypted { location: String },
+    /// An authenticated object of an encrypted repository failed its check.
+    #[error("{key} failed authentication: {reason}")]
+    Tampered { key: String, reason: String },
+    #[error("a pgtide repository already exists at {location}")]
+    AlreadyExists { location: String },
     #[error("no {kind} {id} in {location} (see pgtide list)")]
     NoSuch {
         kind: &'static str,
@@ -78,7 +91,19 @@ struct Marker {
     format: String,
     format_version: u32,
     created_at: chrono::DateTime<Utc>,
+    /// Absent: a plain repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    encryption: Option<encryption::MarkerEncryption>,
 }
+
+/// The repository version of a plain repository: readers since the first
+/// release read it.
+pub const REPO_VERSION_PLAIN: u32 = 1;
+/// An encrypted repository (every stored frame sealed, `keys/`): older
+/// readers must refuse it rather than misread it.
+pub const REPO_VERSION_ENCRYPTED: u32 = 2;
+/// The newest repository version this pgtide reads.
+pub const REPO_VERSION_NEWEST: u32 = REPO_VERSION_ENCRYPTED;
 
 const MARKER_FORMAT: &str = "pgtide-repository";
 
@@ -127,6 +152,8 @@ pub struct FinishedDeletion {
 #[derive(Debug, Clone)]
 pub struct Repository {
     storage: DynStorage,
+    /// Present for an encrypted repository.
+    crypt: Option<std::sync::Arc<encryption::RepoCrypt>>,
 }
 
 impl Repository {
@@ -137,41 +164,120 @@ impl Repository {
     }
 
     pub async fn open_storage(storage: DynStorage, create: bool) -> Result<Repository, RepoError> {
-        let repo = Repository { storage };
-        match repo.storage.get(layout::MARKER).await {
+        let mut repo = Repository {
+            storage,
+            crypt: None,
+        };
+        let marker = match repo.storage.get(layout::MARKER).await {
             Ok(bytes) => repo.check_marker(&bytes)?,
-            Err(StorageError::NotFound { .. }) if create => {
-                let marker = Marker {
-                    format: MARKER_FORMAT.into(),
-                    format_version: FORMAT_VERSION,
-                    created_at: Utc::now(),
-                };
-                let body = serde_json::to_vec_pretty(&marker).expect("marker serializes");
-                match repo
-                    .storage
-                    .put_if_absent(layout::MARKER, body.into())
-                    .await
-                {
-                    Ok(()) => {}
-                    // Someone else created it at the same moment: read theirs.
-                    Err(StorageError::AlreadyExists { .. }) => {
-                        let bytes = repo.storage.get(layout::MARKER).await?;
-                        repo.check_marker(&bytes)?;
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
+            Err(StorageError::NotFound { .. }) if create => match repo.put_marker(None).await? {
+                Some(m) => m,
+                None => return Ok(repo),
+            },
             Err(StorageError::NotFound { .. }) => {
                 return Err(RepoError::NotARepository {
                     location: repo.location(),
                 })
             }
             Err(e) => return Err(e.into()),
+        };
+        repo.load_crypt(&marker).await?;
+        Ok(repo)
+    }
+
+    /// Create a new repository (`pgtide init`): with `keys`, encrypted. An
+    /// existing repository is an error. The key set goes in before the
+    /// marker, so a repository is never seen encrypted without its keys.
+    pub async fn init(
+        storage: DynStorage,
+        keys: Option<crate::crypt::KeySet>,
+    ) -> Result<Repository, RepoError> {
+        let mut repo = Repository {
+            storage,
+            crypt: None,
+        };
+        match repo.storage.size(layout::MARKER).await {
+            Ok(_) => {
+                return Err(RepoError::AlreadyExists {
+                    location: repo.location(),
+                })
+            }
+            Err(StorageError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let enc = match &keys {
+            Some(k) => {
+                repo.write_key_set(k).await?;
+                Some(encryption::MarkerEncryption {
+                    scheme: crate::crypt::SCHEME.into(),
+                })
+            }
+            None => None,
+        };
+        match repo.put_marker(enc).await? {
+            None => {}
+            Some(_) => {
+                return Err(RepoError::AlreadyExists {
+                    location: repo.location(),
+                })
+            }
+        }
+        if let Some(k) = keys {
+            repo.crypt = Some(std::sync::Arc::new(encryption::RepoCrypt::new(k)?));
         }
         Ok(repo)
     }
 
-    fn check_marker(&self, bytes: &[u8]) -> Result<(), RepoError> {
+    /// Write the marker if absent. `None`: written; `Some`: someone else's
+    /// was there (created at the same moment), checked and returned.
+    async fn put_marker(
+        &self,
+        encryption: Option<encryption::MarkerEncryption>,
+    ) -> Result<Option<Marker>, RepoError> {
+        let marker = Marker {
+            format: MARKER_FORMAT.into(),
+            format_version: if encryption.is_some() {
+                REPO_VERSION_ENCRYPTED
+            } else {
+                REPO_VERSION_PLAIN
+            },
+            created_at: Utc::now(),
+            encryption,
+        };
+        let body = serde_json::to_vec_pretty(&marker).expect("marker serializes");
+        match self
+            .storage
+            .put_if_absent(layout::MARKER, body.into())
+            .await
+        {
+            Ok(()) => Ok(None),
+            Err(StorageError::AlreadyExists { .. }) => {
+                let bytes = self.storage.get(layout::MARKER).await?;
+                Ok(Some(self.check_marker(&bytes)?))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn load_crypt(&mut self, marker: &Marker) -> Result<(), RepoError> {
+        let Some(e) = &marker.encryption else {
+            return Ok(());
+        };
+        if e.scheme != crate::crypt::SCHEME {
+            return Err(RepoError::BadObject {
+                key: layout::MARKER.into(),
+                reason: format!(
+                    "unknown encryption scheme {:?}: a newer pgtide wrote it",
+                    e.scheme
+                ),
+            });
+        }
+        let keys = self.read_key_set().await?;
+        self.crypt = Some(std::sync::Arc::new(encryption::RepoCrypt::new(keys)?));
+        Ok(())
+    }
+
+    fn check_marker(&self, bytes: &[u8]) -> Result<Marker, RepoError> {
         let m: Marker = serde_json::from_slice(bytes).map_err(|e| RepoError::BadObject {
             key: layout::MARKER.into(),
             reason: e.to_string(),
@@ -182,14 +288,14 @@ impl Repository {
                 reason: format!("unknown format {:?}", m.format),
             });
         }
-        if m.format_version > FORMAT_VERSION {
+        if m.format_version > REPO_VERSION_NEWEST {
             return Err(RepoError::FormatTooNew {
                 location: self.location(),
                 found: m.format_version,
-                supported: FORMAT_VERSION,
+                supported: REPO_VERSION_NEWEST,
             });
         }
-        Ok(())
+        Ok(m)
     }
 
     /// The cluster this repository belongs to, if a physical job bound one.
@@ -290,6 +396,17 @@ impl Repository {
         &self.storage
     }
 
+    /// The WAL archive of this repository (sealing and opening objects when
+    /// it is encrypted).
+    pub fn wal_archive(
+        &self,
+        seg_size: u64,
+        compression: crate::chunk::Compression,
+    ) -> wal_archive::WalArchive {
+        wal_archive::WalArchive::new(self.storage.clone(), seg_size, compression)
+            .with_crypt(self.crypt.clone())
+    }
+
     pub fn location(&self) -> String {
         self.storage.location()
     }
@@ -341,7 +458,9 @@ impl Repository {
         id: &str,
         m: &T,
     ) -> Result<(), RepoError> {
-        let body = serde_json::to_vec(m).expect("manifest serializes");
+        let v = serde_json::to_value(m).expect("manifest serializes");
+        let v = self.seal_manifest(kind, id, v)?;
+        let body = serde_json::to_vec(&v).expect("manifest serializes");
         self.storage
             .put_if_absent(&layout::set_manifest(kind, id), body.into())
             .await?;
@@ -384,7 +503,9 @@ impl Repository {
             Err(StorageError::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
         }
-        parse_manifest(&key, &bytes, kind.noun())
+        let m = parse_manifest(&key, &bytes, kind.noun())?;
+        self.open_manifest(&key, id, &bytes)?;
+        Ok(m)
     }
 
     pub async fn load_dump(&self, id: &str) -> Result<DumpManifest, RepoError> {
