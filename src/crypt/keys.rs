@@ -110,6 +110,13 @@ impl Unlocked {
     pub fn epochs(&self) -> Vec<u32> {
         self.ids.keys().copied().collect()
     }
+
+    /// Add the epochs `other` opened.
+    pub fn merge(&mut self, other: Unlocked) {
+        for (e, id) in other.ids {
+            self.ids.entry(e).or_insert(id);
+        }
+    }
 }
 
 /// Parse an age recipient, with a one-line error.

@@ -33,6 +33,9 @@ pub struct SetSeal {
 /// The encryption state of an open repository.
 pub struct RepoCrypt {
     keys: KeySet,
+    /// The key sets before the current one, oldest first: a key removed
+    /// since still opens the epochs it held then (docs/FORMAT.md).
+    older: Vec<KeySet>,
     recipient: age::x25519::Recipient,
     unlocked: Mutex<Option<Unlocked>>,
     /// Data keys of the sets this process writes or has opened, by id.
@@ -49,10 +52,11 @@ impl std::fmt::Debug for RepoCrypt {
 }
 
 impl RepoCrypt {
-    pub fn new(keys: KeySet) -> Result<RepoCrypt, KeyError> {
+    pub fn new(keys: KeySet, older: Vec<KeySet>) -> Result<RepoCrypt, KeyError> {
         Ok(RepoCrypt {
             recipient: keys.current_recipient()?,
             keys,
+            older,
             unlocked: Mutex::new(None),
             set_keys: Mutex::default(),
         })
@@ -104,8 +108,8 @@ impl Repository {
         self.crypt.as_ref()
     }
 
-    /// The newest key set, read from storage.
-    pub(super) async fn read_key_set(&self) -> Result<KeySet, RepoError> {
+    /// Every key set, oldest first (the last is current).
+    pub(super) async fn read_key_sets(&self) -> Result<Vec<KeySet>, RepoError> {
         let mut keys: Vec<String> = self
             .storage
             .list(layout::KEYS)
@@ -115,17 +119,23 @@ impl Repository {
             .filter(|k| k.ends_with(".json"))
             .collect();
         keys.sort();
-        let Some(key) = keys.pop() else {
+        if keys.is_empty() {
             return Err(RepoError::BadObject {
                 key: layout::KEYS.into(),
                 reason: "the repository is encrypted but holds no key set".into(),
             });
-        };
-        let bytes = self.storage.get(&key).await?;
-        serde_json::from_slice(&bytes).map_err(|e| RepoError::BadObject {
-            key,
-            reason: e.to_string(),
-        })
+        }
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            let bytes = self.storage.get(&key).await?;
+            out.push(
+                serde_json::from_slice(&bytes).map_err(|e| RepoError::BadObject {
+                    key,
+                    reason: e.to_string(),
+                })?,
+            );
+        }
+        Ok(out)
     }
 
     /// Store the next key set (create-if-absent: two concurrent changes
@@ -161,8 +171,17 @@ impl Repository {
         if secrets.is_empty() {
             return Ok(());
         }
-        let u = c.keys.unlock(secrets)?;
-        *c.unlocked.lock().expect("unlock state") = Some(u);
+        // The current set first: its errors (a bad identity file) are the
+        // ones to report; older sets add the epochs a key held before.
+        let mut u = c.keys.unlock(secrets);
+        for k in c.older.iter().rev() {
+            match (&mut u, k.unlock(secrets)) {
+                (Ok(u), Ok(more)) => u.merge(more),
+                (Err(KeyError::NoMatch { .. }), Ok(more)) => u = Ok(more),
+                _ => {}
+            }
+        }
+        *c.unlocked.lock().expect("unlock state") = Some(u?);
         Ok(())
     }
 

@@ -223,7 +223,10 @@ impl Repository {
             }
         }
         if let Some(k) = keys {
-            repo.crypt = Some(std::sync::Arc::new(encryption::RepoCrypt::new(k)?));
+            repo.crypt = Some(std::sync::Arc::new(encryption::RepoCrypt::new(
+                k,
+                Vec::new(),
+            )?));
         }
         Ok(repo)
     }
@@ -272,8 +275,11 @@ impl Repository {
                 ),
             });
         }
-        let keys = self.read_key_set().await?;
-        self.crypt = Some(std::sync::Arc::new(encryption::RepoCrypt::new(keys)?));
+        let mut sets = self.read_key_sets().await?;
+        let current = sets.pop().expect("read_key_sets returns at least one");
+        self.crypt = Some(std::sync::Arc::new(encryption::RepoCrypt::new(
+            current, sets,
+        )?));
         Ok(())
     }
 
