@@ -167,6 +167,7 @@ mod tests {
             pg_bin: None,
             os_user: None,
             repo_url: "/repo".into(),
+            secret_args: Vec::new(),
             settings: Vec::new(),
         }
     }
