@@ -57,6 +57,16 @@
 //! - `wal push`: {name, outcome, bytes}
 //!   (`outcome`: `stored`, `already-archived` or `partial`)
 //!
+//! - `init`: {repository, encrypted, keys[]}
+//!   (`keys`: the recipients, and `passphrase`, it was encrypted for)
+//! - `key generate`: {identity_file, recipient}
+//! - `key list`: {repository, generation, current_epoch, epochs[], keys[]}
+//! - `key list.epochs[]`: {epoch, recipient, created_at}
+//! - `key list.keys[]`: {kind, recipient, added_at, epochs[]}
+//!   (`kind`: `recipient` or `passphrase`; `recipient` null for a passphrase)
+//! - `key add`: {repository, action, key, generation, current_epoch}
+//! - `key remove`: {repository, action, key, generation, current_epoch}
+//!
 //! `wal fetch` prints nothing: PostgreSQL reads only its exit code.
 
 use std::io::IsTerminal;

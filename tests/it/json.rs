@@ -174,6 +174,54 @@ fn every_command_prints_the_documented_json() {
     );
     run("delete", &["delete", &dump_id, "--repo", &repo]);
 
+    // Keys of an encrypted repository.
+    let k1 = work.path().join("one.key");
+    let k2 = work.path().join("two.key");
+    let r1 = run(
+        "key generate",
+        &["key", "generate", "--output", k1.to_str().unwrap()],
+    );
+    let r2 = run(
+        "key generate",
+        &["key", "generate", "--output", k2.to_str().unwrap()],
+    );
+    let sealed = path_in(&work, "sealed");
+    run(
+        "init",
+        &[
+            "init",
+            "--repo",
+            &sealed,
+            "--recipient",
+            r1["recipient"].as_str().unwrap(),
+        ],
+    );
+    run(
+        "key add",
+        &[
+            "key",
+            "add",
+            "--repo",
+            &sealed,
+            "--recipient",
+            r2["recipient"].as_str().unwrap(),
+            "--identity",
+            k1.to_str().unwrap(),
+        ],
+    );
+    run(
+        "key remove",
+        &[
+            "key",
+            "remove",
+            "--repo",
+            &sealed,
+            "--recipient",
+            r1["recipient"].as_str().unwrap(),
+        ],
+    );
+    run("key list", &["key", "list", "--repo", &sealed]);
+
     let missing: Vec<&String> = docs.keys().filter(|k| !checked.contains(k)).collect();
     assert!(
         missing.is_empty(),
