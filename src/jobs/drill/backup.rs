@@ -7,7 +7,7 @@ use super::*;
 /// bootstrap superuser named in its `pg_authid` file, `postgres`, the OS
 /// user.
 fn superusers(s: &DrillSettings, data_dir: &std::path::Path) -> Vec<String> {
-    use crate::pg::proto::authid;
+    use crate::pg::proto::shared_catalog as authid;
     if let Some(u) = &s.superuser {
         return vec![u.clone()];
     }

@@ -13,12 +13,12 @@
 //! The I/O shell is `pg::wire`; the captured byte streams these
 //! decoders are tested against are in `proto-fixtures/`.
 
-pub mod authid;
 pub mod base_backup;
 pub mod copy;
 pub mod history;
 pub mod messages;
 pub mod replication;
+pub mod shared_catalog;
 pub mod tar;
 
 /// Why bytes from the server could not be decoded. Each variant names the
@@ -266,7 +266,7 @@ mod tests {
             "../../jobs/wal/segment.rs",
             include_str!("../../jobs/wal/segment.rs"),
         ),
-        ("authid.rs", include_str!("authid.rs")),
+        ("shared_catalog.rs", include_str!("shared_catalog.rs")),
         // Not a parser, but pure by the same rule: the logical restore's
         // planner decides from facts read beforehand.
         (
