@@ -48,6 +48,7 @@ fn pitr_settings(s: &DrillSettings, plan: &Plan) -> PitrSettings {
         os_user: s.os_user.clone(),
         repo_url: s.repo_url.clone(),
         settings: plan::server_settings(&plan.scratch, plan.major),
+        zero_databases: Default::default(),
     }
 }
 

@@ -120,6 +120,7 @@ pub fn settings(r: &Request) -> Result<PitrSettings, JobError> {
         os_user: r.os_user.clone(),
         repo_url: r.repo_url.clone(),
         settings,
+        zero_databases: Default::default(),
     })
 }
 
