@@ -8,6 +8,7 @@ mod logging;
 pub mod output;
 mod print;
 mod restore_physical;
+mod restore_tables;
 pub mod service;
 pub mod settings;
 mod wal;
@@ -417,6 +418,34 @@ pub struct RestoreArgs {
         value_name = "NAME=VALUE"
     )]
     pub settings: Vec<String>,
+    /// From a backup: restore the --table tables into this schema of --db (created if missing) instead of their own
+    #[arg(
+        long,
+        help_heading = "Tables or a database from a backup (--table / --database with --db)",
+        value_name = "SCHEMA"
+    )]
+    pub into_schema: Option<String>,
+    /// From a backup: the database of the backed-up cluster to read; alone, restore all of it as the database --db names (which must not exist, or --clean) [default for --table: the database --db names]
+    #[arg(
+        long,
+        help_heading = "Tables or a database from a backup (--table / --database with --db)",
+        value_name = "NAME"
+    )]
+    pub database: Option<String>,
+    /// From a backup: where the scratch copy of the cluster goes [default: the temp dir]
+    #[arg(
+        long,
+        help_heading = "Tables or a database from a backup (--table / --database with --db)",
+        value_name = "DIR"
+    )]
+    pub scratch: Option<PathBuf>,
+    /// From a backup: the backed-up cluster's superuser [default: the one its pg_authid names, postgres, the OS user]
+    #[arg(
+        long,
+        help_heading = "Tables or a database from a backup (--table / --database with --db)",
+        value_name = "ROLE"
+    )]
+    pub superuser: Option<String>,
 }
 
 /// The repository's writer lock for a job run from the shell (a running
@@ -627,6 +656,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Restore(a) if a.pgdata.is_some() => {
             restore_physical::check_flags(&a)?;
             return restore_physical::run(a, json).await;
+        }
+        Command::Restore(a) if restore_tables::wanted(&a) => {
+            return restore_tables::run(a, json).await;
         }
         Command::Restore(a) => {
             restore_physical::check_flags(&a)?;

@@ -32,7 +32,7 @@ mod objects;
 mod pg_restore;
 pub mod plan;
 pub mod toc;
-mod worker;
+pub(crate) mod worker;
 
 use database::*;
 pub use database::{alter_setting_sql, create_database_sql, database_property_statements};
@@ -40,6 +40,8 @@ pub use load::load_encoding;
 use load::{load_with_early_builds, Load};
 use pg_restore::*;
 pub use pg_restore::{script_encoding, script_for_server, TempFile};
+pub(crate) use objects::set_sequences;
+pub(crate) use pg_restore::PgRestore;
 use plan::{Plan, PlanEntry, Selection, Step, TargetFacts};
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -506,7 +508,7 @@ async fn read_archive_toc(
 
 /// The table of contents with the names of a non-UTF-8 archive converted
 /// to text by the target server, which knows every encoding.
-async fn decode_toc(c: &Client, raw: &archive::RawToc) -> Result<archive::Toc<String>, JobError> {
+pub(crate) async fn decode_toc(c: &Client, raw: &archive::RawToc) -> Result<archive::Toc<String>, JobError> {
     let need = raw.needs_conversion();
     let encoding = raw.encoding.clone().unwrap_or_default();
     // To UTF8 as bytes: the same in any database, whatever its encoding.
@@ -531,7 +533,7 @@ async fn decode_toc(c: &Client, raw: &archive::RawToc) -> Result<archive::Toc<St
 }
 
 /// Of the tablespaces `used`, those the target does not have.
-async fn missing(c: &Client, used: BTreeSet<String>) -> Result<BTreeSet<String>, JobError> {
+pub(crate) async fn missing(c: &Client, used: BTreeSet<String>) -> Result<BTreeSet<String>, JobError> {
     if used.is_empty() {
         return Ok(used);
     }

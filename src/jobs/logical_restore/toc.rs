@@ -273,12 +273,12 @@ pub struct OutwardKey {
 impl OutwardKey {
     /// `constraint on table (references table)`, names quoted as needed.
     pub fn describe(&self) -> String {
-        use crate::pg::{quote_ident, quote_qualified};
+        use crate::pg::{display_ident, display_qualified};
         format!(
             "foreign key {} on {} (references {})",
-            quote_ident(&self.name),
-            quote_qualified(&self.table.0, &self.table.1),
-            quote_qualified(&self.references.0, &self.references.1)
+            display_ident(&self.name),
+            display_qualified(&self.table.0, &self.table.1),
+            display_qualified(&self.references.0, &self.references.1)
         )
     }
 }
