@@ -184,9 +184,7 @@ pub fn classify(e: &JobError) -> u8 {
         | JobError::TargetIncompatible { .. } => TARGET_NOT_EMPTY,
         JobError::Damaged { .. } => DAMAGED,
         JobError::DatabaseExists { .. } | JobError::DirectoryNotEmpty { .. } => TARGET_NOT_EMPTY,
-        JobError::Invalid(_) | JobError::NoTableMatches { .. } | JobError::NotAtTarget(_) => {
-            USAGE
-        }
+        JobError::Invalid(_) | JobError::NoTableMatches { .. } | JobError::NotAtTarget(_) => USAGE,
         JobError::RelationExists { .. }
         | JobError::TargetDatabaseExists { .. }
         | JobError::TargetInUse(_) => TARGET_NOT_EMPTY,

@@ -130,10 +130,7 @@ pub(super) async fn run(a: RestoreArgs, json: bool) -> Result<(), CliError> {
         conn: conninfo(&a.db)?,
         backup: a.id.clone(),
         target,
-        timeline: a
-            .target_timeline
-            .clone()
-            .unwrap_or_else(|| "latest".into()),
+        timeline: a.target_timeline.clone().unwrap_or_else(|| "latest".into()),
         inclusive: !a.target_exclusive,
         what,
         source_database: a.database.clone(),

@@ -15,11 +15,13 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::harness::cli::{Cli, CliOutput};
+use crate::harness::cli::{Cli, CliOutput, PGTIDE_BIN};
 use crate::harness::pg::{pg_bin_dir, pg_dump_bin, PgCluster};
-use crate::pitr::{json, path_in, switch_wal, wait_archived, wait_until, work_dir, Streamer};
+use crate::pitr::{
+    clean_command, json, path_in, switch_wal, wait_archived, wait_until, work_dir, Streamer,
+};
 
 /// `count/md5` of a table's rows as text, sorted (TimeZone UTC).
 fn hash(pg: &PgCluster, db: &str, table: &str) -> String {
@@ -54,6 +56,20 @@ fn structure(pg: &PgCluster, db: &str, table: &str) -> Vec<String> {
         .collect();
     v.sort();
     v
+}
+
+/// A sequence's value after recovery: at least what it was at the target.
+/// It may be further: PostgreSQL logs sequence values 32 ahead, and
+/// `nextval` is not transactional, so recovery to a time also replays the
+/// values taken after it by a transaction that commits after it. A
+/// restored sequence never hands out a value its rows hold.
+fn assert_seq(pg: &PgCluster, db: &str, seq: &str, at_target: &str) {
+    let v: i64 = pg
+        .query_one(db, &format!("SELECT last_value FROM {seq}"))
+        .parse()
+        .unwrap();
+    let t: i64 = at_target.parse().unwrap();
+    assert!(v >= t, "{seq} is {v}, it was {t} at the target");
 }
 
 /// Scratch directories (`pgtide-drill-*`) under `work`.
@@ -136,11 +152,7 @@ const SCHEMA: &str = "
         SELECT 1 + g % 3000, 1 + g % 7, md5(g::text) FROM generate_series(1, 8000) g;
     CREATE TABLE audit (id bigserial PRIMARY KEY, what text);";
 
-/// PostgreSQL 15 with database `app` (customers ← orders ← order_items,
-/// audit) and a bigger database `other`; `wal stream` archiving; one base
-/// backup; more writes; then the target time `T` is taken, after which
-/// orders change and order_items is dropped. Returns the scene, `T`, and
-/// the hashes at `T`.
+/// The target time and what the tables held then.
 struct AtTarget {
     time: String,
     orders: String,
@@ -152,11 +164,26 @@ struct AtTarget {
     items_structure: Vec<String>,
 }
 
+/// PostgreSQL 15 with database `app` (customers ← orders ← order_items,
+/// audit) and a bigger database `other`; `wal stream` archiving; one base
+/// backup; more writes; the target time; then orders change and
+/// order_items is dropped. While a writer keeps inserting into `app`:
+/// errors first (nothing matches, a target before the backup, a database
+/// that did not exist), then order_items comes back, a second try is
+/// refused (6), orders comes back beside the live one (`--into-schema`)
+/// and then in its place (`--clean`), and `app` comes back whole as a new
+/// database (`--database`), which a second try refuses (6).
 #[test]
 fn tables_and_a_database_come_back_from_a_backup_into_a_live_server() {
     let pg = PgCluster::start(15);
     pg.create_db("app");
     pg.execute("app", SCHEMA);
+    pg.create_db("bulk");
+    pg.execute(
+        "bulk",
+        "CREATE TABLE big (id bigint PRIMARY KEY, pad text);
+         INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, 300000) g;",
+    );
     pg.create_db("other");
     pg.execute(
         "other",
@@ -226,7 +253,10 @@ fn tables_and_a_database_come_back_from_a_backup_into_a_live_server() {
     });
     let n = written.load(Ordering::Relaxed);
     assert!(n > 0, "the live writer wrote nothing");
-    assert_eq!(pg.query_one("app", "SELECT count(*)::text FROM audit"), n.to_string());
+    assert_eq!(
+        pg.query_one("app", "SELECT count(*)::text FROM audit"),
+        n.to_string()
+    );
     streamer.stop();
 }
 
@@ -239,9 +269,17 @@ fn scenarios(sc: &Scene, t: &AtTarget, backup_id: &str) {
     assert_ne!(live_orders, t.orders);
 
     // A pattern that matches nothing: refused before anything is copied.
-    sc.restore(&["latest", "--target-time", &t.time, "--table", "public.nope", "--db", &app])
-        .assert_one_line_error(2, "no table of database app at time")
-        .assert_one_line_error(2, "matches --table public.nope: nothing was restored");
+    sc.restore(&[
+        "latest",
+        "--target-time",
+        &t.time,
+        "--table",
+        "public.nope",
+        "--db",
+        &app,
+    ])
+    .assert_one_line_error(2, "no table of database app at time")
+    .assert_one_line_error(2, "matches --table public.nope: nothing was restored");
     // A target before the oldest backup: refused before any download.
     sc.restore(&[
         "latest",
@@ -268,7 +306,15 @@ fn scenarios(sc: &Scene, t: &AtTarget, backup_id: &str) {
     // The dropped table comes back, as it was at the target, with its
     // indexes, constraints (its foreign key to the live orders) and
     // sequence value; the other tables are untouched.
-    let out = sc.restore(&["latest", "--target-time", &t.time, "--table", "public.order_items", "--db", &app]);
+    let out = sc.restore(&[
+        "latest",
+        "--target-time",
+        &t.time,
+        "--table",
+        "public.order_items",
+        "--db",
+        &app,
+    ]);
     out.assert_ok();
     let r = json(&out);
     assert_eq!(r["backup"], backup_id, "{r:#}");
@@ -281,18 +327,29 @@ fn scenarios(sc: &Scene, t: &AtTarget, backup_id: &str) {
     assert!(r["sparse_files"].as_u64().unwrap() > 0, "{r:#}");
     assert!(r["sparse_bytes"].as_u64().unwrap() > 5 << 20, "{r:#}");
     assert_eq!(hash(pg, "app", "public.order_items"), t.order_items);
-    assert_eq!(structure(pg, "app", "public.order_items"), t.items_structure);
     assert_eq!(
-        pg.query_one("app", "SELECT last_value::text FROM order_items_id_seq"),
-        t.items_seq
+        structure(pg, "app", "public.order_items"),
+        t.items_structure
     );
+    assert_seq(pg, "app", "order_items_id_seq", &t.items_seq);
     assert_eq!(hash(pg, "app", "public.orders"), live_orders);
     assert_eq!(hash(pg, "app", "public.customers"), live_customers);
     assert!(staging(pg, "app").is_empty());
 
     // Again: the table exists now. Refused with 6, nothing changed.
-    sc.restore(&["latest", "--target-time", &t.time, "--table", "public.order_items", "--db", &app])
-        .assert_one_line_error(6, "table public.order_items already exists in the target database");
+    sc.restore(&[
+        "latest",
+        "--target-time",
+        &t.time,
+        "--table",
+        "public.order_items",
+        "--db",
+        &app,
+    ])
+    .assert_one_line_error(
+        6,
+        "table public.order_items already exists in the target database",
+    );
     assert_eq!(hash(pg, "app", "public.order_items"), t.order_items);
     assert!(staging(pg, "app").is_empty());
 
@@ -318,10 +375,7 @@ fn scenarios(sc: &Scene, t: &AtTarget, backup_id: &str) {
         t.orders_structure,
         "indexes and constraints of the restored copy"
     );
-    assert_eq!(
-        pg.query_one("app", "SELECT last_value::text FROM restored.orders_id_seq"),
-        t.orders_seq
-    );
+    assert_seq(pg, "app", "restored.orders_id_seq", &t.orders_seq);
     // Its default takes values from its own sequence.
     assert_eq!(
         pg.query_one(
@@ -331,18 +385,40 @@ fn scenarios(sc: &Scene, t: &AtTarget, backup_id: &str) {
         "nextval('restored.orders_id_seq'::regclass)"
     );
 
+    // A view over the live table: --clean cannot replace it. Refused (6)
+    // by the swap, rolled back: nothing changed, no staging schema left.
+    pg.execute(
+        "app",
+        "CREATE VIEW big_orders AS SELECT * FROM orders WHERE total > 100",
+    );
+    sc.restore(&["latest", "--target-time", &t.time, "--table", "public.orders", "--clean", "--db", &app])
+        .assert_one_line_error(6, "cannot replace public.orders: cannot drop table public.orders because other objects depend on it");
+    assert_eq!(hash(pg, "app", "public.orders"), live_orders);
+    assert_eq!(
+        structure(pg, "app", "public.order_items"),
+        t.items_structure
+    );
+    assert!(staging(pg, "app").is_empty());
+    pg.execute("app", "DROP VIEW big_orders");
+
     // Replacing the live table: --clean. The foreign key of the live
     // order_items to it is recreated.
-    let out = sc.restore(&["latest", "--target-time", &t.time, "--table", "public.orders", "--clean", "--db", &app]);
+    let out = sc.restore(&[
+        "latest",
+        "--target-time",
+        &t.time,
+        "--table",
+        "public.orders",
+        "--clean",
+        "--db",
+        &app,
+    ]);
     out.assert_ok();
     let r = json(&out);
     assert_eq!(r["tables"][0]["replaced"], true, "{r:#}");
     assert_eq!(hash(pg, "app", "public.orders"), t.orders);
     assert_eq!(structure(pg, "app", "public.orders"), t.orders_structure);
-    assert_eq!(
-        pg.query_one("app", "SELECT last_value::text FROM orders_id_seq"),
-        t.orders_seq
-    );
+    assert_seq(pg, "app", "orders_id_seq", &t.orders_seq);
     let outcomes: Vec<(String, String)> = r["foreign_keys"]
         .as_array()
         .unwrap()
@@ -358,23 +434,124 @@ fn scenarios(sc: &Scene, t: &AtTarget, backup_id: &str) {
         outcomes.contains(&("public.order_items".into(), "recreated".into())),
         "{r:#}"
     );
-    assert_eq!(structure(pg, "app", "public.order_items"), t.items_structure);
+    assert_eq!(
+        structure(pg, "app", "public.order_items"),
+        t.items_structure
+    );
     assert_eq!(hash(pg, "app", "public.customers"), live_customers);
     assert!(staging(pg, "app").is_empty());
 
     // The whole database, as a new one.
     let copy = sc.db("app_at_t");
-    let out = sc.restore(&[backup_id, "--target-time", &t.time, "--database", "app", "--db", &copy]);
+    let out = sc.restore(&[
+        backup_id,
+        "--target-time",
+        &t.time,
+        "--database",
+        "app",
+        "--db",
+        &copy,
+    ]);
     out.assert_ok();
     let r = json(&out);
     assert_eq!(r["kind"], "database", "{r:#}");
     assert_eq!(hash(pg, "app_at_t", "public.order_items"), t.order_items);
     assert_eq!(hash(pg, "app_at_t", "public.orders"), t.orders);
     assert_eq!(hash(pg, "app_at_t", "public.customers"), t.customers);
-    assert_eq!(structure(pg, "app_at_t", "public.orders"), t.orders_structure);
+    assert_eq!(
+        structure(pg, "app_at_t", "public.orders"),
+        t.orders_structure
+    );
     // It exists now: refused before anything is downloaded.
-    sc.restore(&[backup_id, "--target-time", &t.time, "--database", "app", "--db", &copy])
-        .assert_one_line_error(6, "database app_at_t already exists");
+    sc.restore(&[
+        backup_id,
+        "--target-time",
+        &t.time,
+        "--database",
+        "app",
+        "--db",
+        &copy,
+    ])
+    .assert_one_line_error(6, "database app_at_t already exists");
+
+    // SIGINT once the target has a staging schema: exit 130, the staging
+    // schema dropped, the scratch directory removed, no server left.
+    let log = sc.work.path().join("interrupted.log");
+    let file = fs::File::create(&log).unwrap();
+    let mut child = clean_command(PGTIDE_BIN)
+        .args([
+            "restore",
+            backup_id,
+            "--repo",
+            &sc.repo,
+            "--table",
+            "public.big",
+        ])
+        .args(["--into-schema", "restored"])
+        .arg("--db")
+        .arg(sc.db("bulk"))
+        .arg("--pg-bin")
+        .arg(pg_bin_dir(15))
+        .env("TMPDIR", sc.work.path())
+        .env("PGTIDE_PG_DUMP", pg_dump_bin(15))
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while staging(pg, "bulk").is_empty() {
+        assert!(
+            child.try_wait().unwrap().is_none() && Instant::now() < deadline,
+            "no staging schema seen\n{}",
+            fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let dirs = scratch_dirs(sc.work.path());
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    let ok = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let status = child.wait().unwrap();
+    let text = fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(status.code(), Some(130), "{text}");
+    assert!(staging(pg, "bulk").is_empty(), "{text}");
+    assert!(scratch_dirs(sc.work.path()).is_empty(), "{text}");
+    assert!(
+        !processes_naming(&dirs[0]),
+        "a server runs on {}",
+        dirs[0].display()
+    );
+    assert_eq!(
+        pg.query_one(
+            "bulk",
+            "SELECT count(*)::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = 'restored' AND c.relname = 'big'"
+        ),
+        "0"
+    );
+}
+
+/// Whether a process's command line names `path` (a server on a scratch
+/// directory).
+fn processes_naming(path: &Path) -> bool {
+    let needle = path.display().to_string();
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            fs::read(e.path().join("cmdline"))
+                .map(|c| {
+                    String::from_utf8_lossy(&c)
+                        .replace('\0', " ")
+                        .contains(&needle)
+                })
+                .unwrap_or(false)
+        })
 }
 
 /// A logical `restore --table` of a dump: a foreign key to a table that is
@@ -387,9 +564,16 @@ fn restore_table_of_a_dump_skips_foreign_keys_to_missing_tables() {
     pg.execute("app", SCHEMA);
     let work = work_dir("pgtide-fk-");
     let repo = path_in(&work, "repo");
-    let out = Cli::new(["dump", "--json", "--db", &pg.conninfo("postgres", "app"), "--repo", &repo])
-        .env("PGTIDE_PG_DUMP", pg_dump_bin(15))
-        .run();
+    let out = Cli::new([
+        "dump",
+        "--json",
+        "--db",
+        &pg.conninfo("postgres", "app"),
+        "--repo",
+        &repo,
+    ])
+    .env("PGTIDE_PG_DUMP", pg_dump_bin(15))
+    .run();
     out.assert_ok();
     let id = json(&out)["id"].as_str().unwrap().to_string();
 
@@ -415,13 +599,19 @@ fn restore_table_of_a_dump_skips_foreign_keys_to_missing_tables() {
         serde_json::json!(["foreign key order_items_order_id_fkey on public.order_items (references public.orders)"]),
         "{r:#}"
     );
-    assert_eq!(hash(&pg, "items_only", "public.order_items"), hash(&pg, "app", "public.order_items"));
+    assert_eq!(
+        hash(&pg, "items_only", "public.order_items"),
+        hash(&pg, "app", "public.order_items")
+    );
     assert!(structure(&pg, "items_only", "public.order_items")
         .iter()
         .all(|l| !l.contains("FOREIGN KEY")));
 
     // Both tables: the key is created.
-    let out = restore("both", &["public.orders", "public.order_items", "public.customers"]);
+    let out = restore(
+        "both",
+        &["public.orders", "public.order_items", "public.customers"],
+    );
     out.assert_ok();
     assert_eq!(json(&out)["skipped_foreign_keys"], serde_json::json!([]));
     assert_eq!(

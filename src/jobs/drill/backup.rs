@@ -96,11 +96,7 @@ pub(super) async fn flow(
     };
 
     let t = steps.begin("checking where recovery stopped");
-    let users = checks::superusers(
-        s.superuser.as_deref(),
-        s.os_user.as_deref(),
-        &plan.data_dir,
-    );
+    let users = checks::superusers(s.superuser.as_deref(), s.os_user.as_deref(), &plan.data_dir);
     let session = checks::superuser_session(&plan.scratch, &users).await;
     let (client, user) = match session {
         Ok(x) => x,

@@ -39,11 +39,7 @@ pub fn scratch_conninfo(scratch: &Path, user: &str, db: &str) -> Result<ConnInfo
 /// The superusers to try on a restored cluster: `superuser` (`--superuser`),
 /// else the bootstrap superuser named in its `pg_authid` file, `postgres`,
 /// the OS user (as root: `os_user`).
-pub fn superusers(
-    superuser: Option<&str>,
-    os_user: Option<&str>,
-    data_dir: &Path,
-) -> Vec<String> {
+pub fn superusers(superuser: Option<&str>, os_user: Option<&str>, data_dir: &Path) -> Vec<String> {
     use crate::pg::proto::shared_catalog as catalog;
     if let Some(u) = superuser {
         return vec![u.to_string()];

@@ -38,10 +38,10 @@ use database::*;
 pub use database::{alter_setting_sql, create_database_sql, database_property_statements};
 pub use load::load_encoding;
 use load::{load_with_early_builds, Load};
-use pg_restore::*;
-pub use pg_restore::{script_encoding, script_for_server, TempFile};
 pub(crate) use objects::set_sequences;
 pub(crate) use pg_restore::PgRestore;
+use pg_restore::*;
+pub use pg_restore::{script_encoding, script_for_server, TempFile};
 use plan::{Plan, PlanEntry, Selection, Step, TargetFacts};
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -508,7 +508,10 @@ async fn read_archive_toc(
 
 /// The table of contents with the names of a non-UTF-8 archive converted
 /// to text by the target server, which knows every encoding.
-pub(crate) async fn decode_toc(c: &Client, raw: &archive::RawToc) -> Result<archive::Toc<String>, JobError> {
+pub(crate) async fn decode_toc(
+    c: &Client,
+    raw: &archive::RawToc,
+) -> Result<archive::Toc<String>, JobError> {
     let need = raw.needs_conversion();
     let encoding = raw.encoding.clone().unwrap_or_default();
     // To UTF8 as bytes: the same in any database, whatever its encoding.
@@ -533,7 +536,10 @@ pub(crate) async fn decode_toc(c: &Client, raw: &archive::RawToc) -> Result<arch
 }
 
 /// Of the tablespaces `used`, those the target does not have.
-pub(crate) async fn missing(c: &Client, used: BTreeSet<String>) -> Result<BTreeSet<String>, JobError> {
+pub(crate) async fn missing(
+    c: &Client,
+    used: BTreeSet<String>,
+) -> Result<BTreeSet<String>, JobError> {
     if used.is_empty() {
         return Ok(used);
     }

@@ -132,7 +132,9 @@ async fn worker(n: usize, shared: Arc<Shared>) -> Result<(), JobError> {
     let sv = &shared.servers;
     let mut src = WireClient::connect_sql(&sv.scratch, "pgtide restore worker")
         .await
-        .map_err(session_err(format!("copy worker {n}: connect to the scratch server")))?;
+        .map_err(session_err(format!(
+            "copy worker {n}: connect to the scratch server"
+        )))?;
     src.execute(&session::configure_sql(sv.scratch_version, Duration::ZERO))
         .await
         .map_err(session_err(format!("configure copy worker {n}")))?;
@@ -150,7 +152,8 @@ async fn worker(n: usize, shared: Arc<Shared>) -> Result<(), JobError> {
             return Ok(());
         };
         let t = &shared.tables[item.table];
-        let span = tracing::info_span!("table", schema = %t.schema, table = %t.name, ctid = ?item.ctid);
+        let span =
+            tracing::info_span!("table", schema = %t.schema, table = %t.name, ctid = ?item.ctid);
         let rows = copy_one(&shared, &mut src, &dst, &item)
             .instrument(span)
             .await?;

@@ -498,11 +498,7 @@ fn shorten(summary: &str) -> String {
 /// A superuser session on the scratch server in the source database.
 async fn source_session(s: &Settings, f: &Facts) -> Result<Source, JobError> {
     let plan = &f.plan;
-    let users = checks::superusers(
-        s.superuser.as_deref(),
-        s.os_user.as_deref(),
-        &plan.data_dir,
-    );
+    let users = checks::superusers(s.superuser.as_deref(), s.os_user.as_deref(), &plan.data_dir);
     let db = &f.source_db;
     let mut last = None;
     for user in &users {

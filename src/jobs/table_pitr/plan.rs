@@ -387,8 +387,14 @@ mod tests {
             "table public.events_2025_11 is a partition of public.events_2025: restore the partitioned table (its partitions come with it), or exclude the partition"
         );
         let e = names(&["public.child"], &[]).unwrap_err();
-        assert!(e.starts_with("table public.child inherits from public.orders"), "{e}");
-        assert_eq!(names(&["public.child", "public.orders"], &[]), Ok(vec![1, 7]));
+        assert!(
+            e.starts_with("table public.child inherits from public.orders"),
+            "{e}"
+        );
+        assert_eq!(
+            names(&["public.child", "public.orders"], &[]),
+            Ok(vec![1, 7])
+        );
         // Extension members are not restored.
         let mut r2 = rels();
         r2[0].extension_member = true;

@@ -39,7 +39,9 @@ use crate::pg::catalog::{self, Relation};
 use crate::pg::dump_archive as archive;
 use crate::pg::pattern::NamePattern;
 use crate::pg::tools::{self, PgTools};
-use crate::pg::{copy_binary, display_ident, display_qualified, quote_ident, quote_qualified, session};
+use crate::pg::{
+    copy_binary, display_ident, display_qualified, quote_ident, quote_qualified, session,
+};
 use crate::repo::manifest::SequenceEntry;
 
 /// Tables bigger than this are read in block ranges by several workers.
@@ -93,7 +95,8 @@ pub(super) async fn restore(
         .await
         .map_err(JobError::sql("list the scratch server's tables"))?;
     let parents = inherits(sc).await?;
-    let chosen = plan::choose_tables(&rels, &parents, include, exclude).map_err(JobError::Invalid)?;
+    let chosen =
+        plan::choose_tables(&rels, &parents, include, exclude).map_err(JobError::Invalid)?;
     if chosen.is_empty() {
         let pats: Vec<&str> = include.iter().map(|p| p.original.as_str()).collect();
         return Err(JobError::NotAtTarget(format!(
@@ -116,10 +119,13 @@ pub(super) async fn restore(
     let inbound = inbound_keys(tc, &replaced_oids).await?;
 
     // 3. Staged on the scratch server, and their schema dumped.
-    cx.progress.set_phase("staging the tables on the scratch server");
+    cx.progress
+        .set_phase("staging the tables on the scratch server");
     sc.batch_execute(&plan::scratch_moves(&placements))
         .await
-        .map_err(JobError::sql("move the tables into staging schemas on the scratch server"))?;
+        .map_err(JobError::sql(
+            "move the tables into staging schemas on the scratch server",
+        ))?;
     let archive_path = cx.scratch_dir.join("tables.dump");
     dump_schema(cx, &placements, &src.encoding, &archive_path).await?;
     let bytes = tokio::fs::read(&archive_path)
@@ -129,7 +135,9 @@ pub(super) async fn restore(
             source: e,
         })?;
     let raw = archive::read_toc(&bytes).map_err(|e| {
-        JobError::BadStream(format!("pg_dump's archive of the tables cannot be read: {e}"))
+        JobError::BadStream(format!(
+            "pg_dump's archive of the tables cannot be read: {e}"
+        ))
     })?;
     let toc = if raw.needs_conversion().is_empty() {
         raw.decode(&HashMap::new())
@@ -154,7 +162,8 @@ pub(super) async fn restore(
     }
 
     // 4. The target's staging schemas: created, filled, indexed.
-    cx.progress.set_phase("creating the tables in staging schemas of the target");
+    cx.progress
+        .set_phase("creating the tables in staging schemas of the target");
     let create: Vec<String> = plan::stage_schemas(&placements)
         .iter()
         .map(|s| format!("CREATE SCHEMA {}", quote_ident(s)))
@@ -175,8 +184,10 @@ pub(super) async fn restore(
     };
     restore.section("pre-data", Some(list.path()), 1).await?;
 
-    cx.progress
-        .set_phase(format!("copying {} tables from the scratch server", placements.len()));
+    cx.progress.set_phase(format!(
+        "copying {} tables from the scratch server",
+        placements.len()
+    ));
     let rows = copy_rows(cx, &placements, &src, &dst).await?;
 
     let seqs = plan::staged_sequences(&placements, &comp.sequences);
@@ -206,7 +217,8 @@ pub(super) async fn restore(
         .await?;
 
     // 5. Into place, in one transaction.
-    cx.progress.set_phase("moving the restored tables into place");
+    cx.progress
+        .set_phase("moving the restored tables into place");
     let replaced_names: Vec<(String, String)> = replaced.iter().map(|r| r.1.clone()).collect();
     let foreign_keys = swap(tc, &placements, &replaced_names, &outward, &inbound).await?;
 
@@ -344,7 +356,9 @@ async fn inbound_keys(tc: &Client, replaced: &[u32]) -> Result<Vec<ForeignKey>, 
             &[&replaced],
         )
         .await
-        .map_err(JobError::sql("read the foreign keys that reference the tables to replace"))?;
+        .map_err(JobError::sql(
+            "read the foreign keys that reference the tables to replace",
+        ))?;
     Ok(rows
         .iter()
         .map(|r| ForeignKey {
@@ -613,7 +627,9 @@ async fn add_key(tc: &Client, k: &ForeignKey, again: bool) -> Result<ForeignKeyO
             &[&quote_qualified(&k.references.0, &k.references.1)],
         )
         .await
-        .map_err(JobError::sql(format!("look for the table {what} references")))?
+        .map_err(JobError::sql(format!(
+            "look for the table {what} references"
+        )))?
         .get(0);
     if !there {
         // Handled here: the tables are restored without it.
