@@ -404,15 +404,18 @@ fn tokens(sql: &[u8]) -> Vec<Token> {
     out
 }
 
-/// `schema.name` at `t[at..]`: the two names and the tokens used.
-fn qualified_at(t: &[Token], at: usize) -> Option<((Vec<u8>, Vec<u8>), usize)> {
+/// A (schema, name) pair of raw names.
+type Qualified = (Vec<u8>, Vec<u8>);
+
+/// `schema.name` at `t[at..]` (three tokens).
+fn qualified_at(t: &[Token], at: usize) -> Option<Qualified> {
     let name = |tok: &Token| match tok {
         Token::Word(w) | Token::Quoted(w) => Some(w.clone()),
         Token::Punct(_) => None,
     };
     let schema = name(t.get(at)?)?;
     (t.get(at + 1)? == &Token::Punct(b'.')).then_some(())?;
-    Some(((schema, name(t.get(at + 2)?)?), 3))
+    Some((schema, name(t.get(at + 2)?)?))
 }
 
 /// The tables of pg_dump's definition of a foreign key:
@@ -428,10 +431,10 @@ fn foreign_key_of(defn: &[u8]) -> Option<ForeignKeyRef<Vec<u8>>> {
     if kw(t.get(at), "ONLY") {
         at += 1;
     }
-    let (table, used) = qualified_at(&t, at)?;
-    at += used;
+    let table = qualified_at(&t, at)?;
+    at += 3;
     let r = (at..t.len()).find(|&i| kw(t.get(i), "REFERENCES"))?;
-    let (references, _) = qualified_at(&t, r + 1)?;
+    let references = qualified_at(&t, r + 1)?;
     Some(ForeignKeyRef { table, references })
 }
 

@@ -57,7 +57,7 @@ pub fn is_relation_file(name: &str) -> bool {
         return false;
     }
     let number = match base.split_once('_') {
-        Some((n, fork)) if matches!(fork, "fsm" | "vm" | "init") => n,
+        Some((n, "fsm" | "vm" | "init")) => n,
         Some(_) => return false,
         None => base,
     };

@@ -273,6 +273,16 @@ mod tests {
             "../../jobs/logical_restore/plan.rs",
             include_str!("../../jobs/logical_restore/plan.rs"),
         ),
+        // The same for the table restore's staging and swap, and for the
+        // choice of the databases a scratch restore leaves sparse.
+        (
+            "../../jobs/table_pitr/plan.rs",
+            include_str!("../../jobs/table_pitr/plan.rs"),
+        ),
+        (
+            "../../jobs/physical_restore/sparse.rs",
+            include_str!("../../jobs/physical_restore/sparse.rs"),
+        ),
     ];
 
     #[test]
