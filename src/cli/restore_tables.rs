@@ -46,14 +46,19 @@ pub(super) fn wanted(a: &RestoreArgs) -> bool {
 fn check_flags(a: &RestoreArgs) -> Result<(), CliError> {
     let usage = |m: String| Err(CliError::new(exit::USAGE, m));
     let tables = !a.filter.tables.is_empty();
+    if a.into_schema.is_some() && !tables {
+        return usage("--into-schema applies to --table".into());
+    }
     if !tables && a.database.is_none() {
-        let flag = backup_flags(a)
-            .iter()
-            .find(|(_, set)| *set)
-            .map_or("a backup id", |(f, _)| *f);
-        return usage(format!(
-            "{flag} applies to restoring a physical backup: add --pgdata DIR to restore the whole cluster, or --table PATTERN or --database NAME to restore part of it into --db"
-        ));
+        return usage(match backup_flags(a).iter().find(|(_, set)| *set) {
+            Some((flag, _)) => format!(
+                "{flag} applies to restoring a physical backup: add --pgdata DIR to restore the whole cluster, or --table PATTERN or --database NAME to restore part of it into --db"
+            ),
+            None => format!(
+                "{} is a backup: add --pgdata DIR to restore the whole cluster, or --table PATTERN or --database NAME to restore part of it into --db",
+                a.id
+            ),
+        });
     }
     let refused = [
         ("--target-action", a.target_action.is_some()),
@@ -76,9 +81,6 @@ fn check_flags(a: &RestoreArgs) -> Result<(), CliError> {
                 _ => "",
             }
         ));
-    }
-    if a.into_schema.is_some() && !tables {
-        return usage("--into-schema applies to --table".into());
     }
     if a.into_schema.as_deref().is_some_and(str::is_empty) {
         return usage("--into-schema needs a schema name".into());

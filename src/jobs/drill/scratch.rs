@@ -355,7 +355,7 @@ fn reap_in(registry: &Path) -> Vec<String> {
         }
         let _ = std::fs::remove_file(&path);
         done.push(format!(
-            "cleaned up after an interrupted drill of {} (pgtide pid {}, {}): {}{}",
+            "cleaned up after an interrupted drill or restore of {} (pgtide pid {}, {}): {}{}",
             m.id,
             m.pid,
             m.started_at.format("%Y-%m-%dT%H:%M:%SZ"),
