@@ -103,7 +103,7 @@ pub enum Command {
     Dump(DumpArgs),
     /// Take a physical base backup over the replication protocol
     Backup(BackupArgs),
-    /// Restore a dump into a database, or a backup into a data directory (--pgdata) to a point in time
+    /// Restore a dump into a database, a backup into a data directory (--pgdata) to a point in time, or tables or a database of a backup into a live database (--table / --database with --db)
     Restore(RestoreArgs),
     /// List the dumps, backups and archived WAL of a repository
     List(RepoOnly),
@@ -326,7 +326,7 @@ pub struct StreamArgs {
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// Dump or backup id, or `latest`
+    /// Dump or backup id, or `latest` (the newest dump; with --pgdata, a --target-* or --database: the newest backup that reaches the target)
     pub id: String,
     #[command(flatten)]
     pub db: DbArg,
@@ -405,7 +405,7 @@ pub struct RestoreArgs {
     /// Start the server and wait until recovery ends
     #[arg(long, help_heading = "Physical restore")]
     pub start: bool,
-    /// Directory of pg_ctl for --start [default: found by the backup's major version]
+    /// Directory of pg_ctl for --start and for the scratch server of --table/--database [default: found by the backup's major version]
     #[arg(long, help_heading = "Physical restore")]
     pub pg_bin: Option<PathBuf>,
     /// When run as root: the OS user that owns the files and runs the server

@@ -168,8 +168,9 @@ pub(super) async fn run(a: RestoreArgs, json: bool) -> Result<(), CliError> {
         ),
         _ => {
             println!(
-                "restored {} tables of database {} at {} from backup {} into {}: {} rows, {} sequences",
+                "restored {} table{} of database {} at {} from backup {} into {}: {} rows, {} sequences",
                 r.tables.len(),
+                if r.tables.len() == 1 { "" } else { "s" },
                 r.source_database,
                 r.target,
                 r.backup,

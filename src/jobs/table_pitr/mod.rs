@@ -172,8 +172,6 @@ struct Facts {
     plan: scratch_plan::Plan,
     tools: PgTools,
     zero: BTreeSet<u32>,
-    /// `--table`: the session on the target.
-    target: Option<Client>,
     /// `--database`: the target database exists (and `--clean`).
     target_exists: bool,
 }
@@ -203,7 +201,6 @@ async fn restore(
     if matches!(s.what, What::Tables { .. }) && !done {
         drop_staging(&s.conn, &prefix).await;
     }
-    drop(f.target);
     progress.set_phase("stopping the scratch server and removing its directory");
     let removed = scr.remove(false).await;
     let mut report = match outcome {
@@ -241,11 +238,13 @@ async fn gather(repo: &Repository, s: &Settings, progress: &Progress) -> Result<
         .or_else(|| s.conn.dbname.clone())
         .unwrap_or_default();
     let database = s.conn.dbname.clone().unwrap_or_default();
-    let (target, target_exists) = match &s.what {
+    let target_exists = match &s.what {
+        // Checked now; the copy opens its own session once the scratch
+        // server is ready (the download and the replay may take hours).
         What::Tables { .. } => {
             let c = connect(&s.conn, "pgtide restore").await?;
             supported(&c).await?;
-            (Some(c), false)
+            false
         }
         What::Database { .. } => {
             let admin = admin_session(&s.conn).await?;
@@ -261,7 +260,7 @@ async fn gather(repo: &Repository, s: &Settings, progress: &Progress) -> Result<
             if exists && !s.clean {
                 return Err(JobError::TargetDatabaseExists { name: database });
             }
-            (None, exists)
+            exists
         }
     };
     let tools = PgTools::find(s.pg_dump.as_deref())?;
@@ -329,7 +328,6 @@ async fn gather(repo: &Repository, s: &Settings, progress: &Progress) -> Result<
         plan,
         tools,
         zero,
-        target,
         target_exists,
     })
 }
@@ -446,12 +444,12 @@ async fn flow(
             exclude,
             into_schema,
         } => {
-            let target = f.target.as_ref().expect("gathered for --table");
+            let target = connect(&s.conn, "pgtide restore").await?;
             let cx = tables::Cx {
                 s,
                 tools: &f.tools,
                 source: &source,
-                target,
+                target: &target,
                 scratch_dir: &plan.scratch,
                 prefix,
                 progress,
