@@ -474,6 +474,34 @@ fn scenarios(sc: &Scene, t: &AtTarget, backup_id: &str) {
     ])
     .assert_one_line_error(6, "database app_at_t already exists");
 
+    // Tables of another database (--database with --table) into a database
+    // without the table they reference: the foreign key is skipped, with a
+    // warning naming it.
+    pg.create_db("items_only");
+    let out = sc.restore(&[
+        backup_id,
+        "--target-time",
+        &t.time,
+        "--database",
+        "app",
+        "--table",
+        "public.order_items",
+        "--db",
+        &sc.db("items_only"),
+    ]);
+    out.assert_ok();
+    let r = json(&out);
+    assert_eq!(r["source_database"], "app", "{r:#}");
+    assert_eq!(r["database"], "items_only", "{r:#}");
+    assert_eq!(r["foreign_keys"][0]["outcome"], "skipped", "{r:#}");
+    assert!(
+        out.stderr.contains(
+            "foreign key order_items_order_id_fkey of public.order_items (references public.orders) is not created"
+        ),
+        "{out}"
+    );
+    assert_eq!(hash(pg, "items_only", "public.order_items"), t.order_items);
+
     // SIGINT once the target has a staging schema: exit 130, the staging
     // schema dropped, the scratch directory removed, no server left.
     let log = sc.work.path().join("interrupted.log");
