@@ -4,11 +4,11 @@
 //! | ---- | ------- |
 //! | 0 | success |
 //! | 1 | any other failure: also bytes from the server pgtide cannot use, a connection lost after it was established |
-//! | 2 | bad command line or settings |
+//! | 2 | bad command line or settings; a `--table` pattern that matches no table, a database a backup did not hold at the recovery target |
 //! | 3 | cannot connect to PostgreSQL: unreachable, authentication, database missing |
 //! | 4 | repository or storage problem: not a repository, format too new, bucket missing, access denied, no such dump, WAL a backup needs missing from the archive |
 //! | 5 | damaged data: a corrupt or missing chunk or pack (verify found problems) |
-//! | 6 | the target is not empty or already exists (restore without --clean), or its tables cannot take the dump's binary rows |
+//! | 6 | the target is not empty or already exists (restore without --clean; a table `restore --table` would create, a database `restore --database` would create), its tables cannot take the dump's binary rows, or a table `--clean` would replace has objects depending on it |
 //! | 7 | pg_dump / pg_restore missing, too old, or failed; no pg_ctl for `restore --start` |
 //! | 8 | PostgreSQL refused a statement or the server version is unsupported |
 //! | 9 | the repository is locked by another writer (a running daemon, backup, dump or expire) |
@@ -190,7 +190,10 @@ pub fn classify(e: &JobError) -> u8 {
         | JobError::TargetIncompatible { .. } => TARGET_NOT_EMPTY,
         JobError::Damaged { .. } => DAMAGED,
         JobError::DatabaseExists { .. } | JobError::DirectoryNotEmpty { .. } => TARGET_NOT_EMPTY,
-        JobError::Invalid(_) | JobError::NoTableMatches { .. } => USAGE,
+        JobError::Invalid(_) | JobError::NoTableMatches { .. } | JobError::NotAtTarget(_) => USAGE,
+        JobError::RelationExists { .. }
+        | JobError::TargetDatabaseExists { .. }
+        | JobError::TargetInUse(_) => TARGET_NOT_EMPTY,
         JobError::Io { .. } => FAILURE,
         JobError::DrillCheck(_) => DRILL_CHECK,
         JobError::Interrupted => INTERRUPTED,

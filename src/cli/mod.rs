@@ -9,6 +9,7 @@ mod logging;
 pub mod output;
 mod print;
 mod restore_physical;
+mod restore_tables;
 pub mod service;
 pub mod settings;
 mod wal;
@@ -103,7 +104,7 @@ pub enum Command {
     Dump(DumpArgs),
     /// Take a physical base backup over the replication protocol
     Backup(BackupArgs),
-    /// Restore a dump into a database, or a backup into a data directory (--pgdata) to a point in time
+    /// Restore a dump into a database, a backup into a data directory (--pgdata) to a point in time, or tables or a database of a backup into a live database (--table / --database with --db)
     Restore(RestoreArgs),
     /// List the dumps, backups and archived WAL of a repository
     List(RepoOnly),
@@ -337,7 +338,7 @@ pub struct StreamArgs {
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// Dump or backup id, or `latest`
+    /// Dump or backup id, or `latest` (the newest dump; with --pgdata, a --target-* or --database: the newest backup that reaches the target)
     pub id: String,
     #[command(flatten)]
     pub db: DbArg,
@@ -418,7 +419,7 @@ pub struct RestoreArgs {
     /// Start the server and wait until recovery ends
     #[arg(long, help_heading = "Physical restore")]
     pub start: bool,
-    /// Directory of pg_ctl for --start [default: found by the backup's major version]
+    /// Directory of pg_ctl for --start and for the scratch server of --table/--database [default: found by the backup's major version]
     #[arg(long, help_heading = "Physical restore")]
     pub pg_bin: Option<PathBuf>,
     /// When run as root: the OS user that owns the files and runs the server
@@ -431,6 +432,34 @@ pub struct RestoreArgs {
         value_name = "NAME=VALUE"
     )]
     pub settings: Vec<String>,
+    /// From a backup: restore the --table tables into this schema of --db (created if missing) instead of their own
+    #[arg(
+        long,
+        help_heading = "Tables or a database from a backup (--table / --database with --db)",
+        value_name = "SCHEMA"
+    )]
+    pub into_schema: Option<String>,
+    /// From a backup: the database of the backed-up cluster to read; alone, restore all of it as the database --db names (which must not exist, or --clean) [default for --table: the database --db names]
+    #[arg(
+        long,
+        help_heading = "Tables or a database from a backup (--table / --database with --db)",
+        value_name = "NAME"
+    )]
+    pub database: Option<String>,
+    /// From a backup: where the scratch copy of the cluster goes [default: the temp dir]
+    #[arg(
+        long,
+        help_heading = "Tables or a database from a backup (--table / --database with --db)",
+        value_name = "DIR"
+    )]
+    pub scratch: Option<PathBuf>,
+    /// From a backup: the backed-up cluster's superuser [default: the one its pg_authid names, postgres, the OS user]
+    #[arg(
+        long,
+        help_heading = "Tables or a database from a backup (--table / --database with --db)",
+        value_name = "ROLE"
+    )]
+    pub superuser: Option<String>,
 }
 
 /// The repository's writer lock for a job run from the shell (a running
@@ -641,6 +670,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Restore(a) if a.pgdata.is_some() => {
             restore_physical::check_flags(&a)?;
             return restore_physical::run(a, json).await;
+        }
+        Command::Restore(a) if restore_tables::wanted(&a) => {
+            return restore_tables::run(a, json).await;
         }
         Command::Restore(a) => {
             restore_physical::check_flags(&a)?;

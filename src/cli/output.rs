@@ -19,12 +19,18 @@
 //! line per object, in this form (`- COMMAND: {FIELD, …}`).
 //!
 //! - `dump`: {id, database, tables, rows, sequences, large_objects, bytes_in, bytes_stored, seconds, mb_per_second}
-//! - `restore`: {id, database, dry_run, steps[], plan[], tables, rows, bytes, sequences, large_objects, seconds, mb_per_second}
-//!   (a logical restore; with `--dry-run`, `steps` and `plan` are what would be done)
+//! - `restore`: {id, database, dry_run, steps[], plan[], tables, rows, bytes, sequences, large_objects, seconds, mb_per_second, skipped_foreign_keys[]}
+//!   (a logical restore; with `--dry-run`, `steps` and `plan` are what would be done; `skipped_foreign_keys`: one line each for the foreign keys of a `--table` restore not created because the table they reference is neither restored nor in the target)
 //! - `restore.plan[]`: {kind, summary, objects[]}
 //!   (one per line of `steps`, in order; `kind`: read-dump, create-database, default-tablespace, drop-existing, pre-data, load, early-index, sequences, large-objects, post-data, refresh-matviews, database-properties; `objects`: what it touches, as text: tables with their parts, sequences, materialized views, large object oids, pg_restore list entries)
-//! - `restore --pgdata`: {backup, pgdata, files, bytes, seconds, started, recovery, timeline}
-//!   (`recovery` and `timeline`: what the server said, with `--start`)
+//! - `restore --pgdata`: {backup, pgdata, files, bytes, sparse_files, sparse_bytes, seconds, started, recovery, timeline}
+//!   (`recovery` and `timeline`: what the server said, with `--start`; `sparse_*`: 0 here)
+//! - `restore --table`: {backup, target, kind, source_database, database, tables[], table_count, rows, sequences, foreign_keys[], files, bytes, sparse_files, sparse_bytes, recovery, cleaned_up[], seconds}
+//!   (from a backup into `--db`, also with `--database`: `kind` is `tables` or `database`; `target`: the recovery target as text; `tables` empty for `--database`; `files`, `bytes`: what the scratch restore wrote; `sparse_files`, `sparse_bytes`: the other databases' relation files left as empty sparse files, not downloaded; `recovery`: what the scratch server said; `cleaned_up`: what killed runs left, removed first)
+//! - `restore --table.tables[]`: {source, restored_as, rows, replaced}
+//!   (`replaced`: a live table of that name was replaced, `--clean`)
+//! - `restore --table.foreign_keys[]`: {name, table, references, outcome}
+//!   (`outcome`: `created`, `not-valid` (rows violate it: created NOT VALID), `skipped` (the referenced table is not in the target), `recreated` or `recreated-not-valid` (a live table's key to a table `--clean` replaced))
 //! - `backup`: {id, label, system_identifier, timeline, start_lsn, end_lsn, wal_start, wal_end, files, bytes_in, bytes_stored, seconds, mb_per_second}
 //! - `list`: {repository, system_identifier, dumps[], backups[], wal[], incomplete[], deleting[]}
 //! - `list.dumps[]`: {id, kind, name, database, server_version, started_at, finished_at, tables, rows, bytes_raw, bytes_stored, schema_only, data_only, proven_at}

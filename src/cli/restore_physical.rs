@@ -43,16 +43,29 @@ pub(super) fn check_flags(a: &RestoreArgs) -> Result<(), CliError> {
         ("--early-index-size", a.early_index_size.is_some()),
         ("--db", a.db.db.is_some()),
     ];
+    let from_backup = [
+        ("--into-schema", a.into_schema.is_some()),
+        ("--database", a.database.is_some()),
+        ("--scratch", a.scratch.is_some()),
+        ("--superuser", a.superuser.is_some()),
+    ];
     let first =
         |flags: &[(&'static str, bool)]| flags.iter().find(|(_, set)| *set).map(|(f, _)| *f);
     match (&a.pgdata, first(&physical), first(&logical)) {
         (None, Some(flag), _) => Err(CliError::new(
             exit::USAGE,
-            format!("{flag} applies to restoring a physical backup: add --pgdata DIR (without it, restore loads a dump into --db)"),
+            format!("{flag} applies to restoring a physical backup: add --pgdata DIR, or name a backup (or a --target-*) to restore tables or a database from it into --db with --table or --database (otherwise restore loads a dump into --db)"),
         )),
         (Some(_), _, Some(flag)) => Err(CliError::new(
             exit::USAGE,
             format!("{flag} applies to restoring a dump into --db, not to a physical restore into --pgdata"),
+        )),
+        (Some(_), _, _) if first(&from_backup).is_some() => Err(CliError::new(
+            exit::USAGE,
+            format!(
+                "{} applies to restoring tables or a database of a backup into --db, not to a physical restore into --pgdata",
+                first(&from_backup).unwrap_or_default()
+            ),
         )),
         _ => Ok(()),
     }

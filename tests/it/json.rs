@@ -81,7 +81,9 @@ fn every_command_prints_the_documented_json() {
     pg.execute(
         "shop",
         "CREATE TABLE items (id serial PRIMARY KEY, name text);
-         INSERT INTO items (name) SELECT 'item ' || g FROM generate_series(1, 1000) g;",
+         INSERT INTO items (name) SELECT 'item ' || g FROM generate_series(1, 1000) g;
+         CREATE TABLE notes (item int REFERENCES items (id), note text);
+         INSERT INTO notes SELECT g, 'note ' || g FROM generate_series(1, 10) g;",
     );
     let work = work_dir("pgtide-json-");
     let repo = path_in(&work, "repo");
@@ -127,6 +129,22 @@ fn every_command_prints_the_documented_json() {
             &repo,
             "--listen",
             &format!("127.0.0.1:{nobody}"),
+        ],
+    );
+
+    run(
+        "restore --table",
+        &[
+            "restore",
+            &backup_id,
+            "--repo",
+            &repo,
+            "--table",
+            "public.notes",
+            "--into-schema",
+            "restored",
+            "--db",
+            &db,
         ],
     );
 

@@ -18,6 +18,7 @@ mod pitr;
 mod realworld;
 mod realworld_physical;
 mod storage_conformance;
+mod table_pitr;
 mod versions;
 mod wal_faults;
 mod wal_fetch;

@@ -14,7 +14,7 @@
 //! `restore --create`.
 
 pub mod plan;
-mod worker;
+pub(crate) mod worker;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;

@@ -57,7 +57,7 @@ pub(super) async fn write_archive(
 
 /// How pg_restore runs against the target: the same for every section and
 /// for the drop phase of `--clean`.
-pub(super) struct PgRestore<'a> {
+pub(crate) struct PgRestore<'a> {
     pub tools: &'a PgTools,
     /// The schema archive, as a file.
     pub archive: &'a Path,

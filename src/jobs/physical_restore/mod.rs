@@ -7,8 +7,9 @@ mod files;
 pub mod recovery;
 pub mod request;
 pub mod select;
+pub mod sparse;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -49,6 +50,10 @@ pub struct PitrSettings {
     pub secret_args: Vec<String>,
     /// Extra settings appended to postgresql.auto.conf (e.g. port).
     pub settings: Vec<(String, String)>,
+    /// Databases (oids) whose relation files are written as empty sparse
+    /// files instead of downloaded (`sparse`): a scratch restore that
+    /// reads one database only.
+    pub zero_databases: BTreeSet<u32>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -57,6 +62,10 @@ pub struct PitrReport {
     pub pgdata: String,
     pub files: u64,
     pub bytes: u64,
+    /// Relation files of other databases written as empty sparse files, and
+    /// their size (not downloaded); 0 for a whole restore.
+    pub sparse_files: u64,
+    pub sparse_bytes: u64,
     pub seconds: f64,
     pub started: bool,
     /// With --start: what the server said when recovery ended.
@@ -308,8 +317,24 @@ pub async fn run(
     )
     .with_cipher(repo.set_cipher(SetKind::Backup, &m.id)?);
     let mut files: Vec<(PathBuf, usize)> = Vec::new();
+    let mut sparse: Vec<(PathBuf, u64, u32)> = Vec::new();
     for (i, f) in m.files.iter().enumerate().filter(|(_, f)| f.kind == "file") {
-        files.push((safe_join(id, &base_of(f)?, &f.path)?, i));
+        let path = safe_join(id, &base_of(f)?, &f.path)?;
+        if sparse::is_zeroed(f, &s.zero_databases) {
+            sparse.push((path, f.size, f.mode));
+        } else {
+            files.push((path, i));
+        }
+    }
+    let sparse_files = sparse.len() as u64;
+    let sparse_bytes: u64 = sparse.iter().map(|s| s.1).sum();
+    if !sparse.is_empty() {
+        progress.set_phase(format!(
+            "writing {sparse_files} relation files of other databases as empty sparse files"
+        ));
+        tokio::task::spawn_blocking(move || write_sparse(&sparse))
+            .await
+            .map_err(|e| super::task_failed("write the sparse files", e))??;
     }
     files.sort_by_key(|&(_, i)| std::cmp::Reverse(m.files[i].size));
     let total: u64 = files.iter().map(|&(_, i)| m.files[i].size).sum();
@@ -422,6 +447,8 @@ pub async fn run(
         pgdata: s.pgdata.display().to_string(),
         files: m.files.iter().filter(|f| f.kind == "file").count() as u64,
         bytes: total,
+        sparse_files,
+        sparse_bytes,
         seconds: 0.0,
         started: false,
         recovery: None,
@@ -436,6 +463,83 @@ pub async fn run(
     }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Empty files of the recorded sizes and modes: holes, no blocks written.
+fn write_sparse(files: &[(PathBuf, u64, u32)]) -> Result<(), JobError> {
+    use std::os::unix::fs::PermissionsExt;
+    for (path, size, mode) in files {
+        let f = std::fs::File::create(path).map_err(io(format!("create {}", path.display())))?;
+        f.set_len(*size)
+            .map_err(io(format!("extend {}", path.display())))?;
+        let _ = f.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777));
+    }
+    Ok(())
+}
+
+/// The bytes of the backed-up file at `path` of the data directory (a small
+/// one: it is read whole into memory), or `None` when the backup has none.
+pub async fn file_bytes(
+    repo: &Repository,
+    m: &BackupManifest,
+    path: &str,
+) -> Result<Option<Vec<u8>>, JobError> {
+    let Some(f) = m
+        .files
+        .iter()
+        .find(|f| f.tablespace.is_none() && f.kind == "file" && f.path == path)
+    else {
+        return Ok(None);
+    };
+    let chunks = f
+        .stream
+        .as_ref()
+        .map(|s| s.chunks.clone())
+        .unwrap_or_default();
+    let reader = ChunkReader::new(
+        repo.storage().clone(),
+        Arc::new(m.packs.clone()),
+        m.compression,
+        2,
+    );
+    let mut out = Vec::with_capacity(f.size as usize);
+    let mut stream = reader.stream(chunks);
+    while let Some(c) = stream.next().await {
+        out.extend_from_slice(&c.map_err(JobError::pipeline(format!("read {path}")))?);
+    }
+    Ok(Some(out))
+}
+
+/// The row versions of the backup's `pg_database` (every database's oid
+/// and name, as the file was copied; see `pg::proto::shared_catalog`).
+pub async fn database_rows(
+    repo: &Repository,
+    m: &BackupManifest,
+) -> Result<Vec<crate::pg::proto::shared_catalog::NamedRow>, JobError> {
+    use crate::pg::proto::shared_catalog::{mapped_file, named_rows, PG_DATABASE};
+    let file = file_bytes(repo, m, "global/pg_filenode.map")
+        .await?
+        .and_then(|map| mapped_file(&map, PG_DATABASE))
+        .unwrap_or(PG_DATABASE);
+    Ok(file_bytes(repo, m, &format!("global/{file}"))
+        .await?
+        .map(|f| named_rows(&f))
+        .unwrap_or_default())
+}
+
+/// The oids of the database directories in the backup (`base/<oid>`).
+pub fn database_dirs(m: &BackupManifest) -> BTreeSet<u32> {
+    m.files
+        .iter()
+        .filter(|f| f.tablespace.is_none() && f.kind == "dir")
+        .filter_map(|f| {
+            f.path
+                .trim_end_matches('/')
+                .strip_prefix("base/")?
+                .parse()
+                .ok()
+        })
+        .collect()
 }
 
 /// Flush every file system holding restored files (`syncfs(2)` on Linux;

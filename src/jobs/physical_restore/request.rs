@@ -123,6 +123,7 @@ pub fn settings(r: &Request) -> Result<PitrSettings, JobError> {
         repo_url: r.repo_url.clone(),
         secret_args: r.secret_args.clone(),
         settings,
+        zero_databases: Default::default(),
     })
 }
 
