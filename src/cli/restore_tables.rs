@@ -14,7 +14,7 @@ use super::{check_jobs, conninfo, RestoreArgs};
 use crate::jobs::physical_restore::request::TargetFlags;
 use crate::jobs::table_pitr::{self, Settings, What};
 use crate::jobs::Progress;
-use crate::repo::{Repository, SetKind};
+use crate::repo::SetKind;
 use crate::units::human_bytes;
 
 /// The flags that only a restore from a backup into `--db` takes.
@@ -147,8 +147,9 @@ pub(super) async fn run(a: RestoreArgs, json: bool) -> Result<(), CliError> {
         no_privileges: a.no_privileges,
         early_index_size: a.early_index_size.unwrap_or(32 << 20),
         repo_url: url.clone(),
+        secret_args: a.secrets.pass_on(),
     };
-    let repo = Repository::open(&url, false).await?;
+    let repo = super::keys::open_for_reading(&url, &a.secrets).await?;
     let progress = Arc::new(Progress::default());
     let display = ProgressDisplay::start(progress.clone(), !json, "tables");
     let r = table_pitr::run(&repo, &s, progress, super::cancel_on_signal()).await;

@@ -94,6 +94,9 @@ pub struct Settings {
     pub no_privileges: bool,
     pub early_index_size: u64,
     pub repo_url: String,
+    /// Key flags of an encrypted repository, for the scratch server's
+    /// `restore_command`.
+    pub secret_args: Vec<String>,
 }
 
 /// One restored table.
@@ -392,6 +395,7 @@ async fn flow(
         pg_bin: s.pg_bin.clone(),
         os_user: s.os_user.clone(),
         repo_url: s.repo_url.clone(),
+        secret_args: s.secret_args.clone(),
         settings,
         zero_databases: f.zero.clone(),
     };
