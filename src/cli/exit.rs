@@ -13,6 +13,7 @@
 //! | 8 | PostgreSQL refused a statement or the server version is unsupported |
 //! | 9 | the repository is locked by another writer (a running daemon, backup, dump or expire) |
 //! | 10 | a `drill` check failed on the restored copy: a `--sql` statement not true, row counts that differ from the dump's, amcheck found corruption, a table unreadable |
+//! | 11 | Object Lock: what `delete` was asked to remove is retained until a date it names; nothing was deleted |
 //! | 70 | internal error: a panic or a broken invariant in pgtide (a bug: please report it); 126 in `wal fetch` |
 //! | 126 | `wal fetch` could not serve a segment for a reason other than its absence: PostgreSQL aborts recovery on codes above 125 instead of ending it early |
 //! | 130 | interrupted (SIGINT / SIGTERM) |
@@ -32,6 +33,7 @@ pub const TOOL: u8 = 7;
 pub const SQL: u8 = 8;
 pub const LOCKED: u8 = 9;
 pub const DRILL_CHECK: u8 = 10;
+pub const RETAINED: u8 = 11;
 /// `EX_SOFTWARE` of sysexits.h.
 pub const INTERNAL: u8 = 70;
 pub const RECOVERY_ABORT: u8 = 126;
@@ -145,6 +147,8 @@ fn repo_code(e: &RepoError) -> u8 {
     match e {
         RepoError::BadObject { .. } => DAMAGED,
         RepoError::Locked { .. } => LOCKED,
+        RepoError::Retained { .. }
+        | RepoError::Storage(crate::storage::StorageError::Retained { .. }) => RETAINED,
         _ => REPOSITORY,
     }
 }

@@ -4,6 +4,7 @@
 pub mod drill;
 pub mod exit;
 pub mod expire;
+pub mod init;
 mod logging;
 pub mod output;
 mod print;
@@ -98,6 +99,8 @@ impl TableFilter {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Create a repository; with --object-lock, one whose every object is retained by S3 Object Lock
+    Init(init::InitArgs),
     /// Take a parallel, snapshot-consistent logical dump of a database
     Dump(DumpArgs),
     /// Take a physical base backup over the replication protocol
@@ -503,6 +506,7 @@ async fn interruptible<T>(
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     let json = cli.json;
     match cli.command {
+        Command::Init(a) => return init::run(a, json).await,
         Command::Dump(a) => {
             let (tables, exclude_tables) = a.filter.patterns()?;
             let chunk_size = usize::try_from(a.chunk_size)
@@ -756,6 +760,14 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                     r.kept_from,
                     human_bytes(r.bytes_freed)
                 );
+                if let Some(until) = r.retained_until {
+                    println!(
+                        "{} more WAL objects ({}) are under Object Lock retention: the last of them can be deleted from {}",
+                        r.retained_objects,
+                        human_bytes(r.retained_bytes),
+                        until.format("%Y-%m-%dT%H:%M:%SZ")
+                    );
+                }
             }
         }
         Command::Delete(a) => {
@@ -768,6 +780,16 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 for f in r.finished_deletions.iter().filter(|f| f.id != r.id) {
                     println!("finished the interrupted deletion of {}", f.id);
                 }
+            }
+            if let Some(until) = r.locked_until {
+                let e = crate::repo::RepoError::Retained {
+                    kind: crate::repo::SetKind::of_id(&r.id).map_or("dump", |k| k.noun()),
+                    id: r.id.clone(),
+                    until,
+                };
+                return Err(e.into());
+            }
+            if !json {
                 println!(
                     "deleted {} {} ({} freed)",
                     crate::repo::SetKind::of_id(&r.id).map_or("dump", |k| k.noun()),
