@@ -11,6 +11,7 @@ mod encodings;
 mod errors;
 mod expire;
 mod json;
+mod object_lock;
 mod packaging;
 mod physical_errors;
 mod pitr;
