@@ -44,7 +44,12 @@ async fn versions(client: &aws_sdk_s3::Client, bucket: &str) -> BTreeMap<String,
             .send()
             .await
             .expect("list object versions");
-        let rel = |k: Option<&str>| k.unwrap().strip_prefix(&format!("{PREFIX}/")).unwrap().to_string();
+        let rel = |k: Option<&str>| {
+            k.unwrap()
+                .strip_prefix(&format!("{PREFIX}/"))
+                .unwrap()
+                .to_string()
+        };
         for v in r.versions() {
             out.entry(rel(v.key())).or_default().0 += 1;
         }
@@ -198,7 +203,10 @@ fn object_lock_init_refuses_a_store_that_cannot_keep_it() {
     // Once is enough.
     pgtide_env(&["init", "--repo", &locked.url], &env).assert_one_line_error(
         4,
-        &format!("a pgtide repository already exists at s3://{}/{PREFIX}", locked.name),
+        &format!(
+            "a pgtide repository already exists at s3://{}/{PREFIX}",
+            locked.name
+        ),
     );
 }
 
@@ -223,7 +231,16 @@ fn object_lock_retains_every_kept_object_and_retention_waits_for_its_date() {
     env_dump.push(("PGTIDE_PG_DUMP", pg_dump.as_str()));
     let dump = || {
         let out = pgtide_env(
-            &["dump", "--json", "--compress", "none", "--db", &conn, "--repo", &repo],
+            &[
+                "dump",
+                "--json",
+                "--compress",
+                "none",
+                "--db",
+                &conn,
+                "--repo",
+                &repo,
+            ],
             &env_dump,
         );
         out.assert_ok();
@@ -231,7 +248,13 @@ fn object_lock_retains_every_kept_object_and_retention_waits_for_its_date() {
     };
 
     pgtide_env(
-        &["init", "--repo", &repo, "--object-lock", &format!("{LOCK_SECONDS}s")],
+        &[
+            "init",
+            "--repo",
+            &repo,
+            "--object-lock",
+            &format!("{LOCK_SECONDS}s"),
+        ],
         &env,
     )
     .assert_ok();
@@ -250,7 +273,10 @@ fn object_lock_retains_every_kept_object_and_retention_waits_for_its_date() {
             a_until.format("%Y-%m-%dT%H:%M:%SZ")
         ),
     );
-    assert!(a_until > Utc::now(), "the lock ended before the test could check it");
+    assert!(
+        a_until > Utc::now(),
+        "the lock ended before the test could check it"
+    );
     let listed = pgtide_env(&["list", "--json", "--repo", &repo], &env);
     listed.assert_ok();
     assert!(listed.stdout.contains(&a), "{listed}");
@@ -260,8 +286,12 @@ fn object_lock_retains_every_kept_object_and_retention_waits_for_its_date() {
     let out = pgtide_env(&["expire", "--dump-keep-last", "1", "--repo", &repo], &env);
     out.assert_ok();
     assert!(
-        out.stdout.lines().any(|l| l.starts_with("LOCKED") && l.contains(&a)
-            && l.contains(&format!("object lock until {}; not among the newest 1 (keep_last)", a_until.format("%Y-%m-%dT%H:%M:%SZ")))),
+        out.stdout.lines().any(|l| l.starts_with("LOCKED")
+            && l.contains(&a)
+            && l.contains(&format!(
+                "object lock until {}; not among the newest 1 (keep_last)",
+                a_until.format("%Y-%m-%dT%H:%M:%SZ")
+            ))),
         "{out}"
     );
     let out = pgtide_env(
@@ -288,7 +318,16 @@ fn object_lock_retains_every_kept_object_and_retention_waits_for_its_date() {
 
     // A backup, with its WAL streamed alongside.
     let out = pgtide_env(
-        &["backup", "--json", "--compress", "none", "--db", &conn, "--repo", &repo],
+        &[
+            "backup",
+            "--json",
+            "--compress",
+            "none",
+            "--db",
+            &conn,
+            "--repo",
+            &repo,
+        ],
         &env,
     );
     out.assert_ok();
@@ -301,7 +340,11 @@ fn object_lock_retains_every_kept_object_and_retention_waits_for_its_date() {
     let all = block(versions(&client, &bucket.name));
     let mut multipart = 0;
     for (key, (v, dm)) in &all {
-        assert_eq!((*v, *dm), (1, 0), "{key}: versions, delete markers\n{all:#?}");
+        assert_eq!(
+            (*v, *dm),
+            (1, 0),
+            "{key}: versions, delete markers\n{all:#?}"
+        );
         assert!(!key.starts_with("locks/"), "{all:#?}");
         let h = block(head(&client, &bucket.name, key));
         if unretained(key) {
@@ -309,7 +352,9 @@ fn object_lock_retains_every_kept_object_and_retention_waits_for_its_date() {
             continue;
         }
         assert_eq!(h.mode.as_deref(), Some("GOVERNANCE"), "{key}");
-        let until = h.until.unwrap_or_else(|| panic!("{key} has no retain-until date"));
+        let until = h
+            .until
+            .unwrap_or_else(|| panic!("{key} has no retain-until date"));
         // moto's LastModified has whole seconds.
         assert!(
             until >= h.modified + chrono::TimeDelta::seconds(LOCK_SECONDS - 1),
@@ -330,7 +375,10 @@ fn object_lock_retains_every_kept_object_and_retention_waits_for_its_date() {
             "nothing under {prefix}\n{all:#?}"
         );
     }
-    assert!(multipart >= 2, "no pack went up as a multipart upload\n{all:#?}");
+    assert!(
+        multipart >= 2,
+        "no pack went up as a multipart upload\n{all:#?}"
+    );
 
     // Once the date has passed, the same expire removes the dump, every
     // version of every object of it.
@@ -395,7 +443,9 @@ fn no_job_rewrites_an_object_once_written() {
         Arc::new(pgtide::storage::LocalFs::new(&repo_url)),
         log.clone(),
     );
-    let repo = rt.block_on(Repository::open_storage(storage, true)).unwrap();
+    let repo = rt
+        .block_on(Repository::open_storage(storage, true))
+        .unwrap();
     let lock = rt
         .block_on(RepoLock::acquire(
             &repo,
@@ -487,14 +537,20 @@ fn no_job_rewrites_an_object_once_written() {
         ))
         .unwrap()
     };
-    pg.execute("postgres", "INSERT INTO t SELECT g, 'more' FROM generate_series(20001, 21000) g");
+    pg.execute(
+        "postgres",
+        "INSERT INTO t SELECT g, 'more' FROM generate_series(20001, 21000) g",
+    );
     let mid: Lsn = pg
         .query_one("postgres", "SELECT pg_current_wal_lsn()")
         .parse()
         .unwrap();
     stream(mid);
     let seg = pg.query_one("postgres", "SELECT pg_walfile_name(pg_current_wal_lsn())");
-    pg.execute("postgres", "INSERT INTO t SELECT g, 'yet more' FROM generate_series(21001, 22000) g");
+    pg.execute(
+        "postgres",
+        "INSERT INTO t SELECT g, 'yet more' FROM generate_series(21001, 22000) g",
+    );
     stream(
         pg.query_one("postgres", "SELECT pg_current_wal_lsn()")
             .parse()
@@ -503,9 +559,13 @@ fn no_job_rewrites_an_object_once_written() {
     switch_wal(|q| pg.query_one("postgres", q));
     let seg_path = pg.data_dir().join("pg_wal").join(&seg);
     let push = || {
-        rt.block_on(jobs::wal::push::push(&repo, &seg_path, Compression::Zstd(1)))
-            .unwrap()
-            .outcome
+        rt.block_on(jobs::wal::push::push(
+            &repo,
+            &seg_path,
+            Compression::Zstd(1),
+        ))
+        .unwrap()
+        .outcome
     };
     assert_eq!(push(), "stored");
     assert_eq!(push(), "already-archived");
@@ -586,7 +646,8 @@ fn no_job_rewrites_an_object_once_written() {
         ))
         .unwrap();
     assert!(drill.ok, "{:?}", drill.first_failure().map(|s| &s.detail));
-    rt.block_on(jobs::drill::record(&repo, &drill, "test")).unwrap();
+    rt.block_on(jobs::drill::record(&repo, &drill, "test"))
+        .unwrap();
 
     // Retention and deletion.
     let r = rt
@@ -617,13 +678,41 @@ fn no_job_rewrites_an_object_once_written() {
     let writes = log.writes();
     let overwrites = log.overwrites();
     for (what, found) in [
-        ("a dump pack", writes.iter().any(|k| k.starts_with("dumps/") && k.ends_with(".pack"))),
-        ("a backup manifest", writes.iter().any(|k| k.starts_with("backups/") && k.ends_with("/manifest.json"))),
-        ("a WAL segment", writes.iter().any(|k| k.starts_with("wal/0000000") && k.len() == "wal/00000001/000000010000000000000001".len())),
-        ("a WAL partial", writes.iter().any(|k| k.ends_with(".partial"))),
-        ("a deletion marker", writes.iter().any(|k| k.ends_with("/deleting.json"))),
-        ("a run record", writes.iter().any(|k| k.starts_with("runs/drill/"))),
-        ("the lock, rewritten by its heartbeat", overwrites.iter().any(|k| k == "locks/writer.json")),
+        (
+            "a dump pack",
+            writes
+                .iter()
+                .any(|k| k.starts_with("dumps/") && k.ends_with(".pack")),
+        ),
+        (
+            "a backup manifest",
+            writes
+                .iter()
+                .any(|k| k.starts_with("backups/") && k.ends_with("/manifest.json")),
+        ),
+        (
+            "a WAL segment",
+            writes.iter().any(|k| {
+                k.starts_with("wal/0000000")
+                    && k.len() == "wal/00000001/000000010000000000000001".len()
+            }),
+        ),
+        (
+            "a WAL partial",
+            writes.iter().any(|k| k.ends_with(".partial")),
+        ),
+        (
+            "a deletion marker",
+            writes.iter().any(|k| k.ends_with("/deleting.json")),
+        ),
+        (
+            "a run record",
+            writes.iter().any(|k| k.starts_with("runs/drill/")),
+        ),
+        (
+            "the lock, rewritten by its heartbeat",
+            overwrites.iter().any(|k| k == "locks/writer.json"),
+        ),
     ] {
         assert!(found, "no {what} among the writes: {writes:#?}");
     }
@@ -631,7 +720,10 @@ fn no_job_rewrites_an_object_once_written() {
         .iter()
         .filter(|k| *k != "locks/writer.json")
         .collect();
-    assert!(rewritten.is_empty(), "objects written twice: {rewritten:#?}");
+    assert!(
+        rewritten.is_empty(),
+        "objects written twice: {rewritten:#?}"
+    );
 
     // Finished objects are read-only.
     use std::os::unix::fs::PermissionsExt;

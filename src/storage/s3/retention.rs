@@ -85,6 +85,12 @@ impl Inner {
                 if f.code.as_deref() == Some("ObjectLockConfigurationNotFoundError") {
                     return Err(not_enabled());
                 }
+                if f.status == Some(501) || f.code.as_deref() == Some("NotImplemented") {
+                    return Err(unsupported(format!(
+                        "the store does not implement Object Lock ({})",
+                        f.message
+                    )));
+                }
                 return Err(self.error("read the Object Lock configuration of", "", f));
             }
         };
