@@ -71,7 +71,6 @@ pub struct SetDecision {
     /// Object Lock: the rules let it go, but its objects are retained until
     /// then; it is kept (`keep` true, first reason `object lock until …`)
     /// and goes at the first expire after this time.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub locked_until: Option<DateTime<Utc>>,
 }
 
@@ -91,16 +90,9 @@ pub struct WalExpiry {
     pub last: Option<String>,
     /// Object Lock: WAL objects no kept backup needs that stay, retained,
     /// their bytes, and the latest date they become deletable.
-    #[serde(skip_serializing_if = "is_zero")]
     pub retained_objects: u64,
-    #[serde(skip_serializing_if = "is_zero")]
     pub retained_bytes: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub retained_until: Option<DateTime<Utc>>,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
 }
 
 /// What `expire` did (or, with `dry_run`, would do).

@@ -143,6 +143,8 @@ pub struct Listing {
     pub repository: String,
     /// System identifier of the cluster whose backups and WAL this holds.
     pub system_identifier: Option<String>,
+    /// The repository's Object Lock retention, if it has one.
+    pub object_lock: Option<crate::repo::ObjectLock>,
     pub dumps: Vec<DumpSummary>,
     pub backups: Vec<BackupSummary>,
     pub wal: Vec<WalTimeline>,
@@ -201,6 +203,7 @@ pub async fn list(repo: &Repository) -> Result<Listing, JobError> {
     Ok(Listing {
         repository: repo.location(),
         system_identifier: cluster.map(|c| c.system_identifier),
+        object_lock: repo.object_lock(),
         dumps: dumps
             .iter()
             .map(|m| DumpSummary {
@@ -249,7 +252,6 @@ pub struct DeleteReport {
     pub bytes_freed: u64,
     /// Object Lock: an object of the set is retained until then; nothing
     /// was deleted, and `delete` succeeds from then on.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub locked_until: Option<chrono::DateTime<chrono::Utc>>,
     /// Interrupted deletions (of any set) finished first.
     pub finished_deletions: Vec<FinishedDeletion>,
@@ -288,7 +290,6 @@ pub struct WalDeleteReport {
     /// and the latest date one of them becomes deletable.
     pub retained_objects: u64,
     pub retained_bytes: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub retained_until: Option<chrono::DateTime<chrono::Utc>>,
 }
 

@@ -1114,7 +1114,8 @@ mod tests {
         .map(|(k, v)| (k.to_string(), v))
         .collect();
         let d = hold_retained(decide(&p, &s, now, None), &retained, now);
-        let got: Vec<(&str, bool, Vec<String>, Option<DateTime<Utc>>)> = d
+        type Fate<'a> = (&'a str, bool, Vec<String>, Option<DateTime<Utc>>);
+        let got: Vec<Fate> = d
             .iter()
             .map(|d| (d.id.as_str(), d.keep, reasons(d), d.locked_until))
             .collect();

@@ -88,6 +88,7 @@ fn every_command_prints_the_documented_json() {
     let db = pg.conninfo("postgres", "shop");
     let server = pg.conninfo("postgres", "postgres");
 
+    run("init", &["init", "--repo", &repo]);
     let dump = run("dump", &["dump", "--db", &db, "--repo", &repo]);
     let dump_id = dump["id"].as_str().unwrap().to_string();
     let copy = pg.conninfo("postgres", "shop_copy");

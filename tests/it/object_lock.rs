@@ -280,6 +280,17 @@ fn object_lock_retains_every_kept_object_and_retention_waits_for_its_date() {
     let listed = pgtide_env(&["list", "--json", "--repo", &repo], &env);
     listed.assert_ok();
     assert!(listed.stdout.contains(&a), "{listed}");
+    assert_eq!(
+        json(&listed)["object_lock"],
+        serde_json::json!({"mode": "governance", "seconds": LOCK_SECONDS})
+    );
+    let listed = pgtide_env(&["list", "--repo", &repo], &env);
+    assert!(
+        listed
+            .stdout
+            .contains("object lock: every object kept is retained in governance mode for "),
+        "{listed}"
+    );
 
     // Retention plans ahead: the older dump is kept, LOCKED, until then.
     let b = dump();
@@ -314,7 +325,7 @@ fn object_lock_retains_every_kept_object_and_retention_waits_for_its_date() {
     assert_eq!(date(&sa["locked_until"]), a_until);
     assert_eq!(r["dumps_expired"], 0);
     assert_eq!(r["sets_retained"], 1);
-    assert!(set(&r, &b).get("locked_until").is_none(), "{r:#}");
+    assert!(set(&r, &b)["locked_until"].is_null(), "{r:#}");
 
     // A backup, with its WAL streamed alongside.
     let out = pgtide_env(
