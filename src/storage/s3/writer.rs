@@ -249,12 +249,15 @@ impl S3Writer {
             .map_err(|e| self.s3.error("check upload of", &self.key, failure(e)))?;
         let stored = head.content_length().unwrap_or(-1);
         if stored != self.size as i64 {
+            // That version (in a versioned bucket, a delete without it would
+            // only hide it); one under retention stays until its date.
             let _ = self
                 .s3
                 .client
                 .delete_object()
                 .bucket(&self.s3.bucket)
                 .key(&full_key)
+                .set_version_id(head.version_id().map(str::to_string))
                 .send()
                 .await;
             return Err(service(
