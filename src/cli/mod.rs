@@ -5,6 +5,7 @@ pub mod drill;
 pub mod exit;
 pub mod expire;
 pub mod init;
+mod keys;
 mod logging;
 pub mod output;
 mod print;
@@ -99,8 +100,6 @@ impl TableFilter {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create a repository; with --object-lock, one whose every object is retained by S3 Object Lock
-    Init(init::InitArgs),
     /// Take a parallel, snapshot-consistent logical dump of a database
     Dump(DumpArgs),
     /// Take a physical base backup over the replication protocol
@@ -126,6 +125,11 @@ pub enum Command {
     Status(service::StatusArgs),
     /// Prove a backup or dump restores: restore it into a scratch directory with a private server, check it, remove it
     Drill(drill::DrillArgs),
+    /// Create a repository: plain, or encrypted for age recipients (--recipient) or a passphrase; with --object-lock, every object kept is retained by S3 Object Lock
+    Init(keys::InitArgs),
+    /// Encryption keys: generate an identity; list, add or remove a repository's keys
+    #[command(subcommand)]
+    Key(keys::KeyCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -149,6 +153,8 @@ pub enum WalCommand {
         dest: PathBuf,
         #[command(flatten)]
         repo: RepoArg,
+        #[command(flatten)]
+        secrets: keys::SecretArgs,
         /// Prefetch spool directory [default: pg_wal/pgtide-prefetch inside a data directory]
         #[arg(long)]
         spool: Option<PathBuf>,
@@ -164,6 +170,8 @@ pub enum WalCommand {
         name: String,
         #[command(flatten)]
         repo: RepoArg,
+        #[command(flatten)]
+        secrets: keys::SecretArgs,
         #[arg(long)]
         spool: PathBuf,
         #[arg(long, default_value_t = 8)]
@@ -204,6 +212,8 @@ pub struct VerifyArgs {
     pub id: String,
     #[command(flatten)]
     pub repo: RepoArg,
+    #[command(flatten)]
+    pub secrets: keys::SecretArgs,
     /// Objects read in parallel
     #[arg(long, short = 'j', default_value_t = default_jobs())]
     pub jobs: usize,
@@ -334,6 +344,8 @@ pub struct RestoreArgs {
     pub db: DbArg,
     #[command(flatten)]
     pub repo: RepoArg,
+    #[command(flatten)]
+    pub secrets: keys::SecretArgs,
     /// Parallel COPY workers and pg_restore -j for indexes and constraints
     #[arg(long, short = 'j', default_value_t = default_jobs())]
     pub jobs: usize,
@@ -506,7 +518,6 @@ async fn interruptible<T>(
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     let json = cli.json;
     match cli.command {
-        Command::Init(a) => return init::run(a, json).await,
         Command::Dump(a) => {
             let (tables, exclude_tables) = a.filter.patterns()?;
             let chunk_size = usize::try_from(a.chunk_size)
@@ -652,7 +663,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 pg_dump: a.pg_dump,
                 prefetch: 4,
             };
-            let repo = Repository::open(&a.repo.url(), false).await?;
+            let repo = keys::open_for_reading(&a.repo.url(), &a.secrets).await?;
             let id = repo.resolve_dump(&a.id).await?;
             let progress = Arc::new(Progress::default());
             let _display = ProgressDisplay::start(progress.clone(), !json, "tables");
@@ -709,7 +720,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             }
         }
         Command::Verify(a) => {
-            let repo = Repository::open(&a.repo.url(), false).await?;
+            let repo = keys::open_for_reading(&a.repo.url(), &a.secrets).await?;
             let id = repo.resolve_any(&a.id).await?;
             let progress = Arc::new(Progress::default());
             let display = ProgressDisplay::start(progress.clone(), !json, "streams");
@@ -803,6 +814,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Daemon(a) => return service::run_daemon(a, cli.log_format).await,
         Command::Status(a) => return service::run_status(a, json).await,
         Command::Drill(a) => return drill::run(a, json).await,
+        Command::Init(a) => return keys::run_init(a, json).await,
+        Command::Key(k) => return keys::run_key(k, json).await,
     }
     Ok(())
 }

@@ -18,8 +18,8 @@
 //! runs each command and checks that its JSON has these fields: keep one
 //! line per object, in this form (`- COMMAND: {FIELD, …}`).
 //!
-//! - `init`: {repository, format_version, created, object_lock}
-//!   (`object_lock`: {mode, seconds}, or null)
+//! - `init`: {repository, format_version, encrypted, keys[], object_lock}
+//!   (`keys`: the names of the keys of an encrypted repository; `object_lock`: {mode, seconds}, or null)
 //! - `dump`: {id, database, tables, rows, sequences, large_objects, bytes_in, bytes_stored, seconds, mb_per_second}
 //! - `restore`: {id, database, dry_run, steps[], plan[], tables, rows, bytes, sequences, large_objects, seconds, mb_per_second}
 //!   (a logical restore; with `--dry-run`, `steps` and `plan` are what would be done)
@@ -48,7 +48,7 @@
 //! - `verify`: {id, ok, packs, chunks, bytes_stored, bytes_raw, problems[], seconds}
 //!   (printed also when problems are found, before exit 5)
 //! - `delete`: {id, deleted, bytes_freed, locked_until, finished_deletions[]}
-//!   (`finished_deletions`: interrupted deletions finished first, {id, objects, bytes_freed}; `deleted` false and `locked_until` its date when Object Lock retains the set: printed before exit 11)
+//!   (`finished_deletions`: interrupted deletions finished first, {id, objects, bytes_freed}; `deleted` false and `locked_until` its date when Object Lock retains the set: printed before exit 12)
 //! - `expire`: {repository, dry_run, now, policy, finished_deletions[], newest_restorable_backup, sets[], backups_expired, dumps_expired, bytes_freed, sets_retained, wal}
 //!   (`wal`: {kept_from, objects, bytes, first, last, retained_objects, retained_bytes, retained_until}; the `retained_` ones: WAL no backup needs that Object Lock still retains)
 //! - `expire.sets[]`: {id, kind, database, finished_at, keep, reasons[], bytes, locked_until}

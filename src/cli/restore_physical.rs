@@ -7,7 +7,6 @@ use super::exit::{self, CliError};
 use super::output::{print_json, ProgressDisplay};
 use super::{check_jobs, interruptible, RestoreArgs};
 use crate::jobs::Progress;
-use crate::repo::Repository;
 use crate::units::human_bytes;
 
 /// `restore` serves a dump (into --db) and a backup (into --pgdata): a flag
@@ -81,11 +80,18 @@ pub(super) async fn run(a: RestoreArgs, json: bool) -> Result<(), CliError> {
         pg_bin: a.pg_bin.clone(),
         os_user: a.os_user.clone(),
         repo_url: a.repo.url(),
+        secret_args: a.secrets.pass_on(),
         settings: a.settings.clone(),
     };
     // Bad flags are refused before the repository is opened.
     let s = request::settings(&req)?;
-    let repo = Repository::open(&req.repo_url, false).await?;
+    let repo = super::keys::open_for_reading(&req.repo_url, &a.secrets).await?;
+    if repo.encrypted()
+        && req.secret_args.is_empty()
+        && std::env::var_os("PGTIDE_PASSPHRASE").is_some()
+    {
+        tracing::warn!("the passphrase came from PGTIDE_PASSPHRASE: the server's restore_command needs it in the server's environment too (or use --passphrase-file)");
+    }
     let progress = Arc::new(Progress::default());
     let display = ProgressDisplay::start(progress.clone(), !json, "files");
     let r = interruptible(request::run(&repo, &req.backup, &s, progress)).await?;

@@ -39,7 +39,7 @@ use super::JobError;
 use crate::pipeline::Compression;
 use crate::repo::manifest::{BackupManifest, DumpManifest};
 use crate::repo::retention::{self, Decision, Policy, Reason, SetFacts, WalNeed};
-use crate::repo::wal_archive::{WalArchive, WAL_PREFIX};
+use crate::repo::wal_archive::WAL_PREFIX;
 use crate::repo::{layout, FinishedDeletion, RepoError, Repository, SetKind};
 
 /// The two policies: the `[retention]` table of the configuration file,
@@ -355,11 +355,7 @@ async fn newest_restorable(
     let mut newest_first: Vec<&BackupManifest> = backups.iter().collect();
     newest_first.sort_by(|a, b| b.finished_at.cmp(&a.finished_at).then(b.id.cmp(&a.id)));
     for m in newest_first {
-        let archive = WalArchive::new(
-            repo.storage().clone(),
-            m.wal_segment_size,
-            Compression::None,
-        );
+        let archive = repo.wal_archive(m.wal_segment_size, Compression::None);
         let missing = archive
             .missing_in_range(m.timeline, m.start_lsn, m.end_lsn)
             .await

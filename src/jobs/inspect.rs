@@ -9,7 +9,7 @@ use crate::pg::lsn::{segment_name, Lsn};
 use crate::pipeline::Compression;
 use crate::repo::manifest::{BackupManifest, DumpManifest};
 use crate::repo::retention::{wal_to_remove, WalNeed};
-use crate::repo::wal_archive::{WalArchive, WAL_PREFIX};
+use crate::repo::wal_archive::WAL_PREFIX;
 use crate::repo::{FinishedDeletion, IncompleteDump, Repository, SetKind};
 
 /// One line of `pgtide list`.
@@ -169,11 +169,7 @@ pub async fn list(repo: &Repository) -> Result<Listing, JobError> {
     let cluster = repo.cluster().await?;
     let mut wal = Vec::new();
     if let Some(c) = &cluster {
-        let archive = WalArchive::new(
-            repo.storage().clone(),
-            c.wal_segment_size,
-            Compression::None,
-        );
+        let archive = repo.wal_archive(c.wal_segment_size, Compression::None);
         let segs = archive
             .segments()
             .await

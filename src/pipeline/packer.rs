@@ -13,6 +13,7 @@ use futures::{Stream, StreamExt};
 use super::{PipelineConfig, PipelineError};
 use crate::chunk::codec::{self, CompressError, Encoded};
 use crate::chunk::{ChunkRef, Compression, PackInfo, StreamInfo};
+use crate::crypt::ChunkCipher;
 use crate::storage::{DynStorage, ObjectWriter};
 
 /// The key of each pack of a set, by its number: given by the repository
@@ -26,6 +27,8 @@ pub struct PackSet {
     keys: PackKeys,
     packs: Arc<Mutex<Vec<PackInfo>>>,
     gate: Arc<Gate>,
+    /// Encrypted sets: seals each frame at its position.
+    cipher: Option<ChunkCipher>,
 }
 
 /// The background work of a pack set (packs being closed, and the cleanup
@@ -55,7 +58,14 @@ impl PackSet {
             keys,
             packs: Arc::default(),
             gate: Arc::default(),
+            cipher: None,
         }
+    }
+
+    /// Seal every frame with `cipher` (`None`: a plain set).
+    pub fn with_cipher(mut self, cipher: Option<ChunkCipher>) -> Self {
+        self.cipher = cipher;
+        self
     }
 
     /// Stops the set: no pack starts closing after this, and every pack that
@@ -189,6 +199,20 @@ impl PackWriter {
             });
         }
         let open = self.open.as_mut().expect("pack is open");
+        let e = match &self.set.cipher {
+            None => e,
+            // Sealed here, where the position is known: it is the nonce.
+            // No CRC of the plaintext is recorded (it would leak it).
+            Some(c) => {
+                let data = Bytes::from(c.seal(open.index, open.offset, e.raw_len, &e.data));
+                Encoded {
+                    crc_stored: crc32fast::hash(&data),
+                    data,
+                    crc_raw: 0,
+                    ..e
+                }
+            }
+        };
         let r = ChunkRef {
             pack: open.index,
             offset: open.offset,
@@ -347,9 +371,9 @@ impl PackWriter {
             Pending::Ready(r) => r.map_err(PipelineError::from)?,
         };
         info.raw_bytes += e.raw_len;
-        info.stored_bytes += e.data.len() as u64;
         info.newlines += e.newlines;
         let r = self.append(e).await?;
+        info.stored_bytes += r.stored_len;
         info.chunks.push(r);
         Ok(())
     }

@@ -23,14 +23,6 @@ pub const FORMAT_VERSION_BINARY_COPY: u32 = 2;
 /// expect a string there.
 pub const FORMAT_VERSION_OWNED_BY_TABLE: u32 = 3;
 
-/// The repository version (`pgtide.json`) of a repository with Object
-/// Lock: an older pgtide would write objects without retention and "delete"
-/// locked ones behind delete markers, so it must refuse it.
-pub const REPOSITORY_VERSION_OBJECT_LOCK: u32 = 2;
-
-/// The newest repository version (`pgtide.json`) this pgtide reads.
-pub const NEWEST_REPOSITORY_VERSION: u32 = REPOSITORY_VERSION_OBJECT_LOCK;
-
 /// The newest format version this reader understands.
 pub const NEWEST_READABLE_VERSION: u32 = FORMAT_VERSION_OWNED_BY_TABLE;
 

@@ -17,6 +17,7 @@
 //! deleted only once no object of it is retained any more: before that,
 //! `delete` refuses with [`RepoError::Retained`] and touches nothing.
 
+pub mod encryption;
 pub mod layout;
 pub mod lock;
 pub mod manifest;
@@ -31,10 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::storage::{self, DynStorage, Retention, RetentionMode, StorageError};
 pub use layout::SetKind;
-use manifest::{
-    DumpManifest, ManifestHeader, FORMAT_VERSION, NEWEST_READABLE_VERSION,
-    NEWEST_REPOSITORY_VERSION, REPOSITORY_VERSION_OBJECT_LOCK,
-};
+use manifest::{DumpManifest, ManifestHeader, NEWEST_READABLE_VERSION};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
@@ -50,6 +48,18 @@ pub enum RepoError {
     },
     #[error("{key} is not a valid pgtide object: {reason}")]
     BadObject { key: String, reason: String },
+    /// Missing, wrong or removed key of an encrypted repository.
+    #[error(transparent)]
+    Key(#[from] crate::crypt::keys::KeyError),
+    #[error("{what} was written under key epoch {epoch}, which the key given cannot open (a key added after it was written, or removed before)")]
+    EpochLocked { what: String, epoch: u32 },
+    #[error("repository {location} is not encrypted: --identity and --passphrase-file do not apply to it")]
+    NotEncrypted { location: String },
+    /// An authenticated object of an encrypted repository failed its check.
+    #[error("{key} failed authentication: {reason}")]
+    Tampered { key: String, reason: String },
+    #[error("a pgtide repository already exists at {location}")]
+    AlreadyExists { location: String },
     #[error("no {kind} {id} in {location} (see pgtide list)")]
     NoSuch {
         kind: &'static str,
@@ -82,11 +92,6 @@ pub enum RepoError {
         repo: u64,
         found: u64,
     },
-    #[error("a pgtide repository already exists at {location} (created {created_at}): nothing was changed")]
-    AlreadyExists {
-        location: String,
-        created_at: String,
-    },
     /// Object Lock: an object of the set is retained until `until`.
     #[error("{kind} {id} is under Object Lock retention until {}: it can be deleted from then on (nothing was deleted)", until.format("%Y-%m-%dT%H:%M:%SZ"))]
     Retained {
@@ -101,6 +106,9 @@ struct Marker {
     format: String,
     format_version: u32,
     created_at: chrono::DateTime<Utc>,
+    /// Absent: a plain repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    encryption: Option<encryption::MarkerEncryption>,
     /// Object Lock retention of the objects kept; absent: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     object_lock: Option<ObjectLock>,
@@ -123,6 +131,19 @@ impl ObjectLock {
         }
     }
 }
+
+/// The repository version of a plain repository: readers since the first
+/// release read it.
+pub const REPO_VERSION_PLAIN: u32 = 1;
+/// An encrypted repository (every stored frame sealed, `keys/`): older
+/// readers must refuse it rather than misread it.
+pub const REPO_VERSION_ENCRYPTED: u32 = 2;
+/// A repository with Object Lock (encrypted or not): an older pgtide would
+/// write objects without retention into it and "delete" retained ones
+/// behind delete markers, so it must refuse it.
+pub const REPO_VERSION_OBJECT_LOCK: u32 = 3;
+/// The newest repository version this pgtide reads.
+pub const REPO_VERSION_NEWEST: u32 = REPO_VERSION_OBJECT_LOCK;
 
 const MARKER_FORMAT: &str = "pgtide-repository";
 
@@ -175,6 +196,8 @@ pub struct Repository {
     /// The same store, writes without retention.
     unretained: DynStorage,
     object_lock: Option<ObjectLock>,
+    /// Present for an encrypted repository.
+    crypt: Option<std::sync::Arc<encryption::RepoCrypt>>,
 }
 
 impl Repository {
@@ -188,15 +211,12 @@ impl Repository {
         let mut repo = Repository::plain(storage);
         let marker = match repo.storage.get(layout::MARKER).await {
             Ok(bytes) => repo.check_marker(&bytes)?,
-            Err(StorageError::NotFound { .. }) if create => match repo.create_marker(None).await {
-                Ok(m) => m,
-                // Someone else created it at the same moment: read theirs.
-                Err(RepoError::AlreadyExists { .. }) => {
-                    let bytes = repo.storage.get(layout::MARKER).await?;
-                    repo.check_marker(&bytes)?
+            Err(StorageError::NotFound { .. }) if create => {
+                match repo.put_marker(None, None).await? {
+                    Some(m) => m,
+                    None => return Ok(repo),
                 }
-                Err(e) => return Err(e),
-            },
+            }
             Err(StorageError::NotFound { .. }) => {
                 return Err(RepoError::NotARepository {
                     location: repo.location(),
@@ -206,7 +226,7 @@ impl Repository {
         };
         if let Some(lock) = marker.object_lock {
             match repo.storage.with_retention(lock.retention()) {
-                Ok(s) => repo = Repository::locked(s, lock),
+                Ok(s) => repo.lock_with(s, lock),
                 // A copy of a locked repository on a store without Object
                 // Lock (a local mirror of the bucket, for a restore): it
                 // reads as well; what is written here is not retained.
@@ -216,27 +236,7 @@ impl Repository {
                 Err(e) => return Err(e.into()),
             }
         }
-        Ok(repo)
-    }
-
-    /// Make a new repository (`pgtide init`): with `object_lock`, first check
-    /// that the store keeps retention, then write the marker with it.
-    /// `AlreadyExists` when there is one.
-    pub async fn init(
-        storage: DynStorage,
-        object_lock: Option<ObjectLock>,
-    ) -> Result<Repository, RepoError> {
-        let repo = match object_lock {
-            None => Repository::plain(storage),
-            Some(lock) => {
-                storage.check_retention().await?;
-                Repository::locked(storage.with_retention(lock.retention())?, lock)
-            }
-        };
-        if let Ok(bytes) = repo.storage.get(layout::MARKER).await {
-            return Err(repo.already_exists(&bytes));
-        }
-        repo.create_marker(object_lock).await?;
+        repo.load_crypt(&marker).await?;
         Ok(repo)
     }
 
@@ -245,52 +245,15 @@ impl Repository {
             unretained: storage.clone(),
             storage,
             object_lock: None,
+            crypt: None,
         }
     }
 
-    fn locked(storage: DynStorage, lock: ObjectLock) -> Repository {
-        Repository {
-            unretained: storage::unretained(&storage),
-            storage,
-            object_lock: Some(lock),
-        }
-    }
-
-    fn already_exists(&self, marker: &[u8]) -> RepoError {
-        let created_at = serde_json::from_slice::<Marker>(marker)
-            .map(|m| m.created_at.format("%Y-%m-%dT%H:%M:%SZ").to_string())
-            .unwrap_or_else(|_| "at an unknown time".into());
-        RepoError::AlreadyExists {
-            location: self.location(),
-            created_at,
-        }
-    }
-
-    /// Write the marker (create-if-absent); `AlreadyExists` when there is one.
-    async fn create_marker(&self, object_lock: Option<ObjectLock>) -> Result<Marker, RepoError> {
-        let marker = Marker {
-            format: MARKER_FORMAT.into(),
-            format_version: if object_lock.is_some() {
-                REPOSITORY_VERSION_OBJECT_LOCK
-            } else {
-                FORMAT_VERSION
-            },
-            created_at: Utc::now(),
-            object_lock,
-        };
-        let body = serde_json::to_vec_pretty(&marker).expect("marker serializes");
-        match self
-            .storage
-            .put_if_absent(layout::MARKER, body.into())
-            .await
-        {
-            Ok(()) => Ok(marker),
-            Err(StorageError::AlreadyExists { .. }) => {
-                let bytes = self.storage.get(layout::MARKER).await?;
-                Err(self.already_exists(&bytes))
-            }
-            Err(e) => Err(e.into()),
-        }
+    /// Write through `storage` (a handle with `lock`'s retention) from now on.
+    fn lock_with(&mut self, storage: DynStorage, lock: ObjectLock) {
+        self.unretained = storage::unretained(&storage);
+        self.storage = storage;
+        self.object_lock = Some(lock);
     }
 
     /// The repository's Object Lock setting, if it has one (and its store
@@ -301,11 +264,108 @@ impl Repository {
 
     /// The repository version of its marker.
     pub fn format_version(&self) -> u32 {
-        if self.object_lock.is_some() {
-            REPOSITORY_VERSION_OBJECT_LOCK
-        } else {
-            FORMAT_VERSION
+        repo_version(self.crypt.is_some(), self.object_lock.is_some())
+    }
+
+    /// Create a new repository (`pgtide init`): with `keys`, encrypted;
+    /// with `object_lock`, under Object Lock (the store is checked first,
+    /// and every object from the key set on is retained). An existing
+    /// repository is an error. The key set goes in before the marker, so a
+    /// repository is never seen encrypted without its keys.
+    pub async fn init(
+        storage: DynStorage,
+        keys: Option<crate::crypt::KeySet>,
+        object_lock: Option<ObjectLock>,
+    ) -> Result<Repository, RepoError> {
+        let mut repo = Repository::plain(storage);
+        if let Some(lock) = object_lock {
+            repo.storage.check_retention().await?;
+            let retained = repo.storage.with_retention(lock.retention())?;
+            repo.lock_with(retained, lock);
         }
+        match repo.storage.size(layout::MARKER).await {
+            Ok(_) => {
+                return Err(RepoError::AlreadyExists {
+                    location: repo.location(),
+                })
+            }
+            Err(StorageError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let enc = match &keys {
+            Some(k) => {
+                repo.write_key_set(k).await?;
+                Some(encryption::MarkerEncryption {
+                    scheme: crate::crypt::SCHEME.into(),
+                })
+            }
+            None => None,
+        };
+        match repo.put_marker(enc, object_lock).await? {
+            None => {}
+            Some(_) => {
+                return Err(RepoError::AlreadyExists {
+                    location: repo.location(),
+                })
+            }
+        }
+        if let Some(k) = keys {
+            repo.crypt = Some(std::sync::Arc::new(encryption::RepoCrypt::new(
+                k,
+                Vec::new(),
+            )?));
+        }
+        Ok(repo)
+    }
+
+    /// Write the marker if absent. `None`: written; `Some`: someone else's
+    /// was there (created at the same moment), checked and returned.
+    async fn put_marker(
+        &self,
+        encryption: Option<encryption::MarkerEncryption>,
+        object_lock: Option<ObjectLock>,
+    ) -> Result<Option<Marker>, RepoError> {
+        let marker = Marker {
+            format: MARKER_FORMAT.into(),
+            format_version: repo_version(encryption.is_some(), object_lock.is_some()),
+            created_at: Utc::now(),
+            encryption,
+            object_lock,
+        };
+        let body = serde_json::to_vec_pretty(&marker).expect("marker serializes");
+        match self
+            .storage
+            .put_if_absent(layout::MARKER, body.into())
+            .await
+        {
+            Ok(()) => Ok(None),
+            Err(StorageError::AlreadyExists { .. }) => {
+                let bytes = self.storage.get(layout::MARKER).await?;
+                Ok(Some(self.check_marker(&bytes)?))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn load_crypt(&mut self, marker: &Marker) -> Result<(), RepoError> {
+        let Some(e) = &marker.encryption else {
+            return Ok(());
+        };
+        if e.scheme != crate::crypt::SCHEME {
+            return Err(RepoError::BadObject {
+                key: layout::MARKER.into(),
+                reason: format!(
+                    "unknown encryption scheme {:?}: a newer pgtide wrote it",
+                    e.scheme
+                ),
+            });
+        }
+        let mut sets = self.read_key_sets().await?;
+        let current = sets.pop().expect("read_key_sets returns at least one");
+        self.crypt = Some(std::sync::Arc::new(encryption::RepoCrypt::new(
+            current, sets,
+        )?));
+        Ok(())
     }
 
     fn check_marker(&self, bytes: &[u8]) -> Result<Marker, RepoError> {
@@ -319,11 +379,11 @@ impl Repository {
                 reason: format!("unknown format {:?}", m.format),
             });
         }
-        if m.format_version > NEWEST_REPOSITORY_VERSION {
+        if m.format_version > REPO_VERSION_NEWEST {
             return Err(RepoError::FormatTooNew {
                 location: self.location(),
                 found: m.format_version,
-                supported: NEWEST_REPOSITORY_VERSION,
+                supported: REPO_VERSION_NEWEST,
             });
         }
         Ok(m)
@@ -491,6 +551,17 @@ impl Repository {
             .await
     }
 
+    /// The WAL archive of this repository (sealing and opening objects when
+    /// it is encrypted).
+    pub fn wal_archive(
+        &self,
+        seg_size: u64,
+        compression: crate::chunk::Compression,
+    ) -> wal_archive::WalArchive {
+        wal_archive::WalArchive::new(self.storage.clone(), seg_size, compression)
+            .with_crypt(self.crypt.clone())
+    }
+
     pub fn location(&self) -> String {
         self.storage.location()
     }
@@ -542,7 +613,9 @@ impl Repository {
         id: &str,
         m: &T,
     ) -> Result<(), RepoError> {
-        let body = serde_json::to_vec(m).expect("manifest serializes");
+        let v = serde_json::to_value(m).expect("manifest serializes");
+        let v = self.seal_manifest(kind, id, v)?;
+        let body = serde_json::to_vec(&v).expect("manifest serializes");
         self.storage
             .put_if_absent(&layout::set_manifest(kind, id), body.into())
             .await?;
@@ -585,7 +658,9 @@ impl Repository {
             Err(StorageError::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
         }
-        parse_manifest(&key, &bytes, kind.noun())
+        let m = parse_manifest(&key, &bytes, kind.noun())?;
+        self.open_manifest(&key, id, &bytes)?;
+        Ok(m)
     }
 
     pub async fn load_dump(&self, id: &str) -> Result<DumpManifest, RepoError> {
@@ -834,6 +909,17 @@ impl Repository {
 
     pub async fn delete_dump(&self, id: &str) -> Result<u64, RepoError> {
         self.delete(SetKind::Dump, id).await
+    }
+}
+
+/// The repository version of a marker with these features.
+fn repo_version(encrypted: bool, object_lock: bool) -> u32 {
+    if object_lock {
+        REPO_VERSION_OBJECT_LOCK
+    } else if encrypted {
+        REPO_VERSION_ENCRYPTED
+    } else {
+        REPO_VERSION_PLAIN
     }
 }
 
@@ -1089,7 +1175,7 @@ mod tests {
     async fn object_lock_needs_a_store_that_keeps_it_and_is_recorded_in_the_marker() {
         let dir = tempfile::tempdir().unwrap();
         let local: DynStorage = std::sync::Arc::new(crate::storage::LocalFs::new(dir.path()));
-        let e = Repository::init(local.clone(), Some(LOCK))
+        let e = Repository::init(local.clone(), None, Some(LOCK))
             .await
             .unwrap_err();
         assert_eq!(
@@ -1103,14 +1189,14 @@ mod tests {
 
         let store = Locking::new(dir.path());
         let dates = store.dates.clone();
-        let r = Repository::init(std::sync::Arc::new(store.clone()), Some(LOCK))
+        let r = Repository::init(std::sync::Arc::new(store.clone()), None, Some(LOCK))
             .await
             .unwrap();
         assert_eq!(r.object_lock(), Some(LOCK));
-        assert_eq!(r.format_version(), 2);
+        assert_eq!(r.format_version(), 3);
         let marker: serde_json::Value =
             serde_json::from_slice(&local.get(layout::MARKER).await.unwrap()).unwrap();
-        assert_eq!(marker["format_version"], 2);
+        assert_eq!(marker["format_version"], 3);
         assert_eq!(
             marker["object_lock"],
             serde_json::json!({"mode": "governance", "seconds": 3600})
@@ -1123,7 +1209,7 @@ mod tests {
             .unwrap();
         assert_eq!(again.object_lock(), Some(LOCK));
         assert!(matches!(
-            Repository::init(std::sync::Arc::new(store), None).await,
+            Repository::init(std::sync::Arc::new(store), None, None).await,
             Err(RepoError::AlreadyExists { .. })
         ));
         // A local copy of the bucket reads, without retention.
@@ -1133,7 +1219,7 @@ mod tests {
         // A plain repository's marker has no `object_lock` and version 1.
         let plain_dir = tempfile::tempdir().unwrap();
         let plain: DynStorage = std::sync::Arc::new(crate::storage::LocalFs::new(plain_dir.path()));
-        Repository::init(plain.clone(), None).await.unwrap();
+        Repository::init(plain.clone(), None, None).await.unwrap();
         let marker: serde_json::Value =
             serde_json::from_slice(&plain.get(layout::MARKER).await.unwrap()).unwrap();
         assert_eq!(marker["format_version"], 1);
@@ -1144,7 +1230,7 @@ mod tests {
     async fn a_retained_set_is_not_touched_until_its_date() {
         let dir = tempfile::tempdir().unwrap();
         let store = Locking::new(dir.path());
-        let r = Repository::init(std::sync::Arc::new(store.clone()), Some(LOCK))
+        let r = Repository::init(std::sync::Arc::new(store.clone()), None, Some(LOCK))
             .await
             .unwrap();
         let (k, id) = (SetKind::Backup, "20261201-030000F");

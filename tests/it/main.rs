@@ -8,6 +8,7 @@ mod daemon;
 mod drill;
 mod dump_load;
 mod encodings;
+mod encryption;
 mod errors;
 mod expire;
 mod json;

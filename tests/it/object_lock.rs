@@ -192,7 +192,7 @@ fn object_lock_init_refuses_a_store_that_cannot_keep_it() {
     );
     out.assert_ok();
     let r = json(&out);
-    assert_eq!(r["format_version"], 2, "{r:#}");
+    assert_eq!(r["format_version"], 3, "{r:#}");
     assert_eq!(
         r["object_lock"],
         serde_json::json!({"mode": "compliance", "seconds": 7200})
@@ -208,6 +208,39 @@ fn object_lock_init_refuses_a_store_that_cannot_keep_it() {
             locked.name
         ),
     );
+
+    // Encrypted and immutable: the key set is retained like the rest.
+    let both = block(s3.fresh_object_lock_bucket());
+    let key = work.path().join("id.key");
+    let out = pgtide(&["key", "generate", "--output", key.to_str().unwrap()]);
+    out.assert_ok();
+    let recipient = out.stdout.trim().to_string();
+    let out = pgtide_env(
+        &[
+            "init",
+            "--json",
+            "--repo",
+            &both.url,
+            "--recipient",
+            &recipient,
+            "--object-lock",
+            "1h",
+        ],
+        &env,
+    );
+    out.assert_ok();
+    let r = json(&out);
+    assert_eq!(
+        (r["format_version"].as_u64(), r["encrypted"].as_bool()),
+        (Some(3), Some(true)),
+        "{r:#}"
+    );
+    let all = block(versions(&client, &both.name));
+    assert!(all.keys().any(|k| k.starts_with("keys/")), "{all:#?}");
+    for key in all.keys() {
+        let h = block(head(&client, &both.name, key));
+        assert_eq!(h.mode.as_deref(), Some("GOVERNANCE"), "{key}");
+    }
 }
 
 #[test]
@@ -262,12 +295,12 @@ fn object_lock_retains_every_kept_object_and_retention_waits_for_its_date() {
 
     // `delete` refuses, says until when, and touches nothing.
     let out = pgtide_env(&["delete", "--json", &a, "--repo", &repo], &env);
-    out.assert_exit(11);
+    out.assert_exit(12);
     let r = json(&out);
     assert_eq!(r["deleted"], false, "{r:#}");
     let a_until = date(&r["locked_until"]);
     out.assert_one_line_error(
-        11,
+        12,
         &format!(
             "dump {a} is under Object Lock retention until {}: it can be deleted from then on (nothing was deleted)",
             a_until.format("%Y-%m-%dT%H:%M:%SZ")
@@ -625,6 +658,7 @@ fn no_job_rewrites_an_object_once_written() {
         pg_bin: None,
         os_user: None,
         repo_url: repo_url.clone(),
+        secret_args: Vec::new(),
         settings: Vec::new(),
     };
     let s = physical_restore::request::settings(&req).unwrap();
@@ -651,6 +685,7 @@ fn no_job_rewrites_an_object_once_written() {
                 superuser: None,
                 jobs: 2,
                 repo_url: repo_url.clone(),
+                secret_args: Vec::new(),
             },
             progress(),
             CancellationToken::new(),

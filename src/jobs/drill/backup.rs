@@ -47,6 +47,7 @@ fn pitr_settings(s: &DrillSettings, plan: &Plan) -> PitrSettings {
         pg_bin: s.pg_bin.clone(),
         os_user: s.os_user.clone(),
         repo_url: s.repo_url.clone(),
+        secret_args: s.secret_args.clone(),
         settings: plan::server_settings(&plan.scratch, plan.major),
     }
 }

@@ -393,7 +393,8 @@ async fn execute(
                     Arc::new(m.packs.clone()),
                     m.compression,
                     s.prefetch,
-                );
+                )
+                .with_cipher(repo.set_cipher(crate::repo::SetKind::Dump, &m.id)?);
                 objects::restore_large_objects(c, &m, &reader, s).await?;
             }
             Step::PostData { list, jobs } => {

@@ -44,6 +44,9 @@ pub struct PitrSettings {
     /// When running as root: the OS user to own the files and run the server.
     pub os_user: Option<String>,
     pub repo_url: String,
+    /// Key flags of an encrypted repository for `restore_command`
+    /// (`--identity FILE`, `--passphrase-file FILE`).
+    pub secret_args: Vec<String>,
     /// Extra settings appended to postgresql.auto.conf (e.g. port).
     pub settings: Vec<(String, String)>,
 }
@@ -82,11 +85,7 @@ pub async fn histories(repo: &Repository) -> Result<Histories, JobError> {
     let Some(cluster) = repo.cluster().await? else {
         return Ok(out);
     };
-    let archive = WalArchive::new(
-        repo.storage().clone(),
-        cluster.wal_segment_size,
-        Compression::None,
-    );
+    let archive = repo.wal_archive(cluster.wal_segment_size, Compression::None);
     let wal = |e: crate::repo::wal_archive::WalError| {
         JobError::archive("read the WAL archive's timeline history")(e)
     };
@@ -306,7 +305,8 @@ pub async fn run(
         Arc::new(m.packs.clone()),
         m.compression,
         4,
-    );
+    )
+    .with_cipher(repo.set_cipher(SetKind::Backup, &m.id)?);
     let mut files: Vec<(PathBuf, usize)> = Vec::new();
     for (i, f) in m.files.iter().enumerate().filter(|(_, f)| f.kind == "file") {
         files.push((safe_join(id, &base_of(f)?, &f.path)?, i));
@@ -379,7 +379,8 @@ pub async fn run(
         .map_err(io("find the pgtide executable for restore_command"))?;
     let rs = RecoverySettings {
         pgtide_exe: exe,
-        repo_url: s.repo_url.clone(),
+        repo_url: absolute_local(&s.repo_url),
+        secret_args: s.secret_args.clone(),
         target: s.target.clone(),
         action: s.action.clone(),
         timeline: s.timeline.clone(),
@@ -691,4 +692,15 @@ fn last_fatal(log: &str) -> Option<String> {
                 .trim()
                 .to_string()
         })
+}
+/// A local repository path made absolute: the server runs
+/// `restore_command` in its data directory, where a relative path would
+/// name another place.
+fn absolute_local(url: &str) -> String {
+    if url.contains("://") || std::path::Path::new(url).is_absolute() {
+        return url.to_string();
+    }
+    std::path::absolute(url)
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| url.to_string())
 }

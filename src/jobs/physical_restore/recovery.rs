@@ -27,6 +27,8 @@ pub const TARGET_SETTINGS: [&str; 5] = [
 pub struct RecoverySettings {
     pub pgtide_exe: String,
     pub repo_url: String,
+    /// Key flags passed to `wal fetch` (encrypted repositories).
+    pub secret_args: Vec<String>,
     pub target: Target,
     /// pause, promote or shutdown.
     pub action: String,
@@ -37,11 +39,17 @@ pub struct RecoverySettings {
 
 impl RecoverySettings {
     pub fn restore_command(&self) -> String {
-        format!(
-            "{} wal fetch --repo {} %f %p",
+        let mut c = format!(
+            "{} wal fetch --repo {}",
             shell_quote(&self.pgtide_exe),
             shell_quote(&self.repo_url)
-        )
+        );
+        for a in &self.secret_args {
+            c.push(' ');
+            c.push_str(&shell_quote(a));
+        }
+        c.push_str(" %f %p");
+        c
     }
 
     /// The block appended to postgresql.auto.conf.
@@ -108,6 +116,7 @@ mod tests {
             action: "promote".into(),
             timeline: "latest".into(),
             inclusive: true,
+            secret_args: Vec::new(),
         };
         assert_eq!(
             r.restore_command(),
