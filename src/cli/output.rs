@@ -18,8 +18,6 @@
 //! runs each command and checks that its JSON has these fields: keep one
 //! line per object, in this form (`- COMMAND: {FIELD, …}`).
 //!
-//! - `init`: {repository, format_version, encrypted, keys[], object_lock}
-//!   (`keys`: the names of the keys of an encrypted repository; `object_lock`: {mode, seconds}, or null)
 //! - `dump`: {id, database, tables, rows, sequences, large_objects, bytes_in, bytes_stored, seconds, mb_per_second}
 //! - `restore`: {id, database, dry_run, steps[], plan[], tables, rows, bytes, sequences, large_objects, seconds, mb_per_second}
 //!   (a logical restore; with `--dry-run`, `steps` and `plan` are what would be done)
@@ -60,6 +58,16 @@
 //!   (when it stops: `--stop-at` reached, or interrupted)
 //! - `wal push`: {name, outcome, bytes}
 //!   (`outcome`: `stored`, `already-archived` or `partial`)
+//!
+//! - `init`: {repository, format_version, encrypted, keys[], object_lock}
+//!   (`keys`: the recipients, and `passphrase`, it was encrypted for; `object_lock`: {mode, seconds} with `--object-lock`, else null)
+//! - `key generate`: {identity_file, recipient}
+//! - `key list`: {repository, generation, current_epoch, epochs[], keys[]}
+//! - `key list.epochs[]`: {epoch, recipient, created_at}
+//! - `key list.keys[]`: {kind, recipient, added_at, epochs[]}
+//!   (`kind`: `recipient` or `passphrase`; `recipient` null for a passphrase)
+//! - `key add`: {repository, action, key, generation, current_epoch}
+//! - `key remove`: {repository, action, key, generation, current_epoch}
 //!
 //! `wal fetch` prints nothing: PostgreSQL reads only its exit code.
 

@@ -403,12 +403,19 @@ mod tests {
     async fn streams_read_back_across_many_packs() {
         let dir = tempfile::tempdir().unwrap();
         let storage: DynStorage = Arc::new(LocalFs::new(dir.path()));
-        for compression in [Compression::None, Compression::Zstd(1)] {
-            let prefix = format!("{compression}/packs/");
+        let key = crate::crypt::DataKey::generate().unwrap();
+        for (compression, sealed) in [
+            (Compression::None, false),
+            (Compression::Zstd(1), false),
+            (Compression::Zstd(1), true),
+        ] {
+            let cipher = sealed.then(|| crate::crypt::ChunkCipher::new(&key, "set"));
+            let prefix = format!("{compression}-{sealed}/packs/");
             let set = PackSet::new(
                 storage.clone(),
                 Arc::new(move |i| format!("{prefix}{i:06}.pack")),
-            );
+            )
+            .with_cipher(cipher.clone());
             let cfg = PipelineConfig {
                 chunk_size: INLINE_MAX + 1000,
                 compression,
@@ -439,7 +446,16 @@ mod tests {
                 let on_disk = std::fs::metadata(dir.path().join(&p.key)).unwrap().len();
                 assert_eq!(p.size, on_disk, "{}", p.key);
             }
-            let reader = ChunkReader::new(storage.clone(), Arc::new(packs), compression, 3);
+            let reader = ChunkReader::new(storage.clone(), Arc::new(packs), compression, 3)
+                .with_cipher(cipher.clone());
+            if sealed {
+                // Without the key the frames are not zstd frames at all.
+                let plain =
+                    ChunkReader::new(storage.clone(), Arc::new(set.packs()), compression, 1);
+                let c = written[1].1.chunks[0];
+                assert!(plain.read_chunk(&c).await.is_err());
+                assert_eq!(c.crc_raw, 0, "no CRC of the plaintext is recorded");
+            }
             for (data, info) in written {
                 let mut back = Vec::new();
                 let mut s = reader.stream(info.chunks.clone());

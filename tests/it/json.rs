@@ -88,7 +88,6 @@ fn every_command_prints_the_documented_json() {
     let db = pg.conninfo("postgres", "shop");
     let server = pg.conninfo("postgres", "postgres");
 
-    run("init", &["init", "--repo", &repo]);
     let dump = run("dump", &["dump", "--db", &db, "--repo", &repo]);
     let dump_id = dump["id"].as_str().unwrap().to_string();
     let copy = pg.conninfo("postgres", "shop_copy");
@@ -174,6 +173,54 @@ fn every_command_prints_the_documented_json() {
         &["delete", "--wal-before", &backup_id, "--repo", &repo],
     );
     run("delete", &["delete", &dump_id, "--repo", &repo]);
+
+    // Keys of an encrypted repository.
+    let k1 = work.path().join("one.key");
+    let k2 = work.path().join("two.key");
+    let r1 = run(
+        "key generate",
+        &["key", "generate", "--output", k1.to_str().unwrap()],
+    );
+    let r2 = run(
+        "key generate",
+        &["key", "generate", "--output", k2.to_str().unwrap()],
+    );
+    let sealed = path_in(&work, "sealed");
+    run(
+        "init",
+        &[
+            "init",
+            "--repo",
+            &sealed,
+            "--recipient",
+            r1["recipient"].as_str().unwrap(),
+        ],
+    );
+    run(
+        "key add",
+        &[
+            "key",
+            "add",
+            "--repo",
+            &sealed,
+            "--recipient",
+            r2["recipient"].as_str().unwrap(),
+            "--identity",
+            k1.to_str().unwrap(),
+        ],
+    );
+    run(
+        "key remove",
+        &[
+            "key",
+            "remove",
+            "--repo",
+            &sealed,
+            "--recipient",
+            r1["recipient"].as_str().unwrap(),
+        ],
+    );
+    run("key list", &["key", "list", "--repo", &sealed]);
 
     let missing: Vec<&String> = docs.keys().filter(|k| !checked.contains(k)).collect();
     assert!(

@@ -112,15 +112,15 @@ mod tests {
         let r = RecoverySettings {
             pgtide_exe: "/usr/bin/pgtide".into(),
             repo_url: "s3://b/p?endpoint=http://127.0.0.1:9000&region=x'y".into(),
+            secret_args: vec!["--identity".into(), "/etc/pgtide/it's.key".into()],
             target: Target::Name("before upgrade".into()),
             action: "promote".into(),
             timeline: "latest".into(),
             inclusive: true,
-            secret_args: Vec::new(),
         };
         assert_eq!(
             r.restore_command(),
-            r"'/usr/bin/pgtide' wal fetch --repo 's3://b/p?endpoint=http://127.0.0.1:9000&region=x'\''y' %f %p"
+            r"'/usr/bin/pgtide' wal fetch --repo 's3://b/p?endpoint=http://127.0.0.1:9000&region=x'\''y' '--identity' '/etc/pgtide/it'\''s.key' %f %p"
         );
         let conf = r.conf();
         assert!(conf.contains(r"restore_command = '''/usr/bin/pgtide'' wal fetch"));
