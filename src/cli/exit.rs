@@ -14,6 +14,7 @@
 //! | 9 | the repository is locked by another writer (a running daemon, backup, dump or expire) |
 //! | 10 | a `drill` check failed on the restored copy: a `--sql` statement not true, row counts that differ from the dump's, amcheck found corruption, a table unreadable |
 //! | 11 | encryption key missing, wrong, or removed: the repository is encrypted and no key given opens what was asked for |
+//! | 12 | Object Lock: what `delete` was asked to remove is retained until a date it names; nothing was deleted |
 //! | 70 | internal error: a panic or a broken invariant in pgtide (a bug: please report it); 126 in `wal fetch` |
 //! | 126 | `wal fetch` could not serve a segment for a reason other than its absence: PostgreSQL aborts recovery on codes above 125 instead of ending it early |
 //! | 130 | interrupted (SIGINT / SIGTERM) |
@@ -34,6 +35,7 @@ pub const SQL: u8 = 8;
 pub const LOCKED: u8 = 9;
 pub const DRILL_CHECK: u8 = 10;
 pub const KEY: u8 = 11;
+pub const RETAINED: u8 = 12;
 /// `EX_SOFTWARE` of sysexits.h.
 pub const INTERNAL: u8 = 70;
 pub const RECOVERY_ABORT: u8 = 126;
@@ -150,6 +152,8 @@ fn repo_code(e: &RepoError) -> u8 {
         RepoError::Key(crate::crypt::keys::KeyError::Bad(_)) => USAGE,
         RepoError::Key(_) | RepoError::EpochLocked { .. } => KEY,
         RepoError::NotEncrypted { .. } => USAGE,
+        RepoError::Retained { .. }
+        | RepoError::Storage(crate::storage::StorageError::Retained { .. }) => RETAINED,
         _ => REPOSITORY,
     }
 }

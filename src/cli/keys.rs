@@ -59,6 +59,8 @@ pub struct InitArgs {
     /// Encrypt with the passphrase in this file's first line (or PGTIDE_PASSPHRASE)
     #[arg(long, value_name = "FILE")]
     pub passphrase_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub object_lock: super::init::ObjectLockArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -116,11 +118,14 @@ pub enum KeyCommand {
 #[derive(Debug, Serialize)]
 struct InitReport {
     repository: String,
+    format_version: u32,
     encrypted: bool,
     keys: Vec<String>,
+    object_lock: Option<crate::repo::ObjectLock>,
 }
 
 pub async fn run_init(a: InitArgs, json: bool) -> Result<(), CliError> {
+    let object_lock = a.object_lock.object_lock()?;
     let mut specs: Vec<KeySpec> = a
         .recipients
         .iter()
@@ -149,11 +154,13 @@ pub async fn run_init(a: InitArgs, json: bool) -> Result<(), CliError> {
     let storage = crate::storage::open(&a.repo.url())
         .await
         .map_err(|e| CliError::from(crate::repo::RepoError::from(e)))?;
-    let repo = Repository::init(storage, keys).await?;
+    let repo = Repository::init(storage, keys, object_lock).await?;
     let r = InitReport {
         repository: repo.location(),
+        format_version: repo.format_version(),
         encrypted: repo.encrypted(),
         keys: names,
+        object_lock: repo.object_lock(),
     };
     if json {
         print_json(&r);
@@ -165,6 +172,13 @@ pub async fn run_init(a: InitArgs, json: bool) -> Result<(), CliError> {
         );
     } else {
         println!("initialised repository {}", r.repository);
+    }
+    if let (Some(l), false) = (&r.object_lock, json) {
+        println!(
+            "with Object Lock: every object kept is retained in {} mode for {} after it is written",
+            l.mode.as_str(),
+            crate::units::format_duration(std::time::Duration::from_secs(l.seconds))
+        );
     }
     Ok(())
 }

@@ -4,6 +4,7 @@
 pub mod drill;
 pub mod exit;
 pub mod expire;
+pub mod init;
 mod keys;
 mod logging;
 pub mod output;
@@ -125,7 +126,7 @@ pub enum Command {
     Status(service::StatusArgs),
     /// Prove a backup or dump restores: restore it into a scratch directory with a private server, check it, remove it
     Drill(drill::DrillArgs),
-    /// Create a repository: plain, or encrypted for age recipients (--recipient) or a passphrase
+    /// Create a repository: plain, or encrypted for age recipients (--recipient) or a passphrase; with --object-lock, every object kept is retained by S3 Object Lock
     Init(keys::InitArgs),
     /// Encryption keys: generate an identity; list, add or remove a repository's keys
     #[command(subcommand)]
@@ -802,6 +803,14 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                     r.kept_from,
                     human_bytes(r.bytes_freed)
                 );
+                if let Some(until) = r.retained_until {
+                    println!(
+                        "{} more WAL objects ({}) are under Object Lock retention: the last of them can be deleted from {}",
+                        r.retained_objects,
+                        human_bytes(r.retained_bytes),
+                        until.format("%Y-%m-%dT%H:%M:%SZ")
+                    );
+                }
             }
         }
         Command::Delete(a) => {
@@ -814,6 +823,16 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 for f in r.finished_deletions.iter().filter(|f| f.id != r.id) {
                     println!("finished the interrupted deletion of {}", f.id);
                 }
+            }
+            if let Some(until) = r.locked_until {
+                let e = crate::repo::RepoError::Retained {
+                    kind: crate::repo::SetKind::of_id(&r.id).map_or("dump", |k| k.noun()),
+                    id: r.id.clone(),
+                    until,
+                };
+                return Err(e.into());
+            }
+            if !json {
                 println!(
                     "deleted {} {} ({} freed)",
                     crate::repo::SetKind::of_id(&r.id).map_or("dump", |k| k.noun()),

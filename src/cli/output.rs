@@ -32,7 +32,8 @@
 //! - `restore --table.foreign_keys[]`: {name, table, references, outcome}
 //!   (`outcome`: `created`, `not-valid` (rows violate it: created NOT VALID), `skipped` (the referenced table is not in the target), `recreated` or `recreated-not-valid` (a live table's key to a table `--clean` replaced))
 //! - `backup`: {id, label, system_identifier, timeline, start_lsn, end_lsn, wal_start, wal_end, files, bytes_in, bytes_stored, seconds, mb_per_second}
-//! - `list`: {repository, system_identifier, dumps[], backups[], wal[], incomplete[], deleting[]}
+//! - `list`: {repository, system_identifier, object_lock, dumps[], backups[], wal[], incomplete[], deleting[]}
+//!   (`object_lock`: {mode, seconds} of a repository with Object Lock, or null)
 //! - `list.dumps[]`: {id, kind, name, database, server_version, started_at, finished_at, tables, rows, bytes_raw, bytes_stored, schema_only, data_only, proven_at}
 //! - `list.backups[]`: {id, name, server_version, started_at, finished_at, timeline, start_lsn, end_lsn, wal_start, wal_end, files, bytes_raw, bytes_stored, proven_at}
 //!   (`proven_at`: when a `pgtide drill` of it last passed)
@@ -50,21 +51,22 @@
 //!   (also `info` of a dump or backup carries `drill` {passed_at, failed_at, failure}: what drills recorded)
 //! - `verify`: {id, ok, packs, chunks, bytes_stored, bytes_raw, problems[], seconds}
 //!   (printed also when problems are found, before exit 5)
-//! - `delete`: {id, bytes_freed, finished_deletions[]}
-//!   (`finished_deletions`: interrupted deletions finished first, {id, objects, bytes_freed})
-//! - `expire`: {repository, dry_run, now, policy, finished_deletions[], newest_restorable_backup, sets[], backups_expired, dumps_expired, bytes_freed, wal}
-//! - `expire.sets[]`: {id, kind, database, finished_at, keep, reasons[], bytes}
-//!   (every complete backup, then every dump by database; `reasons`: the rules that keep it, or why it goes)
+//! - `delete`: {id, deleted, bytes_freed, locked_until, finished_deletions[]}
+//!   (`finished_deletions`: interrupted deletions finished first, {id, objects, bytes_freed}; `deleted` false and `locked_until` its date when Object Lock retains the set: printed before exit 12)
+//! - `expire`: {repository, dry_run, now, policy, finished_deletions[], newest_restorable_backup, sets[], backups_expired, dumps_expired, bytes_freed, sets_retained, wal}
+//!   (`wal`: {kept_from, objects, bytes, first, last, retained_objects, retained_bytes, retained_until}; the `retained_` ones: WAL no backup needs that Object Lock still retains)
+//! - `expire.sets[]`: {id, kind, database, finished_at, keep, reasons[], bytes, locked_until}
+//!   (every complete backup, then every dump by database; `reasons`: the rules that keep it, or why it goes; `locked_until`: kept only because Object Lock retains it until then, else null)
 //! - `status`: {source, repository, daemon, lock, wal, jobs, errors[]}
 //!   (what `GET /status` of the daemon answers, or with `source` `repository` what the repository records; fields in `src/daemon/status.rs`)
-//! - `delete --wal-before`: {kept_from, objects, bytes_freed}
+//! - `delete --wal-before`: {kept_from, objects, bytes_freed, retained_objects, retained_bytes, retained_until}
 //! - `wal stream`: {segments, partials, reconnects, timeline, flushed}
 //!   (when it stops: `--stop-at` reached, or interrupted)
 //! - `wal push`: {name, outcome, bytes}
 //!   (`outcome`: `stored`, `already-archived` or `partial`)
 //!
-//! - `init`: {repository, encrypted, keys[]}
-//!   (`keys`: the recipients, and `passphrase`, it was encrypted for)
+//! - `init`: {repository, format_version, encrypted, keys[], object_lock}
+//!   (`keys`: the recipients, and `passphrase`, it was encrypted for; `object_lock`: {mode, seconds} with `--object-lock`, else null)
 //! - `key generate`: {identity_file, recipient}
 //! - `key list`: {repository, generation, current_epoch, epochs[], keys[]}
 //! - `key list.epochs[]`: {epoch, recipient, created_at}

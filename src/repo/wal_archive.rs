@@ -5,7 +5,9 @@
 //! different bytes for a segment already archived is an error and nothing is
 //! overwritten; a `.partial` never shadows a complete segment (readers take
 //! the complete one when both exist, and writers delete partials once the
-//! segment is complete).
+//! segment is complete). Partials are superseded and deleted by design, so
+//! in a repository with Object Lock they are written without retention
+//! (`storage::unretained`); segments, history and `.backup` files carry it.
 //!
 //! Object format (every WAL object, little-endian):
 //!
@@ -117,6 +119,8 @@ pub enum Pushed {
 #[derive(Debug, Clone)]
 pub struct WalArchive {
     storage: DynStorage,
+    /// `storage` without Object Lock retention, for partials.
+    partials: DynStorage,
     seg_size: u64,
     compression: Compression,
     /// Encrypted repositories: seal what is pushed, open what is fetched.
@@ -287,6 +291,7 @@ fn decode_any(
 impl WalArchive {
     pub fn new(storage: DynStorage, seg_size: u64, compression: Compression) -> Self {
         WalArchive {
+            partials: crate::storage::unretained(&storage),
             storage,
             seg_size,
             compression,
@@ -400,7 +405,7 @@ impl WalArchive {
         }
         let pkey = layout::wal_partial(&key, data.len() as u64);
         let obj = self.encode(&pkey, data).await?;
-        match self.storage.put_if_absent(&pkey, obj).await {
+        match self.partials.put_if_absent(&pkey, obj).await {
             Ok(()) | Err(StorageError::AlreadyExists { .. }) => {}
             Err(e) => return Err(e.into()),
         }

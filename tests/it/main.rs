@@ -12,6 +12,7 @@ mod encryption;
 mod errors;
 mod expire;
 mod json;
+mod object_lock;
 mod packaging;
 mod physical_errors;
 mod pitr;
