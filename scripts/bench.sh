@@ -6,6 +6,7 @@
 #   SCALE=5 EXTRA_MB=30 scripts/bench.sh    # a quick run
 #   RUNS=3 scripts/bench.sh                 # repeat, report the median time
 #   KEEP=1 scripts/bench.sh                 # keep the work directory (logs, dumps, cluster)
+#   ENCRYPT=1 scripts/bench.sh              # pgtide into an encrypted repository (public-key mode)
 #
 # Other knobs: JOBS (2), PGBIN, PORT (55432), WORK (an empty directory to use
 # and keep instead of a temporary one), QUIET_MAX and TRIES (see wait_quiet
@@ -187,7 +188,17 @@ measure() {
   echo "$line" >>"$WORK/results"
 }
 reset_pgdump() { rm -rf "$WORK/pgdump.dir"; }
-reset_dump() { rm -rf "$WORK/repo"; }
+# ENCRYPT=1: the repository is encrypted for a key made once per run of
+# this script; restores read it with that identity.
+ENCRYPT=${ENCRYPT:-0}
+reset_dump() {
+  rm -rf "$WORK/repo"
+  if [ "$ENCRYPT" = 1 ]; then
+    [ -f "$WORK/bench.key" ] || "$PGTIDE" key generate --output "$WORK/bench.key" >"$WORK/bench.recipient"
+    "$PGTIDE" init --repo "$WORK/repo" --recipient "$(cat "$WORK/bench.recipient")" >/dev/null
+  fi
+}
+restore_key_flags() { if [ "$ENCRYPT" = 1 ]; then echo "--identity $WORK/bench.key"; fi; }
 reset_pgrestore() { "$PGBIN/dropdb" --if-exists r_pgrestore 2>/dev/null; "$PGBIN/createdb" r_pgrestore; }
 reset_restore() { "$PGBIN/dropdb" --if-exists r_pgtide 2>/dev/null; }
 
@@ -235,7 +246,7 @@ for run in $(seq 1 "$RUNS"); do
   measure pgrestore reset_pgrestore "$PGBIN/pg_restore" -j "$JOBS" -d r_pgrestore "$WORK/pgdump.dir"
   # shellcheck disable=SC2086
   measure restore reset_restore "$PGTIDE" -v restore latest --repo "$WORK/repo" --create --jobs "$JOBS" \
-    --db "host=127.0.0.1 port=$PORT user=postgres dbname=r_pgtide" $RESTORE_FLAGS
+    --db "host=127.0.0.1 port=$PORT user=postgres dbname=r_pgtide" $RESTORE_FLAGS $(restore_key_flags)
   for l in dump restore; do
     echo "# pgtide $l phases (run $run), seconds from its first log line:" >&2
     phases "$l" >&2

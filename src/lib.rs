@@ -27,6 +27,7 @@
 
 pub mod chunk;
 pub mod cli;
+pub mod crypt;
 pub mod daemon;
 pub mod jobs;
 pub mod pg;

@@ -108,6 +108,10 @@ pub enum CorruptKind {
     RawLen { expected: u64, found: u64 },
     #[error("content checksum mismatch (expected {expected:08x}, found {found:08x})")]
     RawCrc { expected: u32, found: u32 },
+    /// An encrypted frame failed to open: damaged, edited, moved, or from
+    /// another set.
+    #[error("authentication failed: the chunk was damaged, edited or moved")]
+    Auth,
 }
 
 /// Check and decode a stored frame against what the manifest recorded.
@@ -140,7 +144,7 @@ pub fn decode(
     Ok(Bytes::from(out))
 }
 
-fn check_stored(stored: &[u8], stored_len: u64, crc_stored: u32) -> Result<(), CorruptKind> {
+pub fn check_stored(stored: &[u8], stored_len: u64, crc_stored: u32) -> Result<(), CorruptKind> {
     if stored.len() as u64 != stored_len {
         return Err(CorruptKind::StoredLen {
             expected: stored_len,
@@ -169,6 +173,20 @@ pub fn decode_into(
     out: &mut [u8],
 ) -> Result<usize, CorruptKind> {
     check_stored(stored, stored_len, crc_stored)?;
+    decode_frame_into(stored, raw_len, Some(crc_raw), compression, out)
+}
+
+/// Decode a frame whose stored bytes were already checked (or opened by
+/// the AEAD) into `out`; `crc_raw` is checked when given (encrypted sets
+/// record none: the AEAD tag authenticates the frame, and a CRC of the
+/// plaintext would leak it).
+pub fn decode_frame_into(
+    stored: &[u8],
+    raw_len: u64,
+    crc_raw: Option<u32>,
+    compression: Compression,
+    out: &mut [u8],
+) -> Result<usize, CorruptKind> {
     let cap = usize::try_from(raw_len)
         .ok()
         .filter(|&n| n <= out.len())
@@ -199,12 +217,14 @@ pub fn decode_into(
             found: n as u64,
         });
     }
-    let found = crc32fast::hash(&out[..n]);
-    if found != crc_raw {
-        return Err(CorruptKind::RawCrc {
-            expected: crc_raw,
-            found,
-        });
+    if let Some(crc_raw) = crc_raw {
+        let found = crc32fast::hash(&out[..n]);
+        if found != crc_raw {
+            return Err(CorruptKind::RawCrc {
+                expected: crc_raw,
+                found,
+            });
+        }
     }
     Ok(n)
 }

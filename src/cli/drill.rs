@@ -24,7 +24,7 @@ use super::RepoArg;
 use crate::jobs::drill::{self, DrillSettings};
 use crate::jobs::physical_restore::select;
 use crate::jobs::Progress;
-use crate::repo::{Repository, SetKind};
+use crate::repo::SetKind;
 
 #[derive(Debug, Args)]
 pub struct DrillArgs {
@@ -34,6 +34,8 @@ pub struct DrillArgs {
     pub id: String,
     #[command(flatten)]
     pub repo: RepoArg,
+    #[command(flatten)]
+    pub secrets: super::keys::SecretArgs,
     /// Recover to this time (with a UTC offset) instead of the end of the archive
     #[arg(long, group = "target")]
     pub target_time: Option<String>,
@@ -103,7 +105,7 @@ pub async fn run(a: DrillArgs, json: bool) -> Result<(), CliError> {
         None => None,
     };
     let url = a.repo.url();
-    let repo = Repository::open(&url, false).await?;
+    let repo = super::keys::open_for_reading(&url, &a.secrets).await?;
     let id = if a.id == "latest" {
         if targeted {
             crate::jobs::physical_restore::choose(&repo, &target, "latest")
@@ -136,6 +138,7 @@ pub async fn run(a: DrillArgs, json: bool) -> Result<(), CliError> {
         superuser: a.superuser,
         jobs: super::check_jobs(a.jobs)?,
         repo_url: url,
+        secret_args: a.secrets.pass_on(),
     };
     let s = DrillSettings {
         scratch_base: absolute(&s.scratch_base)?,

@@ -4,15 +4,17 @@
 //! | ---- | ------- |
 //! | 0 | success |
 //! | 1 | any other failure: also bytes from the server pgtide cannot use, a connection lost after it was established |
-//! | 2 | bad command line or settings |
+//! | 2 | bad command line or settings; a `--table` pattern that matches no table, a database a backup did not hold at the recovery target |
 //! | 3 | cannot connect to PostgreSQL: unreachable, authentication, database missing |
 //! | 4 | repository or storage problem: not a repository, format too new, bucket missing, access denied, no such dump, WAL a backup needs missing from the archive |
 //! | 5 | damaged data: a corrupt or missing chunk or pack (verify found problems) |
-//! | 6 | the target is not empty or already exists (restore without --clean), or its tables cannot take the dump's binary rows |
+//! | 6 | the target is not empty or already exists (restore without --clean; a table `restore --table` would create, a database `restore --database` would create), its tables cannot take the dump's binary rows, or a table `--clean` would replace has objects depending on it |
 //! | 7 | pg_dump / pg_restore missing, too old, or failed; no pg_ctl for `restore --start` |
 //! | 8 | PostgreSQL refused a statement or the server version is unsupported |
 //! | 9 | the repository is locked by another writer (a running daemon, backup, dump or expire) |
 //! | 10 | a `drill` check failed on the restored copy: a `--sql` statement not true, row counts that differ from the dump's, amcheck found corruption, a table unreadable |
+//! | 11 | encryption key missing, wrong, or removed: the repository is encrypted and no key given opens what was asked for |
+//! | 12 | Object Lock: what `delete` was asked to remove is retained until a date it names; nothing was deleted |
 //! | 70 | internal error: a panic or a broken invariant in pgtide (a bug: please report it); 126 in `wal fetch` |
 //! | 126 | `wal fetch` could not serve a segment for a reason other than its absence: PostgreSQL aborts recovery on codes above 125 instead of ending it early |
 //! | 130 | interrupted (SIGINT / SIGTERM) |
@@ -32,6 +34,8 @@ pub const TOOL: u8 = 7;
 pub const SQL: u8 = 8;
 pub const LOCKED: u8 = 9;
 pub const DRILL_CHECK: u8 = 10;
+pub const KEY: u8 = 11;
+pub const RETAINED: u8 = 12;
 /// `EX_SOFTWARE` of sysexits.h.
 pub const INTERNAL: u8 = 70;
 pub const RECOVERY_ABORT: u8 = 126;
@@ -143,8 +147,13 @@ fn repl_code(e: &crate::pg::wire::WireError) -> u8 {
 
 fn repo_code(e: &RepoError) -> u8 {
     match e {
-        RepoError::BadObject { .. } => DAMAGED,
+        RepoError::BadObject { .. } | RepoError::Tampered { .. } => DAMAGED,
         RepoError::Locked { .. } => LOCKED,
+        RepoError::Key(crate::crypt::keys::KeyError::Bad(_)) => USAGE,
+        RepoError::Key(_) | RepoError::EpochLocked { .. } => KEY,
+        RepoError::NotEncrypted { .. } => USAGE,
+        RepoError::Retained { .. }
+        | RepoError::Storage(crate::storage::StorageError::Retained { .. }) => RETAINED,
         _ => REPOSITORY,
     }
 }
@@ -171,6 +180,7 @@ pub fn classify(e: &JobError) -> u8 {
                 W::Damaged { .. } => DAMAGED,
                 W::Conflict { .. } => TARGET_NOT_EMPTY,
                 W::BadName { .. } | W::Codec(_) => FAILURE,
+                W::Key(r) => repo_code(r),
             }
         }
         JobError::WalMissing { .. }
@@ -184,7 +194,10 @@ pub fn classify(e: &JobError) -> u8 {
         | JobError::TargetIncompatible { .. } => TARGET_NOT_EMPTY,
         JobError::Damaged { .. } => DAMAGED,
         JobError::DatabaseExists { .. } | JobError::DirectoryNotEmpty { .. } => TARGET_NOT_EMPTY,
-        JobError::Invalid(_) | JobError::NoTableMatches { .. } => USAGE,
+        JobError::Invalid(_) | JobError::NoTableMatches { .. } | JobError::NotAtTarget(_) => USAGE,
+        JobError::RelationExists { .. }
+        | JobError::TargetDatabaseExists { .. }
+        | JobError::TargetInUse(_) => TARGET_NOT_EMPTY,
         JobError::Io { .. } => FAILURE,
         JobError::DrillCheck(_) => DRILL_CHECK,
         JobError::Interrupted => INTERRUPTED,
@@ -221,6 +234,7 @@ pub fn classify_wal(e: &crate::jobs::wal::WalJobError) -> u8 {
         W::Wal(WalError::Storage(s)) if s.is_not_found() => DAMAGED,
         W::Wal(WalError::Storage(_)) => REPOSITORY,
         W::Wal(WalError::Codec(_)) | W::Io { .. } => FAILURE,
+        W::Wal(WalError::Key(r)) => repo_code(r),
     }
 }
 

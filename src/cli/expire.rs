@@ -5,8 +5,11 @@
 //! now, policy {backups, dumps: {keep_last, daily, weekly, monthly, yearly,
 //! max_age, min_keep}}, finished_deletions\[{id, objects, bytes_freed}\],
 //! newest_restorable_backup, sets\[{id, kind ("backup" or "dump"), database
-//! (dumps), finished_at, keep, reasons\[string\], bytes}\], backups_expired,
-//! dumps_expired, bytes_freed, wal {kept_from, objects, bytes, first, last}}.
+//! (dumps), finished_at, keep, reasons\[string\], bytes, locked_until (Object
+//! Lock: only on sets the rules let go that stay retained until then)}\],
+//! backups_expired, dumps_expired, bytes_freed, sets_retained, wal {kept_from,
+//! objects, bytes, first, last, retained_objects, retained_bytes,
+//! retained_until (the last three only when WAL stays retained)}}.
 
 use clap::Args;
 
@@ -184,7 +187,11 @@ fn print_report(r: &ExpireReport) {
         let reasons: Vec<String> = s.reasons.iter().map(|r| r.to_string()).collect();
         println!(
             "{:<6}  {:<20}  {:<16}  {}",
-            if s.keep { "KEEP" } else { "EXPIRE" },
+            match (s.keep, s.locked_until) {
+                (true, Some(_)) => "LOCKED",
+                (true, None) => "KEEP",
+                (false, _) => "EXPIRE",
+            },
             s.id,
             kind,
             reasons.join("; ")
@@ -208,7 +215,23 @@ fn print_report(r: &ExpireReport) {
             }
         ),
     }
+    if let Some(until) = r.wal.retained_until {
+        println!(
+            "WAL: {} objects ({}) no backup needs stay under Object Lock retention; the last of them can go from {}",
+            r.wal.retained_objects,
+            human_bytes(r.wal.retained_bytes),
+            until.format("%Y-%m-%dT%H:%M:%SZ")
+        );
+    }
     let plural = |n: u64, w: &str| format!("{n} {w}{}", if n == 1 { "" } else { "s" });
+    if let Some(first) = r.sets.iter().filter_map(|s| s.locked_until).min() {
+        println!(
+            "{} the rules let go {} under Object Lock retention (LOCKED): each goes at the first expire after its date, the first from {}",
+            plural(r.sets_retained, "set"),
+            if r.sets_retained == 1 { "stays" } else { "stay" },
+            first.format("%Y-%m-%dT%H:%M:%SZ")
+        );
+    }
     println!(
         "{} and {} {}expired, {} freed{}",
         plural(r.backups_expired, "backup"),

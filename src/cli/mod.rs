@@ -4,10 +4,13 @@
 pub mod drill;
 pub mod exit;
 pub mod expire;
+pub mod init;
+mod keys;
 mod logging;
 pub mod output;
 mod print;
 mod restore_physical;
+mod restore_tables;
 pub mod service;
 pub mod settings;
 mod wal;
@@ -103,7 +106,7 @@ pub enum Command {
     Dump(DumpArgs),
     /// Take a physical base backup over the replication protocol
     Backup(BackupArgs),
-    /// Restore a dump into a database, or a backup into a data directory (--pgdata) to a point in time
+    /// Restore a dump into a database, a backup into a data directory (--pgdata) to a point in time, or tables or a database of a backup into a live database (--table / --database with --db)
     Restore(RestoreArgs),
     /// List the dumps, backups and archived WAL of a repository
     List(RepoOnly),
@@ -126,6 +129,11 @@ pub enum Command {
     Status(service::StatusArgs),
     /// Prove a backup or dump restores: restore it into a scratch directory with a private server, check it, remove it
     Drill(drill::DrillArgs),
+    /// Create a repository: plain, or encrypted for age recipients (--recipient) or a passphrase; with --object-lock, every object kept is retained by S3 Object Lock
+    Init(keys::InitArgs),
+    /// Encryption keys: generate an identity; list, add or remove a repository's keys
+    #[command(subcommand)]
+    Key(keys::KeyCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -149,6 +157,8 @@ pub enum WalCommand {
         dest: PathBuf,
         #[command(flatten)]
         repo: RepoArg,
+        #[command(flatten)]
+        secrets: keys::SecretArgs,
         /// Prefetch spool directory [default: pg_wal/pgtide-prefetch inside a data directory]
         #[arg(long)]
         spool: Option<PathBuf>,
@@ -164,6 +174,8 @@ pub enum WalCommand {
         name: String,
         #[command(flatten)]
         repo: RepoArg,
+        #[command(flatten)]
+        secrets: keys::SecretArgs,
         #[arg(long)]
         spool: PathBuf,
         #[arg(long, default_value_t = 8)]
@@ -204,6 +216,8 @@ pub struct VerifyArgs {
     pub id: String,
     #[command(flatten)]
     pub repo: RepoArg,
+    #[command(flatten)]
+    pub secrets: keys::SecretArgs,
     /// Objects read in parallel
     #[arg(long, short = 'j', default_value_t = default_jobs())]
     pub jobs: usize,
@@ -343,12 +357,14 @@ pub struct StreamArgs {
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// Dump or backup id, or `latest`
+    /// Dump or backup id, or `latest` (the newest dump; with --pgdata, a --target-* or --database: the newest backup that reaches the target)
     pub id: String,
     #[command(flatten)]
     pub db: DbArg,
     #[command(flatten)]
     pub repo: RepoArg,
+    #[command(flatten)]
+    pub secrets: keys::SecretArgs,
     /// Parallel COPY workers and pg_restore -j for indexes and constraints
     #[arg(long, short = 'j', default_value_t = default_jobs())]
     pub jobs: usize,
@@ -422,7 +438,7 @@ pub struct RestoreArgs {
     /// Start the server and wait until recovery ends
     #[arg(long, help_heading = "Physical restore")]
     pub start: bool,
-    /// Directory of pg_ctl for --start [default: found by the backup's major version]
+    /// Directory of pg_ctl for --start and for the scratch server of --table/--database [default: found by the backup's major version]
     #[arg(long, help_heading = "Physical restore")]
     pub pg_bin: Option<PathBuf>,
     /// When run as root: the OS user that owns the files and runs the server
@@ -435,6 +451,34 @@ pub struct RestoreArgs {
         value_name = "NAME=VALUE"
     )]
     pub settings: Vec<String>,
+    /// From a backup: restore the --table tables into this schema of --db (created if missing) instead of their own
+    #[arg(
+        long,
+        help_heading = "Tables or a database from a backup (--table / --database with --db)",
+        value_name = "SCHEMA"
+    )]
+    pub into_schema: Option<String>,
+    /// From a backup: the database of the backed-up cluster to read; alone, restore all of it as the database --db names (which must not exist, or --clean) [default for --table: the database --db names]
+    #[arg(
+        long,
+        help_heading = "Tables or a database from a backup (--table / --database with --db)",
+        value_name = "NAME"
+    )]
+    pub database: Option<String>,
+    /// From a backup: where the scratch copy of the cluster goes [default: the temp dir]
+    #[arg(
+        long,
+        help_heading = "Tables or a database from a backup (--table / --database with --db)",
+        value_name = "DIR"
+    )]
+    pub scratch: Option<PathBuf>,
+    /// From a backup: the backed-up cluster's superuser [default: the one its pg_authid names, postgres, the OS user]
+    #[arg(
+        long,
+        help_heading = "Tables or a database from a backup (--table / --database with --db)",
+        value_name = "ROLE"
+    )]
+    pub superuser: Option<String>,
 }
 
 /// The repository's writer lock for a job run from the shell (a running
@@ -646,6 +690,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             restore_physical::check_flags(&a)?;
             return restore_physical::run(a, json).await;
         }
+        Command::Restore(a) if restore_tables::wanted(&a) => {
+            return restore_tables::run(a, json).await;
+        }
         Command::Restore(a) => {
             restore_physical::check_flags(&a)?;
             let (tables, exclude_tables) = a.filter.patterns()?;
@@ -666,7 +713,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 pg_dump: a.pg_dump,
                 prefetch: 4,
             };
-            let repo = Repository::open(&a.repo.url(), false).await?;
+            let repo = keys::open_for_reading(&a.repo.url(), &a.secrets).await?;
             let id = repo.resolve_dump(&a.id).await?;
             let progress = Arc::new(Progress::default());
             let _display = ProgressDisplay::start(progress.clone(), !json, "tables");
@@ -723,7 +770,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             }
         }
         Command::Verify(a) => {
-            let repo = Repository::open(&a.repo.url(), false).await?;
+            let repo = keys::open_for_reading(&a.repo.url(), &a.secrets).await?;
             let id = repo.resolve_any(&a.id).await?;
             let progress = Arc::new(Progress::default());
             let display = ProgressDisplay::start(progress.clone(), !json, "streams");
@@ -774,6 +821,14 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                     r.kept_from,
                     human_bytes(r.bytes_freed)
                 );
+                if let Some(until) = r.retained_until {
+                    println!(
+                        "{} more WAL objects ({}) are under Object Lock retention: the last of them can be deleted from {}",
+                        r.retained_objects,
+                        human_bytes(r.retained_bytes),
+                        until.format("%Y-%m-%dT%H:%M:%SZ")
+                    );
+                }
             }
         }
         Command::Delete(a) => {
@@ -786,6 +841,16 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 for f in r.finished_deletions.iter().filter(|f| f.id != r.id) {
                     println!("finished the interrupted deletion of {}", f.id);
                 }
+            }
+            if let Some(until) = r.locked_until {
+                let e = crate::repo::RepoError::Retained {
+                    kind: crate::repo::SetKind::of_id(&r.id).map_or("dump", |k| k.noun()),
+                    id: r.id.clone(),
+                    until,
+                };
+                return Err(e.into());
+            }
+            if !json {
                 println!(
                     "deleted {} {} ({} freed)",
                     crate::repo::SetKind::of_id(&r.id).map_or("dump", |k| k.noun()),
@@ -820,6 +885,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Daemon(a) => return service::run_daemon(a, cli.log_format).await,
         Command::Status(a) => return service::run_status(a, json).await,
         Command::Drill(a) => return drill::run(a, json).await,
+        Command::Init(a) => return keys::run_init(a, json).await,
+        Command::Key(k) => return keys::run_key(k, json).await,
     }
     Ok(())
 }

@@ -19,14 +19,21 @@
 //! line per object, in this form (`- COMMAND: {FIELD, …}`).
 //!
 //! - `dump`: {id, database, tables, rows, sequences, large_objects, bytes_in, bytes_stored, seconds, mb_per_second}
-//! - `restore`: {id, database, dry_run, steps[], plan[], tables, rows, bytes, sequences, large_objects, seconds, mb_per_second}
-//!   (a logical restore; with `--dry-run`, `steps` and `plan` are what would be done)
+//! - `restore`: {id, database, dry_run, steps[], plan[], tables, rows, bytes, sequences, large_objects, seconds, mb_per_second, skipped_foreign_keys[]}
+//!   (a logical restore; with `--dry-run`, `steps` and `plan` are what would be done; `skipped_foreign_keys`: one line each for the foreign keys of a `--table` restore not created because the table they reference is neither restored nor in the target)
 //! - `restore.plan[]`: {kind, summary, objects[]}
 //!   (one per line of `steps`, in order; `kind`: read-dump, create-database, default-tablespace, drop-existing, pre-data, load, early-index, sequences, large-objects, post-data, refresh-matviews, database-properties; `objects`: what it touches, as text: tables with their parts, sequences, materialized views, large object oids, pg_restore list entries)
-//! - `restore --pgdata`: {backup, pgdata, files, bytes, seconds, started, recovery, timeline}
-//!   (`recovery` and `timeline`: what the server said, with `--start`)
+//! - `restore --pgdata`: {backup, pgdata, files, bytes, sparse_files, sparse_bytes, seconds, started, recovery, timeline}
+//!   (`recovery` and `timeline`: what the server said, with `--start`; `sparse_*`: 0 here)
+//! - `restore --table`: {backup, target, kind, source_database, database, tables[], table_count, rows, sequences, foreign_keys[], files, bytes, sparse_files, sparse_bytes, recovery, cleaned_up[], seconds}
+//!   (from a backup into `--db`, also with `--database`: `kind` is `tables` or `database`; `target`: the recovery target as text; `tables` empty for `--database`; `files`, `bytes`: what the scratch restore wrote; `sparse_files`, `sparse_bytes`: the other databases' relation files left as empty sparse files, not downloaded; `recovery`: what the scratch server said; `cleaned_up`: what killed runs left, removed first)
+//! - `restore --table.tables[]`: {source, restored_as, rows, replaced}
+//!   (`replaced`: a live table of that name was replaced, `--clean`)
+//! - `restore --table.foreign_keys[]`: {name, table, references, outcome}
+//!   (`outcome`: `created`, `not-valid` (rows violate it: created NOT VALID), `skipped` (the referenced table is not in the target), `recreated` or `recreated-not-valid` (a live table's key to a table `--clean` replaced))
 //! - `backup`: {id, label, system_identifier, timeline, start_lsn, end_lsn, wal_start, wal_end, files, bytes_in, bytes_stored, seconds, mb_per_second}
-//! - `list`: {repository, system_identifier, dumps[], backups[], wal[], incomplete[], deleting[]}
+//! - `list`: {repository, system_identifier, object_lock, dumps[], backups[], wal[], incomplete[], deleting[]}
+//!   (`object_lock`: {mode, seconds} of a repository with Object Lock, or null)
 //! - `list.dumps[]`: {id, kind, name, database, server_version, started_at, finished_at, tables, rows, bytes_raw, bytes_stored, schema_only, data_only, proven_at}
 //! - `list.backups[]`: {id, name, server_version, started_at, finished_at, timeline, start_lsn, end_lsn, wal_start, wal_end, files, bytes_raw, bytes_stored, proven_at}
 //!   (`proven_at`: when a `pgtide drill` of it last passed)
@@ -48,18 +55,29 @@
 //!   (`wal`: {objects_copied, objects_present, bytes_copied}; the WAL of the copied backups, or all of it with `all`)
 //! - `copy.sets[]`: {id, kind, status, objects_copied, objects_present, bytes_copied}
 //!   (`status`: `copied`, or `present` when the target already held the whole set)
-//! - `delete`: {id, bytes_freed, finished_deletions[]}
-//!   (`finished_deletions`: interrupted deletions finished first, {id, objects, bytes_freed})
-//! - `expire`: {repository, dry_run, now, policy, finished_deletions[], newest_restorable_backup, sets[], backups_expired, dumps_expired, bytes_freed, wal}
-//! - `expire.sets[]`: {id, kind, database, finished_at, keep, reasons[], bytes}
-//!   (every complete backup, then every dump by database; `reasons`: the rules that keep it, or why it goes)
+//! - `delete`: {id, deleted, bytes_freed, locked_until, finished_deletions[]}
+//!   (`finished_deletions`: interrupted deletions finished first, {id, objects, bytes_freed}; `deleted` false and `locked_until` its date when Object Lock retains the set: printed before exit 12)
+//! - `expire`: {repository, dry_run, now, policy, finished_deletions[], newest_restorable_backup, sets[], backups_expired, dumps_expired, bytes_freed, sets_retained, wal}
+//!   (`wal`: {kept_from, objects, bytes, first, last, retained_objects, retained_bytes, retained_until}; the `retained_` ones: WAL no backup needs that Object Lock still retains)
+//! - `expire.sets[]`: {id, kind, database, finished_at, keep, reasons[], bytes, locked_until}
+//!   (every complete backup, then every dump by database; `reasons`: the rules that keep it, or why it goes; `locked_until`: kept only because Object Lock retains it until then, else null)
 //! - `status`: {source, repository, daemon, lock, wal, jobs, errors[]}
 //!   (what `GET /status` of the daemon answers, or with `source` `repository` what the repository records; fields in `src/daemon/status.rs`)
-//! - `delete --wal-before`: {kept_from, objects, bytes_freed}
+//! - `delete --wal-before`: {kept_from, objects, bytes_freed, retained_objects, retained_bytes, retained_until}
 //! - `wal stream`: {segments, partials, reconnects, timeline, flushed}
 //!   (when it stops: `--stop-at` reached, or interrupted)
 //! - `wal push`: {name, outcome, bytes}
 //!   (`outcome`: `stored`, `already-archived` or `partial`)
+//!
+//! - `init`: {repository, format_version, encrypted, keys[], object_lock}
+//!   (`keys`: the recipients, and `passphrase`, it was encrypted for; `object_lock`: {mode, seconds} with `--object-lock`, else null)
+//! - `key generate`: {identity_file, recipient}
+//! - `key list`: {repository, generation, current_epoch, epochs[], keys[]}
+//! - `key list.epochs[]`: {epoch, recipient, created_at}
+//! - `key list.keys[]`: {kind, recipient, added_at, epochs[]}
+//!   (`kind`: `recipient` or `passphrase`; `recipient` null for a passphrase)
+//! - `key add`: {repository, action, key, generation, current_epoch}
+//! - `key remove`: {repository, action, key, generation, current_epoch}
 //!
 //! `wal fetch` prints nothing: PostgreSQL reads only its exit code.
 

@@ -117,6 +117,13 @@ pub(super) fn listing(l: &jobs::inspect::Listing) {
             i.id
         );
     }
+    if let Some(lock) = &l.object_lock {
+        println!(
+            "object lock: every object kept is retained in {} mode for {} after it is written",
+            lock.mode.as_str(),
+            crate::units::format_duration(std::time::Duration::from_secs(lock.seconds))
+        );
+    }
 }
 
 pub(super) fn dump_info(m: &crate::repo::manifest::DumpManifest) {

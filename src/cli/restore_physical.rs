@@ -7,7 +7,6 @@ use super::exit::{self, CliError};
 use super::output::{print_json, ProgressDisplay};
 use super::{check_jobs, interruptible, RestoreArgs};
 use crate::jobs::Progress;
-use crate::repo::Repository;
 use crate::units::human_bytes;
 
 /// `restore` serves a dump (into --db) and a backup (into --pgdata): a flag
@@ -44,16 +43,29 @@ pub(super) fn check_flags(a: &RestoreArgs) -> Result<(), CliError> {
         ("--early-index-size", a.early_index_size.is_some()),
         ("--db", a.db.db.is_some()),
     ];
+    let from_backup = [
+        ("--into-schema", a.into_schema.is_some()),
+        ("--database", a.database.is_some()),
+        ("--scratch", a.scratch.is_some()),
+        ("--superuser", a.superuser.is_some()),
+    ];
     let first =
         |flags: &[(&'static str, bool)]| flags.iter().find(|(_, set)| *set).map(|(f, _)| *f);
     match (&a.pgdata, first(&physical), first(&logical)) {
         (None, Some(flag), _) => Err(CliError::new(
             exit::USAGE,
-            format!("{flag} applies to restoring a physical backup: add --pgdata DIR (without it, restore loads a dump into --db)"),
+            format!("{flag} applies to restoring a physical backup: add --pgdata DIR, or name a backup (or a --target-*) to restore tables or a database from it into --db with --table or --database (otherwise restore loads a dump into --db)"),
         )),
         (Some(_), _, Some(flag)) => Err(CliError::new(
             exit::USAGE,
             format!("{flag} applies to restoring a dump into --db, not to a physical restore into --pgdata"),
+        )),
+        (Some(_), _, _) if first(&from_backup).is_some() => Err(CliError::new(
+            exit::USAGE,
+            format!(
+                "{} applies to restoring tables or a database of a backup into --db, not to a physical restore into --pgdata",
+                first(&from_backup).unwrap_or_default()
+            ),
         )),
         _ => Ok(()),
     }
@@ -81,11 +93,18 @@ pub(super) async fn run(a: RestoreArgs, json: bool) -> Result<(), CliError> {
         pg_bin: a.pg_bin.clone(),
         os_user: a.os_user.clone(),
         repo_url: a.repo.url(),
+        secret_args: a.secrets.pass_on(),
         settings: a.settings.clone(),
     };
     // Bad flags are refused before the repository is opened.
     let s = request::settings(&req)?;
-    let repo = Repository::open(&req.repo_url, false).await?;
+    let repo = super::keys::open_for_reading(&req.repo_url, &a.secrets).await?;
+    if repo.encrypted()
+        && req.secret_args.is_empty()
+        && std::env::var_os("PGTIDE_PASSPHRASE").is_some()
+    {
+        tracing::warn!("the passphrase came from PGTIDE_PASSPHRASE: the server's restore_command needs it in the server's environment too (or use --passphrase-file)");
+    }
     let progress = Arc::new(Progress::default());
     let display = ProgressDisplay::start(progress.clone(), !json, "files");
     let r = interruptible(request::run(&repo, &req.backup, &s, progress)).await?;

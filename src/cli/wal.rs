@@ -25,6 +25,7 @@ pub(super) async fn run(cmd: WalCommand, json: bool) -> Result<(), CliError> {
             name,
             dest,
             repo,
+            secrets,
             spool,
             prefetch,
         } => {
@@ -32,9 +33,9 @@ pub(super) async fn run(cmd: WalCommand, json: bool) -> Result<(), CliError> {
             // than end it early: exit codes above 125 do that.
             let abort = |e: CliError| CliError::new(exit::RECOVERY_ABORT, e.message);
             let url = repo.url();
-            let repo = Repository::open(&url, false)
+            let repo = super::keys::open_for_reading(&url, &secrets)
                 .await
-                .map_err(|e| abort(e.into()))?;
+                .map_err(abort)?;
             let spool = spool.or_else(fetch::default_spool);
             match fetch::fetch(&repo, &name, &dest, spool.as_deref())
                 .await
@@ -44,7 +45,13 @@ pub(super) async fn run(cmd: WalCommand, json: bool) -> Result<(), CliError> {
                 fetch::Fetched::Served { .. } => {
                     if let (Some(spool), true) = (spool, prefetch > 0) {
                         if name.len() == 24 {
-                            fetch::spawn_prefetcher(&url, &name, &spool, prefetch);
+                            fetch::spawn_prefetcher(
+                                &url,
+                                &name,
+                                &spool,
+                                prefetch,
+                                &secrets.pass_on(),
+                            );
                         }
                     }
                 }
@@ -76,10 +83,11 @@ pub(super) async fn run(cmd: WalCommand, json: bool) -> Result<(), CliError> {
         WalCommand::Prefetch {
             name,
             repo,
+            secrets,
             spool,
             count,
         } => {
-            let repo = Repository::open(&repo.url(), false).await?;
+            let repo = super::keys::open_for_reading(&repo.url(), &secrets).await?;
             fetch::prefetch(&repo, &name, &spool, count).await?;
         }
     }

@@ -273,6 +273,11 @@ async fn drill(
 ) -> Result<(Option<String>, u64, Option<String>), JobError> {
     use crate::jobs::drill::{self, DrillSettings};
     let repo = &shared.repo;
+    // An encrypted repository is read with the keys of the daemon's
+    // environment (PGTIDE_IDENTITY_FILE, PGTIDE_PASSPHRASE_FILE,
+    // PGTIDE_PASSPHRASE); without one the drill fails with a key error.
+    let secrets = crate::crypt::Secrets::gather(None, None).map_err(JobError::Invalid)?;
+    repo.require_unlocked(&secrets)?;
     let id = match cfg.drill.what {
         config::DrillWhat::Backup => repo.resolve(SetKind::Backup, "latest").await?,
         config::DrillWhat::Dump => repo.resolve(SetKind::Dump, "latest").await?,
@@ -302,6 +307,7 @@ async fn drill(
         superuser: None,
         jobs: cfg.backup.jobs,
         repo_url: cfg.repo.clone(),
+        secret_args: crate::crypt::secrets::pass_on(None, None),
     };
     let r = drill::run(repo, &id, &s, Arc::new(Progress::default()), cancel.clone()).await?;
     if r.ok {

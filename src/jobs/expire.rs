@@ -19,6 +19,13 @@
 //! 4. Only then the WAL: read the backups that remain again and remove the
 //!    archived WAL none of them needs (`retention::wal_to_remove`).
 //!
+//! Object Lock: between 2 and 3, every set the rules let go is asked for
+//! its manifest's retain-until date (the manifest, written last, is
+//! retained longest); one still retained is kept with the reason
+//! `object lock until T` (`retention::hold_retained`). Should `delete` still
+//! meet a retained object, the set is kept the same way. In step 4, WAL
+//! objects still retained stay and are reported with their latest date.
+//!
 //! With `dry_run`, steps 1, 3 and 4 report what they would do and change
 //! nothing. Manifests of a newer format than this pgtide reads are left
 //! alone (neither counted nor removed), with a warning.
@@ -32,7 +39,7 @@ use super::JobError;
 use crate::pipeline::Compression;
 use crate::repo::manifest::{BackupManifest, DumpManifest};
 use crate::repo::retention::{self, Decision, Policy, Reason, SetFacts, WalNeed};
-use crate::repo::wal_archive::{WalArchive, WAL_PREFIX};
+use crate::repo::wal_archive::WAL_PREFIX;
 use crate::repo::{layout, FinishedDeletion, RepoError, Repository, SetKind};
 
 /// The two policies: the `[retention]` table of the configuration file,
@@ -61,6 +68,10 @@ pub struct SetDecision {
     pub reasons: Vec<Reason>,
     /// Bytes the set's objects take in the repository (its manifest's count).
     pub bytes: u64,
+    /// Object Lock: the rules let it go, but its objects are retained until
+    /// then; it is kept (`keep` true, first reason `object lock until …`)
+    /// and goes at the first expire after this time.
+    pub locked_until: Option<DateTime<Utc>>,
 }
 
 /// The archived WAL that no kept backup needs.
@@ -77,6 +88,11 @@ pub struct WalExpiry {
     /// The first and last object names removed, in key order.
     pub first: Option<String>,
     pub last: Option<String>,
+    /// Object Lock: WAL objects no kept backup needs that stay, retained,
+    /// their bytes, and the latest date they become deletable.
+    pub retained_objects: u64,
+    pub retained_bytes: u64,
+    pub retained_until: Option<DateTime<Utc>>,
 }
 
 /// What `expire` did (or, with `dry_run`, would do).
@@ -100,6 +116,9 @@ pub struct ExpireReport {
     /// Bytes of the expired backups and dumps (with `dry_run`: what their
     /// manifests count).
     pub bytes_freed: u64,
+    /// Object Lock: sets the rules let go that stay, retained (each with
+    /// its `locked_until`).
+    pub sets_retained: u64,
     pub wal: WalExpiry,
 }
 
@@ -141,12 +160,13 @@ pub async fn run(
     let facts: Vec<SetFacts> = backups.iter().map(facts_of_backup).collect();
     let by_id: BTreeMap<&str, &BackupManifest> =
         backups.iter().map(|m| (m.id.as_str(), m)).collect();
-    for d in retention::decide(
+    let decided = retention::decide(
         &policy.backups,
         &facts,
         now,
         newest_restorable_backup.as_deref(),
-    ) {
+    );
+    for d in hold_retained(repo, SetKind::Backup, decided, now).await? {
         let bytes = by_id.get(d.id.as_str()).map_or(0, |m| m.stats.stored_bytes);
         sets.push(set_decision(d, "backup", None, bytes));
     }
@@ -167,7 +187,8 @@ pub async fn run(
             .iter()
             .max_by(|a, b| a.finished_at.cmp(&b.finished_at).then(a.id.cmp(&b.id)))
             .map(|m| m.id.as_str());
-        for d in retention::decide(&policy.dumps, &facts, now, newest) {
+        let decided = retention::decide(&policy.dumps, &facts, now, newest);
+        for d in hold_retained(repo, SetKind::Dump, decided, now).await? {
             let bytes = group
                 .iter()
                 .find(|m| m.id == d.id)
@@ -186,6 +207,7 @@ pub async fn run(
         backups_expired: 0,
         dumps_expired: 0,
         bytes_freed: 0,
+        sets_retained: 0,
         sets,
         wal: WalExpiry::default(),
     };
@@ -194,7 +216,7 @@ pub async fn run(
     for kind in [SetKind::Backup, SetKind::Dump] {
         for s in report
             .sets
-            .iter()
+            .iter_mut()
             .filter(|s| !s.keep && s.kind == kind.noun())
             .rev()
         {
@@ -208,6 +230,14 @@ pub async fn run(
                     }
                     // Gone meanwhile (another expire): nothing left to free.
                     Err(RepoError::NoSuch { .. }) => 0,
+                    // An object retained longer than the manifest said:
+                    // kept, untouched, like the others.
+                    Err(RepoError::Retained { until, .. }) => {
+                        s.keep = true;
+                        s.reasons.insert(0, Reason::ObjectLock(until));
+                        s.locked_until = Some(until);
+                        continue;
+                    }
                     Err(e) => return Err(e.into()),
                 }
             };
@@ -219,6 +249,12 @@ pub async fn run(
         }
     }
 
+    report.sets_retained = report
+        .sets
+        .iter()
+        .filter(|s| s.locked_until.is_some())
+        .count() as u64;
+
     // 4. WAL, from the backups that remain.
     let remaining: Vec<BackupManifest> = if dry_run {
         backups
@@ -228,7 +264,7 @@ pub async fn run(
     } else {
         load_backups(repo).await?
     };
-    report.wal = expire_wal(repo, &remaining, dry_run).await?;
+    report.wal = expire_wal(repo, &remaining, dry_run, now).await?;
     Ok(report)
 }
 
@@ -246,7 +282,28 @@ fn set_decision(
         keep: d.keep,
         reasons: d.reasons,
         bytes,
+        locked_until: d.locked_until,
     }
+}
+
+/// Object Lock: ask the store until when each set the rules let go is
+/// retained (its manifest's date), and keep those retained past `now`.
+async fn hold_retained(
+    repo: &Repository,
+    kind: SetKind,
+    decisions: Vec<Decision>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Decision>, JobError> {
+    if repo.object_lock().is_none() {
+        return Ok(decisions);
+    }
+    let mut retained = BTreeMap::new();
+    for d in decisions.iter().filter(|d| !d.keep) {
+        if let Some(t) = repo.manifest_retained_until(kind, &d.id).await? {
+            retained.insert(d.id.clone(), t);
+        }
+    }
+    Ok(retention::hold_retained(decisions, &retained, now))
 }
 
 fn facts_of_backup(m: &BackupManifest) -> SetFacts {
@@ -298,11 +355,7 @@ async fn newest_restorable(
     let mut newest_first: Vec<&BackupManifest> = backups.iter().collect();
     newest_first.sort_by(|a, b| b.finished_at.cmp(&a.finished_at).then(b.id.cmp(&a.id)));
     for m in newest_first {
-        let archive = WalArchive::new(
-            repo.storage().clone(),
-            m.wal_segment_size,
-            Compression::None,
-        );
+        let archive = repo.wal_archive(m.wal_segment_size, Compression::None);
         let missing = archive
             .missing_in_range(m.timeline, m.start_lsn, m.end_lsn)
             .await
@@ -319,11 +372,12 @@ async fn newest_restorable(
 }
 
 /// Remove (or, with `dry_run`, count) the archived WAL no backup of
-/// `remaining` needs.
+/// `remaining` needs, and that is not retained past `now`.
 async fn expire_wal(
     repo: &Repository,
     remaining: &[BackupManifest],
     dry_run: bool,
+    now: DateTime<Utc>,
 ) -> Result<WalExpiry, JobError> {
     let Some(cluster) = repo.cluster().await? else {
         return Ok(WalExpiry::default());
@@ -359,6 +413,7 @@ async fn expire_wal(
         listing.iter().map(|o| (o.key.as_str(), o.size)),
         seg,
     );
+    let (gone, retained, retained_until) = split_retained(repo, gone, &listing, now).await?;
     if !dry_run && !gone.keys.is_empty() {
         repo.storage()
             .delete_many(&gone.keys)
@@ -373,5 +428,31 @@ async fn expire_wal(
         bytes: gone.bytes,
         first: gone.keys.first().map(name),
         last: gone.keys.last().map(name),
+        retained_objects: retained.keys.len() as u64,
+        retained_bytes: retained.bytes,
+        retained_until,
     })
+}
+
+/// Object Lock: of the WAL objects to remove, those still retained at
+/// `now` stay (`retention::split_retained`), asked object by object.
+pub(crate) async fn split_retained(
+    repo: &Repository,
+    removal: retention::WalRemoval,
+    listing: &[crate::storage::ObjectMeta],
+    now: DateTime<Utc>,
+) -> Result<
+    (
+        retention::WalRemoval,
+        retention::WalRemoval,
+        Option<DateTime<Utc>>,
+    ),
+    JobError,
+> {
+    if repo.object_lock().is_none() {
+        return Ok((removal, Default::default(), None));
+    }
+    let sizes: BTreeMap<String, u64> = listing.iter().map(|o| (o.key.clone(), o.size)).collect();
+    let retained = repo.retained_until_each(&removal.keys).await?;
+    Ok(retention::split_retained(removal, &retained, &sizes, now))
 }

@@ -9,7 +9,7 @@ use crate::pg::lsn::{segment_name, Lsn};
 use crate::pipeline::Compression;
 use crate::repo::manifest::{BackupManifest, DumpManifest};
 use crate::repo::retention::{wal_to_remove, WalNeed};
-use crate::repo::wal_archive::{WalArchive, WAL_PREFIX};
+use crate::repo::wal_archive::WAL_PREFIX;
 use crate::repo::{FinishedDeletion, IncompleteDump, Repository, SetKind};
 
 /// One line of `pgtide list`.
@@ -143,6 +143,8 @@ pub struct Listing {
     pub repository: String,
     /// System identifier of the cluster whose backups and WAL this holds.
     pub system_identifier: Option<String>,
+    /// The repository's Object Lock retention, if it has one.
+    pub object_lock: Option<crate::repo::ObjectLock>,
     pub dumps: Vec<DumpSummary>,
     pub backups: Vec<BackupSummary>,
     pub wal: Vec<WalTimeline>,
@@ -167,11 +169,7 @@ pub async fn list(repo: &Repository) -> Result<Listing, JobError> {
     let cluster = repo.cluster().await?;
     let mut wal = Vec::new();
     if let Some(c) = &cluster {
-        let archive = WalArchive::new(
-            repo.storage().clone(),
-            c.wal_segment_size,
-            Compression::None,
-        );
+        let archive = repo.wal_archive(c.wal_segment_size, Compression::None);
         let segs = archive
             .segments()
             .await
@@ -201,6 +199,7 @@ pub async fn list(repo: &Repository) -> Result<Listing, JobError> {
     Ok(Listing {
         repository: repo.location(),
         system_identifier: cluster.map(|c| c.system_identifier),
+        object_lock: repo.object_lock(),
         dumps: dumps
             .iter()
             .map(|m| DumpSummary {
@@ -244,22 +243,35 @@ pub async fn info(repo: &Repository, id: &str) -> Result<InfoReport, JobError> {
 #[derive(Debug, Clone, Serialize)]
 pub struct DeleteReport {
     pub id: String,
+    /// False when Object Lock retention kept the set (`locked_until`).
+    pub deleted: bool,
     pub bytes_freed: u64,
+    /// Object Lock: an object of the set is retained until then; nothing
+    /// was deleted, and `delete` succeeds from then on.
+    pub locked_until: Option<chrono::DateTime<chrono::Utc>>,
     /// Interrupted deletions (of any set) finished first.
     pub finished_deletions: Vec<FinishedDeletion>,
 }
 
-/// Delete a dump or backup, after finishing every interrupted deletion.
+/// Delete a dump or backup, after finishing every interrupted deletion. A
+/// set under Object Lock retention is left whole: `deleted` false, with
+/// the date.
 pub async fn delete(repo: &Repository, id: &str) -> Result<DeleteReport, JobError> {
     let kind = SetKind::of_id(id).unwrap_or(SetKind::Dump);
     let finished_deletions = repo.finish_deletions().await?;
-    let bytes_freed = match finished_deletions.iter().find(|f| f.id == id) {
-        Some(f) => f.bytes_freed,
-        None => repo.delete(kind, id).await?,
+    let (bytes_freed, locked_until) = match finished_deletions.iter().find(|f| f.id == id) {
+        Some(f) => (f.bytes_freed, None),
+        None => match repo.delete(kind, id).await {
+            Ok(b) => (b, None),
+            Err(crate::repo::RepoError::Retained { until, .. }) => (0, Some(until)),
+            Err(e) => return Err(e.into()),
+        },
     };
     Ok(DeleteReport {
         id: id.to_string(),
+        deleted: locked_until.is_none(),
         bytes_freed,
+        locked_until,
         finished_deletions,
     })
 }
@@ -270,6 +282,11 @@ pub struct WalDeleteReport {
     pub kept_from: String,
     pub objects: u64,
     pub bytes_freed: u64,
+    /// Object Lock: objects that would go but are retained, their bytes,
+    /// and the latest date one of them becomes deletable.
+    pub retained_objects: u64,
+    pub retained_bytes: u64,
+    pub retained_until: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Delete archived WAL older than what backup `id` needs (the rule of
@@ -306,6 +323,8 @@ pub async fn delete_wal_before(repo: &Repository, id: &str) -> Result<WalDeleteR
         listing.iter().map(|o| (o.key.as_str(), o.size)),
         m.wal_segment_size,
     );
+    let (gone, retained, retained_until) =
+        super::expire::split_retained(repo, gone, &listing, chrono::Utc::now()).await?;
     repo.storage()
         .delete_many(&gone.keys)
         .await
@@ -314,5 +333,8 @@ pub async fn delete_wal_before(repo: &Repository, id: &str) -> Result<WalDeleteR
         kept_from: m.wal_start.clone(),
         objects: gone.keys.len() as u64,
         bytes_freed: gone.bytes,
+        retained_objects: retained.keys.len() as u64,
+        retained_bytes: retained.bytes,
+        retained_until,
     })
 }

@@ -10,6 +10,7 @@ pub mod expire;
 pub mod inspect;
 pub mod logical_restore;
 pub mod physical_restore;
+pub mod table_pitr;
 pub mod verify;
 pub mod wal;
 
@@ -116,6 +117,21 @@ pub enum JobError {
     Damaged { id: String, what: String },
     #[error("database {name} already exists: drop it, or restore into it without --create")]
     DatabaseExists { name: String },
+    /// `restore --table` / `--database` from a backup: the database or the
+    /// tables asked for are not there at the recovery target.
+    #[error("{0}")]
+    NotAtTarget(String),
+    /// `restore --table` from a backup: a table (or an index or sequence
+    /// that comes with one) already exists where it would be created.
+    #[error("{what} already exists in the target database: pass --clean to replace it, or --into-schema SCHEMA to restore beside it (nothing was changed)")]
+    RelationExists { what: String },
+    /// `restore --database` from a backup: the target database exists.
+    #[error("database {name} already exists: name another database in --db, or pass --clean to restore into it (the objects it shares with the backed-up database are dropped first)")]
+    TargetDatabaseExists { name: String },
+    /// `restore --table --clean`: the live table cannot be replaced, as
+    /// other objects depend on it (the message says which).
+    #[error("{0}")]
+    TargetInUse(String),
     #[error("{what} {path} is not empty: restore into an empty directory, or pass --force to replace its contents")]
     DirectoryNotEmpty { what: &'static str, path: String },
     #[error("{context}: {source}")]

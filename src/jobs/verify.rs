@@ -15,7 +15,6 @@ use crate::pg::lsn::{parse_segment_name, segment_name};
 use crate::pipeline::Compression;
 use crate::pipeline::{ChunkReader, PipelineError};
 use crate::repo::manifest::{BackupManifest, StreamRef};
-use crate::repo::wal_archive::WalArchive;
 use crate::repo::{Repository, SetKind};
 
 #[derive(Debug, Clone, Serialize)]
@@ -58,8 +57,7 @@ pub async fn run(
             )
             .await?;
             // The WAL the backup needs: present, complete and intact.
-            let archive =
-                WalArchive::new(repo.storage().clone(), m.wal_segment_size, m.compression);
+            let archive = repo.wal_archive(m.wal_segment_size, m.compression);
             let (Some((tli, first)), Some((_, last))) = (
                 parse_segment_name(&m.wal_start, m.wal_segment_size),
                 parse_segment_name(&m.wal_end, m.wal_segment_size),
@@ -173,7 +171,8 @@ async fn check(
         Arc::new(packs.to_vec()),
         compression,
         1,
-    );
+    )
+    .with_cipher(repo.set_cipher(kind, id)?);
     let mut work = Vec::new();
     for (what, s) in &streams {
         for (n, c) in s.chunks.iter().enumerate() {

@@ -72,6 +72,16 @@ pub struct Entry<S> {
     pub tablespace: Option<S>,
     /// Dump ids of the entries this one depends on.
     pub deps: Vec<i32>,
+    /// For a `FK CONSTRAINT` entry: its table and the table it references,
+    /// as (schema, name), read from its definition.
+    pub foreign_key: Option<ForeignKeyRef<S>>,
+}
+
+/// The two tables of a foreign key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForeignKeyRef<S> {
+    pub table: (S, S),
+    pub references: (S, S),
 }
 
 /// A table of contents, in archive order (the order pg_restore follows).
@@ -160,6 +170,10 @@ impl RawToc {
                     tag: text(&e.tag),
                     tablespace: e.tablespace.as_ref().map(text),
                     deps: e.deps.clone(),
+                    foreign_key: e.foreign_key.as_ref().map(|k| ForeignKeyRef {
+                        table: (text(&k.table.0), text(&k.table.1)),
+                        references: (text(&k.references.0), text(&k.references.1)),
+                    }),
                 })
                 .collect(),
         }
@@ -320,6 +334,10 @@ pub fn read_toc(buf: &[u8]) -> Result<RawToc, ArchiveError> {
                 .and_then(|d| d.split('\'').nth(1))
                 .map(str::to_string);
         }
+        let foreign_key = match (desc.as_str(), defn) {
+            ("FK CONSTRAINT", Some(d)) => foreign_key_of(d),
+            _ => None,
+        };
         entries.push(Entry {
             dump_id,
             desc,
@@ -327,6 +345,7 @@ pub fn read_toc(buf: &[u8]) -> Result<RawToc, ArchiveError> {
             tag,
             tablespace,
             deps,
+            foreign_key,
         });
     }
     Ok(Toc {
@@ -334,6 +353,89 @@ pub fn read_toc(buf: &[u8]) -> Result<RawToc, ArchiveError> {
         encoding,
         entries,
     })
+}
+
+/// A token of an SQL statement, as far as finding names needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Token {
+    /// An unquoted word (keyword or identifier), bytes as written.
+    Word(Vec<u8>),
+    /// A double-quoted identifier, `""` unescaped.
+    Quoted(Vec<u8>),
+    Punct(u8),
+}
+
+fn tokens(sql: &[u8]) -> Vec<Token> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80;
+    while i < sql.len() {
+        let b = sql[i];
+        if b.is_ascii_whitespace() {
+            i += 1;
+        } else if b == b'"' {
+            let mut name = Vec::new();
+            i += 1;
+            while i < sql.len() {
+                if sql[i] == b'"' {
+                    if sql.get(i + 1) == Some(&b'"') {
+                        name.push(b'"');
+                        i += 2;
+                        continue;
+                    }
+                    i += 1;
+                    break;
+                }
+                name.push(sql[i]);
+                i += 1;
+            }
+            out.push(Token::Quoted(name));
+        } else if word(b) {
+            let start = i;
+            while i < sql.len() && word(sql[i]) {
+                i += 1;
+            }
+            out.push(Token::Word(sql[start..i].to_vec()));
+        } else {
+            out.push(Token::Punct(b));
+            i += 1;
+        }
+    }
+    out
+}
+
+/// A (schema, name) pair of raw names.
+type Qualified = (Vec<u8>, Vec<u8>);
+
+/// `schema.name` at `t[at..]` (three tokens).
+fn qualified_at(t: &[Token], at: usize) -> Option<Qualified> {
+    let name = |tok: &Token| match tok {
+        Token::Word(w) | Token::Quoted(w) => Some(w.clone()),
+        Token::Punct(_) => None,
+    };
+    let schema = name(t.get(at)?)?;
+    (t.get(at + 1)? == &Token::Punct(b'.')).then_some(())?;
+    Some((schema, name(t.get(at + 2)?)?))
+}
+
+/// The tables of pg_dump's definition of a foreign key:
+/// `ALTER TABLE [ONLY] s.t ADD CONSTRAINT c FOREIGN KEY (…) REFERENCES s.r(…) …`.
+/// `None` when the text has another shape (an unqualified name, say).
+fn foreign_key_of(defn: &[u8]) -> Option<ForeignKeyRef<Vec<u8>>> {
+    let t = tokens(defn);
+    let kw = |tok: Option<&Token>, k: &str| matches!(tok, Some(Token::Word(w)) if w.eq_ignore_ascii_case(k.as_bytes()));
+    if !(kw(t.first(), "ALTER") && kw(t.get(1), "TABLE")) {
+        return None;
+    }
+    let mut at = 2;
+    if kw(t.get(at), "ONLY") {
+        at += 1;
+    }
+    let table = qualified_at(&t, at)?;
+    at += 3;
+    let r = (at..t.len()).find(|&i| kw(t.get(i), "REFERENCES"))?;
+    let references = qualified_at(&t, r + 1)?;
+    Some(ForeignKeyRef { table, references })
 }
 
 #[cfg(test)]
@@ -369,6 +471,15 @@ mod tests {
             let fk = entry(&t, "FK CONSTRAINT", "Order Items fk");
             assert_eq!(fk.namespace.as_deref(), Some("Sales Dept"));
             assert!(fk.deps.contains(&items.dump_id));
+            // Its tables, read from its definition.
+            let k = fk.foreign_key.as_ref().expect("tables of the foreign key");
+            assert_eq!(k.table, ("Sales Dept".into(), "Order".into()));
+            assert_eq!(k.references, ("Sales Dept".into(), "Order Items".into()));
+            assert!(t
+                .entries
+                .iter()
+                .filter(|e| e.desc != "FK CONSTRAINT")
+                .all(|e| e.foreign_key.is_none()));
             // A comment depends on what it is about.
             let comment = entry(&t, "COMMENT", "COLUMN \"Order Items\".\"unit.price\"");
             assert_eq!(comment.deps, vec![items.dump_id]);
@@ -379,6 +490,40 @@ mod tests {
             // Every dependency names an entry, or a dump id pg_dump left out.
             assert!(t.entries.len() > 40);
         }
+    }
+
+    #[test]
+    fn foreign_key_definitions_name_both_tables() {
+        let fk = |d: &str| {
+            foreign_key_of(d.as_bytes()).map(|k| {
+                let s = |b: Vec<u8>| String::from_utf8(b).unwrap();
+                (
+                    format!("{}.{}", s(k.table.0), s(k.table.1)),
+                    format!("{}.{}", s(k.references.0), s(k.references.1)),
+                )
+            })
+        };
+        let pair = |a: &str, b: &str| Some((a.to_string(), b.to_string()));
+        assert_eq!(
+            fk("ALTER TABLE ONLY public.orders\n    ADD CONSTRAINT orders_c_fkey FOREIGN KEY (c) REFERENCES public.customers(id);\n"),
+            pair("public.orders", "public.customers")
+        );
+        // Partitioned tables have no ONLY; quoted names hold anything.
+        assert_eq!(
+            fk("ALTER TABLE \"S p\".\"a \"\"b\"\"\"\n ADD CONSTRAINT \"x REFERENCES y\" FOREIGN KEY (\"REFERENCES\") REFERENCES \"S p\".\"Ré f\"(id) ON DELETE CASCADE;"),
+            pair("S p.a \"b\"", "S p.Ré f")
+        );
+        assert_eq!(
+            fk("ALTER TABLE t ADD CONSTRAINT c FOREIGN KEY (a) REFERENCES r(id);"),
+            None
+        );
+        assert_eq!(fk("CREATE INDEX i ON public.t (a);"), None);
+        assert_eq!(
+            fk("ALTER TABLE ONLY public.t ADD CONSTRAINT c FOREIGN KEY (a) REFERENCES"),
+            None
+        );
+        assert_eq!(fk(""), None);
+        assert_eq!(fk("\""), None);
     }
 
     #[test]
@@ -424,6 +569,7 @@ mod tests {
                 tag: tag.to_vec(),
                 tablespace: None,
                 deps: vec![],
+                foreign_key: None,
             }],
         };
         let none = HashMap::new();

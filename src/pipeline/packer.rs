@@ -13,6 +13,7 @@ use futures::{Stream, StreamExt};
 use super::{PipelineConfig, PipelineError};
 use crate::chunk::codec::{self, CompressError, Encoded};
 use crate::chunk::{ChunkRef, Compression, PackInfo, StreamInfo};
+use crate::crypt::ChunkCipher;
 use crate::storage::{DynStorage, ObjectWriter};
 
 /// The key of each pack of a set, by its number: given by the repository
@@ -26,6 +27,8 @@ pub struct PackSet {
     keys: PackKeys,
     packs: Arc<Mutex<Vec<PackInfo>>>,
     gate: Arc<Gate>,
+    /// Encrypted sets: seals each frame at its position.
+    cipher: Option<ChunkCipher>,
 }
 
 /// The background work of a pack set (packs being closed, and the cleanup
@@ -55,7 +58,14 @@ impl PackSet {
             keys,
             packs: Arc::default(),
             gate: Arc::default(),
+            cipher: None,
         }
+    }
+
+    /// Seal every frame with `cipher` (`None`: a plain set).
+    pub fn with_cipher(mut self, cipher: Option<ChunkCipher>) -> Self {
+        self.cipher = cipher;
+        self
     }
 
     /// Stops the set: no pack starts closing after this, and every pack that
@@ -189,6 +199,20 @@ impl PackWriter {
             });
         }
         let open = self.open.as_mut().expect("pack is open");
+        let e = match &self.set.cipher {
+            None => e,
+            // Sealed here, where the position is known: it is the nonce.
+            // No CRC of the plaintext is recorded (it would leak it).
+            Some(c) => {
+                let data = Bytes::from(c.seal(open.index, open.offset, e.raw_len, &e.data));
+                Encoded {
+                    crc_stored: crc32fast::hash(&data),
+                    data,
+                    crc_raw: 0,
+                    ..e
+                }
+            }
+        };
         let r = ChunkRef {
             pack: open.index,
             offset: open.offset,
@@ -347,9 +371,9 @@ impl PackWriter {
             Pending::Ready(r) => r.map_err(PipelineError::from)?,
         };
         info.raw_bytes += e.raw_len;
-        info.stored_bytes += e.data.len() as u64;
         info.newlines += e.newlines;
         let r = self.append(e).await?;
+        info.stored_bytes += r.stored_len;
         info.chunks.push(r);
         Ok(())
     }
@@ -379,12 +403,19 @@ mod tests {
     async fn streams_read_back_across_many_packs() {
         let dir = tempfile::tempdir().unwrap();
         let storage: DynStorage = Arc::new(LocalFs::new(dir.path()));
-        for compression in [Compression::None, Compression::Zstd(1)] {
-            let prefix = format!("{compression}/packs/");
+        let key = crate::crypt::DataKey::generate().unwrap();
+        for (compression, sealed) in [
+            (Compression::None, false),
+            (Compression::Zstd(1), false),
+            (Compression::Zstd(1), true),
+        ] {
+            let cipher = sealed.then(|| crate::crypt::ChunkCipher::new(&key, "set"));
+            let prefix = format!("{compression}-{sealed}/packs/");
             let set = PackSet::new(
                 storage.clone(),
                 Arc::new(move |i| format!("{prefix}{i:06}.pack")),
-            );
+            )
+            .with_cipher(cipher.clone());
             let cfg = PipelineConfig {
                 chunk_size: INLINE_MAX + 1000,
                 compression,
@@ -415,7 +446,16 @@ mod tests {
                 let on_disk = std::fs::metadata(dir.path().join(&p.key)).unwrap().len();
                 assert_eq!(p.size, on_disk, "{}", p.key);
             }
-            let reader = ChunkReader::new(storage.clone(), Arc::new(packs), compression, 3);
+            let reader = ChunkReader::new(storage.clone(), Arc::new(packs), compression, 3)
+                .with_cipher(cipher.clone());
+            if sealed {
+                // Without the key the frames are not zstd frames at all.
+                let plain =
+                    ChunkReader::new(storage.clone(), Arc::new(set.packs()), compression, 1);
+                let c = written[1].1.chunks[0];
+                assert!(plain.read_chunk(&c).await.is_err());
+                assert_eq!(c.crc_raw, 0, "no CRC of the plaintext is recorded");
+            }
             for (data, info) in written {
                 let mut back = Vec::new();
                 let mut s = reader.stream(info.chunks.clone());

@@ -11,6 +11,7 @@ use futures::{Stream, StreamExt};
 use super::{cpu, PipelineError};
 use crate::chunk::codec;
 use crate::chunk::{ChunkRef, Compression, PackInfo};
+use crate::crypt::ChunkCipher;
 use crate::storage::DynStorage;
 
 /// The largest chunk `--chunk-size` allows.
@@ -22,6 +23,8 @@ pub struct ChunkReader {
     packs: Arc<Vec<PackInfo>>,
     compression: Compression,
     prefetch: usize,
+    /// Encrypted sets: opens each frame before it is decoded.
+    cipher: Option<ChunkCipher>,
 }
 
 impl ChunkReader {
@@ -36,7 +39,14 @@ impl ChunkReader {
             packs,
             compression,
             prefetch: prefetch.max(1),
+            cipher: None,
         }
+    }
+
+    /// Read an encrypted set (`None`: a plain one).
+    pub fn with_cipher(mut self, cipher: Option<ChunkCipher>) -> Self {
+        self.cipher = cipher;
+        self
     }
 
     /// Fetch, check and decode one chunk.
@@ -83,16 +93,26 @@ impl ChunkReader {
         stored: &[u8],
         out: &mut [u8],
     ) -> Result<usize, PipelineError> {
-        codec::decode_into(
-            stored,
-            c.stored_len,
-            c.crc_stored,
-            c.raw_len,
-            c.crc_raw,
-            self.compression,
-            out,
-        )
-        .map_err(|kind| PipelineError::Corrupt {
+        let decoded = match &self.cipher {
+            None => codec::decode_into(
+                stored,
+                c.stored_len,
+                c.crc_stored,
+                c.raw_len,
+                c.crc_raw,
+                self.compression,
+                out,
+            ),
+            Some(cipher) => {
+                codec::check_stored(stored, c.stored_len, c.crc_stored).and_then(|()| {
+                    let frame = cipher
+                        .open(c.pack, c.offset, c.raw_len, stored)
+                        .map_err(|_| codec::CorruptKind::Auth)?;
+                    codec::decode_frame_into(&frame, c.raw_len, None, self.compression, out)
+                })
+            }
+        };
+        decoded.map_err(|kind| PipelineError::Corrupt {
             pack: self
                 .packs
                 .get(c.pack as usize)

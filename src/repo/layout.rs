@@ -13,6 +13,9 @@ pub const LOCK: &str = "locks/writer.json";
 
 /// Records of the daemon's runs (`repo::runs`): one immutable object per run.
 pub const RUNS: &str = "runs/";
+/// Key sets of an encrypted repository: `keys/NNNNNN.json`, the highest
+/// number current.
+pub const KEYS: &str = "keys/";
 
 /// The two kinds of sets a repository holds: logical dumps (`D`) and
 /// physical base backups (`F`), each under its own prefix.

@@ -15,6 +15,8 @@
 //! - Taking over is delete + create-if-absent, then a read-back after a
 //!   short pause: of two processes racing for a stale lock, at most one
 //!   finds its own token and proceeds.
+//! - The lock object is the one object pgtide rewrites (each heartbeat puts
+//!   it again); it never carries Object Lock retention.
 //! - The holder checks its token at every heartbeat; when another process
 //!   holds the object (the holder stalled for longer than `stale_after`), it
 //!   reports the lock as lost and must stop writing.
@@ -99,7 +101,9 @@ impl RepoLock {
         purpose: &str,
         timings: LockTimings,
     ) -> Result<RepoLock, RepoError> {
-        let storage = repo.storage().clone();
+        // The lock is rewritten by every heartbeat and removed on release:
+        // never under Object Lock retention.
+        let storage = repo.unretained_storage().clone();
         let me = this_process();
         let now = Utc::now();
         let info = LockInfo {

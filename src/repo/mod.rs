@@ -8,7 +8,16 @@
 //! the set is neither listed nor loaded as complete, and
 //! [`Repository::finish_deletions`] (run by `expire` and `delete`) finishes
 //! whatever an interrupted deletion left.
+//!
+//! Object Lock (`pgtide init --object-lock`, recorded in the marker): the
+//! repository then holds two handles on its store. [`Repository::storage`]
+//! writes every object with the retention; [`Repository::unretained_storage`]
+//! writes the objects that are rewritten or removed by design (the writer
+//! lock, `deleting.json`, run records, WAL partials) without. A set is
+//! deleted only once no object of it is retained any more: before that,
+//! `delete` refuses with [`RepoError::Retained`] and touches nothing.
 
+pub mod encryption;
 pub mod layout;
 pub mod lock;
 pub mod manifest;
@@ -17,13 +26,13 @@ pub mod runs;
 pub mod wal_archive;
 
 use bytes::Bytes;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::storage::{self, DynStorage, StorageError};
+use crate::storage::{self, DynStorage, Retention, RetentionMode, StorageError};
 pub use layout::SetKind;
-use manifest::{DumpManifest, ManifestHeader, FORMAT_VERSION, NEWEST_READABLE_VERSION};
+use manifest::{DumpManifest, ManifestHeader, NEWEST_READABLE_VERSION};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
@@ -39,6 +48,18 @@ pub enum RepoError {
     },
     #[error("{key} is not a valid pgtide object: {reason}")]
     BadObject { key: String, reason: String },
+    /// Missing, wrong or removed key of an encrypted repository.
+    #[error(transparent)]
+    Key(#[from] crate::crypt::keys::KeyError),
+    #[error("{what} was written under key epoch {epoch}, which the key given cannot open (a key added after it was written, or removed before)")]
+    EpochLocked { what: String, epoch: u32 },
+    #[error("repository {location} is not encrypted: --identity and --passphrase-file do not apply to it")]
+    NotEncrypted { location: String },
+    /// An authenticated object of an encrypted repository failed its check.
+    #[error("{key} failed authentication: {reason}")]
+    Tampered { key: String, reason: String },
+    #[error("a pgtide repository already exists at {location}")]
+    AlreadyExists { location: String },
     #[error("no {kind} {id} in {location} (see pgtide list)")]
     NoSuch {
         kind: &'static str,
@@ -71,6 +92,13 @@ pub enum RepoError {
         repo: u64,
         found: u64,
     },
+    /// Object Lock: an object of the set is retained until `until`.
+    #[error("{kind} {id} is under Object Lock retention until {}: it can be deleted from then on (nothing was deleted)", until.format("%Y-%m-%dT%H:%M:%SZ"))]
+    Retained {
+        kind: &'static str,
+        id: String,
+        until: DateTime<Utc>,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -78,7 +106,44 @@ struct Marker {
     format: String,
     format_version: u32,
     created_at: chrono::DateTime<Utc>,
+    /// Absent: a plain repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    encryption: Option<encryption::MarkerEncryption>,
+    /// Object Lock retention of the objects kept; absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    object_lock: Option<ObjectLock>,
 }
+
+/// The `object_lock` of `pgtide.json`: every object pgtide keeps in the
+/// repository is written with retention `mode` until at least `seconds`
+/// after it was written (docs/FORMAT.md, "Object Lock").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectLock {
+    pub mode: RetentionMode,
+    pub seconds: u64,
+}
+
+impl ObjectLock {
+    pub fn retention(&self) -> Retention {
+        Retention {
+            mode: self.mode,
+            period: std::time::Duration::from_secs(self.seconds),
+        }
+    }
+}
+
+/// The repository version of a plain repository: readers since the first
+/// release read it.
+pub const REPO_VERSION_PLAIN: u32 = 1;
+/// An encrypted repository (every stored frame sealed, `keys/`): older
+/// readers must refuse it rather than misread it.
+pub const REPO_VERSION_ENCRYPTED: u32 = 2;
+/// A repository with Object Lock (encrypted or not): an older pgtide would
+/// write objects without retention into it and "delete" retained ones
+/// behind delete markers, so it must refuse it.
+pub const REPO_VERSION_OBJECT_LOCK: u32 = 3;
+/// The newest repository version this pgtide reads.
+pub const REPO_VERSION_NEWEST: u32 = REPO_VERSION_OBJECT_LOCK;
 
 const MARKER_FORMAT: &str = "pgtide-repository";
 
@@ -126,7 +191,13 @@ pub struct FinishedDeletion {
 
 #[derive(Debug, Clone)]
 pub struct Repository {
+    /// Writes carry the repository's Object Lock retention, if it has one.
     storage: DynStorage,
+    /// The same store, writes without retention.
+    unretained: DynStorage,
+    object_lock: Option<ObjectLock>,
+    /// Present for an encrypted repository.
+    crypt: Option<std::sync::Arc<encryption::RepoCrypt>>,
 }
 
 impl Repository {
@@ -137,28 +208,13 @@ impl Repository {
     }
 
     pub async fn open_storage(storage: DynStorage, create: bool) -> Result<Repository, RepoError> {
-        let repo = Repository { storage };
-        match repo.storage.get(layout::MARKER).await {
+        let mut repo = Repository::plain(storage);
+        let marker = match repo.storage.get(layout::MARKER).await {
             Ok(bytes) => repo.check_marker(&bytes)?,
             Err(StorageError::NotFound { .. }) if create => {
-                let marker = Marker {
-                    format: MARKER_FORMAT.into(),
-                    format_version: FORMAT_VERSION,
-                    created_at: Utc::now(),
-                };
-                let body = serde_json::to_vec_pretty(&marker).expect("marker serializes");
-                match repo
-                    .storage
-                    .put_if_absent(layout::MARKER, body.into())
-                    .await
-                {
-                    Ok(()) => {}
-                    // Someone else created it at the same moment: read theirs.
-                    Err(StorageError::AlreadyExists { .. }) => {
-                        let bytes = repo.storage.get(layout::MARKER).await?;
-                        repo.check_marker(&bytes)?;
-                    }
-                    Err(e) => return Err(e.into()),
+                match repo.put_marker(None, None).await? {
+                    Some(m) => m,
+                    None => return Ok(repo),
                 }
             }
             Err(StorageError::NotFound { .. }) => {
@@ -167,11 +223,152 @@ impl Repository {
                 })
             }
             Err(e) => return Err(e.into()),
+        };
+        if let Some(lock) = marker.object_lock {
+            match repo.storage.with_retention(lock.retention()) {
+                Ok(s) => repo.lock_with(s, lock),
+                // A copy of a locked repository on a store without Object
+                // Lock (a local mirror of the bucket, for a restore): it
+                // reads as well; what is written here is not retained.
+                Err(e @ StorageError::RetentionUnsupported { .. }) => {
+                    tracing::warn!("the repository records Object Lock, but {e}: objects written here carry no retention")
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        repo.load_crypt(&marker).await?;
+        Ok(repo)
+    }
+
+    fn plain(storage: DynStorage) -> Repository {
+        Repository {
+            unretained: storage.clone(),
+            storage,
+            object_lock: None,
+            crypt: None,
+        }
+    }
+
+    /// Write through `storage` (a handle with `lock`'s retention) from now on.
+    fn lock_with(&mut self, storage: DynStorage, lock: ObjectLock) {
+        self.unretained = storage::unretained(&storage);
+        self.storage = storage;
+        self.object_lock = Some(lock);
+    }
+
+    /// The repository's Object Lock setting, if it has one (and its store
+    /// keeps retention).
+    pub fn object_lock(&self) -> Option<ObjectLock> {
+        self.object_lock
+    }
+
+    /// The repository version of its marker.
+    pub fn format_version(&self) -> u32 {
+        repo_version(self.crypt.is_some(), self.object_lock.is_some())
+    }
+
+    /// Create a new repository (`pgtide init`): with `keys`, encrypted;
+    /// with `object_lock`, under Object Lock (the store is checked first,
+    /// and every object from the key set on is retained). An existing
+    /// repository is an error. The key set goes in before the marker, so a
+    /// repository is never seen encrypted without its keys.
+    pub async fn init(
+        storage: DynStorage,
+        keys: Option<crate::crypt::KeySet>,
+        object_lock: Option<ObjectLock>,
+    ) -> Result<Repository, RepoError> {
+        let mut repo = Repository::plain(storage);
+        if let Some(lock) = object_lock {
+            repo.storage.check_retention().await?;
+            let retained = repo.storage.with_retention(lock.retention())?;
+            repo.lock_with(retained, lock);
+        }
+        match repo.storage.size(layout::MARKER).await {
+            Ok(_) => {
+                return Err(RepoError::AlreadyExists {
+                    location: repo.location(),
+                })
+            }
+            Err(StorageError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let enc = match &keys {
+            Some(k) => {
+                repo.write_key_set(k).await?;
+                Some(encryption::MarkerEncryption {
+                    scheme: crate::crypt::SCHEME.into(),
+                })
+            }
+            None => None,
+        };
+        match repo.put_marker(enc, object_lock).await? {
+            None => {}
+            Some(_) => {
+                return Err(RepoError::AlreadyExists {
+                    location: repo.location(),
+                })
+            }
+        }
+        if let Some(k) = keys {
+            repo.crypt = Some(std::sync::Arc::new(encryption::RepoCrypt::new(
+                k,
+                Vec::new(),
+            )?));
         }
         Ok(repo)
     }
 
-    fn check_marker(&self, bytes: &[u8]) -> Result<(), RepoError> {
+    /// Write the marker if absent. `None`: written; `Some`: someone else's
+    /// was there (created at the same moment), checked and returned.
+    async fn put_marker(
+        &self,
+        encryption: Option<encryption::MarkerEncryption>,
+        object_lock: Option<ObjectLock>,
+    ) -> Result<Option<Marker>, RepoError> {
+        let marker = Marker {
+            format: MARKER_FORMAT.into(),
+            format_version: repo_version(encryption.is_some(), object_lock.is_some()),
+            created_at: Utc::now(),
+            encryption,
+            object_lock,
+        };
+        let body = serde_json::to_vec_pretty(&marker).expect("marker serializes");
+        match self
+            .storage
+            .put_if_absent(layout::MARKER, body.into())
+            .await
+        {
+            Ok(()) => Ok(None),
+            Err(StorageError::AlreadyExists { .. }) => {
+                let bytes = self.storage.get(layout::MARKER).await?;
+                Ok(Some(self.check_marker(&bytes)?))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn load_crypt(&mut self, marker: &Marker) -> Result<(), RepoError> {
+        let Some(e) = &marker.encryption else {
+            return Ok(());
+        };
+        if e.scheme != crate::crypt::SCHEME {
+            return Err(RepoError::BadObject {
+                key: layout::MARKER.into(),
+                reason: format!(
+                    "unknown encryption scheme {:?}: a newer pgtide wrote it",
+                    e.scheme
+                ),
+            });
+        }
+        let mut sets = self.read_key_sets().await?;
+        let current = sets.pop().expect("read_key_sets returns at least one");
+        self.crypt = Some(std::sync::Arc::new(encryption::RepoCrypt::new(
+            current, sets,
+        )?));
+        Ok(())
+    }
+
+    fn check_marker(&self, bytes: &[u8]) -> Result<Marker, RepoError> {
         let m: Marker = serde_json::from_slice(bytes).map_err(|e| RepoError::BadObject {
             key: layout::MARKER.into(),
             reason: e.to_string(),
@@ -182,14 +379,14 @@ impl Repository {
                 reason: format!("unknown format {:?}", m.format),
             });
         }
-        if m.format_version > FORMAT_VERSION {
+        if m.format_version > REPO_VERSION_NEWEST {
             return Err(RepoError::FormatTooNew {
                 location: self.location(),
                 found: m.format_version,
-                supported: FORMAT_VERSION,
+                supported: REPO_VERSION_NEWEST,
             });
         }
-        Ok(())
+        Ok(m)
     }
 
     /// The cluster this repository belongs to, if a physical job bound one.
@@ -286,8 +483,83 @@ impl Repository {
         Ok(Ok(()))
     }
 
+    /// The store; what is written through it carries the repository's
+    /// Object Lock retention.
     pub fn storage(&self) -> &DynStorage {
         &self.storage
+    }
+
+    /// The store without retention on writes: only for objects rewritten or
+    /// removed by design (docs/FORMAT.md, "Object Lock").
+    pub fn unretained_storage(&self) -> &DynStorage {
+        &self.unretained
+    }
+
+    /// The retain-until date of each of `keys` that has one (none in a
+    /// repository without Object Lock). Objects gone meanwhile have none.
+    pub async fn retained_until_each(
+        &self,
+        keys: &[String],
+    ) -> Result<std::collections::BTreeMap<String, DateTime<Utc>>, RepoError> {
+        use futures::StreamExt as _;
+        let mut out = std::collections::BTreeMap::new();
+        if self.object_lock.is_none() {
+            return Ok(out);
+        }
+        // Owned futures: a borrowing closure here trips the compiler's
+        // Send check of the daemon's job futures.
+        let storage = self.storage.clone();
+        let mut dates = futures::stream::iter(keys.to_vec())
+            .map(move |k| {
+                let s = storage.clone();
+                async move {
+                    let t = s.retained_until(&k).await;
+                    (k, t)
+                }
+            })
+            .buffer_unordered(16);
+        while let Some((k, r)) = dates.next().await {
+            match r {
+                Ok(Some(t)) => {
+                    out.insert(k, t);
+                }
+                Ok(None) | Err(StorageError::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The latest retain-until date among `keys` (`None`: none retained).
+    pub async fn retained_until_of(
+        &self,
+        keys: &[String],
+    ) -> Result<Option<DateTime<Utc>>, RepoError> {
+        Ok(self.retained_until_each(keys).await?.into_values().max())
+    }
+
+    /// Object Lock: until when the set `id` can certainly not be deleted, by
+    /// its manifest's retention alone (one request). The manifest is written
+    /// last, so no object of a complete set is retained longer; `delete`
+    /// still checks every object.
+    pub async fn manifest_retained_until(
+        &self,
+        kind: SetKind,
+        id: &str,
+    ) -> Result<Option<DateTime<Utc>>, RepoError> {
+        self.retained_until_of(&[layout::set_manifest(kind, id)])
+            .await
+    }
+
+    /// The WAL archive of this repository (sealing and opening objects when
+    /// it is encrypted).
+    pub fn wal_archive(
+        &self,
+        seg_size: u64,
+        compression: crate::chunk::Compression,
+    ) -> wal_archive::WalArchive {
+        wal_archive::WalArchive::new(self.storage.clone(), seg_size, compression)
+            .with_crypt(self.crypt.clone())
     }
 
     pub fn location(&self) -> String {
@@ -341,7 +613,9 @@ impl Repository {
         id: &str,
         m: &T,
     ) -> Result<(), RepoError> {
-        let body = serde_json::to_vec(m).expect("manifest serializes");
+        let v = serde_json::to_value(m).expect("manifest serializes");
+        let v = self.seal_manifest(kind, id, v)?;
+        let body = serde_json::to_vec(&v).expect("manifest serializes");
         self.storage
             .put_if_absent(&layout::set_manifest(kind, id), body.into())
             .await?;
@@ -384,7 +658,9 @@ impl Repository {
             Err(StorageError::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
         }
-        parse_manifest(&key, &bytes, kind.noun())
+        let m = parse_manifest(&key, &bytes, kind.noun())?;
+        self.open_manifest(&key, id, &bytes)?;
+        Ok(m)
     }
 
     pub async fn load_dump(&self, id: &str) -> Result<DumpManifest, RepoError> {
@@ -484,6 +760,11 @@ impl Repository {
                     Ok(b) => b,
                     // Finished meanwhile by someone else.
                     Err(RepoError::NoSuch { .. }) => 0,
+                    // Handled here: tried again by the next run.
+                    Err(e @ RepoError::Retained { .. }) => {
+                        tracing::warn!("cannot finish the deletion yet: {e}");
+                        continue;
+                    }
                     Err(e) => return Err(e),
                 };
                 out.push(FinishedDeletion {
@@ -558,25 +839,54 @@ impl Repository {
         }
         let bytes = objects.iter().map(|o| o.size).sum();
         let marker = layout::set_deleting(kind, id);
-        let body = serde_json::to_vec_pretty(&DeletingMarker {
-            deleting_since: Utc::now(),
-            pgtide_version: env!("CARGO_PKG_VERSION").into(),
-        })
-        .expect("marker serializes");
-        match self.storage.put_if_absent(&marker, body.into()).await {
-            // Already there: a deletion that was interrupted, resumed now.
-            Ok(()) | Err(StorageError::AlreadyExists { .. }) => {}
-            Err(e) => return Err(e.into()),
-        }
-        self.storage
-            .delete_many(&[layout::set_manifest(kind, id)])
-            .await?;
         let keys: Vec<String> = objects
             .into_iter()
             .map(|o| o.key)
             .filter(|k| *k != marker)
             .collect();
-        self.storage.delete_many(&keys).await?;
+        // Object Lock: nothing is touched while any object is retained, so a
+        // set is never left half-deleted and hidden by its marker.
+        let retained = |until| RepoError::Retained {
+            kind: kind.noun(),
+            id: id.into(),
+            until,
+        };
+        let now = Utc::now();
+        if let Some(until) = self.retained_until_of(&keys).await?.filter(|t| *t > now) {
+            return Err(retained(until));
+        }
+        let body = serde_json::to_vec_pretty(&DeletingMarker {
+            deleting_since: Utc::now(),
+            pgtide_version: env!("CARGO_PKG_VERSION").into(),
+        })
+        .expect("marker serializes");
+        // Without retention: it is removed at the end.
+        match self.unretained.put_if_absent(&marker, body.into()).await {
+            // Already there: a deletion that was interrupted, resumed now.
+            Ok(()) | Err(StorageError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        match self
+            .storage
+            .delete_many(&[layout::set_manifest(kind, id)])
+            .await
+        {
+            Ok(()) => {}
+            // The store's clock is behind ours: the set stays whole and
+            // listed, without the marker.
+            Err(StorageError::Retained { until, .. }) => {
+                let _ = self.storage.delete_many(&[marker]).await;
+                return Err(retained(until.unwrap_or(now)));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        match self.storage.delete_many(&keys).await {
+            Ok(()) => {}
+            Err(StorageError::Retained { until, .. }) => {
+                return Err(retained(until.unwrap_or(now)))
+            }
+            Err(e) => return Err(e.into()),
+        }
         self.storage.delete_many(&[marker]).await?;
         Ok(bytes)
     }
@@ -587,6 +897,11 @@ impl Repository {
     pub async fn purge(&self, kind: SetKind, id: &str) {
         match self.delete(kind, id).await {
             Ok(_) | Err(RepoError::NoSuch { .. }) => {}
+            Err(RepoError::Retained { until, .. }) => tracing::warn!(
+                "the incomplete {} {id} stays under Object Lock retention until {}: pgtide delete {id} removes it then",
+                kind.noun(),
+                until.format("%Y-%m-%dT%H:%M:%SZ")
+            ),
             // The set stays listed as incomplete; `delete` removes it later.
             Err(e) => tracing::warn!("could not remove the incomplete {} {id}: {e}", kind.noun()),
         }
@@ -594,6 +909,17 @@ impl Repository {
 
     pub async fn delete_dump(&self, id: &str) -> Result<u64, RepoError> {
         self.delete(SetKind::Dump, id).await
+    }
+}
+
+/// The repository version of a marker with these features.
+fn repo_version(encrypted: bool, object_lock: bool) -> u32 {
+    if object_lock {
+        REPO_VERSION_OBJECT_LOCK
+    } else if encrypted {
+        REPO_VERSION_ENCRYPTED
+    } else {
+        REPO_VERSION_PLAIN
     }
 }
 
@@ -737,5 +1063,206 @@ mod tests {
             r.delete(k, c).await,
             Err(RepoError::NoSuch { .. })
         ));
+    }
+
+    /// A store with Object Lock for unit tests: a local directory whose
+    /// retained handle records a retain-until date per key (the write time
+    /// plus the period) and refuses to delete a key before it.
+    #[derive(Debug, Clone)]
+    struct Locking {
+        local: crate::storage::LocalFs,
+        retention: Option<Retention>,
+        dates: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, DateTime<Utc>>>>,
+    }
+
+    impl Locking {
+        fn new(dir: &std::path::Path) -> Locking {
+            Locking {
+                local: crate::storage::LocalFs::new(dir),
+                retention: None,
+                dates: Default::default(),
+            }
+        }
+
+        fn stamp(&self, key: &str) {
+            if let Some(r) = self.retention {
+                let mut d = self.dates.lock().unwrap();
+                d.insert(key.to_string(), r.until(Utc::now()));
+            }
+        }
+
+        /// Pretend the retention of every object ended (time passed).
+        fn expire_all(&self) {
+            for t in self.dates.lock().unwrap().values_mut() {
+                *t = Utc::now() - chrono::TimeDelta::seconds(1);
+            }
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl crate::storage::Storage for Locking {
+        fn location(&self) -> String {
+            self.local.location()
+        }
+        async fn put(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
+            self.local.put(key, data).await?;
+            self.stamp(key);
+            Ok(())
+        }
+        async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
+            self.local.put_if_absent(key, data).await?;
+            self.stamp(key);
+            Ok(())
+        }
+        async fn writer(
+            &self,
+            key: &str,
+        ) -> Result<Box<dyn crate::storage::ObjectWriter>, StorageError> {
+            self.stamp(key);
+            self.local.writer(key).await
+        }
+        async fn get(&self, key: &str) -> Result<Bytes, StorageError> {
+            self.local.get(key).await
+        }
+        async fn get_range(&self, key: &str, o: u64, l: u64) -> Result<Bytes, StorageError> {
+            self.local.get_range(key, o, l).await
+        }
+        async fn size(&self, key: &str) -> Result<u64, StorageError> {
+            self.local.size(key).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<storage::ObjectMeta>, StorageError> {
+            self.local.list(prefix).await
+        }
+        async fn delete_many(&self, keys: &[String]) -> Result<(), StorageError> {
+            let now = Utc::now();
+            for k in keys {
+                if let Some(t) = self.dates.lock().unwrap().get(k).filter(|t| **t > now) {
+                    return Err(StorageError::Retained {
+                        key: k.clone(),
+                        until: Some(*t),
+                    });
+                }
+            }
+            self.dates.lock().unwrap().retain(|k, _| !keys.contains(k));
+            self.local.delete_many(keys).await
+        }
+        async fn check_retention(&self) -> Result<(), StorageError> {
+            Ok(())
+        }
+        fn with_retention(&self, r: Retention) -> Result<DynStorage, StorageError> {
+            let mut s = self.clone();
+            s.retention = Some(r);
+            Ok(std::sync::Arc::new(s))
+        }
+        fn without_retention(&self) -> Option<DynStorage> {
+            self.retention?;
+            let mut s = self.clone();
+            s.retention = None;
+            Some(std::sync::Arc::new(s))
+        }
+        async fn retained_until(&self, key: &str) -> Result<Option<DateTime<Utc>>, StorageError> {
+            self.local.size(key).await?;
+            Ok(self.dates.lock().unwrap().get(key).copied())
+        }
+    }
+
+    const LOCK: ObjectLock = ObjectLock {
+        mode: RetentionMode::Governance,
+        seconds: 3600,
+    };
+
+    #[tokio::test]
+    async fn object_lock_needs_a_store_that_keeps_it_and_is_recorded_in_the_marker() {
+        let dir = tempfile::tempdir().unwrap();
+        let local: DynStorage = std::sync::Arc::new(crate::storage::LocalFs::new(dir.path()));
+        let e = Repository::init(local.clone(), None, Some(LOCK))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "Object Lock retention is not available on {}: only S3 buckets with Object Lock enabled keep objects under retention",
+                dir.path().display()
+            )
+        );
+        assert!(local.list("").await.unwrap().is_empty(), "nothing written");
+
+        let store = Locking::new(dir.path());
+        let dates = store.dates.clone();
+        let r = Repository::init(std::sync::Arc::new(store.clone()), None, Some(LOCK))
+            .await
+            .unwrap();
+        assert_eq!(r.object_lock(), Some(LOCK));
+        assert_eq!(r.format_version(), 3);
+        let marker: serde_json::Value =
+            serde_json::from_slice(&local.get(layout::MARKER).await.unwrap()).unwrap();
+        assert_eq!(marker["format_version"], 3);
+        assert_eq!(
+            marker["object_lock"],
+            serde_json::json!({"mode": "governance", "seconds": 3600})
+        );
+        // The marker itself is retained.
+        assert!(dates.lock().unwrap().contains_key(layout::MARKER));
+        // Opened again, the retention comes back from the marker.
+        let again = Repository::open_storage(std::sync::Arc::new(store.clone()), false)
+            .await
+            .unwrap();
+        assert_eq!(again.object_lock(), Some(LOCK));
+        assert!(matches!(
+            Repository::init(std::sync::Arc::new(store), None, None).await,
+            Err(RepoError::AlreadyExists { .. })
+        ));
+        // A local copy of the bucket reads, without retention.
+        let copy = Repository::open_storage(local, false).await.unwrap();
+        assert_eq!(copy.object_lock(), None);
+
+        // A plain repository's marker has no `object_lock` and version 1.
+        let plain_dir = tempfile::tempdir().unwrap();
+        let plain: DynStorage = std::sync::Arc::new(crate::storage::LocalFs::new(plain_dir.path()));
+        Repository::init(plain.clone(), None, None).await.unwrap();
+        let marker: serde_json::Value =
+            serde_json::from_slice(&plain.get(layout::MARKER).await.unwrap()).unwrap();
+        assert_eq!(marker["format_version"], 1);
+        assert!(marker.get("object_lock").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_retained_set_is_not_touched_until_its_date() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Locking::new(dir.path());
+        let r = Repository::init(std::sync::Arc::new(store.clone()), None, Some(LOCK))
+            .await
+            .unwrap();
+        let (k, id) = (SetKind::Backup, "20261201-030000F");
+        complete(&r, id).await;
+        let dates = store.dates.lock().unwrap().clone();
+        // Every object of the set is retained; the manifest, written last,
+        // longest.
+        let until = dates[&layout::set_manifest(k, id)];
+        assert!(dates.values().all(|t| *t <= until));
+        assert_eq!(r.manifest_retained_until(k, id).await.unwrap(), Some(until));
+        match r.delete(k, id).await {
+            Err(e @ RepoError::Retained { .. }) => assert_eq!(
+                e.to_string(),
+                format!(
+                    "backup {id} is under Object Lock retention until {}: it can be deleted from then on (nothing was deleted)",
+                    until.format("%Y-%m-%dT%H:%M:%SZ")
+                )
+            ),
+            other => panic!("{other:?}"),
+        }
+        // Untouched: no deletion marker, still complete and listed.
+        assert_eq!(r.ids(k).await.unwrap(), [id]);
+        assert!(r.deleting(k).await.unwrap().is_empty());
+        // A run record and the writer lock are written without retention.
+        let lock = lock::RepoLock::acquire(&r, "test", Default::default())
+            .await
+            .unwrap();
+        assert!(!store.dates.lock().unwrap().contains_key(layout::LOCK));
+        lock.release().await.unwrap();
+
+        store.expire_all();
+        assert!(r.delete(k, id).await.unwrap() > 1000);
+        assert!(r.storage().list(k.prefix()).await.unwrap().is_empty());
     }
 }

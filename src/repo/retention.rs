@@ -34,6 +34,14 @@
 //!   database (`jobs::expire` applies the dump policy per database).
 //! - Ties (two sets finished in the same instant) are ordered by id.
 //!
+//! Object Lock ([`hold_retained`], [`split_retained`]): in a repository
+//! with Object Lock, a set the rules let go while any of its objects is
+//! still retained is kept, complete and listed, with the reason
+//! `object lock until T`, and goes at the first run after T. Its WAL stays
+//! too (it is a kept backup). A WAL object no kept backup needs but still
+//! retained stays until its date. So retention plans ahead: nothing is
+//! deleted in part, and nothing is tried before the store would allow it.
+//!
 //! WAL ([`wal_to_remove`]): an archived WAL object goes only when no kept
 //! backup needs it: it is a segment, `.partial` or `.backup` file of the
 //! timeline of every kept backup or an earlier one, before that backup's
@@ -41,6 +49,7 @@
 //! kept, no WAL goes. So the point-in-time window from the oldest kept backup
 //! to the end of the archive stays whole.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -126,6 +135,9 @@ pub enum Reason {
     },
     /// Expired: older than `max_age`.
     TooOld(Duration),
+    /// Kept although the rules let it go: an object of it is under Object
+    /// Lock retention until then.
+    ObjectLock(DateTime<Utc>),
 }
 
 impl fmt::Display for Reason {
@@ -153,6 +165,9 @@ impl fmt::Display for Reason {
                 write!(f, "{rule}: before the last {count} {unit}")
             }
             Reason::TooOld(d) => write!(f, "older than max_age {}", dur(*d)),
+            Reason::ObjectLock(t) => {
+                write!(f, "object lock until {}", t.format("%Y-%m-%dT%H:%M:%SZ"))
+            }
         }
     }
 }
@@ -171,6 +186,10 @@ pub struct Decision {
     pub finished_at: DateTime<Utc>,
     pub keep: bool,
     pub reasons: Vec<Reason>,
+    /// Object Lock: the rules let it go, but it is retained until then
+    /// (`keep` is true, the first reason says so, the others say why the
+    /// rules let it go).
+    pub locked_until: Option<DateTime<Utc>>,
 }
 
 /// A GFS tier: which calendar period a date falls in, and the first date of
@@ -323,9 +342,36 @@ pub fn decide(
             finished_at: s.finished_at,
             keep,
             reasons: if keep { kept } else { missed },
+            locked_until: None,
         });
     }
     out
+}
+
+/// Keep `d`, which the rules let go, because it is retained until `until`.
+pub fn hold(d: &mut Decision, until: DateTime<Utc>) {
+    if d.keep {
+        return;
+    }
+    d.keep = true;
+    d.reasons.insert(0, Reason::ObjectLock(until));
+    d.locked_until = Some(until);
+}
+
+/// Object Lock: of the sets the rules let go, keep every one whose objects
+/// are retained past `now` (`retained`: the latest retain-until date of a
+/// set's objects, by id; a set absent has none).
+pub fn hold_retained(
+    mut decisions: Vec<Decision>,
+    retained: &BTreeMap<String, DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Vec<Decision> {
+    for d in &mut decisions {
+        if let Some(&until) = retained.get(&d.id).filter(|t| **t > now) {
+            hold(d, until);
+        }
+    }
+    decisions
 }
 
 /// What a kept backup needs of the WAL archive: everything of its timeline
@@ -373,6 +419,34 @@ pub fn wal_expendable(name: &str, needs: &[WalNeed], seg_size: u64) -> bool {
 pub struct WalRemoval {
     pub keys: Vec<String>,
     pub bytes: u64,
+}
+
+/// Object Lock: split `removal` into what can go now and what is retained
+/// past `now` (`retained`: retain-until dates by key; absent: none), with
+/// the latest date of what stays.
+pub fn split_retained(
+    removal: WalRemoval,
+    retained: &BTreeMap<String, DateTime<Utc>>,
+    sizes: &BTreeMap<String, u64>,
+    now: DateTime<Utc>,
+) -> (WalRemoval, WalRemoval, Option<DateTime<Utc>>) {
+    let (mut go, mut stay) = (WalRemoval::default(), WalRemoval::default());
+    let mut latest = None;
+    for key in removal.keys {
+        let size = sizes.get(&key).copied().unwrap_or(0);
+        match retained.get(&key).filter(|t| **t > now) {
+            Some(&t) => {
+                latest = latest.max(Some(t));
+                stay.bytes += size;
+                stay.keys.push(key);
+            }
+            None => {
+                go.bytes += size;
+                go.keys.push(key);
+            }
+        }
+    }
+    (go, stay, latest)
 }
 
 pub fn wal_to_remove<'a>(
@@ -1016,6 +1090,111 @@ mod tests {
         assert!(!wal_expendable("00000001.history", &[need], SEG));
         assert!(!wal_expendable("RECOVERYXLOG", &[need], SEG));
         assert!(wal_expendable("000000010000000000000001", &[need], SEG));
+    }
+
+    #[test]
+    fn retained_sets_are_kept_until_their_date() {
+        let s = daily_sets("2026-12-01T03:00:00Z", 5); // 12-01 .. 12-05
+        let p = Policy {
+            keep_last: Some(1),
+            ..Policy::default()
+        };
+        let now = t("2026-12-06T12:00:00Z");
+        let retained: BTreeMap<String, DateTime<Utc>> = [
+            // Retained past now: held.
+            ("20261204-030000F", t("2026-12-18T03:00:05Z")),
+            // Retained until exactly now: deletable (the date has come).
+            ("20261203-030000F", now),
+            // Long past.
+            ("20261202-030000F", t("2026-12-02T03:00:00Z")),
+            // Kept by the rules anyway: untouched.
+            ("20261205-030000F", t("2026-12-19T03:00:00Z")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let d = hold_retained(decide(&p, &s, now, None), &retained, now);
+        type Fate<'a> = (&'a str, bool, Vec<String>, Option<DateTime<Utc>>);
+        let got: Vec<Fate> = d
+            .iter()
+            .map(|d| (d.id.as_str(), d.keep, reasons(d), d.locked_until))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("20261205-030000F", true, ids(&["keep_last"]), None),
+                (
+                    "20261204-030000F",
+                    true,
+                    ids(&[
+                        "object lock until 2026-12-18T03:00:05Z",
+                        "not among the newest 1 (keep_last)"
+                    ]),
+                    Some(t("2026-12-18T03:00:05Z"))
+                ),
+                (
+                    "20261203-030000F",
+                    false,
+                    ids(&["not among the newest 1 (keep_last)"]),
+                    None
+                ),
+                (
+                    "20261202-030000F",
+                    false,
+                    ids(&["not among the newest 1 (keep_last)"]),
+                    None
+                ),
+                (
+                    "20261201-030000F",
+                    false,
+                    ids(&["not among the newest 1 (keep_last)"]),
+                    None
+                ),
+            ]
+        );
+        // Once the date has passed, the same set goes.
+        let later = t("2026-12-18T03:00:06Z");
+        let d = hold_retained(decide(&p, &s, later, None), &retained, later);
+        assert_eq!(d.iter().filter(|d| d.keep).count(), 1);
+        assert!(d.iter().all(|d| d.locked_until.is_none()));
+    }
+
+    #[test]
+    fn retained_wal_stays_and_says_until_when() {
+        let keys = wal_keys();
+        let need = WalNeed::of_segment("000000010000000000000004", SEG).unwrap();
+        let r = wal_to_remove(&[need], keys.iter().map(|(k, s)| (k.as_str(), *s)), SEG);
+        let sizes: BTreeMap<String, u64> = keys.iter().cloned().collect();
+        let now = t("2026-12-06T12:00:00Z");
+        let retained: BTreeMap<String, DateTime<Utc>> = [
+            (
+                "wal/00000001/000000010000000000000001",
+                t("2026-12-01T00:00:00Z"),
+            ),
+            (
+                "wal/00000001/000000010000000000000002",
+                t("2026-12-07T00:00:00Z"),
+            ),
+            (
+                "wal/00000001/000000010000000000000002.00000028.backup",
+                t("2026-12-08T00:00:00Z"),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let (go, stay, until) = split_retained(r, &retained, &sizes, now);
+        assert_eq!(
+            go.keys,
+            [
+                "wal/00000001/000000010000000000000001",
+                "wal/00000001/000000010000000000000003.00100000.partial"
+            ]
+        );
+        assert_eq!(go.bytes, 20);
+        assert_eq!(stay.keys.len(), 2);
+        assert_eq!(stay.bytes, 20);
+        assert_eq!(until, Some(t("2026-12-08T00:00:00Z")));
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! run (`runs/<kind>/<UTC time>-<random>.json`), so that `status` on any
 //! host, and a daemon started on a new host, know the last success and
 //! failure of each kind without the old process. Only the newest
-//! `KEEP_PER_KIND` records of a kind are kept.
+//! `KEEP_PER_KIND` records of a kind are kept. Records are informative,
+//! never needed to restore, and pruned: they carry no Object Lock retention.
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -58,11 +59,11 @@ impl Repository {
             fastrand::u32(..)
         );
         let body = Bytes::from(serde_json::to_vec_pretty(r).expect("run record serializes"));
-        self.storage().put_if_absent(&key, body).await?;
+        self.unretained_storage().put_if_absent(&key, body).await?;
         let keys = self.run_keys(&r.kind).await?;
         if keys.len() > KEEP_PER_KIND {
             let old: Vec<String> = keys[..keys.len() - KEEP_PER_KIND].to_vec();
-            self.storage().delete_many(&old).await?;
+            self.unretained_storage().delete_many(&old).await?;
         }
         Ok(())
     }

@@ -5,7 +5,9 @@
 //! different bytes for a segment already archived is an error and nothing is
 //! overwritten; a `.partial` never shadows a complete segment (readers take
 //! the complete one when both exist, and writers delete partials once the
-//! segment is complete).
+//! segment is complete). Partials are superseded and deleted by design, so
+//! in a repository with Object Lock they are written without retention
+//! (`storage::unretained`); segments, history and `.backup` files carry it.
 //!
 //! Object format (every WAL object, little-endian):
 //!
@@ -19,6 +21,25 @@
 //! | 28..32 | CRC32 of the raw bytes |
 //! | 32..36 | CRC32 of the stored bytes |
 //! | 36.. | the stored frame |
+//!
+//! In an encrypted repository (magic `PGTIDEW2`) the frame is sealed under a
+//! data key of its own, wrapped for the current epoch and stored in the
+//! header, with the SHA-256 of the raw bytes in place of their CRC (so
+//! `push` tells "the same bytes again" without a key):
+//!
+//! | bytes | field |
+//! | --- | --- |
+//! | 0..8 | magic `PGTIDEW2` |
+//! | 8 | compression: 0 none, 1 zstd |
+//! | 9..12 | reserved, zero |
+//! | 12..20 | raw length |
+//! | 20..28 | sealed length (frame + 16-byte tag) |
+//! | 28..32 | epoch of the wrapped key |
+//! | 32..36 | CRC32 of the sealed bytes |
+//! | 36..68 | SHA-256 of the raw bytes |
+//! | 68..70 | length N of the wrapped key |
+//! | 70..70+N | the data key, wrapped with age for the epoch |
+//! | 70+N.. | the sealed frame (AES-256-GCM, bound to the object's key) |
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -33,6 +54,8 @@ use crate::storage::{DynStorage, StorageError};
 pub use super::layout::WAL as WAL_PREFIX;
 const MAGIC: &[u8; 8] = b"PGTIDEW1";
 const HEADER: usize = 36;
+const MAGIC_SEALED: &[u8; 8] = b"PGTIDEW2";
+const HEADER_SEALED: usize = 70;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WalError {
@@ -46,6 +69,9 @@ pub enum WalError {
     BadName { name: String },
     #[error("compression failed: {0}")]
     Codec(String),
+    /// No key (or not the right one) to open an encrypted WAL object.
+    #[error(transparent)]
+    Key(Box<super::RepoError>),
 }
 
 impl WalError {
@@ -93,35 +119,72 @@ pub enum Pushed {
 #[derive(Debug, Clone)]
 pub struct WalArchive {
     storage: DynStorage,
+    /// `storage` without Object Lock retention, for partials.
+    partials: DynStorage,
     seg_size: u64,
     compression: Compression,
+    /// Encrypted repositories: seal what is pushed, open what is fetched.
+    crypt: Option<std::sync::Arc<super::encryption::RepoCrypt>>,
 }
 
-/// Encode a WAL object (header + frame).
-pub fn encode_object(raw: &[u8], compression: Compression) -> Result<Bytes, WalError> {
-    let e = codec::encode(raw, compression).map_err(|e| WalError::Codec(e.to_string()))?;
-    let mut out = BytesMut::with_capacity(HEADER + e.data.len());
-    out.put_slice(MAGIC);
-    out.put_u8(match compression {
+fn compression_byte(c: Compression) -> u8 {
+    match c {
         Compression::None => 0,
         Compression::Zstd(_) => 1,
-    });
+    }
+}
+
+/// Encode a WAL object of an encrypted repository (see the module table).
+pub fn encode_sealed(
+    object_key: &str,
+    raw: &[u8],
+    compression: Compression,
+    epoch: u32,
+    recipient: &age::x25519::Recipient,
+) -> Result<Bytes, WalError> {
+    use crate::crypt;
+    let e = codec::encode(raw, compression).map_err(|e| WalError::Codec(e.to_string()))?;
+    let dk = crypt::DataKey::generate().map_err(|e| WalError::Codec(e.to_string()))?;
+    let sealed = crypt::seal_object(&dk, object_key, &e.data);
+    let wrapped = dk
+        .wrap(recipient)
+        .map_err(|e| WalError::Codec(e.to_string()))?;
+    let wlen =
+        u16::try_from(wrapped.len()).map_err(|_| WalError::Codec("wrapped key too long".into()))?;
+    let mut out = BytesMut::with_capacity(HEADER_SEALED + wrapped.len() + sealed.len());
+    out.put_slice(MAGIC_SEALED);
+    out.put_u8(compression_byte(compression));
     out.put_slice(&[0, 0, 0]);
     out.put_u64_le(e.raw_len);
-    out.put_u64_le(e.data.len() as u64);
-    out.put_u32_le(e.crc_raw);
-    out.put_u32_le(e.crc_stored);
-    out.put_slice(&e.data);
+    out.put_u64_le(sealed.len() as u64);
+    out.put_u32_le(epoch);
+    out.put_u32_le(crc32fast::hash(&sealed));
+    out.put_slice(&crypt::sha256(raw));
+    out.put_u16_le(wlen);
+    out.put_slice(&wrapped);
+    out.put_slice(&sealed);
     Ok(out.freeze())
 }
 
-/// Check and decode a WAL object.
-pub fn decode_object(key: &str, obj: &[u8]) -> Result<Bytes, WalError> {
+/// What the header of a stored WAL object says, checked against its bytes
+/// (stored length and CRC) without opening it.
+struct Header<'a> {
+    compression: Compression,
+    raw_len: u64,
+    /// Sealed objects: epoch, SHA-256 of the raw bytes, wrapped key.
+    sealed: Option<(u32, &'a [u8], &'a [u8])>,
+    crc_raw: u32,
+    frame: &'a [u8],
+}
+
+fn parse_header<'a>(key: &str, obj: &'a [u8]) -> Result<Header<'a>, WalError> {
     let damaged = |reason: String| WalError::Damaged {
         key: key.to_string(),
         reason,
     };
-    if obj.len() < HEADER || &obj[..8] != MAGIC {
+    let sealed = obj.len() >= 8 && &obj[..8] == MAGIC_SEALED;
+    let min = if sealed { HEADER_SEALED } else { HEADER };
+    if obj.len() < min || !(sealed || &obj[..8] == MAGIC) {
         return Err(damaged("not a pgtide WAL object (bad header)".into()));
     }
     let u64_at = |o: usize| u64::from_le_bytes(obj[o..o + 8].try_into().expect("8 bytes"));
@@ -132,21 +195,97 @@ pub fn decode_object(key: &str, obj: &[u8]) -> Result<Bytes, WalError> {
         c => return Err(damaged(format!("unknown compression {c}"))),
     };
     let (raw_len, stored_len) = (u64_at(12), u64_at(20));
-    let (crc_raw, crc_stored) = (u32_at(28), u32_at(32));
     if raw_len > (1 << 30) {
         return Err(damaged(format!(
             "raw length {raw_len} is larger than any segment"
         )));
     }
-    codec::decode(
-        &obj[HEADER..],
-        stored_len,
-        crc_stored,
-        raw_len,
-        crc_raw,
+    let (start, sealed_parts) = if sealed {
+        let wlen = u16::from_le_bytes([obj[68], obj[69]]) as usize;
+        let start = HEADER_SEALED + wlen;
+        if obj.len() < start {
+            return Err(damaged("truncated header".into()));
+        }
+        (
+            start,
+            Some((u32_at(28), &obj[36..68], &obj[HEADER_SEALED..start])),
+        )
+    } else {
+        (HEADER, None)
+    };
+    let frame = &obj[start..];
+    codec::check_stored(frame, stored_len, u32_at(32)).map_err(|k| damaged(k.to_string()))?;
+    Ok(Header {
         compression,
-    )
-    .map_err(|k: CorruptKind| damaged(k.to_string()))
+        raw_len,
+        sealed: sealed_parts,
+        crc_raw: if sealed { 0 } else { u32_at(28) },
+        frame,
+    })
+}
+
+/// Encode a WAL object (header + frame).
+pub fn encode_object(raw: &[u8], compression: Compression) -> Result<Bytes, WalError> {
+    let e = codec::encode(raw, compression).map_err(|e| WalError::Codec(e.to_string()))?;
+    let mut out = BytesMut::with_capacity(HEADER + e.data.len());
+    out.put_slice(MAGIC);
+    out.put_u8(compression_byte(compression));
+    out.put_slice(&[0, 0, 0]);
+    out.put_u64_le(e.raw_len);
+    out.put_u64_le(e.data.len() as u64);
+    out.put_u32_le(e.crc_raw);
+    out.put_u32_le(e.crc_stored);
+    out.put_slice(&e.data);
+    Ok(out.freeze())
+}
+
+/// Check and decode a WAL object of a plain repository.
+pub fn decode_object(key: &str, obj: &[u8]) -> Result<Bytes, WalError> {
+    decode_any(key, obj, None)
+}
+
+/// Check and decode a WAL object; sealed ones need `crypt` unlocked.
+fn decode_any(
+    key: &str,
+    obj: &[u8],
+    crypt: Option<&super::encryption::RepoCrypt>,
+) -> Result<Bytes, WalError> {
+    let damaged = |reason: String| WalError::Damaged {
+        key: key.to_string(),
+        reason,
+    };
+    let h = parse_header(key, obj)?;
+    let cap = usize::try_from(h.raw_len).map_err(|_| damaged("raw length".into()))?;
+    let mut out = vec![0u8; cap];
+    let n = match h.sealed {
+        None => {
+            codec::decode_frame_into(h.frame, h.raw_len, Some(h.crc_raw), h.compression, &mut out)
+        }
+        Some((epoch, digest, wrapped)) => {
+            let Some(c) = crypt else {
+                return Err(WalError::Key(Box::new(super::RepoError::Key(
+                    crate::crypt::keys::KeyError::Missing,
+                ))));
+            };
+            let identity = c
+                .identity(epoch, &format!("WAL object {key}"))
+                .map_err(|e| WalError::Key(Box::new(e)))?;
+            let dk = crate::crypt::DataKey::unwrap(wrapped, &identity)
+                .map_err(|_| damaged("authentication failed: its data key does not open".into()))?;
+            let frame = crate::crypt::open_object(&dk, key, h.frame)
+                .map_err(|_| damaged("authentication failed: damaged, edited or moved".into()))?;
+            let n = codec::decode_frame_into(&frame, h.raw_len, None, h.compression, &mut out);
+            if let Ok(n) = n {
+                if crate::crypt::sha256(&out[..n]) != digest {
+                    return Err(damaged("content digest mismatch".into()));
+                }
+            }
+            n
+        }
+    }
+    .map_err(|k: CorruptKind| damaged(k.to_string()))?;
+    out.truncate(n);
+    Ok(Bytes::from(out))
 }
 
 /// Checks a WAL object fed in pieces, without decompressing it (for
@@ -196,10 +335,21 @@ impl ObjectCheck {
 impl WalArchive {
     pub fn new(storage: DynStorage, seg_size: u64, compression: Compression) -> Self {
         WalArchive {
+            partials: crate::storage::unretained(&storage),
             storage,
             seg_size,
             compression,
+            crypt: None,
         }
+    }
+
+    /// Seal and open objects with an encrypted repository's keys.
+    pub fn with_crypt(
+        mut self,
+        crypt: Option<std::sync::Arc<super::encryption::RepoCrypt>>,
+    ) -> Self {
+        self.crypt = crypt;
+        self
     }
 
     pub fn seg_size(&self) -> u64 {
@@ -217,24 +367,49 @@ impl WalArchive {
         }
     }
 
-    async fn encode(&self, data: Bytes) -> Result<Bytes, WalError> {
+    async fn encode(&self, key: &str, data: Bytes) -> Result<Bytes, WalError> {
         let c = self.compression;
-        tokio::task::spawn_blocking(move || encode_object(&data, c))
+        let seal = self
+            .crypt
+            .as_ref()
+            .map(|k| (k.current_epoch(), k.recipient().clone()));
+        let key = key.to_string();
+        tokio::task::spawn_blocking(move || match seal {
+            None => encode_object(&data, c),
+            Some((epoch, r)) => encode_sealed(&key, &data, c, epoch, &r),
+        })
+        .await
+        .map_err(|e| WalError::Codec(e.to_string()))?
+    }
+
+    async fn decode(&self, key: String, obj: Bytes) -> Result<Bytes, WalError> {
+        let crypt = self.crypt.clone();
+        tokio::task::spawn_blocking(move || decode_any(&key, &obj, crypt.as_deref()))
             .await
             .map_err(|e| WalError::Codec(e.to_string()))?
     }
 
-    async fn decode(key: String, obj: Bytes) -> Result<Bytes, WalError> {
-        tokio::task::spawn_blocking(move || decode_object(&key, &obj))
-            .await
-            .map_err(|e| WalError::Codec(e.to_string()))?
+    /// Whether stored object `existing` holds exactly `data`. Sealed
+    /// objects are compared by the SHA-256 their header records, so a
+    /// writer needs no key.
+    async fn holds(&self, key: &str, existing: Bytes, data: &Bytes) -> Result<bool, WalError> {
+        let sealed_digest = {
+            let h = parse_header(key, &existing)?;
+            h.sealed.map(|(_, digest, _)| (h.raw_len, digest.to_vec()))
+        };
+        match sealed_digest {
+            Some((raw_len, digest)) => {
+                Ok(raw_len == data.len() as u64 && digest == crate::crypt::sha256(data))
+            }
+            None => Ok(self.decode(key.to_string(), existing).await? == *data),
+        }
     }
 
     /// Archive a complete segment, a history file or a `.backup` file.
     /// Same bytes already there: `AlreadyArchived`. Different: `Conflict`.
     pub async fn push(&self, name: &str, data: Bytes) -> Result<Pushed, WalError> {
         let key = self.key(name)?;
-        let obj = self.encode(data.clone()).await?;
+        let obj = self.encode(&key, data.clone()).await?;
         match self.storage.put_if_absent(&key, obj).await {
             Ok(()) => {
                 if let Some(WalName::Segment { .. }) = classify(name, self.seg_size) {
@@ -244,11 +419,10 @@ impl WalArchive {
             }
             Err(StorageError::AlreadyExists { .. }) => {
                 let existing = self.storage.get(&key).await?;
-                match Self::decode(key.clone(), existing).await {
-                    Ok(old) if old == data => Ok(Pushed::AlreadyArchived),
-                    Ok(_) => Err(WalError::Conflict { name: name.into() }),
-                    // A damaged copy is never "the same": say so.
-                    Err(e) => Err(e),
+                // A damaged copy is never "the same": its error says so.
+                match self.holds(&key, existing, &data).await? {
+                    true => Ok(Pushed::AlreadyArchived),
+                    false => Err(WalError::Conflict { name: name.into() }),
                 }
             }
             Err(e) => Err(e.into()),
@@ -274,8 +448,8 @@ impl WalArchive {
             return Ok(());
         }
         let pkey = layout::wal_partial(&key, data.len() as u64);
-        let obj = self.encode(data).await?;
-        match self.storage.put_if_absent(&pkey, obj).await {
+        let obj = self.encode(&pkey, data).await?;
+        match self.partials.put_if_absent(&pkey, obj).await {
             Ok(()) | Err(StorageError::AlreadyExists { .. }) => {}
             Err(e) => return Err(e.into()),
         }
@@ -319,7 +493,21 @@ impl WalArchive {
     pub async fn fetch(&self, name: &str) -> Result<Option<Bytes>, WalError> {
         let key = self.key(name)?;
         match self.storage.get(&key).await {
-            Ok(obj) => Ok(Some(Self::decode(key, obj).await?)),
+            Ok(obj) => Ok(Some(self.decode(key, obj).await?)),
+            Err(StorageError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The length of the longest partial of segment `name`, its header and
+    /// stored bytes checked but not opened (a writer needs no key); `None`
+    /// when absent.
+    pub async fn partial_len(&self, name: &str) -> Result<Option<u64>, WalError> {
+        let Some(key) = self.partial_keys(name).await?.pop() else {
+            return Ok(None);
+        };
+        match self.storage.get(&key).await {
+            Ok(obj) => Ok(Some(parse_header(&key, &obj)?.raw_len)),
             Err(StorageError::NotFound { .. }) => Ok(None),
             Err(e) => Err(e.into()),
         }
@@ -331,7 +519,7 @@ impl WalArchive {
             return Ok(None);
         };
         match self.storage.get(&key).await {
-            Ok(obj) => Ok(Some(Self::decode(key, obj).await?)),
+            Ok(obj) => Ok(Some(self.decode(key, obj).await?)),
             Err(StorageError::NotFound { .. }) => Ok(None),
             Err(e) => Err(e.into()),
         }

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{DynStorage, ObjectMeta, ObjectWriter, Storage, StorageError};
+use chrono::{DateTime, Utc};
+
+use super::{DynStorage, ObjectMeta, ObjectWriter, Retention, Storage, StorageError};
 
 /// The operations counted, in the order of `StorageCounters::snapshot`.
 pub const OPS: [&str; 8] = [
@@ -121,5 +123,25 @@ impl Storage for Counted {
     async fn delete_many(&self, keys: &[String]) -> Result<(), StorageError> {
         self.counters.count(7);
         self.counters.result(self.inner.delete_many(keys).await)
+    }
+
+    async fn check_retention(&self) -> Result<(), StorageError> {
+        self.inner.check_retention().await
+    }
+
+    fn with_retention(&self, retention: Retention) -> Result<DynStorage, StorageError> {
+        let inner = self.inner.with_retention(retention)?;
+        Ok(Counted::wrap(inner, self.counters.clone()))
+    }
+
+    fn without_retention(&self) -> Option<DynStorage> {
+        let inner = self.inner.without_retention()?;
+        Some(Counted::wrap(inner, self.counters.clone()))
+    }
+
+    async fn retained_until(&self, key: &str) -> Result<Option<DateTime<Utc>>, StorageError> {
+        // A HEAD request, like `size`.
+        self.counters.count(5);
+        self.inner.retained_until(key).await
     }
 }

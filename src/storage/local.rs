@@ -1,7 +1,11 @@
 //! Local directory driver. Every object is written to a temporary file in the
 //! target directory, fsync'd, renamed into place, and the directory fsync'd, so
 //! an object is either whole and durable or absent. Temporary files carry the
-//! suffix `.pgtide-tmp` and are never listed.
+//! suffix `.pgtide-tmp` and are never listed. Finished objects are read-only
+//! (mode 0444, set before the rename): nothing is ever rewritten in place, and
+//! a stray write by another tool fails. A `put` over an existing object (the
+//! writer lock's heartbeat) renames a new file over it, and deleting unlinks,
+//! neither of which needs write permission on the file.
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -48,6 +52,21 @@ fn tmp_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// Make a finished file read-only (0444) before it is renamed into place.
+fn make_read_only(f: &std::fs::File) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o444))
+    }
+    // Elsewhere a read-only file cannot be deleted or replaced: leave it.
+    #[cfg(not(unix))]
+    {
+        let _ = f;
+        Ok(())
+    }
+}
+
 fn fsync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
@@ -91,6 +110,7 @@ fn write_atomic(path: &Path, data: &[u8], exclusive: bool) -> std::io::Result<()
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(data)?;
+        make_read_only(&f)?;
         f.sync_all()?;
         drop(f);
         if exclusive {
@@ -361,6 +381,7 @@ impl ObjectWriter for LocalWriter {
         })?;
         let (tmp, path) = (self.tmp.clone(), self.path.clone());
         let res = blocking(move || -> std::io::Result<()> {
+            make_read_only(&file)?;
             file.sync_all()?;
             drop(file);
             std::fs::rename(&tmp, &path)?;
@@ -378,5 +399,41 @@ impl ObjectWriter for LocalWriter {
         self.file.take();
         let _ = std::fs::remove_file(&self.tmp);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    fn mode(p: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[tokio::test]
+    async fn finished_objects_are_read_only_and_still_replaced_and_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalFs::new(dir.path());
+        s.put_if_absent("a/one", Bytes::from_static(b"1"))
+            .await
+            .unwrap();
+        s.put("a/two", Bytes::from_static(b"2")).await.unwrap();
+        let mut w = s.writer("a/three").await.unwrap();
+        w.write(Bytes::from_static(b"3")).await.unwrap();
+        w.finish().await.unwrap();
+        #[cfg(unix)]
+        for k in ["a/one", "a/two", "a/three"] {
+            assert_eq!(mode(&dir.path().join(k)), 0o444, "{k}");
+        }
+        // `put` replaces by rename (the writer lock's heartbeat), and
+        // deleting unlinks: neither needs write permission on the file.
+        s.put("a/two", Bytes::from_static(b"22")).await.unwrap();
+        assert_eq!(s.get("a/two").await.unwrap(), Bytes::from_static(b"22"));
+        s.delete_many(&["a/one".into(), "a/two".into(), "a/three".into()])
+            .await
+            .unwrap();
+        assert!(s.list("").await.unwrap().is_empty());
     }
 }

@@ -3,6 +3,7 @@
 //! knows what a table, a chunk or a manifest is. Keys are `/`-separated relative
 //! paths (`dumps/20261123T060000Z-1a2b/packs/0-0.pack`), never starting with `/`.
 
+pub mod audit;
 pub mod azure;
 mod cloud;
 pub mod counted;
@@ -15,6 +16,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
 pub use azure::{Azure, AzureOptions};
 pub use gcs::{Gcs, GcsOptions};
@@ -49,6 +52,17 @@ pub enum StorageError {
     },
     #[error("invalid repository location {url:?}: {reason}")]
     BadUrl { url: String, reason: String },
+    /// The store cannot keep objects under retention (a local directory, or
+    /// a bucket without Object Lock).
+    #[error("Object Lock retention is not available on {location}: {reason}")]
+    RetentionUnsupported { location: String, reason: String },
+    /// A delete met an object version under Object Lock retention (or a
+    /// legal hold): it was left in place.
+    #[error("object {key} is under Object Lock retention{}: it cannot be deleted before then", until.map(|t| format!(" until {}", t.format("%Y-%m-%dT%H:%M:%SZ"))).unwrap_or_default())]
+    Retained {
+        key: String,
+        until: Option<DateTime<Utc>>,
+    },
 }
 
 impl StorageError {
@@ -81,6 +95,47 @@ pub struct ObjectMeta {
     pub size: u64,
 }
 
+/// Object Lock mode of the retention a store puts on objects. Governance:
+/// principals with `s3:BypassGovernanceRetention` may still delete early;
+/// compliance: nobody can, not even the account's root, until the date.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RetentionMode {
+    Governance,
+    Compliance,
+}
+
+impl RetentionMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetentionMode::Governance => "governance",
+            RetentionMode::Compliance => "compliance",
+        }
+    }
+}
+
+/// The retention every object written through a handle made by
+/// [`Storage::with_retention`] carries: `mode`, until at least `period`
+/// after the write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub mode: RetentionMode,
+    pub period: std::time::Duration,
+}
+
+impl Retention {
+    /// The retain-until date of an object written at `at`: `at + period`,
+    /// rounded up to the whole second (stores keep seconds).
+    pub fn until(&self, at: DateTime<Utc>) -> DateTime<Utc> {
+        let period = chrono::TimeDelta::from_std(self.period).unwrap_or(chrono::TimeDelta::MAX);
+        let t = at
+            .checked_add_signed(period)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        let whole = t.timestamp() + i64::from(t.timestamp_subsec_nanos() > 0);
+        DateTime::from_timestamp(whole, 0).unwrap_or(t)
+    }
+}
+
 /// The contract every driver keeps (proven by `tests/it/storage_conformance.rs`):
 ///
 /// - Objects appear whole or not at all: a reader never sees a partially written
@@ -91,6 +146,16 @@ pub struct ObjectMeta {
 /// - `delete` of a missing key succeeds.
 /// - `list` is recursive, returns every key under the prefix sorted by key,
 ///   and never returns objects still being written.
+///
+/// Object Lock (only S3 has it; the methods below have defaults for stores
+/// without it): a handle made by `with_retention` writes every object
+/// (`put`, `put_if_absent`, `writer`) with the retention asked, and its
+/// `delete_many` removes every *version* of each key, so that no data stays
+/// behind a delete marker of a versioned bucket; a version still under
+/// retention is left and reported as `Retained`, never bypassed.
+/// `without_retention` gives the same store without retention on writes
+/// (for objects that are rewritten or removed by design), deleting the same
+/// way.
 #[async_trait]
 pub trait Storage: Send + Sync + fmt::Debug {
     /// Where this store points, for messages (`/var/backups`, `s3://bucket/prefix`).
@@ -123,6 +188,47 @@ pub trait Storage: Send + Sync + fmt::Debug {
 
     /// Delete objects; missing keys are not an error.
     async fn delete_many(&self, keys: &[String]) -> Result<(), StorageError>;
+
+    /// Check that this store can keep objects under retention: for S3, that
+    /// the bucket has Object Lock enabled and no default retention rule (a
+    /// default rule would lock the objects pgtide must be able to remove).
+    async fn check_retention(&self) -> Result<(), StorageError> {
+        Err(StorageError::RetentionUnsupported {
+            location: self.location(),
+            reason: "only S3 buckets with Object Lock enabled keep objects under retention".into(),
+        })
+    }
+
+    /// A handle on the same store whose writes carry `retention` (see the
+    /// trait's documentation). Does not talk to the store.
+    fn with_retention(&self, retention: Retention) -> Result<DynStorage, StorageError> {
+        let _ = retention;
+        Err(StorageError::RetentionUnsupported {
+            location: self.location(),
+            reason: "only S3 buckets with Object Lock enabled keep objects under retention".into(),
+        })
+    }
+
+    /// The same store without retention on writes; `None` when this handle
+    /// writes none already (use [`unretained`]).
+    fn without_retention(&self) -> Option<DynStorage> {
+        None
+    }
+
+    /// When the retention of the object at `key` ends; `None` when it has
+    /// none (or the store keeps none). `NotFound` when it does not exist.
+    async fn retained_until(&self, key: &str) -> Result<Option<DateTime<Utc>>, StorageError> {
+        self.size(key).await.map(|_| None)
+    }
+}
+
+/// `storage` without retention on writes: for objects that are rewritten or
+/// removed by design (the writer lock, deletion markers, run records, WAL
+/// partials).
+pub fn unretained(storage: &DynStorage) -> DynStorage {
+    storage
+        .without_retention()
+        .unwrap_or_else(|| storage.clone())
 }
 
 /// A streaming upload. Memory held is bounded by the driver's part size ×
@@ -182,4 +288,34 @@ pub async fn open(url: &str) -> Result<DynStorage, StorageError> {
         });
     }
     Ok(Arc::new(LocalFs::new(path)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retain_until_is_the_write_time_plus_the_period_rounded_up() {
+        let r = Retention {
+            mode: RetentionMode::Governance,
+            period: std::time::Duration::from_secs(14 * 86_400),
+        };
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        assert_eq!(
+            r.until(at("2026-12-06T03:00:00Z")),
+            at("2026-12-20T03:00:00Z")
+        );
+        assert_eq!(
+            r.until(at("2026-12-06T03:00:00.001Z")),
+            at("2026-12-20T03:00:01Z")
+        );
+        let huge = Retention {
+            period: std::time::Duration::from_secs(u64::MAX),
+            ..r
+        };
+        assert_eq!(
+            huge.until(at("2026-12-06T03:00:00Z")),
+            DateTime::<Utc>::MAX_UTC
+        );
+    }
 }

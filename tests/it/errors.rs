@@ -369,6 +369,64 @@ fn bad_flags_are_usage_errors() {
         pgtide(&["restore", "latest", "--repo", repo, flag, value])
             .assert_one_line_error(2, &format!("{flag} applies to restoring a physical backup"));
     }
+    // Tables or a database from a backup into --db: refused before the
+    // repository is read.
+    pgtide(&["restore", "20260101-000000F", "--repo", repo, "--db", "x"])
+        .assert_one_line_error(2, "20260101-000000F is a backup: add --pgdata DIR");
+    let t = ["--table", "public.t", "--db", "x"];
+    for (extra, error) in [
+        (
+            &["--into-schema", "s"][..],
+            "--into-schema applies to --table",
+        ),
+        (
+            &["--target-action", "pause", "--table", "t"][..],
+            "--target-action does not apply to restoring tables or a database of a backup",
+        ),
+        (
+            &["--create", "--database", "app"][..],
+            "--create does not apply",
+        ),
+        (
+            &[
+                "--database",
+                "app",
+                "--early-index-size",
+                "1MB",
+                "--table",
+                "t",
+            ][..],
+            "--early-index-size applies to --database",
+        ),
+    ] {
+        let mut args = vec!["restore", "20260101-000000F", "--repo", repo, "--db", "x"];
+        args.extend_from_slice(extra);
+        pgtide(&args).assert_one_line_error(2, error);
+    }
+    let mut args = vec![
+        "restore",
+        "20260101-000000D",
+        "--repo",
+        repo,
+        "--into-schema",
+        "s",
+    ];
+    args.extend_from_slice(&t);
+    pgtide(&args).assert_one_line_error(2, "20260101-000000D is a dump");
+    pgtide(&[
+        "restore",
+        "latest",
+        "--repo",
+        repo,
+        "--pgdata",
+        "/tmp/x",
+        "--into-schema",
+        "s",
+    ])
+    .assert_one_line_error(
+        2,
+        "--into-schema applies to restoring tables or a database of a backup",
+    );
 }
 
 /// The server ends a dump worker's session in the middle of its COPY

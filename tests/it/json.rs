@@ -81,7 +81,9 @@ fn every_command_prints_the_documented_json() {
     pg.execute(
         "shop",
         "CREATE TABLE items (id serial PRIMARY KEY, name text);
-         INSERT INTO items (name) SELECT 'item ' || g FROM generate_series(1, 1000) g;",
+         INSERT INTO items (name) SELECT 'item ' || g FROM generate_series(1, 1000) g;
+         CREATE TABLE notes (item int REFERENCES items (id), note text);
+         INSERT INTO notes SELECT g, 'note ' || g FROM generate_series(1, 10) g;",
     );
     let work = work_dir("pgtide-json-");
     let repo = path_in(&work, "repo");
@@ -132,6 +134,22 @@ fn every_command_prints_the_documented_json() {
         ],
     );
 
+    run(
+        "restore --table",
+        &[
+            "restore",
+            &backup_id,
+            "--repo",
+            &repo,
+            "--table",
+            "public.notes",
+            "--into-schema",
+            "restored",
+            "--db",
+            &db,
+        ],
+    );
+
     let pgdata = work.path().join("restored");
     run(
         "restore --pgdata",
@@ -175,6 +193,54 @@ fn every_command_prints_the_documented_json() {
         &["delete", "--wal-before", &backup_id, "--repo", &repo],
     );
     run("delete", &["delete", &dump_id, "--repo", &repo]);
+
+    // Keys of an encrypted repository.
+    let k1 = work.path().join("one.key");
+    let k2 = work.path().join("two.key");
+    let r1 = run(
+        "key generate",
+        &["key", "generate", "--output", k1.to_str().unwrap()],
+    );
+    let r2 = run(
+        "key generate",
+        &["key", "generate", "--output", k2.to_str().unwrap()],
+    );
+    let sealed = path_in(&work, "sealed");
+    run(
+        "init",
+        &[
+            "init",
+            "--repo",
+            &sealed,
+            "--recipient",
+            r1["recipient"].as_str().unwrap(),
+        ],
+    );
+    run(
+        "key add",
+        &[
+            "key",
+            "add",
+            "--repo",
+            &sealed,
+            "--recipient",
+            r2["recipient"].as_str().unwrap(),
+            "--identity",
+            k1.to_str().unwrap(),
+        ],
+    );
+    run(
+        "key remove",
+        &[
+            "key",
+            "remove",
+            "--repo",
+            &sealed,
+            "--recipient",
+            r1["recipient"].as_str().unwrap(),
+        ],
+    );
+    run("key list", &["key", "list", "--repo", &sealed]);
 
     let missing: Vec<&String> = docs.keys().filter(|k| !checked.contains(k)).collect();
     assert!(

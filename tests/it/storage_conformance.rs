@@ -473,6 +473,40 @@ async fn nested_keys(f: Fixture) {
     assert_eq!(keys(&s.list("x/y/").await.unwrap()), ["x/y/z2"]);
 }
 
+/// Object Lock: a store (here: a directory, or a bucket without it) that
+/// cannot keep retention says so in one line, for the check and for a
+/// retained handle; an object written there has no retention.
+async fn retention_needs_object_lock(f: Fixture) {
+    let s = &f.store;
+    let e = s.check_retention().await.unwrap_err();
+    assert!(
+        matches!(e, StorageError::RetentionUnsupported { .. }),
+        "expected RetentionUnsupported, got {e:?}"
+    );
+    assert!(
+        e.to_string().starts_with(&format!(
+            "Object Lock retention is not available on {}: ",
+            s.location()
+        )),
+        "{e}"
+    );
+    assert!(!e.to_string().contains('\n'), "{e}");
+    // An S3 handle makes a retained handle without asking the bucket (the
+    // check above is what `init` asks); a directory refuses at once.
+    assert_eq!(s.with_retention(retention(3600)).is_ok(), f.s3.is_some());
+    s.put("plain", Bytes::from_static(b"x")).await.unwrap();
+    assert_eq!(s.retained_until("plain").await.unwrap(), None);
+    assert_not_found(s.retained_until("missing").await, "retained_until");
+    assert_eq!(storage::unretained(s).location(), s.location());
+}
+
+fn retention(seconds: u64) -> storage::Retention {
+    storage::Retention {
+        mode: storage::RetentionMode::Governance,
+        period: Duration::from_secs(seconds),
+    }
+}
+
 /// The same cases on every backend:
 /// `storage_conformance::{local,moto,s3s_fs,azurite,fake_gcs}::CASE`.
 macro_rules! conformance {
@@ -536,7 +570,103 @@ conformance!(
     list_sorted_with_prefixes_and_pages,
     delete_many_ignores_missing,
     nested_keys,
+    retention_needs_object_lock,
 );
+
+/// Versions of `key` in `bucket`: (versions, delete markers).
+async fn versions_of(
+    client: &aws_sdk_s3::Client,
+    bucket: &TestBucket,
+    key: &str,
+) -> (usize, usize) {
+    let full = format!("{}/{key}", crate::harness::s3::PREFIX);
+    let r = client
+        .list_object_versions()
+        .bucket(&bucket.name)
+        .prefix(&full)
+        .send()
+        .await
+        .expect("list object versions");
+    (
+        r.versions()
+            .iter()
+            .filter(|v| v.key() == Some(full.as_str()))
+            .count(),
+        r.delete_markers()
+            .iter()
+            .filter(|m| m.key() == Some(full.as_str()))
+            .count(),
+    )
+}
+
+/// Object Lock on the one server here that implements it: a retained
+/// handle writes every object (PUT, create-if-absent, multipart) with the
+/// retention from the write; its deletes remove every version and refuse
+/// a retained one, naming its date; the unretained handle's objects carry
+/// none and are removed for good, all versions of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moto_object_lock_retains_writes_and_deletes_by_version() {
+    let server = S3Server::moto();
+    let bucket = server.fresh_object_lock_bucket().await;
+    let client = server.client().await;
+    let url = format!("{}&part_size={PART}", bucket.url);
+    let plain = storage::open(&url).await.unwrap();
+    plain.check_retention().await.unwrap();
+    let kept = plain.with_retention(retention(3600)).unwrap();
+    let free = storage::unretained(&kept);
+    let near = |t: Option<chrono::DateTime<chrono::Utc>>, what: &str| {
+        let t = t.unwrap_or_else(|| panic!("{what}: no retention"));
+        let want = chrono::Utc::now() + chrono::TimeDelta::seconds(3600);
+        assert!(
+            (t - want).num_seconds().abs() <= 60,
+            "{what}: retained until {t}, expected about {want}"
+        );
+    };
+
+    kept.put("a", Bytes::from_static(b"a")).await.unwrap();
+    kept.put_if_absent("b", Bytes::from_static(b"b"))
+        .await
+        .unwrap();
+    let mut w = kept.writer("c").await.unwrap();
+    w.write(Bytes::from(pattern(3 * PART + 5, 9)))
+        .await
+        .unwrap();
+    w.finish().await.unwrap();
+    for k in ["a", "b", "c"] {
+        near(kept.retained_until(k).await.unwrap(), k);
+    }
+    match kept.delete_many(&["a".to_string()]).await {
+        Err(StorageError::Retained {
+            key,
+            until: Some(t),
+        }) => {
+            assert_eq!(key, "a");
+            near(Some(t), "the refusal's date");
+        }
+        other => panic!("delete of a retained object: {other:?}"),
+    }
+    assert_eq!(versions_of(&client, &bucket, "a").await, (1, 0));
+    assert_eq!(&kept.get("a").await.unwrap()[..], b"a");
+
+    // Unretained: rewritten (two versions), then gone for good.
+    free.put("lock", Bytes::from_static(b"1")).await.unwrap();
+    free.put("lock", Bytes::from_static(b"2")).await.unwrap();
+    assert_eq!(free.retained_until("lock").await.unwrap(), None);
+    assert_eq!(versions_of(&client, &bucket, "lock").await, (2, 0));
+    free.delete_many(&["lock".to_string(), "missing".to_string()])
+        .await
+        .unwrap();
+    assert_eq!(versions_of(&client, &bucket, "lock").await, (0, 0));
+
+    // A short retention ends; then the delete removes every version.
+    let brief = plain.with_retention(retention(2)).unwrap();
+    brief.put("d", Bytes::from_static(b"d")).await.unwrap();
+    assert!(brief.delete_many(&["d".to_string()]).await.is_err());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    brief.delete_many(&["d".to_string()]).await.unwrap();
+    assert_eq!(versions_of(&client, &bucket, "d").await, (0, 0));
+    assert_not_found(plain.size("d").await, "size after delete");
+}
 
 // ---------------------------------------------------------------------------
 // Opening an S3 repository

@@ -127,7 +127,8 @@ pub async fn run(
         .await?;
     let plan = plan(s, &id);
     let span = tracing::info_span!("job", kind = "backup", id = %id, system = %facts.system.system_identifier);
-    let packs = PackSet::new(repo.storage().clone(), repo.pack_keys(SetKind::Backup, &id));
+    let packs = PackSet::new(repo.storage().clone(), repo.pack_keys(SetKind::Backup, &id))
+        .with_cipher(repo.new_set_cipher(&id)?);
     let result = tokio::select! {
         r = take(repo, s, &mut client, &facts, &plan, &packs, &progress)
             .instrument(span.clone()) => r,
@@ -307,11 +308,7 @@ async fn take(
     packs: &PackSet,
     progress: &Arc<Progress>,
 ) -> Result<BackupManifest, JobError> {
-    let archive = WalArchive::new(
-        repo.storage().clone(),
-        facts.seg_size,
-        s.pipeline.compression,
-    );
+    let archive = repo.wal_archive(facts.seg_size, s.pipeline.compression);
     // The WAL range: a temporary slot before the backup starts; it streams
     // from the backup's start once the server reports it.
     let (start_tx, start_rx) = watch::channel(None::<RangeStart>);
@@ -371,14 +368,18 @@ async fn take(
         return Err(JobError::WalMissing { segment: name });
     }
 
-    // PostgreSQL's manifest as a plain object too, for pg_verifybackup users.
-    repo.storage()
-        .put(
-            &crate::repo::layout::backup_pg_manifest(&plan.id),
-            std::mem::take(&mut r.manifest_bytes).into(),
-        )
-        .await
-        .map_err(|e| JobError::Repo(e.into()))?;
+    // PostgreSQL's manifest as a plain object too, for pg_verifybackup
+    // users; not in an encrypted repository (it names every file), where
+    // the copy in the packs is the one.
+    if !repo.encrypted() {
+        repo.storage()
+            .put(
+                &crate::repo::layout::backup_pg_manifest(&plan.id),
+                std::mem::take(&mut r.manifest_bytes).into(),
+            )
+            .await
+            .map_err(|e| JobError::Repo(e.into()))?;
+    }
     let m = manifest(facts, plan, s, r, packs.packs(), Utc::now());
     progress.set_phase("writing the manifest");
     repo.commit(SetKind::Backup, &plan.id, &m).await?;

@@ -3,36 +3,6 @@
 
 use super::*;
 
-/// The superusers to try on a restored cluster: `--superuser`, else the
-/// bootstrap superuser named in its `pg_authid` file, `postgres`, the OS
-/// user.
-fn superusers(s: &DrillSettings, data_dir: &std::path::Path) -> Vec<String> {
-    use crate::pg::proto::authid;
-    if let Some(u) = &s.superuser {
-        return vec![u.clone()];
-    }
-    let global = data_dir.join("global");
-    let file = std::fs::read(global.join("pg_filenode.map"))
-        .ok()
-        .and_then(|m| authid::mapped_file(&m, authid::PG_AUTHID))
-        .unwrap_or(authid::PG_AUTHID);
-    let mut v = std::fs::read(global.join(file.to_string()))
-        .map(|f| authid::bootstrap_superuser(&f))
-        .unwrap_or_default();
-    if !v.iter().any(|u| u == "postgres") {
-        v.push("postgres".into());
-    }
-    let me = if physical_restore::running_as_root() {
-        s.os_user.clone()
-    } else {
-        std::env::var("USER").ok()
-    };
-    if let Some(u) = me.filter(|u| !u.is_empty() && !v.contains(u)) {
-        v.push(u);
-    }
-    v
-}
-
 fn pitr_settings(s: &DrillSettings, plan: &Plan) -> PitrSettings {
     PitrSettings {
         pgdata: plan.data_dir.clone(),
@@ -47,7 +17,9 @@ fn pitr_settings(s: &DrillSettings, plan: &Plan) -> PitrSettings {
         pg_bin: s.pg_bin.clone(),
         os_user: s.os_user.clone(),
         repo_url: s.repo_url.clone(),
+        secret_args: s.secret_args.clone(),
         settings: plan::server_settings(&plan.scratch, plan.major),
+        zero_databases: Default::default(),
     }
 }
 
@@ -125,7 +97,7 @@ pub(super) async fn flow(
     };
 
     let t = steps.begin("checking where recovery stopped");
-    let users = superusers(s, &plan.data_dir);
+    let users = checks::superusers(s.superuser.as_deref(), s.os_user.as_deref(), &plan.data_dir);
     let session = checks::superuser_session(&plan.scratch, &users).await;
     let (client, user) = match session {
         Ok(x) => x,

@@ -36,6 +36,36 @@ pub fn scratch_conninfo(scratch: &Path, user: &str, db: &str) -> Result<ConnInfo
         .map_err(bad)
 }
 
+/// The superusers to try on a restored cluster: `superuser` (`--superuser`),
+/// else the bootstrap superuser named in its `pg_authid` file, `postgres`,
+/// the OS user (as root: `os_user`).
+pub fn superusers(superuser: Option<&str>, os_user: Option<&str>, data_dir: &Path) -> Vec<String> {
+    use crate::pg::proto::shared_catalog as catalog;
+    if let Some(u) = superuser {
+        return vec![u.to_string()];
+    }
+    let global = data_dir.join("global");
+    let file = std::fs::read(global.join("pg_filenode.map"))
+        .ok()
+        .and_then(|m| catalog::mapped_file(&m, catalog::PG_AUTHID))
+        .unwrap_or(catalog::PG_AUTHID);
+    let mut v = std::fs::read(global.join(file.to_string()))
+        .map(|f| catalog::bootstrap_superuser(&f))
+        .unwrap_or_default();
+    if !v.iter().any(|u| u == "postgres") {
+        v.push("postgres".into());
+    }
+    let me = if crate::jobs::physical_restore::running_as_root() {
+        os_user.map(str::to_string)
+    } else {
+        std::env::var("USER").ok()
+    };
+    if let Some(u) = me.filter(|u| !u.is_empty() && !v.contains(u)) {
+        v.push(u);
+    }
+    v
+}
+
 /// A superuser session on the scratch server: the first of `users` that
 /// exists, in the first of `postgres`/`template1` that exists. Returns the
 /// role that worked.

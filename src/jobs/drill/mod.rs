@@ -36,7 +36,6 @@ use super::{JobError, Progress};
 use crate::pipeline::Compression;
 use crate::repo::manifest::{BackupManifest, DumpManifest};
 use crate::repo::runs::RunRecord;
-use crate::repo::wal_archive::WalArchive;
 use crate::repo::{RepoError, Repository, SetKind};
 use crate::units::human_bytes;
 use plan::{Expect, Plan};
@@ -67,6 +66,9 @@ pub struct DrillSettings {
     pub superuser: Option<String>,
     pub jobs: usize,
     pub repo_url: String,
+    /// Key flags of an encrypted repository, for the scratch server's
+    /// `restore_command`.
+    pub secret_args: Vec<String>,
 }
 
 /// One timed step of a drill.
@@ -337,11 +339,7 @@ async fn preflight(
     )];
     match flow {
         Flow::Backup(m) => {
-            let archive = WalArchive::new(
-                repo.storage().clone(),
-                m.wal_segment_size,
-                Compression::None,
-            );
+            let archive = repo.wal_archive(m.wal_segment_size, Compression::None);
             let wal = JobError::archive("list the WAL archive");
             if m.timeline == m.end_timeline {
                 if let Some(name) = archive

@@ -1,4 +1,6 @@
-//! The scratch directory of a drill and its private server's life: created
+//! The scratch directory of a drill (and of `restore --table`/`--database`
+//! from a backup, which share it and its registry) and its private
+//! server's life: created
 //! with a marker in a registry (`$TMPDIR/pgtide-drills-<uid>/<name>.json`: the pid
 //! of pgtide, the directory), always torn down (server stopped, directory
 //! removed, marker removed), and what a killed drill left found and removed
@@ -355,7 +357,7 @@ fn reap_in(registry: &Path) -> Vec<String> {
         }
         let _ = std::fs::remove_file(&path);
         done.push(format!(
-            "cleaned up after an interrupted drill of {} (pgtide pid {}, {}): {}{}",
+            "cleaned up after an interrupted drill or restore of {} (pgtide pid {}, {}): {}{}",
             m.id,
             m.pid,
             m.started_at.format("%Y-%m-%dT%H:%M:%SZ"),

@@ -14,7 +14,7 @@
 //! `restore --create`.
 
 pub mod plan;
-mod worker;
+pub(crate) mod worker;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -193,7 +193,8 @@ pub async fn run(
         }))
         .await?;
     let span = tracing::info_span!("job", kind = "dump", id = %id, db = %info.database);
-    let packs = PackSet::new(repo.storage().clone(), repo.pack_keys(SetKind::Dump, &id));
+    let packs = PackSet::new(repo.storage().clone(), repo.pack_keys(SetKind::Dump, &id))
+        .with_cipher(repo.new_set_cipher(&id)?);
 
     let result = tokio::select! {
         r = dump_contents(

@@ -167,7 +167,8 @@ async fn load_tables(
             Arc::new(m.packs.clone()),
             m.compression,
             s.prefetch,
-        ),
+        )
+        .with_cipher(repo.set_cipher(crate::repo::SetKind::Dump, &m.id)?),
         queue: Mutex::new(items.into_iter().map(|(_, i)| i).collect()),
         parts_left: Mutex::new(parts_left),
         progress: progress.clone(),

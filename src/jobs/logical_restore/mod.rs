@@ -32,12 +32,14 @@ mod objects;
 mod pg_restore;
 pub mod plan;
 pub mod toc;
-mod worker;
+pub(crate) mod worker;
 
 use database::*;
 pub use database::{alter_setting_sql, create_database_sql, database_property_statements};
 pub use load::load_encoding;
 use load::{load_with_early_builds, Load};
+pub(crate) use objects::set_sequences;
+pub(crate) use pg_restore::PgRestore;
 use pg_restore::*;
 pub use pg_restore::{script_encoding, script_for_server, TempFile};
 use plan::{Plan, PlanEntry, Selection, Step, TargetFacts};
@@ -110,6 +112,9 @@ pub struct RestoreReport {
     pub large_objects: u64,
     pub seconds: f64,
     pub mb_per_second: f64,
+    /// Foreign keys of the restored tables that were not created: the table
+    /// they reference is neither restored nor in the target (one line each).
+    pub skipped_foreign_keys: Vec<String>,
 }
 
 pub async fn run(
@@ -140,6 +145,7 @@ pub async fn run(
     }
     let described = plan.describe(&facts.m.id, &facts.m, facts.toc.as_ref());
     let m_id = facts.m.id.clone();
+    let skipped_foreign_keys = facts.skipped_foreign_keys.clone();
     let rows = if s.dry_run {
         0
     } else {
@@ -159,6 +165,7 @@ pub async fn run(
         large_objects: plan.large_objects(),
         seconds,
         mb_per_second: plan.bytes as f64 / 1e6 / seconds.max(1e-9),
+        skipped_foreign_keys,
     })
 }
 
@@ -178,6 +185,8 @@ struct Facts {
     admin: Option<Client>,
     /// Without `--create`: the target's session.
     client: Option<Client>,
+    /// Foreign keys left out (`outward_foreign_keys`), described.
+    skipped_foreign_keys: Vec<String>,
 }
 
 async fn gather(
@@ -251,9 +260,26 @@ async fn gather(
     if let (Some(raw), true) = (&raw_toc, needs_conversion) {
         toc = Some(decode_toc(session, raw).await?);
     }
-    let sel = Selection::new(&m, toc.as_ref(), s);
+    let mut sel = Selection::new(&m, toc.as_ref(), s);
     if include && sel.is_empty() {
         return Err(no_match());
+    }
+    // A filtered restore's foreign keys that point at a table it does not
+    // restore are created only where the target has that table.
+    let mut skipped_foreign_keys = Vec::new();
+    if let (Some(t), Some(keep), true) = (&toc, sel.keep.as_mut(), do_schema) {
+        for k in toc::outward_foreign_keys(t, keep) {
+            if table_exists(client.as_ref(), &k.references).await? {
+                continue;
+            }
+            keep[k.entry] = false;
+            let what = k.describe();
+            // Handled here: the restore goes on without it.
+            tracing::warn!(
+                "{what} is not created: that table is neither restored nor in the target (create the key once it is)"
+            );
+            skipped_foreign_keys.push(what);
+        }
     }
     let mut target = TargetFacts::default();
     if admin.is_some() {
@@ -282,7 +308,24 @@ async fn gather(
         target_version: info.version,
         admin,
         client,
+        skipped_foreign_keys,
     })
+}
+
+/// Whether the target (`None`: a database about to be created, empty) has
+/// table `(schema, name)`.
+pub(crate) async fn table_exists(
+    c: Option<&Client>,
+    (schema, name): &(String, String),
+) -> Result<bool, JobError> {
+    let Some(c) = c else { return Ok(false) };
+    Ok(c.query_one(
+        "SELECT to_regclass($1) IS NOT NULL",
+        &[&quote_qualified(schema, name)],
+    )
+    .await
+    .map_err(JobError::sql("inspect the target database"))?
+    .get(0))
 }
 
 /// Run the plan; the rows loaded.
@@ -393,7 +436,8 @@ async fn execute(
                     Arc::new(m.packs.clone()),
                     m.compression,
                     s.prefetch,
-                );
+                )
+                .with_cipher(repo.set_cipher(crate::repo::SetKind::Dump, &m.id)?);
                 objects::restore_large_objects(c, &m, &reader, s).await?;
             }
             Step::PostData { list, jobs } => {
@@ -465,7 +509,10 @@ async fn read_archive_toc(
 
 /// The table of contents with the names of a non-UTF-8 archive converted
 /// to text by the target server, which knows every encoding.
-async fn decode_toc(c: &Client, raw: &archive::RawToc) -> Result<archive::Toc<String>, JobError> {
+pub(crate) async fn decode_toc(
+    c: &Client,
+    raw: &archive::RawToc,
+) -> Result<archive::Toc<String>, JobError> {
     let need = raw.needs_conversion();
     let encoding = raw.encoding.clone().unwrap_or_default();
     // To UTF8 as bytes: the same in any database, whatever its encoding.
@@ -490,7 +537,10 @@ async fn decode_toc(c: &Client, raw: &archive::RawToc) -> Result<archive::Toc<St
 }
 
 /// Of the tablespaces `used`, those the target does not have.
-async fn missing(c: &Client, used: BTreeSet<String>) -> Result<BTreeSet<String>, JobError> {
+pub(crate) async fn missing(
+    c: &Client,
+    used: BTreeSet<String>,
+) -> Result<BTreeSet<String>, JobError> {
     if used.is_empty() {
         return Ok(used);
     }

@@ -44,7 +44,8 @@ pub(super) async fn write_archive(
         Arc::new(m.packs.clone()),
         m.compression,
         prefetch,
-    );
+    )
+    .with_cipher(repo.set_cipher(crate::repo::SetKind::Dump, &m.id)?);
     let mut chunks = reader.stream(stream.chunks.clone());
     while let Some(c) = chunks.next().await {
         let c = c.map_err(JobError::pipeline("read the schema archive"))?;
@@ -56,7 +57,7 @@ pub(super) async fn write_archive(
 
 /// How pg_restore runs against the target: the same for every section and
 /// for the drop phase of `--clean`.
-pub(super) struct PgRestore<'a> {
+pub(crate) struct PgRestore<'a> {
     pub tools: &'a PgTools,
     /// The schema archive, as a file.
     pub archive: &'a Path,

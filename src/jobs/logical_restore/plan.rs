@@ -548,6 +548,7 @@ mod tests {
             tag: tag.into(),
             tablespace: None,
             deps,
+            foreign_key: None,
         };
         Toc {
             version: (1, 16, 0),

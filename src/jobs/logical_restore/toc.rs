@@ -257,6 +257,71 @@ pub fn select(toc: &Toc<String>, include: &[NamePattern], exclude: &[NamePattern
     }
 }
 
+/// A kept foreign key whose referenced table is not restored with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutwardKey {
+    /// The `FK CONSTRAINT` entry.
+    pub entry: usize,
+    /// Its table, (schema, name).
+    pub table: (String, String),
+    /// The constraint's name.
+    pub name: String,
+    /// The table it references, (schema, name).
+    pub references: (String, String),
+}
+
+impl OutwardKey {
+    /// `constraint on table (references table)`, names quoted as needed.
+    pub fn describe(&self) -> String {
+        use crate::pg::{display_ident, display_qualified};
+        format!(
+            "foreign key {} on {} (references {})",
+            display_ident(&self.name),
+            display_qualified(&self.table.0, &self.table.1),
+            display_qualified(&self.references.0, &self.references.1)
+        )
+    }
+}
+
+/// The kept foreign keys that reference a table the kept entries do not
+/// create: they can be created only where the target has that table.
+/// Foreign keys whose definition pgtide cannot read are not listed.
+pub fn outward_foreign_keys(toc: &Toc<String>, keep: &[bool]) -> Vec<OutwardKey> {
+    let kept = |i: usize| keep.get(i).copied().unwrap_or(false);
+    let tables: HashSet<(&str, &str)> = toc
+        .entries
+        .iter()
+        .enumerate()
+        .filter(|(i, e)| kept(*i) && e.desc == "TABLE")
+        .map(|(_, e)| (e.namespace.as_deref().unwrap_or(""), e.tag.as_str()))
+        .collect();
+    toc.entries
+        .iter()
+        .enumerate()
+        .filter(|(i, e)| kept(*i) && e.desc == "FK CONSTRAINT")
+        .filter_map(|(i, e)| {
+            let k = e.foreign_key.as_ref()?;
+            let (rs, rn) = &k.references;
+            if tables.contains(&(rs.as_str(), rn.as_str())) {
+                return None;
+            }
+            // The tag is "table constraint".
+            let name = e
+                .tag
+                .strip_prefix(k.table.1.as_str())
+                .and_then(|r| r.strip_prefix(' '))
+                .unwrap_or(&e.tag)
+                .to_string();
+            Some(OutwardKey {
+                entry: i,
+                table: k.table.clone(),
+                name,
+                references: k.references.clone(),
+            })
+        })
+        .collect()
+}
+
 /// The tablespaces the kept entries go in (none for the default one).
 pub fn tablespaces(toc: &Toc<String>, keep: &[bool]) -> BTreeSet<String> {
     toc.entries
@@ -568,6 +633,35 @@ mod tests {
             assert_eq!(
                 gone,
                 set(&["MATERIALIZED VIEW public mv", "INDEX public mv_n"])
+            );
+        }
+    }
+
+    #[test]
+    fn foreign_keys_to_tables_left_out_are_outward() {
+        for a in ARCHIVES {
+            let toc = read_toc(a).unwrap().decode(&HashMap::new());
+            // "Order" references "Order Items": restored together, nothing
+            // points out; "Order" alone points at "Order Items".
+            let both = select(
+                &toc,
+                &patterns(&["\"Sales Dept\".\"Order\"", "\"Sales Dept\".\"Order Items\""]),
+                &[],
+            );
+            assert!(outward_foreign_keys(&toc, &both.keep).is_empty());
+            let one = select(&toc, &patterns(&["\"Sales Dept\".\"Order\""]), &[]);
+            let out = outward_foreign_keys(&toc, &one.keep);
+            assert_eq!(out.len(), 1, "{out:?}");
+            assert_eq!(out[0].name, "Items fk");
+            assert_eq!(out[0].table, ("Sales Dept".into(), "Order".into()));
+            assert_eq!(
+                out[0].references,
+                ("Sales Dept".into(), "Order Items".into())
+            );
+            assert_eq!(toc.entries[out[0].entry].desc, "FK CONSTRAINT");
+            assert_eq!(
+                out[0].describe(),
+                "foreign key \"Items fk\" on \"Sales Dept\".\"Order\" (references \"Sales Dept\".\"Order Items\")"
             );
         }
     }

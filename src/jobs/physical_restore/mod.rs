@@ -7,8 +7,9 @@ mod files;
 pub mod recovery;
 pub mod request;
 pub mod select;
+pub mod sparse;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -44,8 +45,15 @@ pub struct PitrSettings {
     /// When running as root: the OS user to own the files and run the server.
     pub os_user: Option<String>,
     pub repo_url: String,
+    /// Key flags of an encrypted repository for `restore_command`
+    /// (`--identity FILE`, `--passphrase-file FILE`).
+    pub secret_args: Vec<String>,
     /// Extra settings appended to postgresql.auto.conf (e.g. port).
     pub settings: Vec<(String, String)>,
+    /// Databases (oids) whose relation files are written as empty sparse
+    /// files instead of downloaded (`sparse`): a scratch restore that
+    /// reads one database only.
+    pub zero_databases: BTreeSet<u32>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -54,6 +62,10 @@ pub struct PitrReport {
     pub pgdata: String,
     pub files: u64,
     pub bytes: u64,
+    /// Relation files of other databases written as empty sparse files, and
+    /// their size (not downloaded); 0 for a whole restore.
+    pub sparse_files: u64,
+    pub sparse_bytes: u64,
     pub seconds: f64,
     pub started: bool,
     /// With --start: what the server said when recovery ended.
@@ -82,11 +94,7 @@ pub async fn histories(repo: &Repository) -> Result<Histories, JobError> {
     let Some(cluster) = repo.cluster().await? else {
         return Ok(out);
     };
-    let archive = WalArchive::new(
-        repo.storage().clone(),
-        cluster.wal_segment_size,
-        Compression::None,
-    );
+    let archive = repo.wal_archive(cluster.wal_segment_size, Compression::None);
     let wal = |e: crate::repo::wal_archive::WalError| {
         JobError::archive("read the WAL archive's timeline history")(e)
     };
@@ -306,10 +314,27 @@ pub async fn run(
         Arc::new(m.packs.clone()),
         m.compression,
         4,
-    );
+    )
+    .with_cipher(repo.set_cipher(SetKind::Backup, &m.id)?);
     let mut files: Vec<(PathBuf, usize)> = Vec::new();
+    let mut sparse: Vec<(PathBuf, u64, u32)> = Vec::new();
     for (i, f) in m.files.iter().enumerate().filter(|(_, f)| f.kind == "file") {
-        files.push((safe_join(id, &base_of(f)?, &f.path)?, i));
+        let path = safe_join(id, &base_of(f)?, &f.path)?;
+        if sparse::is_zeroed(f, &s.zero_databases) {
+            sparse.push((path, f.size, f.mode));
+        } else {
+            files.push((path, i));
+        }
+    }
+    let sparse_files = sparse.len() as u64;
+    let sparse_bytes: u64 = sparse.iter().map(|s| s.1).sum();
+    if !sparse.is_empty() {
+        progress.set_phase(format!(
+            "writing {sparse_files} relation files of other databases as empty sparse files"
+        ));
+        tokio::task::spawn_blocking(move || write_sparse(&sparse))
+            .await
+            .map_err(|e| super::task_failed("write the sparse files", e))??;
     }
     files.sort_by_key(|&(_, i)| std::cmp::Reverse(m.files[i].size));
     let total: u64 = files.iter().map(|&(_, i)| m.files[i].size).sum();
@@ -379,7 +404,8 @@ pub async fn run(
         .map_err(io("find the pgtide executable for restore_command"))?;
     let rs = RecoverySettings {
         pgtide_exe: exe,
-        repo_url: s.repo_url.clone(),
+        repo_url: absolute_local(&s.repo_url),
+        secret_args: s.secret_args.clone(),
         target: s.target.clone(),
         action: s.action.clone(),
         timeline: s.timeline.clone(),
@@ -421,6 +447,8 @@ pub async fn run(
         pgdata: s.pgdata.display().to_string(),
         files: m.files.iter().filter(|f| f.kind == "file").count() as u64,
         bytes: total,
+        sparse_files,
+        sparse_bytes,
         seconds: 0.0,
         started: false,
         recovery: None,
@@ -435,6 +463,83 @@ pub async fn run(
     }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Empty files of the recorded sizes and modes: holes, no blocks written.
+fn write_sparse(files: &[(PathBuf, u64, u32)]) -> Result<(), JobError> {
+    use std::os::unix::fs::PermissionsExt;
+    for (path, size, mode) in files {
+        let f = std::fs::File::create(path).map_err(io(format!("create {}", path.display())))?;
+        f.set_len(*size)
+            .map_err(io(format!("extend {}", path.display())))?;
+        let _ = f.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777));
+    }
+    Ok(())
+}
+
+/// The bytes of the backed-up file at `path` of the data directory (a small
+/// one: it is read whole into memory), or `None` when the backup has none.
+pub async fn file_bytes(
+    repo: &Repository,
+    m: &BackupManifest,
+    path: &str,
+) -> Result<Option<Vec<u8>>, JobError> {
+    let Some(f) = m
+        .files
+        .iter()
+        .find(|f| f.tablespace.is_none() && f.kind == "file" && f.path == path)
+    else {
+        return Ok(None);
+    };
+    let chunks = f
+        .stream
+        .as_ref()
+        .map(|s| s.chunks.clone())
+        .unwrap_or_default();
+    let reader = ChunkReader::new(
+        repo.storage().clone(),
+        Arc::new(m.packs.clone()),
+        m.compression,
+        2,
+    );
+    let mut out = Vec::with_capacity(f.size as usize);
+    let mut stream = reader.stream(chunks);
+    while let Some(c) = stream.next().await {
+        out.extend_from_slice(&c.map_err(JobError::pipeline(format!("read {path}")))?);
+    }
+    Ok(Some(out))
+}
+
+/// The row versions of the backup's `pg_database` (every database's oid
+/// and name, as the file was copied; see `pg::proto::shared_catalog`).
+pub async fn database_rows(
+    repo: &Repository,
+    m: &BackupManifest,
+) -> Result<Vec<crate::pg::proto::shared_catalog::NamedRow>, JobError> {
+    use crate::pg::proto::shared_catalog::{mapped_file, named_rows, PG_DATABASE};
+    let file = file_bytes(repo, m, "global/pg_filenode.map")
+        .await?
+        .and_then(|map| mapped_file(&map, PG_DATABASE))
+        .unwrap_or(PG_DATABASE);
+    Ok(file_bytes(repo, m, &format!("global/{file}"))
+        .await?
+        .map(|f| named_rows(&f))
+        .unwrap_or_default())
+}
+
+/// The oids of the database directories in the backup (`base/<oid>`).
+pub fn database_dirs(m: &BackupManifest) -> BTreeSet<u32> {
+    m.files
+        .iter()
+        .filter(|f| f.tablespace.is_none() && f.kind == "dir")
+        .filter_map(|f| {
+            f.path
+                .trim_end_matches('/')
+                .strip_prefix("base/")?
+                .parse()
+                .ok()
+        })
+        .collect()
 }
 
 /// Flush every file system holding restored files (`syncfs(2)` on Linux;
@@ -691,4 +796,15 @@ fn last_fatal(log: &str) -> Option<String> {
                 .trim()
                 .to_string()
         })
+}
+/// A local repository path made absolute: the server runs
+/// `restore_command` in its data directory, where a relative path would
+/// name another place.
+fn absolute_local(url: &str) -> String {
+    if url.contains("://") || std::path::Path::new(url).is_absolute() {
+        return url.to_string();
+    }
+    std::path::absolute(url)
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| url.to_string())
 }

@@ -27,6 +27,8 @@ pub const TARGET_SETTINGS: [&str; 5] = [
 pub struct RecoverySettings {
     pub pgtide_exe: String,
     pub repo_url: String,
+    /// Key flags passed to `wal fetch` (encrypted repositories).
+    pub secret_args: Vec<String>,
     pub target: Target,
     /// pause, promote or shutdown.
     pub action: String,
@@ -37,11 +39,17 @@ pub struct RecoverySettings {
 
 impl RecoverySettings {
     pub fn restore_command(&self) -> String {
-        format!(
-            "{} wal fetch --repo {} %f %p",
+        let mut c = format!(
+            "{} wal fetch --repo {}",
             shell_quote(&self.pgtide_exe),
             shell_quote(&self.repo_url)
-        )
+        );
+        for a in &self.secret_args {
+            c.push(' ');
+            c.push_str(&shell_quote(a));
+        }
+        c.push_str(" %f %p");
+        c
     }
 
     /// The block appended to postgresql.auto.conf.
@@ -104,6 +112,7 @@ mod tests {
         let r = RecoverySettings {
             pgtide_exe: "/usr/bin/pgtide".into(),
             repo_url: "s3://b/p?endpoint=http://127.0.0.1:9000&region=x'y".into(),
+            secret_args: vec!["--identity".into(), "/etc/pgtide/it's.key".into()],
             target: Target::Name("before upgrade".into()),
             action: "promote".into(),
             timeline: "latest".into(),
@@ -111,7 +120,7 @@ mod tests {
         };
         assert_eq!(
             r.restore_command(),
-            r"'/usr/bin/pgtide' wal fetch --repo 's3://b/p?endpoint=http://127.0.0.1:9000&region=x'\''y' %f %p"
+            r"'/usr/bin/pgtide' wal fetch --repo 's3://b/p?endpoint=http://127.0.0.1:9000&region=x'\''y' '--identity' '/etc/pgtide/it'\''s.key' %f %p"
         );
         let conf = r.conf();
         assert!(conf.contains(r"restore_command = '''/usr/bin/pgtide'' wal fetch"));

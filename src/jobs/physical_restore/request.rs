@@ -68,6 +68,8 @@ pub struct Request {
     pub pg_bin: Option<PathBuf>,
     pub os_user: Option<String>,
     pub repo_url: String,
+    /// Key flags for `restore_command` (encrypted repositories).
+    pub secret_args: Vec<String>,
     /// `NAME=VALUE` each, for postgresql.auto.conf.
     pub settings: Vec<String>,
 }
@@ -119,7 +121,9 @@ pub fn settings(r: &Request) -> Result<PitrSettings, JobError> {
         pg_bin: r.pg_bin.clone(),
         os_user: r.os_user.clone(),
         repo_url: r.repo_url.clone(),
+        secret_args: r.secret_args.clone(),
         settings,
+        zero_databases: Default::default(),
     })
 }
 
@@ -164,6 +168,7 @@ mod tests {
             pg_bin: None,
             os_user: None,
             repo_url: "/repo".into(),
+            secret_args: Vec::new(),
             settings: Vec::new(),
         }
     }

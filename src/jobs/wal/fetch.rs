@@ -27,13 +27,10 @@ pub enum Fetched {
 }
 
 async fn archive(repo: &Repository) -> Result<Option<WalArchive>, WalJobError> {
-    Ok(repo.cluster().await?.map(|c| {
-        WalArchive::new(
-            repo.storage().clone(),
-            c.wal_segment_size,
-            Compression::None,
-        )
-    }))
+    Ok(repo
+        .cluster()
+        .await?
+        .map(|c| repo.wal_archive(c.wal_segment_size, Compression::None)))
 }
 
 /// Write `data` to `dest` through a temporary file in the same directory.
@@ -175,7 +172,15 @@ pub async fn prefetch(
 }
 
 /// Start a detached `pgtide wal prefetch` for the segments after `name`.
-pub fn spawn_prefetcher(repo_url: &str, name: &str, spool: &Path, count: u64) {
+/// `secret_args` are the key flags (`--identity F`, `--passphrase-file F`)
+/// of an encrypted repository.
+pub fn spawn_prefetcher(
+    repo_url: &str,
+    name: &str,
+    spool: &Path,
+    count: u64,
+    secret_args: &[String],
+) {
     let Ok(exe) = crate::jobs::pgtide_executable() else {
         return;
     };
@@ -183,6 +188,7 @@ pub fn spawn_prefetcher(repo_url: &str, name: &str, spool: &Path, count: u64) {
     cmd.args(["wal", "prefetch", "--repo", repo_url, "--spool"])
         .arg(spool)
         .args(["--count", &count.to_string(), name])
+        .args(secret_args)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());

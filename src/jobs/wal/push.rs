@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::WalJobError;
 use crate::pg::walpage::parse_segment_header;
 use crate::pipeline::Compression;
-use crate::repo::wal_archive::{classify, Pushed, WalArchive, WalName};
+use crate::repo::wal_archive::{classify, Pushed, WalName};
 use crate::repo::Repository;
 
 const DEFAULT_SEG_SIZE: u64 = 16 << 20;
@@ -72,7 +72,7 @@ pub async fn push(
             .map(|c| c.wal_segment_size)
             .unwrap_or(DEFAULT_SEG_SIZE)
     };
-    let archive = WalArchive::new(repo.storage().clone(), seg_size, compression);
+    let archive = repo.wal_archive(seg_size, compression);
     if classify(&name, seg_size).is_none()
         || (partial && !matches!(classify(&name, seg_size), Some(WalName::Segment { .. })))
     {

@@ -254,7 +254,7 @@ async fn session(
     let seg_size = parse_size_setting(&seg_text)
         .ok_or_else(|| JobError::BadStream(format!("unexpected wal_segment_size {seg_text:?}")))?;
     repo.bind_cluster(&sys.system_identifier, seg_size).await?;
-    let archive = WalArchive::new(repo.storage().clone(), seg_size, s.compression);
+    let archive = repo.wal_archive(seg_size, s.compression);
 
     // Where to start: the slot's restart point, or after the newest archived
     // segment, whichever is later; on the timeline the archive is on.
@@ -524,8 +524,10 @@ async fn stored_partial_len(
     seg_size: u64,
 ) -> Result<usize, StreamError> {
     let name = segment_name(asm.timeline(), asm.next_lsn().segno(seg_size), seg_size);
-    match archive.fetch_partial(&name).await {
-        Ok(Some(data)) => Ok(data.len()),
+    // Header and stored bytes only: an encrypted repository's writer holds
+    // no key to open it, and needs none to know its length.
+    match archive.partial_len(&name).await {
+        Ok(Some(len)) => Ok(len as usize),
         Ok(None) => Ok(0),
         Err(e @ WalError::Damaged { .. }) => {
             // Handled here: the stream goes on and overwrites it.

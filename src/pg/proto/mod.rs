@@ -13,12 +13,12 @@
 //! The I/O shell is `pg::wire`; the captured byte streams these
 //! decoders are tested against are in `proto-fixtures/`.
 
-pub mod authid;
 pub mod base_backup;
 pub mod copy;
 pub mod history;
 pub mod messages;
 pub mod replication;
+pub mod shared_catalog;
 pub mod tar;
 
 /// Why bytes from the server could not be decoded. Each variant names the
@@ -266,12 +266,22 @@ mod tests {
             "../../jobs/wal/segment.rs",
             include_str!("../../jobs/wal/segment.rs"),
         ),
-        ("authid.rs", include_str!("authid.rs")),
+        ("shared_catalog.rs", include_str!("shared_catalog.rs")),
         // Not a parser, but pure by the same rule: the logical restore's
         // planner decides from facts read beforehand.
         (
             "../../jobs/logical_restore/plan.rs",
             include_str!("../../jobs/logical_restore/plan.rs"),
+        ),
+        // The same for the table restore's staging and swap, and for the
+        // choice of the databases a scratch restore leaves sparse.
+        (
+            "../../jobs/table_pitr/plan.rs",
+            include_str!("../../jobs/table_pitr/plan.rs"),
+        ),
+        (
+            "../../jobs/physical_restore/sparse.rs",
+            include_str!("../../jobs/physical_restore/sparse.rs"),
         ),
     ];
 

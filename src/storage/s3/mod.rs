@@ -4,7 +4,8 @@
 //! errors to `StorageError` (one line, code and message of the service, never a
 //! debug dump) and the retry policy of the SDK client. It must never interpret
 //! what it stores, and never depend on ListParts (some S3-compatible servers
-//! answer it in a shape the SDK cannot parse).
+//! answer it in a shape the SDK cannot parse). Object Lock (retention on
+//! writes, deletes by version, the bucket check) is in `retention.rs`.
 //!
 //! Repository location: `s3://bucket/prefix?endpoint=URL&region=R&path_style=true&part_size=16MiB`.
 //! Missing options fall back to `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL`,
@@ -30,7 +31,7 @@ use aws_sdk_s3::Client;
 use bytes::{Bytes, BytesMut};
 use tokio::task::JoinHandle;
 
-use super::{ObjectMeta, ObjectWriter, Storage, StorageError};
+use super::{DynStorage, ObjectMeta, ObjectWriter, Retention, Storage, StorageError};
 
 const MIB: u64 = 1024 * 1024;
 /// Smallest part S3 accepts (except the last one).
@@ -56,11 +57,13 @@ const DEFAULT_REGION: &str = "us-east-1";
 
 mod errors;
 mod location;
+mod retention;
 mod writer;
 
 use errors::*;
 pub(crate) use location::decode_prefix;
 pub use location::S3Options;
+use retention::{chrono_time, lock_mode, sdk_time};
 
 use writer::*;
 
@@ -129,6 +132,7 @@ impl Inner {
         key: &str,
         data: Bytes,
         if_absent: bool,
+        retention: Option<Retention>,
     ) -> Result<(), StorageError> {
         let crc = crc32_b64(data.clone()).await;
         let mut req = self
@@ -142,6 +146,13 @@ impl Inner {
             .body(ByteStream::from(data));
         if if_absent {
             req = req.if_none_match("*");
+        }
+        if let Some(r) = retention {
+            // Dated when the request is made: the object exists at most
+            // from then on.
+            req = req
+                .object_lock_mode(lock_mode(r.mode))
+                .object_lock_retain_until_date(sdk_time(r.until(chrono::Utc::now())));
         }
         match req.send().await {
             Ok(_) => Ok(()),
@@ -185,6 +196,11 @@ impl Inner {
 #[derive(Debug, Clone)]
 pub struct S3 {
     inner: Arc<Inner>,
+    /// Object Lock retention put on every object written (`with_retention`).
+    retention: Option<Retention>,
+    /// Deletes remove every version of a key (handles of a repository with
+    /// Object Lock, whose bucket is versioned).
+    versioned: bool,
 }
 
 impl S3 {
@@ -250,6 +266,8 @@ impl S3 {
         }
         Ok(S3 {
             inner: Arc::new(inner),
+            retention: None,
+            versioned: false,
         })
     }
 
@@ -270,16 +288,21 @@ impl Storage for S3 {
     }
 
     async fn put(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
-        self.inner.put_object("upload", key, data, false).await
+        self.inner
+            .put_object("upload", key, data, false, self.retention)
+            .await
     }
 
     async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
-        self.inner.put_object("upload", key, data, true).await
+        self.inner
+            .put_object("upload", key, data, true, self.retention)
+            .await
     }
 
     async fn writer(&self, key: &str) -> Result<Box<dyn ObjectWriter>, StorageError> {
         Ok(Box::new(S3Writer {
             s3: self.inner.clone(),
+            retention: self.retention,
             key: key.to_string(),
             buf: BytesMut::new(),
             upload_id: None,
@@ -457,6 +480,9 @@ impl Storage for S3 {
     }
 
     async fn delete_many(&self, keys: &[String]) -> Result<(), StorageError> {
+        if self.versioned {
+            return self.inner.delete_versions(keys).await;
+        }
         let s3 = &self.inner;
         for batch in keys.chunks(DELETE_BATCH) {
             let first = batch[0].as_str();
@@ -502,6 +528,34 @@ impl Storage for S3 {
             }
         }
         Ok(())
+    }
+
+    async fn check_retention(&self) -> Result<(), StorageError> {
+        self.inner.check_object_lock().await
+    }
+
+    fn with_retention(&self, retention: Retention) -> Result<DynStorage, StorageError> {
+        Ok(Arc::new(S3 {
+            inner: self.inner.clone(),
+            retention: Some(retention),
+            versioned: true,
+        }))
+    }
+
+    fn without_retention(&self) -> Option<DynStorage> {
+        self.retention?;
+        Some(Arc::new(S3 {
+            inner: self.inner.clone(),
+            retention: None,
+            versioned: self.versioned,
+        }))
+    }
+
+    async fn retained_until(
+        &self,
+        key: &str,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, StorageError> {
+        self.inner.retained_until(key, None).await
     }
 }
 

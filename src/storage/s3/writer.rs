@@ -21,6 +21,8 @@ type PartTask = JoinHandle<Result<CompletedPart, StorageError>>;
 /// `finish` completes the upload and checks the object's size.
 pub(super) struct S3Writer {
     pub(super) s3: Arc<Inner>,
+    /// Object Lock retention the object gets (from its completion).
+    pub(super) retention: Option<Retention>,
     pub(super) key: String,
     /// The part being filled; never longer than the current part size.
     pub(super) buf: BytesMut,
@@ -80,13 +82,21 @@ impl S3Writer {
         let upload_id = match &self.upload_id {
             Some(id) => id.clone(),
             None => {
-                let resp = self
+                let mut req = self
                     .s3
                     .client
                     .create_multipart_upload()
                     .bucket(&self.s3.bucket)
                     .key(self.s3.full_key(&self.key))
-                    .checksum_algorithm(ChecksumAlgorithm::Crc32)
+                    .checksum_algorithm(ChecksumAlgorithm::Crc32);
+                if let Some(r) = self.retention {
+                    // Protects the object from its completion on; `finish`
+                    // extends it to a full period after the completion.
+                    req = req
+                        .object_lock_mode(lock_mode(r.mode))
+                        .object_lock_retain_until_date(sdk_time(r.until(chrono::Utc::now())));
+                }
+                let resp = req
                     .send()
                     .await
                     .map_err(|e| self.s3.error("start upload of", &self.key, failure(e)))?;
@@ -174,7 +184,9 @@ impl S3Writer {
     pub(super) async fn finish_inner(&mut self) -> Result<u64, StorageError> {
         let Some(upload_id) = self.upload_id.clone() else {
             let body = std::mem::take(&mut self.buf).freeze();
-            self.s3.put_object("upload", &self.key, body, false).await?;
+            self.s3
+                .put_object("upload", &self.key, body, false, self.retention)
+                .await?;
             return Ok(self.size);
         };
         if !self.buf.is_empty() {
@@ -224,8 +236,9 @@ impl S3Writer {
         }
         self.upload_id = None;
         self.closed = true;
+        let completed_at = chrono::Utc::now();
         // Prove the object is there and whole before saying so.
-        let stored = self
+        let head = self
             .s3
             .client
             .head_object()
@@ -233,16 +246,18 @@ impl S3Writer {
             .key(&full_key)
             .send()
             .await
-            .map_err(|e| self.s3.error("check upload of", &self.key, failure(e)))?
-            .content_length()
-            .unwrap_or(-1);
+            .map_err(|e| self.s3.error("check upload of", &self.key, failure(e)))?;
+        let stored = head.content_length().unwrap_or(-1);
         if stored != self.size as i64 {
+            // That version (in a versioned bucket, a delete without it would
+            // only hide it); one under retention stays until its date.
             let _ = self
                 .s3
                 .client
                 .delete_object()
                 .bucket(&self.s3.bucket)
                 .key(&full_key)
+                .set_version_id(head.version_id().map(str::to_string))
                 .send()
                 .await;
             return Err(service(
@@ -254,6 +269,21 @@ impl S3Writer {
                 ),
                 true,
             ));
+        }
+        if let Some(r) = self.retention {
+            // The date sent with CreateMultipartUpload counted from the
+            // upload's start, and some stores ignore it there: make it a
+            // full period from the completion (extending is always allowed).
+            let want = r.until(completed_at);
+            let has = head
+                .object_lock_retain_until_date()
+                .and_then(chrono_time)
+                .filter(|_| head.object_lock_mode().is_some());
+            if has.is_none_or(|t| t < want) {
+                self.s3
+                    .put_retention(&self.key, head.version_id(), r.mode, want)
+                    .await?;
+            }
         }
         Ok(self.size)
     }

@@ -210,6 +210,16 @@ impl S3Server {
 
     /// Create a new, empty bucket with a unique name.
     pub async fn fresh_bucket(&self) -> TestBucket {
+        self.new_bucket(false).await
+    }
+
+    /// Create a new, empty bucket with Object Lock enabled (and so
+    /// versioning), with no default retention rule (moto only).
+    pub async fn fresh_object_lock_bucket(&self) -> TestBucket {
+        self.new_bucket(true).await
+    }
+
+    async fn new_bucket(&self, object_lock: bool) -> TestBucket {
         static SEQ: AtomicU32 = AtomicU32::new(0);
         let name = format!(
             "pgtide-{}-{}-{:04x}",
@@ -218,7 +228,11 @@ impl S3Server {
             fastrand::u16(..)
         );
         let client = self.client().await;
-        if let Err(e) = client.create_bucket().bucket(&name).send().await {
+        let mut req = client.create_bucket().bucket(&name);
+        if object_lock {
+            req = req.object_lock_enabled_for_bucket(true);
+        }
+        if let Err(e) = req.send().await {
             panic!(
                 "{}: could not create bucket {name}: {}\n{}",
                 self.kind.name(),

@@ -1,9 +1,11 @@
-//! The name of a cluster's bootstrap superuser (the role with oid 10), read
-//! from its files: `global/pg_filenode.map` gives the file of `pg_authid`
-//! (relation 1260, whose file moves after `VACUUM FULL pg_authid`), and the
-//! heap pages of that file hold the role rows. A drill needs the name to
-//! connect to a restored copy of a cluster whose superuser is not called
-//! `postgres`. Pure: bytes in, names out; never panics on bad bytes.
+//! Rows of the shared catalogs `pg_authid` and `pg_database`, read from a
+//! cluster's files: `global/pg_filenode.map` gives the file of each (their
+//! files move after a `VACUUM FULL`), and the heap pages of that file hold
+//! the rows. A drill needs the name of the bootstrap superuser (the role with
+//! oid 10) to connect to a restored copy of a cluster whose superuser is not
+//! called `postgres`; a table or database restore needs the oid of each
+//! database, to write the files of the others as empty sparse files. Pure:
+//! bytes in, rows out; never panics on bad bytes.
 //!
 //! Layouts (PostgreSQL 13–18): the map is `int32 magic (0x592717), int32
 //! num_mappings, {Oid, RelFileNumber}[64], crc32, pad`; a heap page starts
@@ -11,16 +13,31 @@
 //! `pd_pagesize_version` at 18), then 4-byte line pointers (`lp_off:15,
 //! lp_flags:2, lp_len:15`, normal = 1); a tuple header has `t_xmax` at 4,
 //! `t_infomask` at 20 and `t_hoff` at 22; a `pg_authid` row starts with
-//! `oid` (4 bytes) followed by `rolname` (64 bytes, NUL-padded).
+//! `oid` (4 bytes) followed by `rolname` (64 bytes, NUL-padded), a
+//! `pg_database` row with `oid` and `datname`, alike.
 
 /// `pg_authid`'s relation oid (and its file name before any rewrite).
 pub const PG_AUTHID: u32 = 1260;
+/// `pg_database`'s relation oid (and its file name before any rewrite).
+pub const PG_DATABASE: u32 = 1262;
 const BOOTSTRAP_SUPERUSER: u32 = 10;
 const MAP_MAGIC: i32 = 0x592717;
 const MAX_MAPPINGS: usize = 64;
 const NAMEDATALEN: usize = 64;
 /// `HEAP_XMAX_INVALID`: the row version was not deleted or updated.
 const XMAX_INVALID: u16 = 0x0800;
+/// `HEAP_XMAX_LOCK_ONLY`: `t_xmax` only locked the row version.
+const XMAX_LOCK_ONLY: u16 = 0x0080;
+
+/// A row whose first two columns are `oid` and a `name`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedRow {
+    pub oid: u32,
+    pub name: String,
+    /// Not deleted or updated (as far as the row version's header says:
+    /// a row version whose deleter aborted also looks dead).
+    pub live: bool,
+}
 
 fn u16_at(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
@@ -48,8 +65,26 @@ pub fn mapped_file(map: &[u8], oid: u32) -> Option<u32> {
 /// the live row version first (a renamed role leaves its old versions until
 /// vacuum). Little-endian pages, as on every platform pgtide runs on.
 pub fn bootstrap_superuser(file: &[u8]) -> Vec<String> {
-    let mut live = Vec::new();
-    let mut dead = Vec::new();
+    let rows = named_rows(file);
+    let mut out: Vec<String> = Vec::new();
+    for live in [true, false] {
+        for r in rows
+            .iter()
+            .filter(|r| r.oid == BOOTSTRAP_SUPERUSER && r.live == live)
+        {
+            if !out.contains(&r.name) {
+                out.push(r.name.clone());
+            }
+        }
+    }
+    out
+}
+
+/// Every row version of the heap file `file` of a catalog whose rows start
+/// with `oid` and a `name` (`pg_authid`, `pg_database`), in file order;
+/// row versions with an empty or non-UTF-8 name are left out.
+pub fn named_rows(file: &[u8]) -> Vec<NamedRow> {
+    let mut out = Vec::new();
     let mut at = 0usize;
     while at < file.len() {
         let page_size = u16_at(file, at + 18)
@@ -57,19 +92,13 @@ pub fn bootstrap_superuser(file: &[u8]) -> Vec<String> {
             .filter(|s| *s >= 1024)
             .unwrap_or(8192);
         let end = (at + page_size).min(file.len());
-        let page = &file[at..end];
-        rows_of_page(page, &mut live, &mut dead);
+        rows_of_page(&file[at..end], &mut out);
         at += page_size;
     }
-    for d in dead {
-        if !live.contains(&d) {
-            live.push(d);
-        }
-    }
-    live
+    out
 }
 
-fn rows_of_page(page: &[u8], live: &mut Vec<String>, dead: &mut Vec<String>) {
+fn rows_of_page(page: &[u8], out: &mut Vec<NamedRow>) {
     let (Some(lower), Some(_upper)) = (u16_at(page, 12), u16_at(page, 14)) else {
         return;
     };
@@ -93,9 +122,9 @@ fn rows_of_page(page: &[u8], live: &mut Vec<String>, dead: &mut Vec<String>) {
             continue;
         };
         let hoff = usize::from(hoff);
-        if u32_at(tuple, hoff) != Some(BOOTSTRAP_SUPERUSER) {
+        let Some(oid) = u32_at(tuple, hoff) else {
             continue;
-        }
+        };
         let Some(raw) = tuple.get(hoff + 4..hoff + 4 + NAMEDATALEN) else {
             continue;
         };
@@ -106,14 +135,11 @@ fn rows_of_page(page: &[u8], live: &mut Vec<String>, dead: &mut Vec<String>) {
         if name.is_empty() {
             continue;
         }
-        let target = if xmax == 0 || infomask & XMAX_INVALID != 0 {
-            &mut *live
-        } else {
-            &mut *dead
-        };
-        if !target.iter().any(|n| n == name) {
-            target.push(name.to_string());
-        }
+        out.push(NamedRow {
+            oid,
+            name: name.to_string(),
+            live: xmax == 0 || infomask & (XMAX_INVALID | XMAX_LOCK_ONLY) != 0,
+        });
     }
 }
 
@@ -161,6 +187,33 @@ mod tests {
     }
 
     #[test]
+    fn database_rows_come_with_their_oids_and_liveness() {
+        let mut file = page(&[(1, "template1", 0), (16384, "app", 0), (16390, "app", 912)]);
+        file.extend(page(&[(5, "postgres", 0)]));
+        let rows = named_rows(&file);
+        let row = |oid: u32, name: &str, live: bool| NamedRow {
+            oid,
+            name: name.into(),
+            live,
+        };
+        assert_eq!(
+            rows,
+            [
+                row(1, "template1", true),
+                row(16384, "app", true),
+                row(16390, "app", false),
+                row(5, "postgres", true)
+            ]
+        );
+        // A row version whose xmax only locked it is still live.
+        let mut locked = page(&[(16400, "locked", 77)]);
+        let lp = u32::from_le_bytes(locked[24..28].try_into().unwrap());
+        let off = (lp & 0x7FFF) as usize;
+        locked[off + 20..off + 22].copy_from_slice(&XMAX_LOCK_ONLY.to_le_bytes());
+        assert!(named_rows(&locked)[0].live);
+    }
+
+    #[test]
     fn garbage_and_truncation_give_nothing_and_never_panic() {
         let good = page(&[(10, "postgres", 0)]);
         assert_eq!(bootstrap_superuser(&good), ["postgres"]);
@@ -175,6 +228,7 @@ mod tests {
                 bad[i] = rng.u8(..);
             }
             let _ = bootstrap_superuser(&bad);
+            let _ = named_rows(&bad);
         }
     }
 
