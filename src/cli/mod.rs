@@ -861,7 +861,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Copy(a) => {
             let from = Repository::open(&a.from, false).await?;
-            let to = Repository::open(&a.to, true).await?;
+            let target = crate::storage::open(&a.to)
+                .await
+                .map_err(crate::repo::RepoError::from)?;
+            let to = Repository::open_copy_target(target, &from).await?;
             let selection = jobs::copy::Selection::parse(&a.what);
             let jobs_n = check_jobs(a.jobs)?;
             let guard = writer_lock(&to, "copy").await?;

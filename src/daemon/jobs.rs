@@ -331,7 +331,13 @@ async fn copy_to(shared: &Shared, c: &config::CopyConfig, ids: &[String], trigge
     let t0 = Instant::now();
     let cfg = shared.cfg();
     let result: Result<u64, JobError> = async {
-        let to = crate::repo::Repository::open(&c.url, true).await?;
+        let to = crate::repo::Repository::open_copy_target(
+            crate::storage::open(&c.url)
+                .await
+                .map_err(crate::repo::RepoError::from)?,
+            &shared.repo,
+        )
+        .await?;
         let lock = crate::repo::lock::RepoLock::acquire(
             &to,
             "daemon copy",

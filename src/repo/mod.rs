@@ -60,6 +60,12 @@ pub enum RepoError {
     Tampered { key: String, reason: String },
     #[error("a pgtide repository already exists at {location}")]
     AlreadyExists { location: String },
+    /// `pgtide copy` into a repository encrypted the other way.
+    #[error("repository {location} is {}: copy into an empty location or a repository like the source", if *encrypted { "encrypted, the source is not" } else { "not encrypted, the source is" })]
+    EncryptionDiffers { location: String, encrypted: bool },
+    /// `pgtide copy` into an encrypted repository with other keys.
+    #[error("repository {location} holds another {key} than the source: it is encrypted for other keys; copy into an empty location")]
+    KeysDiffer { location: String, key: String },
     #[error("no {kind} {id} in {location} (see pgtide list)")]
     NoSuch {
         kind: &'static str,
@@ -238,6 +244,65 @@ impl Repository {
         }
         repo.load_crypt(&marker).await?;
         Ok(repo)
+    }
+
+    /// The target of `pgtide copy`: an existing repository as it is, or an
+    /// empty store made a repository like `source`: encrypted with the same
+    /// key sets (their objects copied unchanged, before the marker, so it
+    /// is never seen encrypted without its keys), or plain. Object Lock is
+    /// the target store's own matter (`pgtide init --object-lock` first) and
+    /// is not carried over. Key sets the source has and an existing target
+    /// lacks (a rotation since the last copy) are copied too; a target whose
+    /// key sets differ from the source's is refused.
+    pub async fn open_copy_target(
+        storage: DynStorage,
+        source: &Repository,
+    ) -> Result<Repository, RepoError> {
+        let exists = match storage.size(layout::MARKER).await {
+            Ok(_) => true,
+            Err(StorageError::NotFound { .. }) => false,
+            Err(e) => return Err(e.into()),
+        };
+        if source.encrypted() {
+            let theirs: std::collections::HashMap<String, u64> = storage
+                .list(layout::KEYS)
+                .await?
+                .into_iter()
+                .map(|o| (o.key, o.size))
+                .collect();
+            for o in source.storage.list(layout::KEYS).await? {
+                let bytes = source.storage.get(&o.key).await?;
+                if theirs.contains_key(&o.key) {
+                    if storage.get(&o.key).await? != bytes {
+                        return Err(RepoError::KeysDiffer {
+                            location: storage.location(),
+                            key: o.key,
+                        });
+                    }
+                    continue;
+                }
+                match storage.put_if_absent(&o.key, bytes).await {
+                    Ok(()) | Err(StorageError::AlreadyExists { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        if !exists {
+            let enc = source.encrypted().then(|| encryption::MarkerEncryption {
+                scheme: crate::crypt::SCHEME.into(),
+            });
+            Repository::plain(storage.clone())
+                .put_marker(enc, None)
+                .await?;
+        }
+        let target = Self::open_storage(storage, false).await?;
+        if target.encrypted() != source.encrypted() {
+            return Err(RepoError::EncryptionDiffers {
+                location: target.location(),
+                encrypted: target.encrypted(),
+            });
+        }
+        Ok(target)
     }
 
     fn plain(storage: DynStorage) -> Repository {

@@ -288,8 +288,10 @@ fn decode_any(
     Ok(Bytes::from(out))
 }
 
-/// Checks a WAL object fed in pieces, without decompressing it (for
-/// `copy`): the header, the stored length and the CRC32 of the stored frame.
+/// Checks a WAL object fed in pieces, without decompressing or opening it
+/// (for `copy`): the header, the stored (or sealed) length and the CRC32 of
+/// the stored (or sealed) bytes. Both object versions (`PGTIDEW1`, sealed
+/// `PGTIDEW2`).
 #[derive(Debug, Default)]
 pub struct ObjectCheck {
     header: Vec<u8>,
@@ -298,9 +300,34 @@ pub struct ObjectCheck {
 }
 
 impl ObjectCheck {
+    /// Bytes of the header: `None` until enough of it is in to tell.
+    fn header_len(&self) -> Option<usize> {
+        let h = &self.header;
+        if h.len() >= 8 && &h[..8] == MAGIC_SEALED {
+            if h.len() < HEADER_SEALED {
+                return None;
+            }
+            let n = u16::from_le_bytes([h[68], h[69]]) as usize;
+            return Some(HEADER_SEALED + n);
+        }
+        if h.len() < 8 {
+            return None;
+        }
+        Some(HEADER)
+    }
+
     pub fn feed(&mut self, mut data: &[u8]) {
-        if self.header.len() < HEADER {
-            let take = (HEADER - self.header.len()).min(data.len());
+        loop {
+            // The magic first, then as much header as it says.
+            let want = if self.header.len() < 8 {
+                8
+            } else {
+                self.header_len().unwrap_or(HEADER_SEALED)
+            };
+            if self.header.len() >= want || data.is_empty() {
+                break;
+            }
+            let take = (want - self.header.len()).min(data.len());
             self.header.extend_from_slice(&data[..take]);
             data = &data[take..];
         }
@@ -311,7 +338,8 @@ impl ObjectCheck {
     /// `Err` says what is wrong.
     pub fn finish(self) -> Result<(), String> {
         let h = &self.header;
-        if h.len() < HEADER || &h[..8] != MAGIC {
+        let complete = self.header_len().is_some_and(|n| h.len() >= n);
+        if !complete || !(&h[..8] == MAGIC || &h[..8] == MAGIC_SEALED) {
             return Err("not a pgtide WAL object (bad header)".into());
         }
         let stored_len = u64::from_le_bytes(h[20..28].try_into().expect("8 bytes"));
@@ -640,6 +668,32 @@ mod tests {
         assert!(c.finish().unwrap_err().contains("stored bytes"));
         let mut c = ObjectCheck::default();
         c.feed(b"short");
+        assert!(c.finish().is_err());
+        // A sealed object (header of 70 bytes plus the wrapped key).
+        let frame = b"sealed frame bytes".to_vec();
+        let wrapped = vec![9u8; 200];
+        let mut o = Vec::new();
+        o.extend_from_slice(MAGIC_SEALED);
+        o.extend_from_slice(&[1, 0, 0, 0]);
+        o.extend_from_slice(&100u64.to_le_bytes());
+        o.extend_from_slice(&(frame.len() as u64).to_le_bytes());
+        o.extend_from_slice(&3u32.to_le_bytes());
+        o.extend_from_slice(&crc32fast::hash(&frame).to_le_bytes());
+        o.extend_from_slice(&[7u8; 32]);
+        o.extend_from_slice(&(wrapped.len() as u16).to_le_bytes());
+        o.extend_from_slice(&wrapped);
+        o.extend_from_slice(&frame);
+        for split in [1, 8, 69, 70, 100, 270, o.len() - 1] {
+            let mut c = ObjectCheck::default();
+            c.feed(&o[..split]);
+            c.feed(&o[split..]);
+            assert_eq!(c.finish(), Ok(()), "split at {split}");
+        }
+        let mut bad = o.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        let mut c = ObjectCheck::default();
+        c.feed(&bad);
         assert!(c.finish().is_err());
     }
 

@@ -311,3 +311,86 @@ fn copy_errors_are_one_line() {
     pgtide(&["copy", "all", "--from", "ftp://x/y", "--to", repo])
         .assert_one_line_error(4, "invalid repository location");
 }
+
+/// A copy of an encrypted repository stays encrypted with the same keys: a
+/// dump and a backup (with its sealed WAL) copied to Azure restore there
+/// only with the identity; a target encrypted for other keys, or plain, is
+/// refused.
+#[test]
+fn copy_of_an_encrypted_repository_stays_encrypted() {
+    let pg = PgCluster::start(15);
+    pg.execute(
+        "postgres",
+        "CREATE TABLE s (id int PRIMARY KEY, v text);
+         INSERT INTO s SELECT g, md5(g::text) FROM generate_series(1, 5000) g;",
+    );
+    let work = work_dir("pgtide-cloud-crypt-");
+    let key = work.path().join("id.key");
+    let out = pgtide(&["key", "generate", "--output", key.to_str().unwrap()]);
+    out.assert_ok();
+    let recipient = out.stdout.trim().to_string();
+    let key = key.to_str().unwrap();
+    let repo = work.path().join("repo");
+    let repo = repo.to_str().unwrap();
+    pgtide(&["init", "--repo", repo, "--recipient", &recipient]).assert_ok();
+    let conn = pg.conninfo("postgres", "postgres");
+    pgtide(&["dump", "--db", &conn, "--repo", repo]).assert_ok();
+    let b = backup(&conn, repo, &["--wal", "stream"]);
+
+    let az = Emulator::azurite().fresh_blocking().url;
+    let r = json(&pgtide(&[
+        "copy", "all", "--json", "--from", repo, "--to", &az,
+    ]));
+    assert_eq!(r["sets"].as_array().unwrap().len(), 2, "{r:#}");
+    assert!(r["wal"]["objects_copied"].as_u64().unwrap() >= 1, "{r:#}");
+    // Reading the copy takes the key, as the original does.
+    let dst = pg.conninfo("postgres", "back");
+    pgtide(&["restore", "latest", "--repo", &az, "--db", &dst, "--create"])
+        .assert_one_line_error(11, "no key was given");
+    pgtide(&["verify", &s(&b, "id"), "--repo", &az, "--identity", key]).assert_ok();
+    let dump_id = r["sets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["kind"] == "dump")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    pgtide(&[
+        "restore",
+        &dump_id,
+        "--repo",
+        &az,
+        "--db",
+        &dst,
+        "--create",
+        "--identity",
+        key,
+    ])
+    .assert_ok();
+    assert_eq!(
+        pg.query_one(
+            "back",
+            "SELECT count(*) || ':' || md5(string_agg(v, ',' ORDER BY id)) FROM s"
+        ),
+        pg.query_one(
+            "postgres",
+            "SELECT count(*) || ':' || md5(string_agg(v, ',' ORDER BY id)) FROM s"
+        )
+    );
+
+    // Into a plain repository, or one encrypted for another key: refused.
+    let plain = work.path().join("plain");
+    let plain = plain.to_str().unwrap();
+    pgtide(&["init", "--repo", plain]).assert_ok();
+    pgtide(&["copy", "all", "--from", repo, "--to", plain])
+        .assert_one_line_error(4, "is not encrypted, the source is");
+    let other_key = work.path().join("other.key");
+    let out = pgtide(&["key", "generate", "--output", other_key.to_str().unwrap()]);
+    let other = work.path().join("other");
+    let other = other.to_str().unwrap();
+    pgtide(&["init", "--repo", other, "--recipient", out.stdout.trim()]).assert_ok();
+    pgtide(&["copy", "all", "--from", repo, "--to", other])
+        .assert_one_line_error(4, "it is encrypted for other keys");
+}
