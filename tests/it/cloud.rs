@@ -310,6 +310,20 @@ fn copy_errors_are_one_line() {
         .assert_one_line_error(4, "bucket pgtide-nope does not exist");
     pgtide(&["copy", "all", "--from", "ftp://x/y", "--to", repo])
         .assert_one_line_error(4, "invalid repository location");
+    // Refused credentials: exit 4 and one line, as for S3.
+    let az = Emulator::azurite();
+    let place = az.fresh_blocking();
+    let wrong = az.connection_string(
+        "d3JvbmctYnV0LXdlbGwtZm9ybWVkLWtleS13cm9uZy1idXQtd2VsbC1mb3JtZWQta2V5LXdyb25nLWtleQ==",
+    );
+    pgtide_env(
+        &["list", "--repo", &place.url],
+        &[("AZURE_STORAGE_CONNECTION_STRING", wrong.as_str())],
+    )
+    .assert_one_line_error(4, "access denied to az://");
+    // An unreachable endpoint: exit 4, one line.
+    pgtide(&["list", "--repo", "gs://b/p?endpoint=http://127.0.0.1:1"])
+        .assert_one_line_error(4, "open gs://b/p: client error (Connect)");
 }
 
 /// A copy of an encrypted repository stays encrypted with the same keys: a
