@@ -11,6 +11,10 @@
 //!   (SIGKILL); a damaged source pack is refused
 //!   (exit 5) and nothing of it is written; a target bound to another
 //!   cluster is refused (exit 4).
+//! - A copy of an encrypted repository stays encrypted with the same keys;
+//!   a plain target or one with other keys is refused.
+//! - Missing container or bucket, refused credentials, an unreachable
+//!   endpoint, an unknown scheme: one line, exit 4.
 //!
 //! The emulators' variables (`AZURE_STORAGE_CONNECTION_STRING`,
 //! `STORAGE_EMULATOR_HOST`) are set in this process when they start, so
