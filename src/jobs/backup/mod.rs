@@ -365,6 +365,7 @@ async fn take(
         .map_err(repl("start BASE_BACKUP"))?;
     progress.set_phase("receiving the base backup");
     let mut r = receive(client, facts, s.pipeline, packs, &start_tx, progress).await?;
+    crate::jobs::pause_point("backup-received").await;
 
     let (wal_start, wal_end) = r.wal_range(facts.seg_size);
     progress.set_phase(format!(
