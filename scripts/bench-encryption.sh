@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # What encryption costs: the same pgtide dump and backup into a plain and
-# into an encrypted (public-key) repository, alternated RUNS times on the
+# into an encrypted (public-key) repository, alternated RUNS times (which
+# goes first alternates too, and every step starts after a sync) on the
 # same data in the same run; prints the median wall and client CPU seconds
 # of each, and the ratio. For docs/BENCHMARKS.md.
 #
@@ -50,12 +51,17 @@ DATA=$("$PGBIN/psql" -Atd bench -c "SELECT pg_size_pretty(pg_database_size('benc
 : >"$WORK/results"
 measure() { # label, then the command
   local label=$1; shift
+  sync # the previous step's writes are not this one's to flush
   /usr/bin/time -f "%e %U %S" -o "$WORK/time" "$@" >/dev/null 2>"$WORK/err" || { cat "$WORK/err" >&2; exit 1; }
   read -r wall user sys <"$WORK/time"
   echo "$label $wall $(echo "$user + $sys" | bc)" >>"$WORK/results"
 }
 for run in $(seq 1 "$RUNS"); do
-  for mode in plain sealed; do
+  # Alternate which goes first, so neither always follows the other's
+  # writes.
+  order="plain sealed"
+  [ $((run % 2)) = 0 ] && order="sealed plain"
+  for mode in $order; do
     rm -rf "$WORK/repo-$mode"
     if [ "$mode" = sealed ]; then "$PGTIDE" init --repo "$WORK/repo-$mode" --recipient "$(cat "$WORK/r")" >/dev/null; fi
     measure "dump-$mode" "$PGTIDE" dump --db "$DB" --repo "$WORK/repo-$mode" --jobs "$JOBS"
