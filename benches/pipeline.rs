@@ -92,13 +92,13 @@ fn bench(c: &mut Criterion) {
         let e = encode(&raw, comp).unwrap();
         g.bench_with_input(BenchmarkId::new("seal", comp), &e, |b, e| {
             b.iter(|| {
-                let s = cipher.seal(1, 4096, e.raw_len, black_box(&e.data));
+                let s = cipher.seal(1, e.raw_len, black_box(&e.data));
                 crc32fast::hash(&s)
             })
         });
-        let sealed = cipher.seal(1, 4096, e.raw_len, &e.data);
+        let sealed = cipher.seal(1, e.raw_len, &e.data);
         g.bench_with_input(BenchmarkId::new("open", comp), &sealed, |b, s| {
-            b.iter(|| cipher.open(1, 4096, e.raw_len, black_box(s)).unwrap())
+            b.iter(|| cipher.open(1, e.raw_len, black_box(s)).unwrap())
         });
     }
     g.finish();

@@ -20,6 +20,8 @@ pub struct Encoded {
     pub crc_stored: u32,
     /// Number of `\n` bytes in the raw chunk (rows, for COPY text streams).
     pub newlines: u64,
+    /// Encrypted sets: the chunk's number (its nonce); 0 in plain sets.
+    pub seq: u64,
 }
 
 pub fn encode(raw: &[u8], compression: Compression) -> Result<Encoded, CompressError> {
@@ -37,6 +39,7 @@ pub fn encode(raw: &[u8], compression: Compression) -> Result<Encoded, CompressE
         raw_len: raw.len() as u64,
         crc_raw,
         newlines,
+        seq: 0,
     })
 }
 

@@ -88,6 +88,14 @@ pub struct ChunkRef {
     /// CRC32 (IEEE) of the stored bytes.
     #[serde(rename = "s")]
     pub crc_stored: u32,
+    /// Encrypted sets only: the chunk's number in its set (from 1), its
+    /// AES-GCM nonce; 0 (absent) in plain sets.
+    #[serde(rename = "n", default, skip_serializing_if = "is_zero")]
+    pub seq: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// One pack object: a concatenation of stored chunk frames.

@@ -511,8 +511,8 @@ fn check_jobs(jobs: usize) -> Result<usize, CliError> {
     Ok(jobs)
 }
 
-/// A token cancelled by the first SIGINT or SIGTERM, for jobs that clean up
-/// after themselves when stopped.
+/// A token cancelled by the first SIGINT or SIGTERM: how every job is told
+/// to stop (it cleans up after itself and returns `Interrupted`, exit 130).
 fn cancel_on_signal() -> tokio_util::sync::CancellationToken {
     let token = tokio_util::sync::CancellationToken::new();
     let t = token.clone();
@@ -537,29 +537,6 @@ fn cancel_on_signal() -> tokio_util::sync::CancellationToken {
         t.cancel();
     });
     token
-}
-
-/// Run a job until it ends or the process is told to stop.
-async fn interruptible<T>(
-    fut: impl std::future::Future<Output = Result<T, jobs::JobError>>,
-) -> Result<T, jobs::JobError> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).map_err(|e| jobs::JobError::Io {
-            context: "install a signal handler".into(),
-            source: e,
-        })?;
-        tokio::select! {
-            r = fut => r,
-            _ = tokio::signal::ctrl_c() => Err(jobs::JobError::Interrupted),
-            _ = term.recv() => Err(jobs::JobError::Interrupted),
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        fut.await
-    }
 }
 
 pub async fn run(cli: Cli) -> Result<(), CliError> {
@@ -717,7 +694,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let id = repo.resolve_dump(&a.id).await?;
             let progress = Arc::new(Progress::default());
             let _display = ProgressDisplay::start(progress.clone(), !json, "tables");
-            let r = interruptible(logical_restore::run(&repo, &id, &s, progress)).await?;
+            let r = logical_restore::run(&repo, &id, &s, progress, cancel_on_signal()).await?;
             if json {
                 print_json(&r);
             } else if r.dry_run {
@@ -774,7 +751,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let id = repo.resolve_any(&a.id).await?;
             let progress = Arc::new(Progress::default());
             let display = ProgressDisplay::start(progress.clone(), !json, "streams");
-            let r = interruptible(verify::run(&repo, &id, check_jobs(a.jobs)?, progress)).await?;
+            let readers = check_jobs(a.jobs)?;
+            let r = verify::run(&repo, &id, readers, progress, cancel_on_signal()).await?;
             drop(display);
             if json {
                 print_json(&r);
@@ -870,9 +848,15 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let guard = writer_lock(&to, "copy").await?;
             let progress = Arc::new(Progress::default());
             let display = ProgressDisplay::start(progress.clone(), !json, "bytes");
-            let r = interruptible(jobs::copy::run(
-                &from, &to, &selection, false, jobs_n, progress,
-            ))
+            let r = jobs::copy::run(
+                &from,
+                &to,
+                &selection,
+                false,
+                jobs_n,
+                progress,
+                cancel_on_signal(),
+            )
             .await;
             drop(display);
             release(guard).await;

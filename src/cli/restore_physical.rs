@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::exit::{self, CliError};
 use super::output::{print_json, ProgressDisplay};
-use super::{check_jobs, interruptible, RestoreArgs};
+use super::{cancel_on_signal, check_jobs, RestoreArgs};
 use crate::jobs::Progress;
 use crate::units::human_bytes;
 
@@ -107,7 +107,7 @@ pub(super) async fn run(a: RestoreArgs, json: bool) -> Result<(), CliError> {
     }
     let progress = Arc::new(Progress::default());
     let display = ProgressDisplay::start(progress.clone(), !json, "files");
-    let r = interruptible(request::run(&repo, &req.backup, &s, progress)).await?;
+    let r = request::run(&repo, &req.backup, &s, progress, cancel_on_signal()).await?;
     drop(display);
     if json {
         print_json(&r);

@@ -128,10 +128,12 @@ impl DataKey {
 }
 
 /// Seals and opens the chunks of one dump or backup. The nonce is the
-/// chunk's position (pack number, offset in the pack), which the writer
-/// never uses twice within a set; the associated data binds the frame to
-/// its set id, its position and its raw length, so a frame moved, reordered,
-/// truncated or taken from another set fails to open.
+/// chunk's number in its set (a per-set counter from 1, recorded in the
+/// manifest), which the writer never gives twice; the associated data binds
+/// the frame to its set id, its number and its raw length, so a frame
+/// moved to another place, reordered, truncated or taken from another set
+/// fails to open (the manifest, authenticated, says which number belongs
+/// where).
 #[derive(Clone)]
 pub struct ChunkCipher {
     key: std::sync::Arc<LessSafeKey>,
@@ -152,52 +154,44 @@ impl ChunkCipher {
         }
     }
 
-    fn nonce(pack: u32, offset: u64) -> Nonce {
+    fn nonce(seq: u64) -> Nonce {
         let mut n = [0u8; 12];
-        n[..4].copy_from_slice(&pack.to_be_bytes());
-        n[4..].copy_from_slice(&offset.to_be_bytes());
+        n[4..].copy_from_slice(&seq.to_be_bytes());
         Nonce::assume_unique_for_key(n)
     }
 
-    fn aad(&self, pack: u32, offset: u64, raw_len: u64) -> Vec<u8> {
-        let mut a = Vec::with_capacity(self.set_id.len() + 40);
+    fn aad(&self, seq: u64, raw_len: u64) -> Vec<u8> {
+        let mut a = Vec::with_capacity(self.set_id.len() + 36);
         a.extend_from_slice(b"pgtide chunk v1\0");
         a.extend_from_slice(self.set_id.as_bytes());
         a.push(0);
-        a.extend_from_slice(&pack.to_be_bytes());
-        a.extend_from_slice(&offset.to_be_bytes());
+        a.extend_from_slice(&seq.to_be_bytes());
         a.extend_from_slice(&raw_len.to_be_bytes());
         a
     }
 
-    /// `frame` (a compressed chunk) sealed at its position: frame ‖ tag.
-    pub fn seal(&self, pack: u32, offset: u64, raw_len: u64, frame: &[u8]) -> Vec<u8> {
+    /// `frame` (a compressed chunk) sealed as chunk `seq`: frame ‖ tag.
+    pub fn seal(&self, seq: u64, raw_len: u64, frame: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(frame.len() + TAG_LEN);
         out.extend_from_slice(frame);
         self.key
             .seal_in_place_append_tag(
-                Self::nonce(pack, offset),
-                Aad::from(self.aad(pack, offset, raw_len)),
+                Self::nonce(seq),
+                Aad::from(self.aad(seq, raw_len)),
                 &mut out,
             )
             .expect("AES-GCM sealing of a bounded chunk");
         out
     }
 
-    /// The frame of a sealed chunk, authenticated.
-    pub fn open(
-        &self,
-        pack: u32,
-        offset: u64,
-        raw_len: u64,
-        sealed: &[u8],
-    ) -> Result<Vec<u8>, CryptError> {
+    /// The frame of sealed chunk `seq`, authenticated.
+    pub fn open(&self, seq: u64, raw_len: u64, sealed: &[u8]) -> Result<Vec<u8>, CryptError> {
         let mut buf = sealed.to_vec();
         let n = self
             .key
             .open_in_place(
-                Self::nonce(pack, offset),
-                Aad::from(self.aad(pack, offset, raw_len)),
+                Self::nonce(seq),
+                Aad::from(self.aad(seq, raw_len)),
                 &mut buf,
             )
             .map_err(|_| CryptError::Auth("chunk"))?
@@ -293,26 +287,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn chunks_open_only_at_their_position_in_their_set() {
+    fn chunks_open_only_as_their_number_in_their_set() {
         let k = DataKey::generate().unwrap();
         let c = ChunkCipher::new(&k, "20261206-120000F");
-        let sealed = c.seal(3, 4096, 10, b"frame data");
+        let sealed = c.seal(3, 10, b"frame data");
         assert_eq!(sealed.len(), 10 + TAG_LEN);
-        assert_eq!(c.open(3, 4096, 10, &sealed).unwrap(), b"frame data");
-        assert!(c.open(3, 4097, 10, &sealed).is_err(), "moved in the pack");
-        assert!(
-            c.open(4, 4096, 10, &sealed).is_err(),
-            "moved to another pack"
-        );
-        assert!(c.open(3, 4096, 11, &sealed).is_err(), "other raw length");
+        assert_eq!(c.open(3, 10, &sealed).unwrap(), b"frame data");
+        assert!(c.open(4, 10, &sealed).is_err(), "another chunk's place");
+        assert!(c.open(3, 11, &sealed).is_err(), "other raw length");
         let other_set = ChunkCipher::new(&k, "20261206-120001F");
-        assert!(other_set.open(3, 4096, 10, &sealed).is_err(), "other set");
+        assert!(other_set.open(3, 10, &sealed).is_err(), "other set");
         let other_key = ChunkCipher::new(&DataKey::generate().unwrap(), "20261206-120000F");
-        assert!(other_key.open(3, 4096, 10, &sealed).is_err(), "other key");
+        assert!(other_key.open(3, 10, &sealed).is_err(), "other key");
         let mut flipped = sealed.clone();
         flipped[2] ^= 1;
-        assert!(c.open(3, 4096, 10, &flipped).is_err(), "flipped byte");
-        assert!(c.open(3, 4096, 10, &sealed[..sealed.len() - 1]).is_err());
+        assert!(c.open(3, 10, &flipped).is_err(), "flipped byte");
+        assert!(c.open(3, 10, &sealed[..sealed.len() - 1]).is_err());
     }
 
     #[test]

@@ -107,7 +107,7 @@ pub(super) async fn run_job(shared: Arc<Shared>, req: Request, cancel: Cancellat
             if cancel.is_cancelled() {
                 break;
             }
-            copy_to(&shared, c, &made, req.trigger).await;
+            copy_to(&shared, c, &made, req.trigger, &cancel).await;
         }
     }
     let again = {
@@ -325,7 +325,13 @@ async fn drill(
 /// `c` (holding its writer lock), then apply its retention; record the run
 /// (kind `copy`). A failure is recorded and logged: the primary's run
 /// stays a success, and the next one copies what is missing.
-async fn copy_to(shared: &Shared, c: &config::CopyConfig, ids: &[String], trigger: &str) {
+async fn copy_to(
+    shared: &Shared,
+    c: &config::CopyConfig,
+    ids: &[String],
+    trigger: &str,
+    cancel: &CancellationToken,
+) {
     use crate::jobs::copy;
     let started = Utc::now();
     let t0 = Instant::now();
@@ -357,6 +363,7 @@ async fn copy_to(shared: &Shared, c: &config::CopyConfig, ids: &[String], trigge
                     true,
                     cfg.backup.jobs.min(4),
                     Arc::new(Progress::default()),
+                    cancel.clone(),
                 )
                 .await?;
                 bytes += r.bytes_copied;

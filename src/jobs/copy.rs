@@ -22,7 +22,9 @@
 //!   ahead, through the target's streaming writer; `jobs` objects at once.
 //!
 //! It holds the target's writer lock (taken by the caller) and never
-//! writes to the source.
+//! writes to the source. Stopped through its cancellation token, it aborts
+//! the objects it is writing (nothing half-written becomes visible) and
+//! returns `Interrupted`; what it finished stays, for the next run.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -31,6 +33,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use futures::StreamExt as _;
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
 use super::{JobError, Progress};
 use crate::pg::lsn::parse_segment_name;
@@ -113,6 +116,8 @@ type Chunks = Arc<Vec<(u64, u64, u32)>>;
 enum Refused {
     Storage(StorageError),
     Damaged(String),
+    /// The job was told to stop.
+    Stopped,
 }
 
 impl From<StorageError> for Refused {
@@ -225,17 +230,33 @@ impl Checker {
     }
 }
 
-/// Copy one object of `size` bytes, checked, into `dst` (create-if-absent
-/// when `if_absent`). Returns the bytes written.
-async fn copy_object(
+/// What every object copy of a run shares.
+#[derive(Clone)]
+struct Mover {
     src: DynStorage,
     dst: DynStorage,
+    progress: Arc<Progress>,
+    cancel: CancellationToken,
+}
+
+/// Copy one object of `size` bytes, checked, into `m.dst` (create-if-absent
+/// when `if_absent`). Returns the bytes written.
+async fn copy_object(
+    m: Mover,
     key: String,
     size: u64,
     check: Check,
     if_absent: bool,
-    progress: Arc<Progress>,
 ) -> Result<u64, Refused> {
+    let Mover {
+        src,
+        dst,
+        progress,
+        cancel,
+    } = m;
+    if cancel.is_cancelled() {
+        return Err(Refused::Stopped);
+    }
     let key = key.as_str();
     let mut checker = Checker::new(&check);
     // Small objects whole (create-if-absent when asked); larger ones in
@@ -272,6 +293,9 @@ async fn copy_object(
     let result: Result<Checker, Refused> = async {
         let mut checker = checker;
         while let Some(piece) = pieces.next().await {
+            if cancel.is_cancelled() {
+                return Err(Refused::Stopped);
+            }
             let piece = piece?;
             checker = checker
                 .feed(piece.clone())
@@ -387,6 +411,7 @@ fn refused(id: &str, r: Refused) -> JobError {
             id: id.to_string(),
             what,
         },
+        Refused::Stopped => JobError::Interrupted,
     }
 }
 
@@ -398,6 +423,7 @@ async fn copy_set(
     id: &str,
     jobs: usize,
     progress: &Arc<Progress>,
+    cancel: &CancellationToken,
 ) -> Result<(SetCopy, Option<BackupManifest>), JobError> {
     let manifest_key = layout::set_manifest(kind, id);
     let manifest_bytes = from
@@ -479,22 +505,19 @@ async fn copy_set(
         todo.iter().map(|t| t.1).sum(),
         std::sync::atomic::Ordering::Relaxed,
     );
-    let (src, dst) = (from.storage().clone(), to.storage().clone());
-    let results: Vec<Result<u64, Refused>> =
-        futures::stream::iter(todo.into_iter().map(|(key, size, check)| {
-            copy_object(
-                src.clone(),
-                dst.clone(),
-                key,
-                size,
-                check,
-                false,
-                progress.clone(),
-            )
-        }))
-        .buffer_unordered(jobs.max(1))
-        .collect()
-        .await;
+    let m = Mover {
+        src: from.storage().clone(),
+        dst: to.storage().clone(),
+        progress: progress.clone(),
+        cancel: cancel.clone(),
+    };
+    let results: Vec<Result<u64, Refused>> = futures::stream::iter(
+        todo.into_iter()
+            .map(|(key, size, check)| copy_object(m.clone(), key, size, check, false)),
+    )
+    .buffer_unordered(jobs.max(1))
+    .collect()
+    .await;
     for r in results {
         let n = r.map_err(|e| refused(id, e))?;
         report.objects_copied += 1;
@@ -578,7 +601,7 @@ async fn copy_wal(
     source: &BTreeMap<String, u64>,
     seg_size: u64,
     jobs: usize,
-    progress: &Arc<Progress>,
+    m: &Mover,
 ) -> Result<WalCopy, JobError> {
     let there = sizes(to.storage(), wal_archive::WAL_PREFIX)
         .await
@@ -605,16 +628,15 @@ async fn copy_wal(
             None => todo.push((key, size)),
         }
     }
-    progress.total_bytes.fetch_add(
+    m.progress.total_bytes.fetch_add(
         todo.iter().map(|t| t.1).sum(),
         std::sync::atomic::Ordering::Relaxed,
     );
-    let (src, dst) = (from.storage().clone(), to.storage().clone());
     let results: Vec<(String, Result<u64, Refused>)> =
         futures::stream::iter(todo.into_iter().map(|(key, size)| {
-            let (src, dst, progress) = (src.clone(), dst.clone(), progress.clone());
+            let m = m.clone();
             async move {
-                let r = copy_object(src, dst, key.clone(), size, Check::Wal, true, progress).await;
+                let r = copy_object(m, key.clone(), size, Check::Wal, true).await;
                 (key, r)
             }
         }))
@@ -649,6 +671,7 @@ async fn copy_wal(
                     source: WalError::Damaged { key, reason },
                 })
             }
+            Err(Refused::Stopped) => return Err(JobError::Interrupted),
         }
     }
     if !superseded.is_empty() {
@@ -670,6 +693,7 @@ pub async fn run(
     all_wal: bool,
     jobs: usize,
     progress: Arc<Progress>,
+    cancel: CancellationToken,
 ) -> Result<CopyReport, JobError> {
     let all_wal = all_wal || selection == &Selection::All;
     let t0 = Instant::now();
@@ -704,7 +728,10 @@ pub async fn run(
     let mut backups = Vec::new();
     for id in &ids {
         let kind = SetKind::of_id(id).expect("ids are valid");
-        let (r, m) = copy_set(from, to, kind, id, jobs, &progress).await?;
+        if cancel.is_cancelled() {
+            return Err(JobError::Interrupted);
+        }
+        let (r, m) = copy_set(from, to, kind, id, jobs, &progress, &cancel).await?;
         tracing::info!(id = %id, status = r.status, objects = r.objects_copied, "copied");
         sets.push(r);
         backups.extend(m);
@@ -724,7 +751,13 @@ pub async fn run(
                 .into_iter()
                 .collect();
             let needed = wal_needed(&source, &backups, all_wal, seg_size);
-            wal = copy_wal(from, to, needed, &source, seg_size, jobs, &progress).await?;
+            let m = Mover {
+                src: from.storage().clone(),
+                dst: to.storage().clone(),
+                progress: progress.clone(),
+                cancel: cancel.clone(),
+            };
+            wal = copy_wal(from, to, needed, &source, seg_size, jobs, &m).await?;
         }
     }
     let bytes_copied = sets.iter().map(|s| s.bytes_copied).sum::<u64>() + wal.bytes_copied;

@@ -1,6 +1,21 @@
 //! The jobs a user runs. Each takes validated settings, talks to PostgreSQL
 //! through `pg`, moves bytes through `pipeline`, and names objects through
 //! `repo`. Jobs never print: they update a `Progress` and return a report.
+//!
+//! Stopping: every job that runs for long takes a `CancellationToken` (the
+//! CLI's is cancelled by SIGINT/SIGTERM, the daemon's at shutdown) and
+//! nobody stops a job by dropping its future from outside. A job stops at
+//! its await points: one that owns no background work (a statement, a
+//! read, a child process killed on drop) goes through [`cancellable`];
+//! spawned workers are joined with [`join_all`], which on the token (or the
+//! first error) aborts them and waits until each has ended; work on the
+//! blocking pool that writes is tracked and awaited too. A dump or backup
+//! drops its whole work at once (its writes are packs, which
+//! `PackSet::settle` awaits) but owns its workers' set, and shuts it down
+//! first. Only then does the job clean up (a dump or backup settles its
+//! packs and purges the set once; a physical restore puts back the
+//! directories it was writing; a drill or a restore from a backup removes
+//! its scratch directory) and return [`JobError::Interrupted`] (exit 130).
 
 pub mod backup;
 pub mod copy;
@@ -16,6 +31,8 @@ pub mod wal;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+
+use tokio_util::sync::CancellationToken;
 
 use crate::pg::connect::ConnectError;
 use crate::pg::tools::ToolError;
@@ -291,15 +308,81 @@ pub(crate) fn panic_point(_name: &str) {
     }
 }
 
-/// Wait for every task of a set; the first error wins and drops the set,
-/// which aborts the tasks still running.
+/// Test hook, in debug builds only: when `PGTIDE_TEST_PAUSE` names this
+/// point, says so on stderr (`pgtide test pause: NAME`) and then waits an
+/// hour, as a slow server or store would, so that tests can stop a job at
+/// a known place. The wait is an ordinary await point: it ends only the
+/// way the job's real work there would end.
+pub(crate) async fn pause_point(_name: &str) {
+    #[cfg(debug_assertions)]
+    if std::env::var("PGTIDE_TEST_PAUSE").is_ok_and(|v| v == _name) {
+        eprintln!("pgtide test pause: {_name}");
+        tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+    }
+}
+
+/// Await `fut` unless `cancel` fires first, in which case `fut` is dropped
+/// where it waits and the job is [`JobError::Interrupted`]. Only for work
+/// that leaves nothing running when dropped (no spawned tasks of its own):
+/// a statement, a read, a child process killed on drop. Once `cancel` has
+/// fired, `fut` does not start at all.
+pub(crate) async fn cancellable<T, E: Into<JobError>>(
+    cancel: &CancellationToken,
+    fut: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, JobError> {
+    tokio::select! {
+        biased;
+        _ = cancel.cancelled() => Err(JobError::Interrupted),
+        r = fut => r.map_err(Into::into),
+    }
+}
+
+/// The error a job ends with, as the user sees it: once `cancel` has fired
+/// any failure is the interruption, since a child process (pg_restore,
+/// initdb) that got the same SIGINT from the terminal fails at the moment
+/// the token fires, and the user asked to stop.
+pub(crate) fn stopped(cancel: &CancellationToken, e: JobError) -> JobError {
+    if cancel.is_cancelled() {
+        return JobError::Interrupted;
+    }
+    e
+}
+
+/// `Interrupted` once `cancel` has fired: between steps that must not be
+/// dropped half-way (file system work, whose blocking calls would go on).
+pub(crate) fn stop_if_cancelled(cancel: &CancellationToken) -> Result<(), JobError> {
+    if cancel.is_cancelled() {
+        return Err(JobError::Interrupted);
+    }
+    Ok(())
+}
+
+/// Wait for every task of `set`. The first error, or `cancel`, stops the
+/// others: they are aborted and awaited, so that none outlives the call,
+/// and that error (`Interrupted` for `cancel`) is returned. The caller owns
+/// the set: if this future is itself dropped (a sibling of a `try_join!`
+/// failed), the caller shuts the set down (`JoinSet::shutdown`).
 pub(crate) async fn join_all<T: 'static>(
-    mut set: tokio::task::JoinSet<Result<T, JobError>>,
+    set: &mut tokio::task::JoinSet<Result<T, JobError>>,
     what: &str,
+    cancel: &CancellationToken,
 ) -> Result<Vec<T>, JobError> {
     let mut out = Vec::with_capacity(set.len());
-    while let Some(r) = set.join_next().await {
-        out.push(r.map_err(|e| task_failed(what, e))??);
+    loop {
+        let r = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => Err(JobError::Interrupted),
+            r = set.join_next() => match r {
+                None => return Ok(out),
+                Some(r) => r.map_err(|e| task_failed(what, e)).and_then(|r| r),
+            },
+        };
+        match r {
+            Ok(v) => out.push(v),
+            Err(e) => {
+                set.shutdown().await;
+                return Err(e);
+            }
+        }
     }
-    Ok(out)
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
 use super::{JobError, Progress};
 use crate::chunk::PackInfo;
@@ -30,7 +31,20 @@ pub struct VerifyReport {
     pub seconds: f64,
 }
 
+/// Verify set `id`. It only reads: `cancel` stops it wherever it waits
+/// (`Interrupted`), leaving nothing behind (a chunk being decoded on the
+/// blocking pool finishes there, and its bytes are dropped).
 pub async fn run(
+    repo: &Repository,
+    id: &str,
+    jobs: usize,
+    progress: Arc<Progress>,
+    cancel: CancellationToken,
+) -> Result<VerifyReport, JobError> {
+    super::cancellable(&cancel, verify(repo, id, jobs, progress)).await
+}
+
+async fn verify(
     repo: &Repository,
     id: &str,
     jobs: usize,
@@ -193,6 +207,7 @@ async fn check(
             async move {
                 let r = reader.read_chunk(&c).await;
                 progress.add_bytes(c.raw_len);
+                crate::jobs::pause_point("verify-chunk").await;
                 match r {
                     Ok(_) => None,
                     Err(PipelineError::Corrupt { pack, offset, kind }) => Some(format!(

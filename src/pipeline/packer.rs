@@ -27,8 +27,10 @@ pub struct PackSet {
     keys: PackKeys,
     packs: Arc<Mutex<Vec<PackInfo>>>,
     gate: Arc<Gate>,
-    /// Encrypted sets: seals each frame at its position.
+    /// Encrypted sets: seals each frame as its number in the set.
     cipher: Option<ChunkCipher>,
+    /// The last chunk number given (encrypted sets).
+    seq: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The background work of a pack set (packs being closed, and the cleanup
@@ -59,6 +61,7 @@ impl PackSet {
             packs: Arc::default(),
             gate: Arc::default(),
             cipher: None,
+            seq: Arc::default(),
         }
     }
 
@@ -111,6 +114,28 @@ impl PackSet {
     pub fn storage(&self) -> &DynStorage {
         &self.storage
     }
+}
+
+/// Compress a chunk and, in an encrypted set, seal it as chunk `seq`
+/// (CPU work, on the blocking pool for big chunks). A sealed chunk records
+/// no CRC of its plaintext (it would leak it; the tag authenticates it).
+fn encode(
+    raw: &[u8],
+    compression: Compression,
+    seal: Option<(ChunkCipher, u64)>,
+) -> Result<Encoded, CompressError> {
+    let e = codec::encode(raw, compression)?;
+    let Some((cipher, seq)) = seal else {
+        return Ok(e);
+    };
+    let data = Bytes::from(cipher.seal(seq, e.raw_len, &e.data));
+    Ok(Encoded {
+        crc_stored: crc32fast::hash(&data),
+        data,
+        crc_raw: 0,
+        seq,
+        ..e
+    })
 }
 
 /// A stream being written with `PackWriter::push`.
@@ -199,20 +224,6 @@ impl PackWriter {
             });
         }
         let open = self.open.as_mut().expect("pack is open");
-        let e = match &self.set.cipher {
-            None => e,
-            // Sealed here, where the position is known: it is the nonce.
-            // No CRC of the plaintext is recorded (it would leak it).
-            Some(c) => {
-                let data = Bytes::from(c.seal(open.index, open.offset, e.raw_len, &e.data));
-                Encoded {
-                    crc_stored: crc32fast::hash(&data),
-                    data,
-                    crc_raw: 0,
-                    ..e
-                }
-            }
-        };
         let r = ChunkRef {
             pack: open.index,
             offset: open.offset,
@@ -220,6 +231,7 @@ impl PackWriter {
             raw_len: e.raw_len,
             crc_raw: e.crc_raw,
             crc_stored: e.crc_stored,
+            seq: e.seq,
         };
         open.offset += r.stored_len;
         open.writer.write(e.data).await?;
@@ -307,11 +319,20 @@ impl PackWriter {
             Compression::None => true,
             Compression::Zstd(level) => level <= 3,
         };
+        // Encrypted sets: the chunk's number, given in stream order.
+        let seal = self.set.cipher.clone().map(|c| {
+            let seq = self
+                .set
+                .seq
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + 1;
+            (c, seq)
+        });
         if cheap && raw.len() <= INLINE_MAX {
-            return Pending::Ready(codec::encode(&raw, compression));
+            return Pending::Ready(encode(&raw, compression, seal));
         }
         Pending::Spawned(tokio::task::spawn_blocking(move || {
-            codec::encode(&raw, compression)
+            encode(&raw, compression, seal)
         }))
     }
 
@@ -455,6 +476,7 @@ mod tests {
                 let c = written[1].1.chunks[0];
                 assert!(plain.read_chunk(&c).await.is_err());
                 assert_eq!(c.crc_raw, 0, "no CRC of the plaintext is recorded");
+                assert!(c.seq > 0, "sealed chunks are numbered");
             }
             for (data, info) in written {
                 let mut back = Vec::new();

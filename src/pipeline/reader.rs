@@ -106,7 +106,7 @@ impl ChunkReader {
             Some(cipher) => {
                 codec::check_stored(stored, c.stored_len, c.crc_stored).and_then(|()| {
                     let frame = cipher
-                        .open(c.pack, c.offset, c.raw_len, stored)
+                        .open(c.seq, c.raw_len, stored)
                         .map_err(|_| codec::CorruptKind::Auth)?;
                     codec::decode_frame_into(&frame, c.raw_len, None, self.compression, out)
                 })

@@ -476,6 +476,12 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 
 /// A drill in the background, stdout and stderr into a file.
 fn spawn_drill(sc: &Scene) -> (Child, PathBuf) {
+    spawn_drill_paused(sc, "")
+}
+
+/// The same, held at the debug-build hook `PGTIDE_TEST_PAUSE` = `pause`
+/// (none when empty).
+fn spawn_drill_paused(sc: &Scene, pause: &str) -> (Child, PathBuf) {
     let log = sc
         .work
         .path()
@@ -485,6 +491,7 @@ fn spawn_drill(sc: &Scene) -> (Child, PathBuf) {
         .args(["drill", "--repo", &sc.repo, &sc.id, "--pg-bin"])
         .arg(pg_bin_dir(sc.pg.major()))
         .env("TMPDIR", sc.work.path())
+        .env("PGTIDE_TEST_PAUSE", pause)
         .stdout(f.try_clone().unwrap())
         .stderr(f)
         .stdin(Stdio::null())
@@ -540,7 +547,8 @@ fn signal(pid: u32, sig: &str) {
 }
 
 /// SIGINT or SIGTERM while the scratch server runs: exit 130, no server,
-/// no directory.
+/// no directory. SIGINT while the restore writes the files (held there by
+/// `PGTIDE_TEST_PAUSE`): its workers stop, then the directory goes.
 /// SIGKILL: the server stays up, and the next drill stops it, removes the
 /// directory and says so, then proves the backup.
 #[test]
@@ -556,6 +564,28 @@ fn drill_cleans_up_after_sigint_and_after_a_killed_drill() {
         assert!(!dir.exists(), "{} left after {sig}\n{text}", dir.display());
         assert_cleaned(sc.work.path());
     }
+
+    let (mut child, log) = spawn_drill_paused(&sc, "physical-restore-file");
+    let deadline = Instant::now() + DEADLINE;
+    while !fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("pgtide test pause: physical-restore-file")
+    {
+        assert!(
+            Instant::now() < deadline && child.try_wait().unwrap().is_none(),
+            "the drill never reached its restore\n{}",
+            fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(scratch_dirs(sc.work.path()).len(), 1);
+    signal(child.id(), "-INT");
+    let code = wait_exit(&mut child, &log);
+    let text = fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(code, Some(130), "{text}");
+    assert!(text.contains("error: interrupted"), "{text}");
+    assert!(!text.contains("cleaning up"), "{text}");
+    assert_cleaned(sc.work.path());
 
     let (mut child, log) = spawn_drill(&sc);
     let dir = wait_for_server(sc.work.path(), &log);

@@ -556,6 +556,7 @@ fn no_job_rewrites_an_object_once_written() {
             prefetch: 4,
         },
         progress(),
+        CancellationToken::new(),
     ))
     .unwrap();
     assert_eq!(pg.query_one("restored", "SELECT count(*) FROM t"), "20000");
@@ -639,7 +640,13 @@ fn no_job_rewrites_an_object_once_written() {
     let b2 = run_backup();
     for id in [&b1, &d2] {
         let r = rt
-            .block_on(jobs::verify::run(&repo, id, 2, progress()))
+            .block_on(jobs::verify::run(
+                &repo,
+                id,
+                2,
+                progress(),
+                CancellationToken::new(),
+            ))
             .unwrap();
         assert!(r.ok, "{id}: {:?}", r.problems);
     }
@@ -662,8 +669,14 @@ fn no_job_rewrites_an_object_once_written() {
         settings: Vec::new(),
     };
     let s = physical_restore::request::settings(&req).unwrap();
-    rt.block_on(physical_restore::request::run(&repo, &b2, &s, progress()))
-        .unwrap();
+    rt.block_on(physical_restore::request::run(
+        &repo,
+        &b2,
+        &s,
+        progress(),
+        CancellationToken::new(),
+    ))
+    .unwrap();
     assert!(pgdata.join("PG_VERSION").exists());
 
     // A dump drill (it records its run), and a run record as the daemon

@@ -129,10 +129,24 @@ pub async fn run(
     let span = tracing::info_span!("job", kind = "backup", id = %id, system = %facts.system.system_identifier);
     let packs = PackSet::new(repo.storage().clone(), repo.pack_keys(SetKind::Backup, &id))
         .with_cipher(repo.new_set_cipher(&id)?);
+    // The WAL range's streamer, owned here so that it is stopped and
+    // awaited whatever ends the backup.
+    let mut streamer = tokio::task::JoinSet::new();
     let result = tokio::select! {
-        r = take(repo, s, &mut client, &facts, &plan, &packs, &progress)
+        r = take(repo, s, &mut client, &facts, &plan, &packs, &progress, &mut streamer)
             .instrument(span.clone()) => r,
         _ = cancel.cancelled() => Err(JobError::Interrupted),
+    };
+    streamer.shutdown().await;
+    // The manifests are written here, where nothing drops the writes: a
+    // write left on the blocking pool (a local rename) would land after the
+    // purge below.
+    let result = match result {
+        Ok((m, pg_manifest)) => commit(repo, &m, pg_manifest, &progress)
+            .instrument(span.clone())
+            .await
+            .map(|()| m),
+        Err(e) => Err(e),
     };
     match result {
         Ok(m) => {
@@ -297,8 +311,33 @@ impl Received {
     }
 }
 
+/// Write PostgreSQL's `backup_manifest` as a plain object (not in an
+/// encrypted repository, where it would name every file: the copy in the
+/// packs is the one) and then the backup's manifest, last.
+async fn commit(
+    repo: &Repository,
+    m: &BackupManifest,
+    pg_manifest: Vec<u8>,
+    progress: &Progress,
+) -> Result<(), JobError> {
+    if !repo.encrypted() {
+        repo.storage()
+            .put(
+                &crate::repo::layout::backup_pg_manifest(&m.id),
+                pg_manifest.into(),
+            )
+            .await
+            .map_err(|e| JobError::Repo(e.into()))?;
+    }
+    progress.set_phase("writing the manifest");
+    repo.commit(SetKind::Backup, &m.id, m).await?;
+    Ok(())
+}
+
 /// Run the plan: receive the base backup while the WAL range is streamed
-/// (or awaited), check the range is in the archive, write the manifest.
+/// (or awaited), check the range is in the archive; the manifest to write
+/// and PostgreSQL's `backup_manifest` (see [`commit`]).
+#[allow(clippy::too_many_arguments)]
 async fn take(
     repo: &Repository,
     s: &BackupSettings,
@@ -307,25 +346,18 @@ async fn take(
     plan: &Plan,
     packs: &PackSet,
     progress: &Arc<Progress>,
-) -> Result<BackupManifest, JobError> {
+    streamer: &mut tokio::task::JoinSet<Result<(), RangeError>>,
+) -> Result<(BackupManifest, Vec<u8>), JobError> {
     let archive = repo.wal_archive(facts.seg_size, s.pipeline.compression);
     // The WAL range: a temporary slot before the backup starts; it streams
     // from the backup's start once the server reports it.
     let (start_tx, start_rx) = watch::channel(None::<RangeStart>);
     let (until_tx, until_rx) = watch::channel(None::<Lsn>);
     let (archived_tx, mut archived_rx) = watch::channel(Lsn::INVALID);
-    let streamer = match plan.wal {
-        WalSource::Stream => {
-            let r = RangeStreamer::prepare(&s.conn).await.map_err(range_err)?;
-            Some(tokio::spawn(r.run(
-                archive.clone(),
-                start_rx,
-                until_rx,
-                archived_tx,
-            )))
-        }
-        WalSource::Archive => None,
-    };
+    if plan.wal == WalSource::Stream {
+        let r = RangeStreamer::prepare(&s.conn).await.map_err(range_err)?;
+        streamer.spawn(r.run(archive.clone(), start_rx, until_rx, archived_tx));
+    }
 
     client
         .base_backup(&plan.base_backup)
@@ -333,14 +365,15 @@ async fn take(
         .map_err(repl("start BASE_BACKUP"))?;
     progress.set_phase("receiving the base backup");
     let mut r = receive(client, facts, s.pipeline, packs, &start_tx, progress).await?;
+    crate::jobs::pause_point("backup-received").await;
 
     let (wal_start, wal_end) = r.wal_range(facts.seg_size);
     progress.set_phase(format!(
         "waiting for WAL {wal_start}..{wal_end} to be archived"
     ));
     let (tli, start_lsn, end_lsn) = (r.timeline, r.start_lsn, r.end_lsn);
-    match streamer {
-        Some(mut handle) => {
+    match plan.wal {
+        WalSource::Stream => {
             until_tx.send_replace(Some(end_lsn));
             // Done when the streamer has archived up to the end, or failed.
             loop {
@@ -348,7 +381,7 @@ async fn take(
                     break;
                 }
                 tokio::select! {
-                    r = &mut handle => {
+                    Some(r) = streamer.join_next() => {
                         r.map_err(|e| crate::jobs::task_failed("the WAL streamer", e))?
                             .map_err(range_err)?;
                         break;
@@ -356,9 +389,12 @@ async fn take(
                     _ = archived_rx.changed() => {}
                 }
             }
-            handle.abort();
+            // Stopped (and awaited) by the caller.
+            streamer.abort_all();
         }
-        None => wait_for_archive(&archive, tli, start_lsn, end_lsn, plan.wal_wait).await?,
+        WalSource::Archive => {
+            wait_for_archive(&archive, tli, start_lsn, end_lsn, plan.wal_wait).await?
+        }
     }
     if let Some(name) = archive
         .missing_in_range(tli, start_lsn, end_lsn)
@@ -369,21 +405,10 @@ async fn take(
     }
 
     // PostgreSQL's manifest as a plain object too, for pg_verifybackup
-    // users; not in an encrypted repository (it names every file), where
-    // the copy in the packs is the one.
-    if !repo.encrypted() {
-        repo.storage()
-            .put(
-                &crate::repo::layout::backup_pg_manifest(&plan.id),
-                std::mem::take(&mut r.manifest_bytes).into(),
-            )
-            .await
-            .map_err(|e| JobError::Repo(e.into()))?;
-    }
+    // users (written by `commit`).
+    let pg_manifest = std::mem::take(&mut r.manifest_bytes);
     let m = manifest(facts, plan, s, r, packs.packs(), Utc::now());
-    progress.set_phase("writing the manifest");
-    repo.commit(SetKind::Backup, &plan.id, &m).await?;
-    Ok(m)
+    Ok((m, pg_manifest))
 }
 
 /// The backup's manifest, from what was planned and received.

@@ -38,7 +38,14 @@ pub(super) async fn flow(
         scr.write(plan::HBA_FILE, plan::HBA)?;
         scr.write(plan::IDENT_FILE, "")?;
         scr.give_to_server_user()?;
-        let r = physical_restore::run(repo, &m.id, &ps, steps.progress.clone()).await?;
+        let r = physical_restore::run(
+            repo,
+            &m.id,
+            &ps,
+            steps.progress.clone(),
+            steps.cancel.clone(),
+        )
+        .await?;
         // Clusters packaged the Debian way keep postgresql.conf outside the
         // data directory, so the backup has none; the server needs one (its
         // settings then come from postgresql.auto.conf and the defaults).
@@ -65,7 +72,9 @@ pub(super) async fn flow(
     }
 
     let t = steps.begin("recovering: PostgreSQL replays the archived WAL");
-    let summary = match physical_restore::start_and_wait(&ps, plan.major).await {
+    let cancel = steps.cancel.clone();
+    let recovered = cancellable(&cancel, physical_restore::start_and_wait(&ps, plan.major));
+    let summary = match recovered.await {
         Ok((summary, tli)) => {
             // PostgreSQL 15+ appends resource usage to "redo done at …".
             let shown = summary
@@ -98,7 +107,7 @@ pub(super) async fn flow(
 
     let t = steps.begin("checking where recovery stopped");
     let users = checks::superusers(s.superuser.as_deref(), s.os_user.as_deref(), &plan.data_dir);
-    let session = checks::superuser_session(&plan.scratch, &users).await;
+    let session = cancellable(&cancel, checks::superuser_session(&plan.scratch, &users)).await;
     let (client, user) = match session {
         Ok(x) => x,
         Err(e) => {
@@ -106,10 +115,10 @@ pub(super) async fn flow(
             return;
         }
     };
-    let r = recovery_point(&client, m, s, facts, &summary).await;
+    let r = cancellable(&cancel, recovery_point(&client, m, s, facts, &summary)).await;
     steps.end("recovery_point", t, r);
 
-    let dbs = match checks::databases(&client).await {
+    let dbs = match cancellable(&cancel, checks::databases(&client)).await {
         Ok(d) => d,
         Err(e) => {
             let t = Instant::now();
@@ -125,7 +134,7 @@ pub(super) async fn flow(
     let mut rows = 0u64;
     let mut r = Ok(());
     for db in &dbs {
-        match checks::count_tables(&plan.scratch, &user, db).await {
+        match cancellable(&cancel, checks::count_tables(&plan.scratch, &user, db)).await {
             Ok(c) => {
                 tables += c.len();
                 rows += c.values().sum::<u64>();

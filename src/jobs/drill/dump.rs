@@ -1,6 +1,8 @@
 //! The drill of a logical dump: initdb a scratch cluster, restore the dump
 //! into it, compare every table's rows with the manifest, then check it.
 
+use futures::TryFutureExt;
+
 use super::*;
 
 pub(super) async fn flow(
@@ -16,6 +18,7 @@ pub(super) async fn flow(
     let (Some(initdb), Some(pg_ctl)) = (&facts.initdb, &facts.pg_ctl) else {
         return;
     };
+    let cancel = steps.cancel.clone();
     let t = steps.begin("creating the scratch cluster (initdb)");
     let r = async {
         scr.write(plan::HBA_FILE, plan::HBA)?;
@@ -32,7 +35,7 @@ pub(super) async fn flow(
             "--locale=C",
             "-N",
         ]);
-        crate::pg::tools::run("initdb", c).await?;
+        cancellable(&cancel, crate::pg::tools::run("initdb", c)).await?;
         let mut conf = String::from("\n# written by pgtide drill\n");
         for (k, v) in plan::server_settings(&plan.scratch, facts.major) {
             conf.push_str(&format!(
@@ -67,7 +70,7 @@ pub(super) async fn flow(
         .arg(&log)
         .args(["-w", "-t", "600", "start"])
         .stdout(std::process::Stdio::null());
-    let r = crate::pg::tools::run("pg_ctl", c).await.map_err(|e| {
+    let started = crate::pg::tools::run("pg_ctl", c).map_err(|e| {
         let tail = std::fs::read_to_string(&log).unwrap_or_default();
         let last = tail
             .lines()
@@ -79,6 +82,7 @@ pub(super) async fn flow(
             source: std::io::Error::other(format!("{e} {last}").trim().to_string()),
         }
     });
+    let r = cancellable(&cancel, started).await;
     if !steps.end(
         "start",
         t,
@@ -93,11 +97,8 @@ pub(super) async fn flow(
         // A fresh cluster has a `postgres` database; a dump of one takes
         // its place.
         if matches!(db.as_str(), "postgres" | "template1") {
-            let c = crate::pg::connect::connect(
-                &checks::scratch_conninfo(&plan.scratch, USER, "template1")?,
-                "pgtide drill",
-            )
-            .await?;
+            let ci = checks::scratch_conninfo(&plan.scratch, USER, "template1")?;
+            let c = cancellable(&cancel, crate::pg::connect::connect(&ci, "pgtide drill")).await?;
             if db == "postgres" {
                 c.simple_query("DROP DATABASE postgres")
                     .await
@@ -123,7 +124,7 @@ pub(super) async fn flow(
             pg_dump: s.pg_dump.clone(),
             prefetch: 4,
         };
-        logical_restore::run(repo, &m.id, &rs, steps.progress.clone()).await
+        logical_restore::run(repo, &m.id, &rs, steps.progress.clone(), cancel.clone()).await
     }
     .await
     // The loader counts each part's rows against the manifest: in a drill
@@ -143,7 +144,7 @@ pub(super) async fn flow(
     }
 
     let t = steps.begin("comparing row counts with the dump's manifest");
-    let r = checks::count_tables(&plan.scratch, USER, &db)
+    let r = cancellable(&cancel, checks::count_tables(&plan.scratch, USER, &db))
         .await
         .and_then(|counted| {
             let bad = plan::compare_counts(&m.tables, &counted);

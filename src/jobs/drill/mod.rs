@@ -15,6 +15,11 @@
 //! Every step is timed. A failed pre-flight, restore or start ends the drill;
 //! a failed check does not stop the other checks. The job never prints; it
 //! returns a `DrillReport` whose first failed step decides the exit code.
+//!
+//! Stopping: every step watches the cancellation token (the restores take
+//! it and stop their workers themselves; the other steps are statements
+//! and child processes, dropped where they wait), so the steps end, and
+//! then the scratch server and directory go, before `Interrupted`.
 
 mod backup;
 pub mod checks;
@@ -32,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::logical_restore::{self, RestoreSettings};
 use super::physical_restore::{self, select::Target, PitrSettings};
-use super::{JobError, Progress};
+use super::{cancellable, JobError, Progress};
 use crate::pipeline::Compression;
 use crate::repo::manifest::{BackupManifest, DumpManifest};
 use crate::repo::runs::RunRecord;
@@ -131,6 +136,8 @@ impl DrillReport {
 struct Steps {
     steps: Vec<Step>,
     progress: Arc<Progress>,
+    /// The drill's token: each step stops when it fires.
+    cancel: CancellationToken,
 }
 
 impl Steps {
@@ -203,17 +210,18 @@ async fn drill(
     let mut steps = Steps {
         steps: Vec::new(),
         progress,
+        cancel: cancel.clone(),
     };
     // The drill's own directory, named now so that the plan says where.
     let dir = s.scratch_base.join(scratch::dir_name());
     let (plan, flow) = match SetKind::of_id(id) {
         Some(SetKind::Backup) => {
-            let m: BackupManifest = repo.load(SetKind::Backup, id).await?;
+            let m: BackupManifest = cancellable(&cancel, repo.load(SetKind::Backup, id)).await?;
             let plan = plan::backup_plan(&m, &dir, &s.target, s.sql.is_some());
             (plan, Flow::Backup(Box::new(m)))
         }
         _ => {
-            let m = repo.load_dump(id).await?;
+            let m = cancellable(&cancel, repo.load_dump(id)).await?;
             let src = m.source.server_version_num / 10000;
             let plan = plan::dump_plan(&m, &dir, src, s.sql.is_some());
             (plan, Flow::Dump(Box::new(m)))
@@ -237,12 +245,14 @@ async fn drill(
 
     // Pre-flight: nothing written yet.
     let t = steps.begin("checking the repository and the scratch space");
-    let pre = preflight(repo, s, &plan, &flow).await;
+    // Nothing is written yet: stopped here, there is nothing to remove.
+    let pre = cancellable(&cancel, preflight(repo, s, &plan, &flow)).await;
     let pre = match pre {
         Ok((facts, detail)) => {
             steps.end("preflight", t, Ok(detail));
             facts
         }
+        Err(JobError::Interrupted) => return Err(JobError::Interrupted),
         Err(e) => {
             steps.end("preflight", t, Err(e));
             return Ok(finish(report, steps, t0));
@@ -265,18 +275,14 @@ async fn drill(
             return Ok(finish(report, steps, t0));
         }
     };
-    let interrupted = {
-        let work = async {
-            match &flow {
-                Flow::Backup(m) => backup::flow(repo, s, &plan, m, &pre, &scr, &mut steps).await,
-                Flow::Dump(m) => dump::flow(repo, s, &plan, m, &pre, &scr, &mut steps).await,
-            }
-        };
-        tokio::select! {
-            _ = work => false,
-            _ = cancel.cancelled() => true,
-        }
-    };
+    // Every step stops on the token: the flow returns soon after it fires.
+    match &flow {
+        Flow::Backup(m) => backup::flow(repo, s, &plan, m, &pre, &scr, &mut steps).await,
+        Flow::Dump(m) => dump::flow(repo, s, &plan, m, &pre, &scr, &mut steps).await,
+    }
+    // Once the token fired, a failed step is the interruption (see
+    // `jobs::stopped`); a drill whose steps all passed stands.
+    let interrupted = cancel.is_cancelled() && steps.steps.iter().any(|s| !s.ok);
     let t = steps.begin("stopping the scratch server and removing its directory");
     let keep = s.keep && !interrupted;
     let removed = scr.remove(keep).await;
@@ -422,7 +428,7 @@ async fn amcheck_step(steps: &mut Steps, plan: &Plan, user: &str, dbs: &[String]
     let mut problems = Vec::new();
     let mut available = true;
     for db in dbs {
-        match checks::amcheck(&plan.scratch, user, db).await {
+        match cancellable(&steps.cancel, checks::amcheck(&plan.scratch, user, db)).await {
             Ok(r) if !r.available => {
                 available = false;
                 break;
@@ -472,7 +478,7 @@ async fn amcheck_step(steps: &mut Steps, plan: &Plan, user: &str, dbs: &[String]
 
 async fn sql_step(steps: &mut Steps, plan: &Plan, user: &str, db: &str, sql: &str) {
     let t = steps.begin("running the --sql checks");
-    let r = match checks::run_sql(&plan.scratch, user, db, sql).await {
+    let r = match cancellable(&steps.cancel, checks::run_sql(&plan.scratch, user, db, sql)).await {
         Ok(results) => plan::judge_sql(&results)
             .map(|n| format!("{n} checks true in database {db}"))
             .map_err(|e| JobError::DrillCheck(format!("{e} (in database {db})"))),

@@ -204,9 +204,11 @@ fn set_mode(p: &Path, mode: u32) -> Result<(), JobError> {
         .map_err(io(format!("chmod {}", p.display())))
 }
 
-/// Remove a scratch directory. A few tries: when a drill is interrupted,
-/// restore workers still finishing a file may create one more entry while
-/// the tree is being removed.
+/// Remove a scratch directory. A few tries: the restore's own writes have
+/// all ended when this runs, but a child process stopped with the drill
+/// (`initdb`, killed when its step was dropped) is sent SIGKILL without
+/// being waited for, and may create one more entry while the tree is
+/// being removed.
 fn remove_dir(p: &Path) -> Result<(), JobError> {
     let mut tries = 0;
     loop {

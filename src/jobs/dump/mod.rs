@@ -196,6 +196,9 @@ pub async fn run(
     let packs = PackSet::new(repo.storage().clone(), repo.pack_keys(SetKind::Dump, &id))
         .with_cipher(repo.new_set_cipher(&id)?);
 
+    // The COPY workers, owned here so that they are stopped and awaited
+    // whatever ends the dump.
+    let mut workers = tokio::task::JoinSet::new();
     let result = tokio::select! {
         r = dump_contents(
             s,
@@ -207,15 +210,18 @@ pub async fn run(
             tools.as_ref(),
             &packs,
             &progress,
+            &mut workers,
+            &cancel,
         ).instrument(span.clone()) => r,
         _ = cancel.cancelled() => Err(JobError::Interrupted),
     };
     let contents = match result {
         Ok(c) => c,
         Err(e) => {
-            // Best effort: leave no half-dump behind, once no pack can
-            // appear any more. A dump killed outright leaves objects without
-            // a manifest; `list` reports those.
+            // Best effort: leave no half-dump behind, once no worker runs
+            // and no pack can appear any more. A dump killed outright
+            // leaves objects without a manifest; `list` reports those.
+            workers.shutdown().await;
             packs.settle().await;
             repo.purge(SetKind::Dump, &id).await;
             return Err(e);
@@ -408,6 +414,9 @@ async fn lock_tables(leader: &Client, tables: &[&Relation]) -> Result<(), JobErr
     Ok(())
 }
 
+/// The COPY workers of a dump: the parts each wrote.
+type Workers = tokio::task::JoinSet<Result<Vec<(usize, usize, TablePart)>, JobError>>;
+
 struct Contents {
     schema: Option<SchemaArchive>,
     sequences: Vec<SequenceEntry>,
@@ -426,6 +435,8 @@ async fn dump_contents(
     tools: Option<&PgTools>,
     packs: &PackSet,
     progress: &Arc<Progress>,
+    workers: &mut Workers,
+    cancel: &CancellationToken,
 ) -> Result<Contents, JobError> {
     // Work plan for the data.
     let sizes: Vec<plan::TableSize> = tables
@@ -484,7 +495,6 @@ async fn dump_contents(
     });
     // Workers are tasks of their own: a COPY stream's batches are handled
     // where its connection runs, not handed to this task row by row.
-    let mut workers = tokio::task::JoinSet::new();
     for n in 0..s.jobs.min(shared.queue.lock().expect("queue").len()) {
         workers.spawn(worker::run(
             n,
@@ -492,7 +502,7 @@ async fn dump_contents(
             PackWriter::new(packs.clone(), s.pipeline),
         ));
     }
-    let data_fut = crate::jobs::join_all(workers, "dump worker");
+    let data_fut = crate::jobs::join_all(workers, "dump worker", cancel);
     let meta_fut = async {
         // Sequence values and matview contents are data, as in pg_dump.
         let (sequences, matviews) = if s.schema_only {

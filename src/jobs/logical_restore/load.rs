@@ -5,13 +5,16 @@
 use super::*;
 /// Load `tables` with `jobs` workers; a big table's own indexes and keys
 /// (the pg_restore list of `early` for it) are built while the other
-/// tables load, up to `jobs` tables at a time.
+/// tables load, up to `jobs` tables at a time. `cancel`, or the first
+/// failure, stops both: the builds' pg_restore runs are killed, the
+/// workers aborted and awaited.
 pub(super) async fn load_with_early_builds(
     cx: &Load<'_>,
     tables: &[usize],
     jobs: usize,
     early: &HashMap<usize, Option<TempFile>>,
     pg_restore: Option<&PgRestore<'_>>,
+    cancel: &CancellationToken,
 ) -> Result<u64, JobError> {
     let m = cx.m;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -28,6 +31,8 @@ pub(super) async fn load_with_early_builds(
         let mut open = true;
         while open || !running.is_empty() {
             tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Err(JobError::Interrupted),
                 i = rx.recv(), if open && running.len() < jobs => match i {
                     Some(i) if early.contains_key(&i) => running.push(build(i)),
                     Some(_) => {}
@@ -39,8 +44,15 @@ pub(super) async fn load_with_early_builds(
         Ok::<(), JobError>(())
     };
     let tx = (!early.is_empty()).then_some(tx);
-    let (rows, ()) = tokio::try_join!(load_tables(cx, tables, jobs, tx), early_builds)?;
-    Ok(rows)
+    // The workers are owned here: when the builds fail first, the load is
+    // dropped half-way, and the workers are stopped and awaited below.
+    let mut workers = tokio::task::JoinSet::new();
+    let r = tokio::try_join!(
+        load_tables(cx, tables, jobs, tx, &mut workers, cancel),
+        early_builds
+    );
+    workers.shutdown().await;
+    Ok(r?.0)
 }
 
 /// The encoding to load the dump's rows in: the dump's data encoding,
@@ -75,6 +87,8 @@ async fn load_tables(
     load: &[usize],
     jobs: usize,
     table_done: Option<tokio::sync::mpsc::UnboundedSender<usize>>,
+    workers: &mut tokio::task::JoinSet<Result<u64, JobError>>,
+    cancel: &CancellationToken,
 ) -> Result<u64, JobError> {
     let Load {
         repo,
@@ -85,34 +99,42 @@ async fn load_tables(
     } = *cx;
     let loading: Vec<&crate::repo::manifest::TableEntry> =
         load.iter().map(|&i| &m.tables[i]).collect();
-    worker::check_binary_columns(target, &m.id, &loading).await?;
-    // FREEZE needs the TRUNCATE privilege (owner or granted).
-    let mut can_truncate = Vec::with_capacity(load.len());
-    for &i in load {
-        let t = &m.tables[i];
-        let ok: bool = target
-            .query_one(
-                "SELECT has_table_privilege($1, 'TRUNCATE')",
-                &[&quote_qualified(&t.schema, &t.name)],
-            )
-            .await
-            .map_err(JobError::sql(format!("inspect table {}", t.qualified())))?
-            .get(0);
-        can_truncate.push(ok);
-    }
-    // --data-only --clean on a split table: empty it once, before its parts load.
-    for (k, &i) in load.iter().enumerate() {
-        let t = &m.tables[i];
-        if s.data_only && s.clean && (t.parts.len() > 1 || !can_truncate[k]) {
-            target
-                .batch_execute(&format!(
-                    "TRUNCATE ONLY {}",
-                    quote_qualified(&t.schema, &t.name)
-                ))
+    // Statements on the target's session, until the workers start.
+    let prepared = async {
+        worker::check_binary_columns(target, &m.id, &loading).await?;
+        // FREEZE needs the TRUNCATE privilege (owner or granted).
+        let mut can_truncate = Vec::with_capacity(load.len());
+        for &i in load {
+            let t = &m.tables[i];
+            let ok: bool = target
+                .query_one(
+                    "SELECT has_table_privilege($1, 'TRUNCATE')",
+                    &[&quote_qualified(&t.schema, &t.name)],
+                )
                 .await
-                .map_err(JobError::sql(format!("empty table {}", t.qualified())))?;
+                .map_err(JobError::sql(format!("inspect table {}", t.qualified())))?
+                .get(0);
+            can_truncate.push(ok);
         }
-    }
+        // --data-only --clean on a split table: empty it once, before its parts load.
+        for (k, &i) in load.iter().enumerate() {
+            let t = &m.tables[i];
+            if s.data_only && s.clean && (t.parts.len() > 1 || !can_truncate[k]) {
+                target
+                    .batch_execute(&format!(
+                        "TRUNCATE ONLY {}",
+                        quote_qualified(&t.schema, &t.name)
+                    ))
+                    .await
+                    .map_err(JobError::sql(format!("empty table {}", t.qualified())))?;
+            }
+        }
+        let info = catalog::server_info(target)
+            .await
+            .map_err(JobError::sql("read target server information"))?;
+        Ok::<_, JobError>((can_truncate, info))
+    };
+    let (can_truncate, info) = cancellable(cancel, prepared).await?;
     let mut items: Vec<(u64, worker::LoadItem)> = Vec::new();
     let mut parts_left = vec![0; m.tables.len()];
     for (k, &i) in load.iter().enumerate() {
@@ -154,9 +176,6 @@ async fn load_tables(
     progress
         .units_total
         .store(load.len() as u64, Ordering::Relaxed);
-    let info = catalog::server_info(target)
-        .await
-        .map_err(JobError::sql("read target server information"))?;
     let shared = Arc::new(worker::Shared {
         conn: s.conn.clone(),
         version: info.version,
@@ -175,11 +194,10 @@ async fn load_tables(
         table_done,
     });
     let n = jobs.min(shared.queue.lock().expect("queue").len());
-    let mut workers = tokio::task::JoinSet::new();
     for k in 0..n {
         workers.spawn(worker::run(k, shared.clone()));
     }
-    Ok(crate::jobs::join_all(workers, "restore worker")
+    Ok(crate::jobs::join_all(workers, "restore worker", cancel)
         .await?
         .into_iter()
         .sum())

@@ -50,12 +50,13 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryFutureExt};
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 use tokio_postgres::Client;
+use tokio_util::sync::CancellationToken;
 
-use super::{JobError, Progress};
+use super::{cancellable, JobError, Progress};
 use crate::pg::catalog::{self, LocaleSupport};
 use crate::pg::connect::{connect, ConnectError};
 use crate::pg::conninfo::ConnInfo;
@@ -117,14 +118,35 @@ pub struct RestoreReport {
     pub skipped_foreign_keys: Vec<String>,
 }
 
+/// Restore dump `id` as `s` asks. When `cancel` fires, the step running
+/// stops (its COPY workers aborted and awaited, a pg_restore killed) and
+/// `Interrupted` is returned. The target keeps what was done before: each
+/// table part loads in a transaction of its own, so a table holds all the
+/// rows of a part or none of them, but the restore as a whole is not
+/// undone (run it again with `--clean`, or drop the database `--create`
+/// made).
 pub async fn run(
     repo: &Repository,
     id: &str,
     s: &RestoreSettings,
     progress: Arc<Progress>,
+    cancel: CancellationToken,
+) -> Result<RestoreReport, JobError> {
+    restore(repo, id, s, progress, &cancel)
+        .await
+        .map_err(|e| super::stopped(&cancel, e))
+}
+
+async fn restore(
+    repo: &Repository,
+    id: &str,
+    s: &RestoreSettings,
+    progress: Arc<Progress>,
+    cancel: &CancellationToken,
 ) -> Result<RestoreReport, JobError> {
     let started = Instant::now();
-    let facts = gather(repo, id, s, &progress).await?;
+    // Gathering only reads (and writes temporary files that go with it).
+    let facts = cancellable(cancel, gather(repo, id, s, &progress)).await?;
     let plan = plan::build(&facts.m, facts.toc.as_ref(), &facts.sel, s, &facts.target);
     let missing = &facts.target.missing_tablespaces;
     if !missing.is_empty() {
@@ -149,7 +171,7 @@ pub async fn run(
     let rows = if s.dry_run {
         0
     } else {
-        execute(repo, &plan, facts, s, &progress).await?
+        execute(repo, &plan, facts, s, &progress, cancel).await?
     };
     let seconds = started.elapsed().as_secs_f64();
     Ok(RestoreReport {
@@ -328,13 +350,15 @@ pub(crate) async fn table_exists(
     .get(0))
 }
 
-/// Run the plan; the rows loaded.
+/// Run the plan; the rows loaded. Each step stops where it waits when
+/// `cancel` fires; the table load stops its workers and awaits them.
 async fn execute(
     repo: &Repository,
     plan: &Plan,
     facts: Facts,
     s: &RestoreSettings,
     progress: &Arc<Progress>,
+    cancel: &CancellationToken,
 ) -> Result<u64, JobError> {
     let Facts {
         m,
@@ -352,16 +376,16 @@ async fn execute(
         for step in &plan.steps {
             if let Step::CreateDatabase { sql } = step {
                 progress.set_phase("creating the database");
-                admin
+                let create = admin
                     .batch_execute(sql)
-                    .await
-                    .map_err(JobError::sql(format!("create database {database}")))?;
+                    .map_err(JobError::sql(format!("create database {database}")));
+                cancellable(cancel, create).await?;
             }
         }
     }
     let c = match client {
         Some(c) => c,
-        None => connect(&s.conn, "pgtide restore").await?,
+        None => cancellable(cancel, connect(&s.conn, "pgtide restore")).await?,
     };
     let c = &c;
     // pg_restore, for the steps of the schema archive (which has a file
@@ -388,79 +412,90 @@ async fn execute(
     let toc = toc.as_ref();
     let mut rows = 0;
     for step in &plan.steps {
-        match step {
-            Step::ReadDump { .. }
-            | Step::CreateDatabase { .. }
-            | Step::DefaultTablespace { .. } => {}
-            Step::DropExisting { list } => {
-                progress.set_phase("dropping existing objects");
-                let l = list_file(toc, list.as_deref()).await?;
-                objects::drop_existing(schema_step(), l.as_ref().map(|l| l.path())).await?;
+        // The table load owns workers: it stops them itself.
+        if let Step::LoadTables {
+            tables,
+            jobs,
+            early,
+        } = step
+        {
+            progress.set_phase(format!("loading {} tables", tables.len()));
+            let mut lists = HashMap::new();
+            for b in early {
+                lists.insert(b.table, list_file(toc, Some(&b.list)).await?);
             }
-            Step::PreData { list } => {
-                progress.set_phase("restoring pre-data");
-                let l = list_file(toc, list.as_deref()).await?;
-                schema_step()
-                    .section("pre-data", l.as_ref().map(|l| l.path()), 1)
-                    .await?;
-            }
-            Step::LoadTables {
-                tables,
-                jobs,
-                early,
-            } => {
-                progress.set_phase(format!("loading {} tables", tables.len()));
-                let mut lists = HashMap::new();
-                for b in early {
-                    lists.insert(b.table, list_file(toc, Some(&b.list)).await?);
-                }
-                let cx = Load {
-                    repo,
-                    m: &m,
-                    s,
-                    target: c,
-                    progress,
-                };
-                rows =
-                    load_with_early_builds(&cx, tables, *jobs, &lists, pg_restore.as_ref()).await?;
-            }
-            Step::Sequences { sequences } => {
-                let seqs: Vec<&SequenceEntry> =
-                    sequences.iter().map(|&i| &m.sequences[i]).collect();
-                objects::set_sequences(c, &seqs).await?;
-            }
-            Step::LargeObjects { .. } => {
-                progress.set_phase("restoring large objects");
-                let reader = ChunkReader::new(
-                    repo.storage().clone(),
-                    Arc::new(m.packs.clone()),
-                    m.compression,
-                    s.prefetch,
-                )
-                .with_cipher(repo.set_cipher(crate::repo::SetKind::Dump, &m.id)?);
-                objects::restore_large_objects(c, &m, &reader, s).await?;
-            }
-            Step::PostData { list, jobs } => {
-                progress.set_phase("restoring post-data (indexes, constraints)");
-                let l = list_file(toc, list.as_deref()).await?;
-                schema_step()
-                    .section("post-data", l.as_ref().map(|l| l.path()), *jobs)
-                    .await?;
-            }
-            Step::RefreshMatviews { matviews } => {
-                progress.set_phase("refreshing materialized views");
-                let list: Vec<&MatviewEntry> = matviews.iter().map(|&i| &m.matviews[i]).collect();
-                refresh_matviews(c, &list).await?;
-            }
-            Step::DatabaseProperties { statements } => {
-                progress.set_phase("setting the database's properties");
-                c.batch_execute(&format!("BEGIN; {}; COMMIT", statements.join("; ")))
-                    .await
-                    .map_err(JobError::sql(format!(
-                        "set the properties of database {database} (all else is restored; --no-owner and --no-privileges skip its owner and grants)"
-                    )))?;
-            }
+            let cx = Load {
+                repo,
+                m: &m,
+                s,
+                target: c,
+                progress,
+            };
+            rows = load_with_early_builds(&cx, tables, *jobs, &lists, pg_restore.as_ref(), cancel)
+                .await?;
+            continue;
         }
+        // The other steps run statements or pg_restore (killed when
+        // dropped) and leave nothing running when stopped.
+        let run = async {
+            match step {
+                Step::ReadDump { .. }
+                | Step::CreateDatabase { .. }
+                | Step::DefaultTablespace { .. }
+                | Step::LoadTables { .. } => {}
+                Step::DropExisting { list } => {
+                    progress.set_phase("dropping existing objects");
+                    let l = list_file(toc, list.as_deref()).await?;
+                    objects::drop_existing(schema_step(), l.as_ref().map(|l| l.path())).await?;
+                }
+                Step::PreData { list } => {
+                    progress.set_phase("restoring pre-data");
+                    let l = list_file(toc, list.as_deref()).await?;
+                    schema_step()
+                        .section("pre-data", l.as_ref().map(|l| l.path()), 1)
+                        .await?;
+                }
+                Step::Sequences { sequences } => {
+                    let seqs: Vec<&SequenceEntry> =
+                        sequences.iter().map(|&i| &m.sequences[i]).collect();
+                    objects::set_sequences(c, &seqs).await?;
+                }
+                Step::LargeObjects { .. } => {
+                    progress.set_phase("restoring large objects");
+                    let reader = ChunkReader::new(
+                        repo.storage().clone(),
+                        Arc::new(m.packs.clone()),
+                        m.compression,
+                        s.prefetch,
+                    )
+                    .with_cipher(repo.set_cipher(crate::repo::SetKind::Dump, &m.id)?);
+                    objects::restore_large_objects(c, &m, &reader, s).await?;
+                }
+                Step::PostData { list, jobs } => {
+                    progress.set_phase("restoring post-data (indexes, constraints)");
+                    let l = list_file(toc, list.as_deref()).await?;
+                    schema_step()
+                        .section("post-data", l.as_ref().map(|l| l.path()), *jobs)
+                        .await?;
+                }
+                Step::RefreshMatviews { matviews } => {
+                    progress.set_phase("refreshing materialized views");
+                    let list: Vec<&MatviewEntry> =
+                        matviews.iter().map(|&i| &m.matviews[i]).collect();
+                    refresh_matviews(c, &list).await?;
+                }
+                Step::DatabaseProperties { statements } => {
+                    progress.set_phase("setting the database's properties");
+                    c.batch_execute(&format!("BEGIN; {}; COMMIT", statements.join("; ")))
+                        .await
+                        .map_err(JobError::sql(format!(
+                            "set the properties of database {database} (all else is restored; --no-owner and --no-privileges skip its owner and grants)"
+                        )))?;
+                }
+            }
+            Ok::<(), JobError>(())
+        };
+        cancellable(cancel, run).await?;
     }
     Ok(rows)
 }

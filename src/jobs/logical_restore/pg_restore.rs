@@ -38,7 +38,9 @@ pub(super) async fn write_archive(
         context: format!("write {}", tmp.path().display()),
         source: e,
     };
-    let mut f = tokio::fs::File::create(tmp.path()).await.map_err(io)?;
+    // Created here, not on the blocking pool: a restore that stops drops
+    // `tmp`, which must find the file to remove it.
+    let mut f = tokio::fs::File::from_std(std::fs::File::create(tmp.path()).map_err(io)?);
     let reader = ChunkReader::new(
         repo.storage().clone(),
         Arc::new(m.packs.clone()),

@@ -354,14 +354,15 @@ pub fn list_text(toc: &Toc<String>, keep: &[bool]) -> String {
 }
 
 /// Write [`list_text`] to a temporary file for `pg_restore --use-list`.
+/// Written at once (a line per entry): a write left on the blocking pool
+/// by a restore that stopped could create the file after its `TempFile`
+/// was dropped, and leave it behind.
 pub async fn write_list(toc: &Toc<String>, keep: &[bool]) -> Result<TempFile, JobError> {
     let tmp = TempFile::new(".list");
-    tokio::fs::write(tmp.path(), list_text(toc, keep))
-        .await
-        .map_err(|e| JobError::Io {
-            context: format!("write {}", tmp.path().display()),
-            source: e,
-        })?;
+    std::fs::write(tmp.path(), list_text(toc, keep)).map_err(|e| JobError::Io {
+        context: format!("write {}", tmp.path().display()),
+        source: e,
+    })?;
     Ok(tmp)
 }
 

@@ -196,6 +196,7 @@ pub async fn run(n: usize, shared: Arc<Shared>) -> Result<u64, JobError> {
                 let len = chunk.len() as u64;
                 sink.send(chunk).await.map_err(copy_err)?;
                 shared.progress.add_bytes(len);
+                crate::jobs::pause_point("restore-copy").await;
             }
             if t.binary {
                 sink.send(bytes::Bytes::from_static(&copy_binary::TRAILER))

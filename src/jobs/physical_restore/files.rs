@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
 
 use super::io;
 use crate::chunk::ChunkRef;
@@ -41,6 +42,10 @@ pub(super) struct FileWriter {
     buffers: Mutex<Vec<Vec<u8>>>,
     /// Cleared after the first refusal of `O_DIRECT`.
     direct: AtomicBool,
+    /// The work handed to the blocking pool (creating, writing, finishing
+    /// files): it goes on when the task that started it is aborted, so it
+    /// is tracked, and [`FileWriter::settle`] waits for it.
+    writes: TaskTracker,
 }
 
 impl FileWriter {
@@ -52,7 +57,26 @@ impl FileWriter {
             in_flight: in_flight.max(1),
             buffers: Mutex::new(Vec::new()),
             direct: AtomicBool::new(cfg!(target_os = "linux")),
+            writes: TaskTracker::new(),
         }
+    }
+
+    /// Wait until every write started on the blocking pool has ended (the
+    /// restore's workers were stopped first): nothing is written after it.
+    pub(super) async fn settle(&self) {
+        self.writes.close();
+        self.writes.wait().await;
+    }
+
+    /// Run `f` on the blocking pool, tracked.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> io::Result<T> {
+        self.writes
+            .spawn_blocking(f)
+            .await
+            .map_err(|e| io::Error::other(format!("worker thread failed: {e}")))
     }
 
     /// Write `f` at `path`: every byte checked against the manifest, the
@@ -81,7 +105,8 @@ impl FileWriter {
         let direct = f.size >= DIRECT_MIN && self.direct.load(Ordering::Relaxed);
         let me = self.clone();
         let p = path.clone();
-        let out = blocking(move || Target::create(&me, p, direct))
+        let out = self
+            .blocking(move || Target::create(&me, p, direct))
             .await
             .map_err(io(format!("create {}", path.display())))??;
         let out = Arc::new(out);
@@ -104,7 +129,7 @@ impl FileWriter {
 
         let mode = f.mode;
         let size = f.size;
-        blocking(move || out.finish(size, mode))
+        self.blocking(move || out.finish(size, mode))
             .await
             .map_err(io(format!("write {}", path.display())))?
     }
@@ -122,7 +147,7 @@ impl FileWriter {
             .map_err(ChunkError::Pipeline)?;
         let stored = self.reader.fetch(&c).await.map_err(ChunkError::Pipeline)?;
         let me = self.clone();
-        blocking(move || {
+        self.blocking(move || {
             let need = c.raw_len as usize + 2 * ALIGN;
             let mut buf = me
                 .buffers
@@ -259,10 +284,4 @@ impl ChunkError {
             ChunkError::Io(e) => io(format!("write {file}"))(e),
         }
     }
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> io::Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| io::Error::other(format!("worker thread failed: {e}")))
 }

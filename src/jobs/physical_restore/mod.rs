@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
 
-use super::{JobError, Progress};
+use super::{cancellable, stop_if_cancelled, JobError, Progress};
 use crate::pipeline::ChunkReader;
 use crate::pipeline::Compression;
 use crate::repo::manifest::{BackupFile, BackupManifest};
@@ -143,8 +144,9 @@ fn is_empty_dir(p: &Path) -> Result<bool, JobError> {
 }
 
 /// Make `dir` an empty directory (mode 0700), refusing to touch a non-empty
-/// one unless `force`.
-fn prepare_dir(dir: &Path, force: bool, what: &'static str) -> Result<(), JobError> {
+/// one unless `force`. True when it did not exist before. Blocking.
+fn prepare_dir(dir: &Path, force: bool, what: &'static str) -> Result<bool, JobError> {
+    let created = std::fs::symlink_metadata(dir).is_err();
     if !is_empty_dir(dir)? {
         if !force {
             return Err(JobError::DirectoryNotEmpty {
@@ -152,15 +154,7 @@ fn prepare_dir(dir: &Path, force: bool, what: &'static str) -> Result<(), JobErr
                 path: dir.display().to_string(),
             });
         }
-        for e in std::fs::read_dir(dir).map_err(io(format!("read {}", dir.display())))? {
-            let p = e.map_err(io(format!("read {}", dir.display())))?.path();
-            let r = if p.is_dir() && !p.is_symlink() {
-                std::fs::remove_dir_all(&p)
-            } else {
-                std::fs::remove_file(&p)
-            };
-            r.map_err(io(format!("remove {}", p.display())))?;
-        }
+        empty_dir(dir)?;
     }
     std::fs::create_dir_all(dir).map_err(io(format!("create {}", dir.display())))?;
     #[cfg(unix)]
@@ -168,6 +162,49 @@ fn prepare_dir(dir: &Path, force: bool, what: &'static str) -> Result<(), JobErr
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .map_err(io(format!("chmod {}", dir.display())))?;
+    }
+    Ok(created)
+}
+
+/// Remove everything inside `dir` (symbolic links, not what they point
+/// at). Blocking.
+fn empty_dir(dir: &Path) -> Result<(), JobError> {
+    let entries = match std::fs::read_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        r => r.map_err(io(format!("read {}", dir.display())))?,
+    };
+    for e in entries {
+        let p = e.map_err(io(format!("read {}", dir.display())))?.path();
+        let r = if p.is_dir() && !p.is_symlink() {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+        match r {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(io(format!("remove {}", p.display()))(e))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// After an interrupted restore: the directories it prepared as it found
+/// them, the ones it created removed and the others (empty, or emptied
+/// by `--force`) emptied. Blocking.
+fn unprepare(prepared: &[(PathBuf, bool)]) -> Result<(), JobError> {
+    for (dir, created) in prepared {
+        if !*created {
+            empty_dir(dir)?;
+            continue;
+        }
+        match std::fs::remove_dir_all(dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(io(format!("remove {}", dir.display()))(e))
+            }
+            _ => {}
+        }
     }
     Ok(())
 }
@@ -192,14 +229,33 @@ fn safe_join(id: &str, base: &Path, rel: &str) -> Result<PathBuf, JobError> {
     Ok(base.join(p))
 }
 
+/// Restore backup `id` as `s` asks. When `cancel` fires while files are
+/// being written, the workers are stopped and awaited, every write they
+/// started has ended, and the directories are put back as they were found
+/// (see [`unprepare`]) before `Interrupted` is returned; once the files
+/// and recovery settings are written (waiting for recovery under
+/// `--start`), an interruption leaves them, and the server, as they are.
 pub async fn run(
     repo: &Repository,
     id: &str,
     s: &PitrSettings,
     progress: Arc<Progress>,
+    cancel: CancellationToken,
+) -> Result<PitrReport, JobError> {
+    restore(repo, id, s, progress, &cancel)
+        .await
+        .map_err(|e| super::stopped(&cancel, e))
+}
+
+async fn restore(
+    repo: &Repository,
+    id: &str,
+    s: &PitrSettings,
+    progress: Arc<Progress>,
+    cancel: &CancellationToken,
 ) -> Result<PitrReport, JobError> {
     let started = Instant::now();
-    let m: BackupManifest = repo.load(SetKind::Backup, id).await?;
+    let m: BackupManifest = cancellable(cancel, repo.load(SetKind::Backup, id)).await?;
     // Refuse before writing anything a backup PostgreSQL would refuse after
     // the whole restore: one of a branch the recovery timeline abandoned.
     let spec = select::parse_timeline(&s.timeline).map_err(JobError::Invalid)?;
@@ -209,7 +265,8 @@ pub async fn run(
         end_lsn: m.end_lsn,
         timeline: m.timeline,
     };
-    if let Some(why) = select::off_history(&me, spec, &histories(repo).await?) {
+    if let Some(why) = select::off_history(&me, spec, &cancellable(cancel, histories(repo)).await?)
+    {
         return Err(JobError::Invalid(format!(
             "backup {} (timeline {}) cannot recover along --target-timeline {}: {why} (restore \
              an older backup, or choose the timeline with --target-timeline)",
@@ -234,7 +291,9 @@ pub async fn run(
         ts_dirs.insert(t.oid, dest);
     }
     // A missing or truncated pack stops the restore before it writes.
-    if let Err(what) = repo.check_packs(SetKind::Backup, &m.id, &m.packs).await? {
+    if let Err(what) =
+        cancellable(cancel, repo.check_packs(SetKind::Backup, &m.id, &m.packs)).await?
+    {
         return Err(JobError::Damaged {
             id: m.id.clone(),
             what,
@@ -272,8 +331,21 @@ pub async fn run(
         }
         links.push((p, target));
     }
+    let mut files: Vec<(PathBuf, usize)> = Vec::new();
+    let mut sparse: Vec<(PathBuf, u64, u32)> = Vec::new();
+    for (i, f) in m.files.iter().enumerate().filter(|(_, f)| f.kind == "file") {
+        let path = safe_join(id, &base_of(f)?, &f.path)?;
+        if sparse::is_zeroed(f, &s.zero_databases) {
+            sparse.push((path, f.size, f.mode));
+        } else {
+            files.push((path, i));
+        }
+    }
+    stop_if_cancelled(cancel)?;
+
     // Preparing the directories (and emptying them under --force) is
-    // blocking file system work: off the runtime's threads.
+    // blocking file system work: off the runtime's threads. It runs to its
+    // end once started; what it prepared is known from then on.
     let mut prepare: Vec<(PathBuf, &'static str)> = vec![(s.pgdata.clone(), "data directory")];
     prepare.extend(
         ts_dirs
@@ -281,9 +353,10 @@ pub async fn run(
             .map(|d| (d.clone(), "tablespace directory")),
     );
     let (force, pgdata) = (s.force, s.pgdata.clone());
-    tokio::task::spawn_blocking(move || -> Result<(), JobError> {
+    let prepared = tokio::task::spawn_blocking(move || -> Result<_, JobError> {
+        let mut prepared = Vec::new();
         for (dir, what) in &prepare {
-            prepare_dir(dir, force, what)?;
+            prepared.push((dir.clone(), prepare_dir(dir, force, what)?));
         }
         for (p, _mode) in &dirs {
             std::fs::create_dir_all(p).map_err(io(format!("create {}", p.display())))?;
@@ -304,11 +377,81 @@ pub async fn run(
         }
         std::fs::create_dir_all(pgdata.join("pg_wal/archive_status"))
             .map_err(io("create pg_wal/archive_status"))?;
-        Ok(())
+        Ok(prepared)
     })
     .await
     .map_err(|e| super::task_failed("prepare the directories", e))??;
 
+    let written = write_contents(
+        repo,
+        s,
+        Arc::new(m),
+        files,
+        sparse,
+        &ts_dirs,
+        &progress,
+        cancel,
+    )
+    .await;
+    let (m, total, sparse_files, sparse_bytes) = match written {
+        Ok(w) => w,
+        Err(e) if matches!(e, JobError::Interrupted) || cancel.is_cancelled() => {
+            progress.set_phase("interrupted: removing what the restore wrote");
+            let r = tokio::task::spawn_blocking(move || unprepare(&prepared))
+                .await
+                .map_err(|e| super::task_failed("remove the restored files", e))
+                .and_then(|r| r);
+            if let Err(e) = r {
+                // Handled here: the interruption is what the user sees.
+                tracing::warn!("cleaning up the interrupted restore: {e}");
+            }
+            return Err(JobError::Interrupted);
+        }
+        Err(e) => return Err(e),
+    };
+
+    let mut report = PitrReport {
+        backup: m.id.clone(),
+        pgdata: s.pgdata.display().to_string(),
+        files: m.files.iter().filter(|f| f.kind == "file").count() as u64,
+        bytes: total,
+        sparse_files,
+        sparse_bytes,
+        seconds: 0.0,
+        started: false,
+        recovery: None,
+        timeline: None,
+    };
+    if s.start {
+        progress.set_phase("starting the server and waiting for recovery to end");
+        let (summary, tli) =
+            cancellable(cancel, start_and_wait(s, m.server_version_num / 10000)).await?;
+        report.started = true;
+        report.recovery = Some(summary);
+        report.timeline = tli;
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Write the files of `m` (`files`: path and index into `m.files`; `sparse`:
+/// path, size and mode of each file written as holes), PostgreSQL's
+/// `backup_manifest` and the recovery settings into the prepared
+/// directories. Returns the manifest, the bytes written and the sparse
+/// files' count and bytes. `Interrupted` once every write it started has
+/// ended.
+#[allow(clippy::too_many_arguments)]
+async fn write_contents(
+    repo: &Repository,
+    s: &PitrSettings,
+    m: Arc<BackupManifest>,
+    mut files: Vec<(PathBuf, usize)>,
+    sparse: Vec<(PathBuf, u64, u32)>,
+    ts_dirs: &HashMap<u32, PathBuf>,
+    progress: &Arc<Progress>,
+    cancel: &CancellationToken,
+) -> Result<(Arc<BackupManifest>, u64, u64, u64), JobError> {
+    stop_if_cancelled(cancel)?;
     let reader = ChunkReader::new(
         repo.storage().clone(),
         Arc::new(m.packs.clone()),
@@ -316,19 +459,10 @@ pub async fn run(
         4,
     )
     .with_cipher(repo.set_cipher(SetKind::Backup, &m.id)?);
-    let mut files: Vec<(PathBuf, usize)> = Vec::new();
-    let mut sparse: Vec<(PathBuf, u64, u32)> = Vec::new();
-    for (i, f) in m.files.iter().enumerate().filter(|(_, f)| f.kind == "file") {
-        let path = safe_join(id, &base_of(f)?, &f.path)?;
-        if sparse::is_zeroed(f, &s.zero_databases) {
-            sparse.push((path, f.size, f.mode));
-        } else {
-            files.push((path, i));
-        }
-    }
     let sparse_files = sparse.len() as u64;
     let sparse_bytes: u64 = sparse.iter().map(|s| s.1).sum();
     if !sparse.is_empty() {
+        stop_if_cancelled(cancel)?;
         progress.set_phase(format!(
             "writing {sparse_files} relation files of other databases as empty sparse files"
         ));
@@ -351,12 +485,12 @@ pub async fn run(
         reader.clone(),
         (jobs * 2 + 2).max(4),
     ));
-    let m = Arc::new(m);
     let queue = Arc::new(Mutex::new(
         files.into_iter().collect::<std::collections::VecDeque<_>>(),
     ));
-    // A JoinSet: the first failure stops the other workers (and dropping
-    // the set, when the restore is interrupted, stops them all).
+    // The first failure, or `cancel`, stops the other workers; the writes
+    // they left on the blocking pool are awaited too (`settle`), so that
+    // nothing lands in the directory after this returns.
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..(jobs * 2).max(4) {
         let (queue, writer, m, progress) =
@@ -368,18 +502,14 @@ pub async fn run(
                 };
                 writer.restore(path, &m.files[i], &progress).await?;
                 progress.units_done.fetch_add(1, Ordering::Relaxed);
+                crate::jobs::pause_point("physical-restore-file").await;
             }
         });
     }
-    while let Some(r) = workers.join_next().await {
-        let r = r
-            .map_err(|e| super::task_failed("restore worker", e))
-            .and_then(|r| r);
-        if let Err(e) = r {
-            workers.abort_all();
-            return Err(e);
-        }
-    }
+    let joined = super::join_all(&mut workers, "restore worker", cancel).await;
+    writer.settle().await;
+    joined?;
+    stop_if_cancelled(cancel)?;
     progress.set_phase("syncing the restored files to disk");
     let dirs: Vec<PathBuf> = std::iter::once(s.pgdata.clone())
         .chain(ts_dirs.values().cloned())
@@ -390,16 +520,21 @@ pub async fn run(
 
     // PostgreSQL's manifest beside the files, for pg_verifybackup.
     if let Some(st) = &m.pg_backup_manifest {
-        let mut out = Vec::new();
-        let mut chunks = reader.stream(st.chunks.clone());
-        while let Some(c) = chunks.next().await {
-            out.extend_from_slice(&c.map_err(JobError::pipeline("read backup_manifest"))?);
-        }
+        let out = cancellable(cancel, async {
+            let mut out = Vec::new();
+            let mut chunks = reader.stream(st.chunks.clone());
+            while let Some(c) = chunks.next().await {
+                out.extend_from_slice(&c.map_err(JobError::pipeline("read backup_manifest"))?);
+            }
+            Ok::<_, JobError>(out)
+        })
+        .await?;
         std::fs::write(s.pgdata.join("backup_manifest"), out)
             .map_err(io("write backup_manifest"))?;
     }
 
     // Recovery settings.
+    stop_if_cancelled(cancel)?;
     let exe = crate::jobs::pgtide_executable()
         .map_err(io("find the pgtide executable for restore_command"))?;
     let rs = RecoverySettings {
@@ -440,29 +575,12 @@ pub async fn run(
     if s.start {
         write_missing_config(&s.pgdata)?;
     }
-    chown_if_root(&s.pgdata, &ts_dirs, s.os_user.as_deref())?;
-
-    let mut report = PitrReport {
-        backup: m.id.clone(),
-        pgdata: s.pgdata.display().to_string(),
-        files: m.files.iter().filter(|f| f.kind == "file").count() as u64,
-        bytes: total,
-        sparse_files,
-        sparse_bytes,
-        seconds: 0.0,
-        started: false,
-        recovery: None,
-        timeline: None,
-    };
-    if s.start {
-        progress.set_phase("starting the server and waiting for recovery to end");
-        let (summary, tli) = start_and_wait(s, m.server_version_num / 10000).await?;
-        report.started = true;
-        report.recovery = Some(summary);
-        report.timeline = tli;
-    }
-    report.seconds = started.elapsed().as_secs_f64();
-    Ok(report)
+    // `chown -R` of the whole restored tree: blocking, off the runtime.
+    let (pgdata, ts, user) = (s.pgdata.clone(), ts_dirs.clone(), s.os_user.clone());
+    tokio::task::spawn_blocking(move || chown_if_root(&pgdata, &ts, user.as_deref()))
+        .await
+        .map_err(|e| super::task_failed("give the files to the server's user", e))??;
+    Ok((m, total, sparse_files, sparse_bytes))
 }
 
 /// Empty files of the recorded sizes and modes: holes, no blocks written.
@@ -721,7 +839,10 @@ pub(crate) async fn start_and_wait(
         .args(["-w", "-t", "86400", "start"])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped());
+        .stderr(std::process::Stdio::piped())
+        // Stopped while it waits (the restore interrupted), pg_ctl goes;
+        // the server it started runs on its own, as pg_ctl leaves it.
+        .kill_on_drop(true);
     let out = cmd.output().await.map_err(io("run pg_ctl start"))?;
     let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
     if !out.status.success() && !read_log().contains("shutting down") {

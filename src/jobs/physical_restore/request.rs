@@ -7,6 +7,8 @@
 
 use std::path::PathBuf;
 
+use tokio_util::sync::CancellationToken;
+
 use super::select::{self, Target};
 use super::{choose, PitrReport, PitrSettings};
 use crate::jobs::{JobError, Progress};
@@ -138,15 +140,16 @@ pub async fn pick(repo: &Repository, backup: &str, s: &PitrSettings) -> Result<S
 }
 
 /// Pick the backup (see [`pick`]) and restore it with `s` (from
-/// [`settings`]).
+/// [`settings`]); `cancel` stops it (see [`super::run`]).
 pub async fn run(
     repo: &Repository,
     backup: &str,
     s: &PitrSettings,
     progress: std::sync::Arc<Progress>,
+    cancel: CancellationToken,
 ) -> Result<PitrReport, JobError> {
-    let id = pick(repo, backup, s).await?;
-    super::run(repo, &id, s, progress).await
+    let id = crate::jobs::cancellable(&cancel, pick(repo, backup, s)).await?;
+    super::run(repo, &id, s, progress, cancel).await
 }
 
 #[cfg(test)]

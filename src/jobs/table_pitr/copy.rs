@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures::SinkExt;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::jobs::dump::plan::{self as dump_plan, SplitBy, WorkItem};
@@ -77,7 +78,8 @@ struct Shared {
     progress: Arc<Progress>,
 }
 
-/// Copy `tables` with `jobs` workers; the rows loaded into each.
+/// Copy `tables` with `jobs` workers; the rows loaded into each. `cancel`,
+/// or the first failure, stops the workers (aborted and awaited).
 pub async fn copy_tables(
     servers: Servers,
     tables: Vec<CopyTable>,
@@ -85,6 +87,7 @@ pub async fn copy_tables(
     split_size: u64,
     block_size: u64,
     progress: Arc<Progress>,
+    cancel: &CancellationToken,
 ) -> Result<Vec<u64>, JobError> {
     let sizes: Vec<dump_plan::TableSize> = tables
         .iter()
@@ -119,7 +122,7 @@ pub async fn copy_tables(
     for k in 0..n {
         workers.spawn(worker(k, shared.clone()));
     }
-    crate::jobs::join_all(workers, "copy worker").await?;
+    crate::jobs::join_all(&mut workers, "copy worker", cancel).await?;
     let rows = shared.rows.lock().expect("rows lock").clone();
     Ok(rows)
 }

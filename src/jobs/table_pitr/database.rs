@@ -80,7 +80,7 @@ pub(super) async fn restore(
         prefetch: 4,
     };
     progress.set_phase("loading the database into the target");
-    let r = logical_restore::run(&repo, &d.id, &rs, progress.clone()).await?;
+    let r = logical_restore::run(&repo, &d.id, &rs, progress.clone(), cancel.clone()).await?;
     Ok(Outcome {
         tables: r.tables,
         rows: r.rows,

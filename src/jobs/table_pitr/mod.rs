@@ -39,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::drill::{checks, plan as scratch_plan, scratch};
 use super::physical_restore::{self, select::Target, sparse, PitrSettings};
-use super::{JobError, Progress};
+use super::{cancellable, JobError, Progress};
 use crate::pg::catalog;
 use crate::pg::connect::{connect, ConnectError};
 use crate::pg::conninfo::ConnInfo;
@@ -186,7 +186,8 @@ async fn restore(
     cancel: CancellationToken,
 ) -> Result<Report, JobError> {
     let t0 = Instant::now();
-    let f = gather(repo, s, &progress).await?;
+    // Nothing is written while gathering.
+    let f = cancellable(&cancel, gather(repo, s, &progress)).await?;
     let cleaned_up = tokio::task::spawn_blocking(scratch::reap)
         .await
         .unwrap_or_default();
@@ -195,31 +196,31 @@ async fn restore(
     }
     let scr = scratch::Scratch::create(&f.plan.scratch, &f.m.id, s.os_user.clone())?;
     let prefix = format!("{}_{:08x}", plan::STAGING, fastrand::u32(..));
-    let work = flow(repo, s, &f, &scr, &prefix, &progress, &cancel);
-    let outcome = tokio::select! {
-        r = work => Some(r),
-        _ = cancel.cancelled() => None,
-    };
-    let done = matches!(outcome, Some(Ok(_)));
-    if matches!(s.what, What::Tables { .. }) && !done {
+    // Every step of the flow stops on the token (the restores and the copy
+    // stop their workers and await them): it returns soon after it fires.
+    let outcome = flow(repo, s, &f, &scr, &prefix, &progress, &cancel).await;
+    // Once the token fired, a failure is the interruption (see
+    // `jobs::stopped`); a restore that got to its end stands.
+    let interrupted = outcome.is_err() && cancel.is_cancelled();
+    if matches!(s.what, What::Tables { .. }) && outcome.is_err() {
         drop_staging(&s.conn, &prefix).await;
     }
     progress.set_phase("stopping the scratch server and removing its directory");
     let removed = scr.remove(false).await;
     let mut report = match outcome {
-        None => {
+        _ if interrupted => {
             if let Err(e) = removed {
                 tracing::warn!("cleaning up the interrupted restore: {e}");
             }
             return Err(JobError::Interrupted);
         }
-        Some(Err(e)) => {
+        Err(e) => {
             if let Err(r) = removed {
                 tracing::warn!("cleaning up after the failed restore: {r}");
             }
             return Err(e);
         }
-        Some(Ok(r)) => r,
+        Ok(r) => r,
     };
     removed?;
     report.cleaned_up = cleaned_up;
@@ -402,7 +403,8 @@ async fn flow(
     scr.write(scratch_plan::HBA_FILE, scratch_plan::HBA)?;
     scr.write(scratch_plan::IDENT_FILE, "")?;
     scr.give_to_server_user()?;
-    let restored = physical_restore::run(repo, &f.m.id, &ps, progress.clone()).await?;
+    let restored =
+        physical_restore::run(repo, &f.m.id, &ps, progress.clone(), cancel.clone()).await?;
     if !plan.data_dir.join("postgresql.conf").exists() {
         scr.write_data_file("postgresql.conf", scratch_plan::NO_CONF)?;
     }
@@ -410,7 +412,7 @@ async fn flow(
         "recovering to {}: PostgreSQL replays the archived WAL",
         plan.target
     ));
-    let (summary, _) = physical_restore::start_and_wait(&ps, plan.major)
+    let (summary, _) = cancellable(cancel, physical_restore::start_and_wait(&ps, plan.major))
         .await
         .map_err(|e| match e.to_string() {
             m if m.contains("before configured recovery target was reached") => {
@@ -421,7 +423,7 @@ async fn flow(
             }
             _ => e,
         })?;
-    let source = source_session(s, f).await?;
+    let source = cancellable(cancel, source_session(s, f)).await?;
 
     let mut report = Report {
         backup: f.m.id.clone(),
@@ -448,7 +450,7 @@ async fn flow(
             exclude,
             into_schema,
         } => {
-            let target = connect(&s.conn, "pgtide restore").await?;
+            let target = cancellable(cancel, connect(&s.conn, "pgtide restore")).await?;
             let cx = tables::Cx {
                 s,
                 tools: &f.tools,
@@ -459,6 +461,7 @@ async fn flow(
                 progress,
                 recovery_target: &plan.target,
                 source_db: &f.source_db,
+                cancel,
             };
             let out = tables::restore(&cx, include, exclude, into_schema.as_deref()).await?;
             report.table_count = out.tables.len() as u64;

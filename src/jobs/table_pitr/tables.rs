@@ -27,14 +27,16 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::TryFutureExt;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
+use tokio_util::sync::CancellationToken;
 
 use super::copy::{self, CopyTable, Servers};
 use super::plan::{self, ForeignKey, Parent, Placement};
 use super::{ForeignKeyOutcome, RestoredTable, Settings, Source};
 use crate::jobs::logical_restore::{self, toc, PgRestore};
-use crate::jobs::{JobError, Progress};
+use crate::jobs::{cancellable, JobError, Progress};
 use crate::pg::catalog::{self, Relation};
 use crate::pg::dump_archive as archive;
 use crate::pg::pattern::NamePattern;
@@ -60,6 +62,9 @@ pub(super) struct Cx<'a> {
     /// The recovery target, as text (for messages).
     pub recovery_target: &'a str,
     pub source_db: &'a str,
+    /// Stops the restore: each step where it waits, the copy's workers
+    /// aborted and awaited.
+    pub cancel: &'a CancellationToken,
 }
 
 pub(super) struct Outcome {
@@ -75,26 +80,33 @@ pub(super) async fn restore(
     into: Option<&str>,
 ) -> Result<Outcome, JobError> {
     let (sc, tc) = (&cx.source.client, cx.target);
-    let src = catalog::server_info(sc)
-        .await
-        .map_err(JobError::sql("read the scratch server's information"))?;
-    let dst = catalog::server_info(tc)
-        .await
-        .map_err(JobError::sql("read target server information"))?;
-    // search_path = pg_catalog: every name the catalog prints is qualified.
-    session::configure(sc, src.version, Duration::ZERO)
-        .await
-        .map_err(JobError::sql("configure the scratch session"))?;
-    session::configure(tc, dst.version, SWAP_LOCK_TIMEOUT)
-        .await
-        .map_err(JobError::sql("configure the target session"))?;
+    let cancel = cx.cancel;
+    let sessions = async {
+        let src = catalog::server_info(sc)
+            .await
+            .map_err(JobError::sql("read the scratch server's information"))?;
+        let dst = catalog::server_info(tc)
+            .await
+            .map_err(JobError::sql("read target server information"))?;
+        // search_path = pg_catalog: every name the catalog prints is qualified.
+        session::configure(sc, src.version, Duration::ZERO)
+            .await
+            .map_err(JobError::sql("configure the scratch session"))?;
+        session::configure(tc, dst.version, SWAP_LOCK_TIMEOUT)
+            .await
+            .map_err(JobError::sql("configure the target session"))?;
+        Ok::<_, JobError>((src, dst))
+    };
+    let (src, dst) = cancellable(cancel, sessions).await?;
 
     // 1. The tables, and what comes with them.
     cx.progress.set_phase("choosing the tables");
-    let rels = catalog::relations(sc)
-        .await
-        .map_err(JobError::sql("list the scratch server's tables"))?;
-    let parents = inherits(sc).await?;
+    let rels = cancellable(
+        cancel,
+        catalog::relations(sc).map_err(JobError::sql("list the scratch server's tables")),
+    )
+    .await?;
+    let parents = cancellable(cancel, inherits(sc)).await?;
     let chosen =
         plan::choose_tables(&rels, &parents, include, exclude).map_err(JobError::Invalid)?;
     if chosen.is_empty() {
@@ -109,25 +121,29 @@ pub(super) async fn restore(
     let chosen: Vec<&Relation> = chosen.iter().map(|&i| &rels[i]).collect();
     let placements = plan::place(&chosen, into, cx.prefix).map_err(JobError::Invalid)?;
     let oids: Vec<u32> = placements.iter().map(|p| p.oid).collect();
-    let comp = companions(sc, &oids).await?;
-    let outward = outward_keys(sc, &placements).await?;
+    let comp = cancellable(cancel, companions(sc, &oids)).await?;
+    let outward = cancellable(cancel, outward_keys(sc, &placements)).await?;
 
     // 2. The target: nothing there may be overwritten without --clean.
     cx.progress.set_phase("checking the target database");
-    let replaced = check_target(tc, &placements, &comp, cx.s.clean).await?;
+    let replaced = cancellable(cancel, check_target(tc, &placements, &comp, cx.s.clean)).await?;
     let replaced_oids: Vec<u32> = replaced.iter().map(|r| r.0).collect();
-    let inbound = inbound_keys(tc, &replaced_oids).await?;
+    let inbound = cancellable(cancel, inbound_keys(tc, &replaced_oids)).await?;
 
     // 3. Staged on the scratch server, and their schema dumped.
     cx.progress
         .set_phase("staging the tables on the scratch server");
-    sc.batch_execute(&plan::scratch_moves(&placements))
-        .await
-        .map_err(JobError::sql(
-            "move the tables into staging schemas on the scratch server",
-        ))?;
+    let moves = plan::scratch_moves(&placements);
+    let staged = sc.batch_execute(&moves).map_err(JobError::sql(
+        "move the tables into staging schemas on the scratch server",
+    ));
+    cancellable(cancel, staged).await?;
     let archive_path = cx.scratch_dir.join("tables.dump");
-    dump_schema(cx, &placements, &src.encoding, &archive_path).await?;
+    cancellable(
+        cancel,
+        dump_schema(cx, &placements, &src.encoding, &archive_path),
+    )
+    .await?;
     let bytes = tokio::fs::read(&archive_path)
         .await
         .map_err(|e| JobError::Io {
@@ -142,7 +158,7 @@ pub(super) async fn restore(
     let toc = if raw.needs_conversion().is_empty() {
         raw.decode(&HashMap::new())
     } else {
-        logical_restore::decode_toc(sc, &raw).await?
+        cancellable(cancel, logical_restore::decode_toc(sc, &raw)).await?
     };
     let all = vec![true; toc.entries.len()];
     let out_entries: Vec<usize> = toc::outward_foreign_keys(&toc, &all)
@@ -151,7 +167,11 @@ pub(super) async fn restore(
         .collect();
     let keep = plan::keep_entries(&toc, &out_entries);
     let list = toc::write_list(&toc, &keep).await?;
-    let missing = logical_restore::missing(tc, toc::tablespaces(&toc, &keep)).await?;
+    let missing = cancellable(
+        cancel,
+        logical_restore::missing(tc, toc::tablespaces(&toc, &keep)),
+    )
+    .await?;
     if !missing.is_empty() {
         let names: Vec<String> = missing.iter().map(|t| quote_ident(t)).collect();
         // Handled here: the tables go into the default tablespace.
@@ -168,9 +188,11 @@ pub(super) async fn restore(
         .iter()
         .map(|s| format!("CREATE SCHEMA {}", quote_ident(s)))
         .collect();
-    tc.batch_execute(&create.join("; "))
-        .await
-        .map_err(JobError::sql("create the staging schemas in the target"))?;
+    let create = create.join("; ");
+    let created = tc
+        .batch_execute(&create)
+        .map_err(JobError::sql("create the staging schemas in the target"));
+    cancellable(cancel, created).await?;
     let restore = PgRestore {
         tools: cx.tools,
         archive: &archive_path,
@@ -182,7 +204,7 @@ pub(super) async fn restore(
         version: dst.version,
         encoding: &src.encoding,
     };
-    restore.section("pre-data", Some(list.path()), 1).await?;
+    cancellable(cancel, restore.section("pre-data", Some(list.path()), 1)).await?;
 
     cx.progress.set_phase(format!(
         "copying {} tables from the scratch server",
@@ -192,9 +214,12 @@ pub(super) async fn restore(
 
     let seqs = plan::staged_sequences(&placements, &comp.sequences);
     if !seqs.is_empty() {
-        let values = catalog::sequence_values(sc, &seqs)
-            .await
-            .map_err(JobError::sql("read sequence values on the scratch server"))?;
+        let values = cancellable(
+            cancel,
+            catalog::sequence_values(sc, &seqs)
+                .map_err(JobError::sql("read sequence values on the scratch server")),
+        )
+        .await?;
         let entries: Vec<SequenceEntry> = seqs
             .iter()
             .zip(values)
@@ -207,20 +232,25 @@ pub(super) async fn restore(
             })
             .collect();
         let refs: Vec<&SequenceEntry> = entries.iter().collect();
-        logical_restore::set_sequences(tc, &refs).await?;
+        cancellable(cancel, logical_restore::set_sequences(tc, &refs)).await?;
     }
 
     cx.progress
         .set_phase("building indexes and constraints (pg_restore post-data)");
-    restore
-        .section("post-data", Some(list.path()), cx.s.jobs)
-        .await?;
+    let built = restore.section("post-data", Some(list.path()), cx.s.jobs);
+    cancellable(cancel, built).await?;
 
     // 5. Into place, in one transaction.
     cx.progress
         .set_phase("moving the restored tables into place");
     let replaced_names: Vec<(String, String)> = replaced.iter().map(|r| r.1.clone()).collect();
-    let foreign_keys = swap(tc, &placements, &replaced_names, &outward, &inbound).await?;
+    // Stopped half-way, the swap is rolled back with the target's session,
+    // which ends with the restore.
+    let foreign_keys = cancellable(
+        cancel,
+        swap(tc, &placements, &replaced_names, &outward, &inbound),
+    )
+    .await?;
 
     let replaced_set: HashSet<&(String, String)> = replaced_names.iter().collect();
     let tables = placements
@@ -488,38 +518,42 @@ async fn copy_rows(
     let (sc, tc) = (&cx.source.client, cx.target);
     let leaves: Vec<&Placement> = placements.iter().filter(|p| p.kind == 'r').collect();
     let oids: Vec<u32> = leaves.iter().map(|p| p.oid).collect();
-    let mut columns = catalog::columns(sc, &oids)
-        .await
-        .map_err(JobError::sql("read the tables' columns"))?;
-    let binary_ok = src.encoding.eq_ignore_ascii_case(session::CLIENT_ENCODING);
-    let types = if binary_ok {
-        catalog::column_base_types(sc, &oids)
+    let read = async {
+        let mut columns = catalog::columns(sc, &oids)
             .await
-            .map_err(JobError::sql("read the tables' column types"))?
-    } else {
-        HashMap::new()
+            .map_err(JobError::sql("read the tables' columns"))?;
+        let binary_ok = src.encoding.eq_ignore_ascii_case(session::CLIENT_ENCODING);
+        let types = if binary_ok {
+            catalog::column_base_types(sc, &oids)
+                .await
+                .map_err(JobError::sql("read the tables' column types"))?
+        } else {
+            HashMap::new()
+        };
+        let mut tables = Vec::new();
+        for p in &leaves {
+            let freeze: bool = tc
+                .query_one(
+                    "SELECT pg_catalog.has_table_privilege($1, 'TRUNCATE')",
+                    &[&p.staged()],
+                )
+                .await
+                .map_err(JobError::sql(format!("inspect table {}", p.staged())))?
+                .get(0);
+            tables.push(CopyTable {
+                schema: p.stage.clone(),
+                name: p.source.1.clone(),
+                columns: columns.remove(&p.oid).unwrap_or_default(),
+                binary: types
+                    .get(&p.oid)
+                    .is_some_and(|t| copy_binary::safe_for_binary(t, src.version)),
+                bytes: p.bytes,
+                freeze,
+            });
+        }
+        Ok::<_, JobError>(tables)
     };
-    let mut tables = Vec::new();
-    for p in &leaves {
-        let freeze: bool = tc
-            .query_one(
-                "SELECT pg_catalog.has_table_privilege($1, 'TRUNCATE')",
-                &[&p.staged()],
-            )
-            .await
-            .map_err(JobError::sql(format!("inspect table {}", p.staged())))?
-            .get(0);
-        tables.push(CopyTable {
-            schema: p.stage.clone(),
-            name: p.source.1.clone(),
-            columns: columns.remove(&p.oid).unwrap_or_default(),
-            binary: types
-                .get(&p.oid)
-                .is_some_and(|t| copy_binary::safe_for_binary(t, src.version)),
-            bytes: p.bytes,
-            freeze,
-        });
-    }
+    let tables = cancellable(cx.cancel, read).await?;
     let servers = Servers {
         scratch: cx.source.conninfo.clone(),
         scratch_version: src.version,
@@ -535,6 +569,7 @@ async fn copy_rows(
         SPLIT_SIZE,
         src.block_size,
         cx.progress.clone(),
+        cx.cancel,
     )
     .await?;
     let by_oid: HashMap<u32, u64> = oids.into_iter().zip(rows).collect();

@@ -136,9 +136,8 @@ impl Cli {
         s
     }
 
-    /// Runs the binary to completion.
-    pub fn run(&self) -> CliOutput {
-        let cmdline = self.cmdline();
+    /// The command, with the environment cleaned as the module says.
+    fn command(&self) -> Command {
         let mut cmd = Command::new(PGTIDE_BIN);
         cmd.args(&self.args);
         for (key, _) in std::env::vars_os() {
@@ -159,6 +158,69 @@ impl Cli {
         if let Some(dir) = &self.cwd {
             cmd.current_dir(dir);
         }
+        cmd
+    }
+
+    /// Starts the binary with the debug-build hook `PGTIDE_TEST_PAUSE`
+    /// naming `point` and returns once it has said that it waits there
+    /// (`pgtide test pause: POINT` on stderr), still running. Panics with
+    /// what it printed if it ends first or takes longer than the timeout.
+    pub fn spawn_paused(&self, point: &str) -> Paused {
+        let cmdline = self.cmdline();
+        let mut cmd = self.command();
+        cmd.env("PGTIDE_TEST_PAUSE", point)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("could not start {PGTIDE_BIN} ({cmdline}): {e}"));
+        let mut out = child.stdout.take().expect("stdout pipe");
+        let stdout = std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = out.read_to_end(&mut buf);
+            buf
+        });
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut err = child.stderr.take().expect("stderr pipe");
+        let sink = stderr.clone();
+        let stderr_reader = std::thread::spawn(move || {
+            let mut piece = [0u8; 4096];
+            while let Ok(n) = err.read(&mut piece) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&piece[..n]);
+            }
+        });
+        let mut paused = Paused {
+            cmdline,
+            child,
+            stdout,
+            stderr,
+            stderr_reader,
+            timeout: self.timeout,
+        };
+        let marker = format!("pgtide test pause: {point}");
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            if paused.stderr_text().contains(&marker) {
+                return paused;
+            }
+            let ended = paused.child.try_wait().expect("wait for pgtide").is_some();
+            if ended || Instant::now() >= deadline {
+                let _ = paused.child.kill();
+                let out = paused.finish();
+                panic!("never reached the pause point {point:?}\n{out}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Runs the binary to completion.
+    pub fn run(&self) -> CliOutput {
+        let cmdline = self.cmdline();
+        let mut cmd = self.command();
         cmd.stdin(if self.stdin.is_some() {
             Stdio::piped()
         } else {
@@ -214,6 +276,64 @@ impl Cli {
             self.timeout
         );
         out
+    }
+}
+
+/// A run started by [`Cli::spawn_paused`], waiting at its pause point.
+pub struct Paused {
+    cmdline: String,
+    child: std::process::Child,
+    stdout: std::thread::JoinHandle<Vec<u8>>,
+    stderr: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    stderr_reader: std::thread::JoinHandle<()>,
+    timeout: Duration,
+}
+
+impl Paused {
+    /// The process id, for signals.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
+    }
+
+    /// Sends `signal` (`INT`, `TERM`, …) with kill(1) and waits for the
+    /// process to end (killing it after the timeout); what it printed.
+    pub fn signal(mut self, signal: &str) -> CliOutput {
+        let ok = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill -{signal} {}", self.child.id());
+        let timeout = self.timeout;
+        let deadline = Instant::now() + timeout;
+        while self.child.try_wait().expect("wait for pgtide").is_none() {
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let out = self.finish();
+                panic!("did not end within {timeout:?} of SIG{signal}\n{out}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.finish()
+    }
+
+    /// Waits for the end (after a kill) and collects the output.
+    fn finish(mut self) -> CliOutput {
+        let status = self.child.wait().expect("wait for pgtide");
+        let _ = self.stderr_reader.join();
+        let stderr = String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned();
+        CliOutput {
+            cmdline: self.cmdline,
+            status,
+            code: status.code(),
+            stdout: String::from_utf8_lossy(&self.stdout.join().expect("stdout reader"))
+                .into_owned(),
+            stderr,
+        }
     }
 }
 
