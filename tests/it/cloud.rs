@@ -7,8 +7,8 @@
 //!   a backup taken straight into GCS restored to its end.
 //! - Dumps copied local → S3 → Azure → GCS, restored from the last copy;
 //!   a re-run copies nothing; a copy that lost objects half-way (manifest
-//!   not written) completes on a re-run, so does one killed half-way
-//!   (SIGKILL); a damaged source pack is refused
+//!   not written) completes on a re-run, so does one stopped (SIGTERM,
+//!   exit 130) or killed (SIGKILL) half-way; a damaged source pack is refused
 //!   (exit 5) and nothing of it is written; a target bound to another
 //!   cluster is refused (exit 4).
 //! - A copy of an encrypted repository stays encrypted with the same keys;
@@ -226,55 +226,63 @@ fn copy_dumps_between_every_kind_of_store() {
     );
     pgtide(&["verify", &id, "--repo", local2]).assert_ok();
 
-    // A copy killed (SIGKILL) once part of the set is in the target: the
-    // set stays incomplete there; the same command completes it.
-    let gs2 = format!(
-        "{}?chunk_size=256KiB",
-        Emulator::fake_gcs().fresh_blocking().url
-    );
-    let mut child = std::process::Command::new(crate::harness::cli::PGTIDE_BIN)
-        .args(["copy", &id, "--from", local, "--to", &gs2])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let killed = loop {
-        if child.try_wait().unwrap().is_some() {
-            break false;
-        }
-        let l = pgtide(&["list", "--json", "--repo", &gs2]);
-        if l.status.success()
-            && json(&l)["incomplete"]
-                .as_array()
-                .is_some_and(|i| i.iter().any(|s| s["objects"].as_u64() >= Some(2)))
-        {
-            child.kill().unwrap();
-            break true;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the copy made no progress"
+    // A copy stopped (SIGTERM: exit 130) or killed (SIGKILL) once part of
+    // the set is in the target: the set stays incomplete there; the same
+    // command completes it.
+    for signal in ["TERM", "KILL"] {
+        let gs2 = format!(
+            "{}?chunk_size=256KiB",
+            Emulator::fake_gcs().fresh_blocking().url
         );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let _ = child.wait();
-    if killed {
+        let mut child = std::process::Command::new(crate::harness::cli::PGTIDE_BIN)
+            .args(["copy", &id, "--from", local, "--to", &gs2])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let stopped = loop {
+            if child.try_wait().unwrap().is_some() {
+                break false;
+            }
+            let l = pgtide(&["list", "--json", "--repo", &gs2]);
+            if l.status.success()
+                && json(&l)["incomplete"]
+                    .as_array()
+                    .is_some_and(|i| i.iter().any(|s| s["objects"].as_u64() >= Some(2)))
+            {
+                std::process::Command::new("kill")
+                    .args([&format!("-{signal}"), &child.id().to_string()])
+                    .status()
+                    .unwrap();
+                break true;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the copy made no progress"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let status = child.wait().unwrap();
         let l = json(&pgtide(&["list", "--json", "--repo", &gs2]));
-        assert_eq!(l["dumps"].as_array().unwrap().len(), 0, "{l:#}");
-    } else {
-        eprintln!("the copy finished before it could be killed");
+        let finished = l["dumps"].as_array().unwrap().len() == 1;
+        if stopped && signal == "TERM" && !finished {
+            assert_eq!(status.code(), Some(130), "SIGTERM: {status:?}");
+        }
+        if !stopped || finished {
+            eprintln!("the copy finished before SIG{signal} reached it");
+        }
+        let r = json(&pgtide(&[
+            "copy", &id, "--json", "--from", local, "--to", &gs2,
+        ]));
+        assert_eq!(
+            r["sets"][0]["status"],
+            if finished { "present" } else { "copied" },
+            "SIG{signal}: {r:#}"
+        );
+        pgtide(&["verify", &id, "--repo", &gs2]).assert_ok();
     }
-    let r = json(&pgtide(&[
-        "copy", &id, "--json", "--from", local, "--to", &gs2,
-    ]));
-    assert_eq!(
-        r["sets"][0]["status"],
-        if killed { "copied" } else { "present" },
-        "{r:#}"
-    );
-    pgtide(&["verify", &id, "--repo", &gs2]).assert_ok();
 
     // A damaged pack at the source: refused, and nothing of it written.
     let pack = std::path::Path::new(local)
