@@ -212,6 +212,38 @@ pub(super) fn service(
     }
 }
 
+/// A read of `offset`+`len` that lies past the end of `key` (of `size`
+/// bytes when known).
+pub(super) fn past_end(key: &str, offset: u64, len: u64, size: Option<u64>) -> StorageError {
+    service(
+        "read",
+        key,
+        match size {
+            Some(s) => format!("range {offset}+{len} is past the end of the object ({s} bytes)"),
+            None => format!("range {offset}+{len} is past the end of the object"),
+        },
+        false,
+    )
+}
+
+/// A whole-object read whose body is shorter or longer than the length
+/// the store announced is a (retryable) failure.
+pub(super) fn check_announced_len(
+    key: &str,
+    announced: Option<u64>,
+    body: &[u8],
+) -> Result<(), StorageError> {
+    match announced {
+        Some(n) if n != body.len() as u64 => Err(service(
+            "read",
+            key,
+            format!("received {} bytes, the store announced {n}", body.len()),
+            true,
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// A transport failure on `key` as a `StorageError`.
 pub(super) fn transport(op: &'static str, key: &str, t: Transport) -> StorageError {
     service(op, key, t.message, t.retryable)

@@ -24,7 +24,7 @@ use object_store::azure::{AzureAuthorizer, AzureCredential};
 use object_store::client::{HttpRequest, HttpRequestBody};
 use tokio::task::JoinHandle;
 
-use super::cloud::{self, service, transport, Response};
+use super::cloud::{self, check_announced_len, past_end, service, transport, Response};
 use super::{ObjectMeta, ObjectWriter, Storage, StorageError};
 
 mod location;
@@ -568,39 +568,15 @@ impl Storage for Azure {
         if !resp.ok() {
             return Err(az.error("read", key, &resp));
         }
-        if let Some(n) = resp
+        let announced = resp
             .header("content-length")
-            .and_then(|v| v.parse::<u64>().ok())
-        {
-            if n != resp.body.len() as u64 {
-                return Err(service(
-                    "read",
-                    key,
-                    format!(
-                        "received {} bytes, the store announced {n}",
-                        resp.body.len()
-                    ),
-                    true,
-                ));
-            }
-        }
+            .and_then(|v| v.parse::<u64>().ok());
+        check_announced_len(key, announced, &resp.body)?;
         Ok(resp.body)
     }
 
     async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Bytes, StorageError> {
-        let past_end = |size: Option<u64>| {
-            service(
-                "read",
-                key,
-                match size {
-                    Some(s) => {
-                        format!("range {offset}+{len} is past the end of the object ({s} bytes)")
-                    }
-                    None => format!("range {offset}+{len} is past the end of the object"),
-                },
-                false,
-            )
-        };
+        let past_end = |size: Option<u64>| past_end(key, offset, len, size);
         if len == 0 {
             let size = self.size(key).await?;
             return if offset <= size {
