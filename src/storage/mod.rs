@@ -9,6 +9,7 @@ mod cloud;
 pub mod counted;
 pub mod gcs;
 pub mod local;
+pub mod requests;
 pub mod s3;
 
 use std::fmt;
