@@ -204,7 +204,9 @@ mod tests {
             .get_or_create(&Metrics::kind("put"))
             .inc_by(3);
         m.storage_calls
-            .get_or_create(&OpLabel { op: "upload".into() })
+            .get_or_create(&OpLabel {
+                op: "upload".into(),
+            })
             .inc_by(2);
         let text = m.encode();
         for name in [

@@ -185,7 +185,12 @@ pub async fn list(repo: &Repository) -> Result<Listing, JobError> {
                 segments: set.len(),
                 first: name(first),
                 last: name(last),
-                gaps: set.gaps().flat_map(|(a, b)| a..=b).take(100).map(name).collect(),
+                gaps: set
+                    .gaps()
+                    .flat_map(|(a, b)| a..=b)
+                    .take(100)
+                    .map(name)
+                    .collect(),
             });
         }
     }

@@ -229,8 +229,8 @@ impl WalIndex {
             if entry.history {
                 view.histories.insert(tli);
             }
-            let segs = RangeSet::from_ranges(&entry.segments)
-                .map_err(|e| format!("timeline {t}: {e}"))?;
+            let segs =
+                RangeSet::from_ranges(&entry.segments).map_err(|e| format!("timeline {t}: {e}"))?;
             if !segs.is_empty() {
                 view.segments.insert(tli, segs);
             }
@@ -308,11 +308,7 @@ impl WalArchive {
             return self.rebuild_index().await;
         };
         let mut added = 0;
-        for o in self
-            .storage
-            .list_after(WAL_PREFIX, &view.last_key)
-            .await?
-        {
+        for o in self.storage.list_after(WAL_PREFIX, &view.last_key).await? {
             added += u64::from(view.add_key(&o.key, self.seg_size));
         }
         if added >= REFRESH_EVERY {

@@ -172,7 +172,10 @@ mod tests {
             Kind::List
         );
         assert_eq!(k("PUT", "/c/k", "comp=block&blockid=x"), Kind::Put);
-        assert_eq!(k("POST", "/c", "restype=container&comp=batch"), Kind::Delete);
+        assert_eq!(
+            k("POST", "/c", "restype=container&comp=batch"),
+            Kind::Delete
+        );
         // GCS
         assert_eq!(k("GET", "/storage/v1/b/bkt/o", "prefix=x"), Kind::List);
         assert_eq!(k("GET", "/storage/v1/b/bkt/o/k", ""), Kind::Head);
