@@ -79,6 +79,10 @@
 //! - `key add`: {repository, action, key, generation, current_epoch}
 //! - `key remove`: {repository, action, key, generation, current_epoch}
 //!
+//! Every object above also has the top-level field `requests`: {put, get, list, head, delete}
+//! (integers: the storage requests the command made, by kind, retries included; see
+//! `storage::requests` for what each kind counts).
+//!
 //! `wal fetch` prints nothing: PostgreSQL reads only its exit code.
 
 use std::io::IsTerminal;
@@ -89,10 +93,19 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::jobs::Progress;
 
+/// Print a report as JSON. An object gains the top-level field `requests`:
+/// the storage requests this process has made so far, by kind
+/// (`storage::requests`), unless the report carries its own.
 pub fn print_json<T: serde::Serialize>(v: &T) {
+    let mut value = serde_json::to_value(v).expect("reports serialize");
+    if let serde_json::Value::Object(map) = &mut value {
+        map.entry("requests").or_insert_with(|| {
+            serde_json::to_value(crate::storage::requests::snapshot()).expect("counts serialize")
+        });
+    }
     println!(
         "{}",
-        serde_json::to_string_pretty(v).expect("reports serialize")
+        serde_json::to_string_pretty(&value).expect("reports serialize")
     );
 }
 

@@ -33,14 +33,20 @@ pub(super) async fn run(cmd: WalCommand, json: bool) -> Result<(), CliError> {
             // than end it early: exit codes above 125 do that.
             let abort = |e: CliError| CliError::new(exit::RECOVERY_ABORT, e.message);
             let url = repo.url();
-            let repo = super::keys::open_for_reading(&url, &secrets)
-                .await
-                .map_err(abort)?;
             let spool = spool.or_else(fetch::default_spool);
-            match fetch::fetch(&repo, &name, &dest, spool.as_deref())
-                .await
-                .map_err(|e| abort(e.into()))?
-            {
+            // A prefetched segment costs no request: not even opening the
+            // repository.
+            let served = if fetch::from_spool(&name, &dest, spool.as_deref()).await {
+                fetch::Fetched::Served { partial: false }
+            } else {
+                let repo = super::keys::open_for_reading(&url, &secrets)
+                    .await
+                    .map_err(abort)?;
+                fetch::fetch(&repo, &name, &dest, spool.as_deref())
+                    .await
+                    .map_err(|e| abort(e.into()))?
+            };
+            match served {
                 fetch::Fetched::NotFound => return Err(CliError::new(exit::FAILURE, "")),
                 fetch::Fetched::Served { .. } => {
                     if let (Some(spool), true) = (spool, prefetch > 0) {

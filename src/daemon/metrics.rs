@@ -43,7 +43,8 @@ pub struct Metrics {
     pub slot_retained: Gauge,
     pub slot_over_warn: Gauge,
     pub slot_resets: Counter,
-    pub storage_requests: Family<OpLabel, Counter>,
+    pub storage_requests: Family<KindLabel, Counter>,
+    pub storage_calls: Family<OpLabel, Counter>,
     pub storage_retries: Counter,
     pub repository_size: Gauge,
     pub expire_last_success: F64Gauge,
@@ -73,6 +74,7 @@ impl Metrics {
             slot_over_warn: Gauge::default(),
             slot_resets: Counter::default(),
             storage_requests: Family::default(),
+            storage_calls: Family::default(),
             storage_retries: Counter::default(),
             repository_size: Gauge::default(),
             expire_last_success: F64Gauge::default(),
@@ -138,8 +140,13 @@ impl Metrics {
         );
         r.register(
             "pgtide_storage_requests",
-            "Storage requests by operation",
+            "Storage requests sent to the store, by kind (put, get, list, head, delete; retries included)",
             m.storage_requests.clone(),
+        );
+        r.register(
+            "pgtide_storage_calls",
+            "Calls of the storage layer by operation (a multipart upload is one upload)",
+            m.storage_calls.clone(),
         );
         r.register(
             "pgtide_storage_retries",
@@ -194,8 +201,13 @@ mod tests {
             })
             .inc();
         m.storage_requests
-            .get_or_create(&OpLabel { op: "put".into() })
+            .get_or_create(&Metrics::kind("put"))
             .inc_by(3);
+        m.storage_calls
+            .get_or_create(&OpLabel {
+                op: "upload".into(),
+            })
+            .inc_by(2);
         let text = m.encode();
         for name in [
             "pgtide_backup_last_success_timestamp_seconds{kind=\"full\"}",
@@ -204,7 +216,8 @@ mod tests {
             "pgtide_wal_archive_lag_bytes",
             "pgtide_wal_archive_lag_seconds",
             "pgtide_slot_retained_bytes",
-            "pgtide_storage_requests_total{op=\"put\"} 3",
+            "pgtide_storage_requests_total{kind=\"put\"} 3",
+            "pgtide_storage_calls_total{op=\"upload\"} 2",
             "pgtide_storage_retries",
             "pgtide_repository_size_bytes",
             "pgtide_drill_last_success_timestamp_seconds",

@@ -164,7 +164,7 @@ pub struct Shared {
     pub live: Arc<StreamLive>,
     pub metrics: Metrics,
     pub counters: Arc<StorageCounters>,
-    counted_before: Mutex<(Vec<u64>, u64)>,
+    counted_before: Mutex<(Vec<u64>, u64, crate::storage::requests::Requests)>,
     pub state: Mutex<State>,
     requests: mpsc::UnboundedSender<Request>,
     pub cancel: CancellationToken,
@@ -362,11 +362,19 @@ impl Shared {
         }
         for (i, (op, n)) in now.iter().enumerate() {
             let add = n.saturating_sub(before.0[i]);
-            m.storage_requests
+            m.storage_calls
                 .get_or_create(&metrics::OpLabel { op: op.to_string() })
                 .inc_by(add);
             before.0[i] = *n;
         }
+        let requests = crate::storage::requests::snapshot();
+        let added = requests.since(&before.2);
+        for kind in crate::storage::requests::Kind::ALL {
+            m.storage_requests
+                .get_or_create(&metrics::Metrics::kind(kind.as_str()))
+                .inc_by(added.get_kind(kind));
+        }
+        before.2 = requests;
         m.storage_retries.inc_by(retries.saturating_sub(before.1));
         before.1 = retries;
     }
@@ -435,7 +443,7 @@ async fn run_locked(
         live: Arc::new(StreamLive::default()),
         metrics: Metrics::new(),
         counters,
-        counted_before: Mutex::new((Vec::new(), 0)),
+        counted_before: Mutex::new((Vec::new(), 0, Default::default())),
         state: Mutex::new(State::default()),
         requests: tx,
         cancel: cancel.clone(),

@@ -170,22 +170,24 @@ pub async fn list(repo: &Repository) -> Result<Listing, JobError> {
     let mut wal = Vec::new();
     if let Some(c) = &cluster {
         let archive = repo.wal_archive(c.wal_segment_size, Compression::None);
-        let segs = archive
-            .segments()
+        // The index and the keys after it; the gaps it shows confirmed.
+        let view = archive
+            .checked_view()
             .await
             .map_err(JobError::archive("list the WAL archive"))?;
-        for (tli, set) in segs {
-            let (Some(&first), Some(&last)) = (set.iter().next(), set.iter().next_back()) else {
+        for (tli, set) in view.segments {
+            let (Some(first), Some(last)) = (set.first(), set.last()) else {
                 continue;
             };
             let name = |n| segment_name(tli, n, c.wal_segment_size);
             wal.push(WalTimeline {
                 timeline: tli,
-                segments: set.len() as u64,
+                segments: set.len(),
                 first: name(first),
                 last: name(last),
-                gaps: (first..=last)
-                    .filter(|n| !set.contains(n))
+                gaps: set
+                    .gaps()
+                    .flat_map(|(a, b)| a..=b)
                     .take(100)
                     .map(name)
                     .collect(),
@@ -325,6 +327,16 @@ pub async fn delete_wal_before(repo: &Repository, id: &str) -> Result<WalDeleteR
     );
     let (gone, retained, retained_until) =
         super::expire::split_retained(repo, gone, &listing, chrono::Utc::now()).await?;
+    // The WAL index first, without what goes (as `expire` does).
+    let doomed: std::collections::BTreeSet<&str> = gone.keys.iter().map(String::as_str).collect();
+    repo.wal_archive(m.wal_segment_size, Compression::None)
+        .write_index_of(
+            listing
+                .iter()
+                .map(|o| o.key.as_str())
+                .filter(|k| !doomed.contains(k)),
+        )
+        .await;
     repo.storage()
         .delete_many(&gone.keys)
         .await

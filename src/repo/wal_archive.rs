@@ -118,13 +118,15 @@ pub enum Pushed {
 
 #[derive(Debug, Clone)]
 pub struct WalArchive {
-    storage: DynStorage,
-    /// `storage` without Object Lock retention, for partials.
-    partials: DynStorage,
-    seg_size: u64,
+    pub(super) storage: DynStorage,
+    /// `storage` without Object Lock retention, for partials and the index.
+    pub(super) partials: DynStorage,
+    pub(super) seg_size: u64,
     compression: Compression,
     /// Encrypted repositories: seal what is pushed, open what is fetched.
     crypt: Option<std::sync::Arc<super::encryption::RepoCrypt>>,
+    /// What this handle and its clones know of the archive (`wal_index`).
+    pub(super) tracker: std::sync::Arc<std::sync::Mutex<super::wal_index::Tracker>>,
 }
 
 fn compression_byte(c: Compression) -> u8 {
@@ -368,6 +370,7 @@ impl WalArchive {
             seg_size,
             compression,
             crypt: None,
+            tracker: Default::default(),
         }
     }
 
@@ -443,13 +446,17 @@ impl WalArchive {
                 if let Some(WalName::Segment { .. }) = classify(name, self.seg_size) {
                     self.delete_partials(name).await?;
                 }
+                self.note_stored(&key).await;
                 Ok(Pushed::Stored)
             }
             Err(StorageError::AlreadyExists { .. }) => {
                 let existing = self.storage.get(&key).await?;
                 // A damaged copy is never "the same": its error says so.
                 match self.holds(&key, existing, &data).await? {
-                    true => Ok(Pushed::AlreadyArchived),
+                    true => {
+                        self.note_stored(&key).await;
+                        Ok(Pushed::AlreadyArchived)
+                    }
                     false => Err(WalError::Conflict { name: name.into() }),
                 }
             }
@@ -486,7 +493,7 @@ impl WalArchive {
         Ok(())
     }
 
-    async fn exists(&self, key: &str) -> Result<bool, WalError> {
+    pub(super) async fn exists(&self, key: &str) -> Result<bool, WalError> {
         match self.storage.size(key).await {
             Ok(_) => Ok(true),
             Err(StorageError::NotFound { .. }) => Ok(false),
@@ -553,16 +560,16 @@ impl WalArchive {
         }
     }
 
-    /// Complete segments held, by timeline.
+    /// Complete segments held, by timeline, as the index and the keys
+    /// after it say (`WalArchive::view`).
     pub async fn segments(&self) -> Result<BTreeMap<u32, BTreeSet<u64>>, WalError> {
-        let mut out: BTreeMap<u32, BTreeSet<u64>> = BTreeMap::new();
-        for o in self.storage.list(WAL_PREFIX).await? {
-            let name = o.key.rsplit('/').next().unwrap_or("");
-            if let Some(WalName::Segment { tli, segno }) = classify(name, self.seg_size) {
-                out.entry(tli).or_default().insert(segno);
-            }
-        }
-        Ok(out)
+        Ok(self
+            .view()
+            .await?
+            .segments
+            .iter()
+            .map(|(tli, r)| (*tli, r.to_set()))
+            .collect())
     }
 
     /// The first WAL file missing for replay from `start` to `end` on
@@ -576,13 +583,33 @@ impl WalArchive {
         start: Lsn,
         end: Lsn,
     ) -> Result<Option<String>, WalError> {
+        let view = self.view().await?;
+        let Some(name) = self.first_missing(&view, tli, start, end).await? else {
+            return Ok(None);
+        };
+        // The index is not trusted with "missing": a segment written behind
+        // its last key (a `wal push` catching up) is looked up, and when it
+        // is there the index is rebuilt from a full listing.
+        if !self.exists(&self.key(&name)?).await? {
+            return Ok(Some(name));
+        }
+        let view = self.rebuild_index().await?;
+        self.first_missing(&view, tli, start, end).await
+    }
+
+    async fn first_missing(
+        &self,
+        view: &super::wal_index::WalView,
+        tli: u32,
+        start: Lsn,
+        end: Lsn,
+    ) -> Result<Option<String>, WalError> {
         let seg = self.seg_size;
         let first = start.segno(seg);
         let last = Lsn(end.0.saturating_sub(1).max(start.0)).segno(seg);
-        let held = self.segments().await?;
-        let held = held.get(&tli);
+        let held = view.segments.get(&tli);
         for segno in first..=last {
-            if held.is_some_and(|h| h.contains(&segno)) {
+            if held.is_some_and(|h| h.contains(segno)) {
                 continue;
             }
             let name = segment_name(tli, segno, seg);
@@ -610,13 +637,7 @@ impl WalArchive {
 
     /// Timelines with a history file.
     pub async fn histories(&self) -> Result<Vec<u32>, WalError> {
-        Ok(self
-            .storage
-            .list(WAL_PREFIX)
-            .await?
-            .into_iter()
-            .filter_map(|o| parse_history_name(o.key.rsplit('/').next().unwrap_or("")))
-            .collect())
+        Ok(self.view().await?.histories.into_iter().collect())
     }
 
     pub fn history_name(tli: u32) -> String {

@@ -136,6 +136,14 @@ impl Storage for Audited {
         self.inner.list(prefix).await
     }
 
+    async fn list_after(
+        &self,
+        prefix: &str,
+        start_after: &str,
+    ) -> Result<Vec<ObjectMeta>, StorageError> {
+        self.inner.list_after(prefix, start_after).await
+    }
+
     async fn delete_many(&self, keys: &[String]) -> Result<(), StorageError> {
         self.inner.delete_many(keys).await
     }

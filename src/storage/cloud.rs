@@ -76,6 +76,11 @@ impl Http {
     /// Send one request and read the whole answer. `Err` only when no
     /// answer came (connection, timeout); any status is `Ok`.
     pub(super) async fn send(&self, req: HttpRequest) -> Result<Response, Transport> {
+        super::requests::count(super::requests::classify_http(
+            req.method().as_str(),
+            req.uri().path(),
+            req.uri().query().unwrap_or(""),
+        ));
         let exchange = async {
             let resp = self
                 .client

@@ -120,6 +120,16 @@ impl Storage for Counted {
         self.counters.result(self.inner.list(prefix).await)
     }
 
+    async fn list_after(
+        &self,
+        prefix: &str,
+        start_after: &str,
+    ) -> Result<Vec<ObjectMeta>, StorageError> {
+        self.counters.count(6);
+        self.counters
+            .result(self.inner.list_after(prefix, start_after).await)
+    }
+
     async fn delete_many(&self, keys: &[String]) -> Result<(), StorageError> {
         self.counters.count(7);
         self.counters.result(self.inner.delete_many(keys).await)

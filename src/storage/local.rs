@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use super::requests::{count, count_n, Kind};
 use super::{ObjectMeta, ObjectWriter, Storage, StorageError};
 
 const TMP_SUFFIX: &str = ".pgtide-tmp";
@@ -147,6 +148,7 @@ impl Storage for LocalFs {
     }
 
     async fn put(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
+        count(Kind::Put);
         let path = self.path(key);
         let k = key.to_string();
         blocking(move || write_atomic(&path, &data, false))
@@ -155,6 +157,7 @@ impl Storage for LocalFs {
     }
 
     async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
+        count(Kind::Put);
         let path = self.path(key);
         let k = key.to_string();
         blocking(move || write_atomic(&path, &data, true))
@@ -190,6 +193,7 @@ impl Storage for LocalFs {
     }
 
     async fn get(&self, key: &str) -> Result<Bytes, StorageError> {
+        count(Kind::Get);
         let path = self.path(key);
         let k = key.to_string();
         blocking(move || std::fs::read(path))
@@ -199,6 +203,7 @@ impl Storage for LocalFs {
     }
 
     async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Bytes, StorageError> {
+        count(Kind::Get);
         let path = self.path(key);
         let k = key.to_string();
         blocking(move || -> std::io::Result<Bytes> {
@@ -220,6 +225,7 @@ impl Storage for LocalFs {
     }
 
     async fn size(&self, key: &str) -> Result<u64, StorageError> {
+        count(Kind::Head);
         let path = self.path(key);
         let k = key.to_string();
         blocking(move || std::fs::metadata(path).map(|m| m.len()))
@@ -240,10 +246,14 @@ impl Storage for LocalFs {
             let mut out = Vec::new();
             let start = root.join(dir_part);
             if !start.is_dir() {
+                // An empty listing is still a listing.
+                count(Kind::List);
                 return Ok(out);
             }
             let mut stack = vec![start];
             while let Some(dir) = stack.pop() {
+                // One directory read: the local form of a listing page.
+                count(Kind::List);
                 for entry in std::fs::read_dir(&dir)? {
                     let entry = entry?;
                     let ft = entry.file_type()?;
@@ -274,6 +284,8 @@ impl Storage for LocalFs {
     }
 
     async fn delete_many(&self, keys: &[String]) -> Result<(), StorageError> {
+        // One removal per key: the local form of a delete request.
+        count_n(Kind::Delete, keys.len() as u64);
         let paths: Vec<(String, PathBuf)> =
             keys.iter().map(|k| (k.clone(), self.path(k))).collect();
         blocking(move || -> Result<(), StorageError> {
@@ -388,6 +400,8 @@ impl ObjectWriter for LocalWriter {
             fsync_dir(path.parent().unwrap_or(Path::new(".")))
         })
         .await?;
+        // The file made visible: one put, however many writes filled it.
+        count(Kind::Put);
         if let Err(e) = res {
             let _ = std::fs::remove_file(&self.tmp);
             return Err(io_err("finish", &self.key, e));

@@ -9,6 +9,7 @@ mod cloud;
 pub mod counted;
 pub mod gcs;
 pub mod local;
+pub mod requests;
 pub mod s3;
 
 use std::fmt;
@@ -185,6 +186,20 @@ pub trait Storage: Send + Sync + fmt::Debug {
 
     /// Every object whose key starts with `prefix`, sorted by key.
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError>;
+
+    /// Every object whose key starts with `prefix` and sorts after
+    /// `start_after` (strictly), sorted by key. S3 asks the store for only
+    /// those (`StartAfter`: requests in proportion to what is returned);
+    /// the default lists the prefix and filters.
+    async fn list_after(
+        &self,
+        prefix: &str,
+        start_after: &str,
+    ) -> Result<Vec<ObjectMeta>, StorageError> {
+        let mut v = self.list(prefix).await?;
+        v.retain(|o| o.key.as_str() > start_after);
+        Ok(v)
+    }
 
     /// Delete objects; missing keys are not an error.
     async fn delete_many(&self, keys: &[String]) -> Result<(), StorageError>;

@@ -437,7 +437,8 @@ format = "json"
         "pgtide_wal_archive_lag_bytes",
         "pgtide_wal_archive_lag_seconds",
         "pgtide_slot_retained_bytes",
-        "pgtide_storage_requests_total{op=\"put\"}",
+        "pgtide_storage_requests_total{kind=\"put\"}",
+        "pgtide_storage_calls_total{op=\"put\"}",
         "pgtide_storage_retries_total",
         "pgtide_repository_size_bytes",
     ] {

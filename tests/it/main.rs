@@ -20,6 +20,7 @@ mod physical_errors;
 mod pitr;
 mod realworld;
 mod realworld_physical;
+mod requests;
 mod stopping;
 mod storage_conformance;
 mod table_pitr;

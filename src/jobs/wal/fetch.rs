@@ -7,6 +7,15 @@
 //! After serving a segment, a detached `pgtide wal prefetch` process fetches
 //! the next segments into a spool directory (`pg_wal/pgtide-prefetch` when run
 //! from a data directory), so replay does not wait on one object at a time.
+//!
+//! Requests (the bill): a segment in the spool costs none (the CLI serves it
+//! before opening the repository); a complete segment, history or `.backup`
+//! file from the archive costs one GET, besides opening the repository
+//! (S3: HeadBucket; the marker's GET; an encrypted one's key objects). No
+//! HEAD before the GET, no listing, not even the cluster record: the
+//! object's key does not depend on the segment size. The prefetcher makes
+//! one GET per segment it spools, and one more for the first segment the
+//! archive does not hold yet.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -25,6 +34,11 @@ pub enum Fetched {
     },
     NotFound,
 }
+
+/// Any segment name valid for some segment size is valid for the smallest
+/// (1 MiB), so this size classifies names and builds keys for every
+/// cluster without reading its record.
+const SMALLEST_SEGMENT: u64 = 1 << 20;
 
 async fn archive(repo: &Repository) -> Result<Option<WalArchive>, WalJobError> {
     Ok(repo
@@ -58,6 +72,23 @@ pub fn default_spool() -> Option<PathBuf> {
     pg_wal.is_dir().then(|| pg_wal.join("pgtide-prefetch"))
 }
 
+/// Serve segment `name` from the prefetch spool, if it is there: no
+/// request at all (called before the repository is opened).
+pub async fn from_spool(name: &str, dest: &Path, spool: Option<&Path>) -> bool {
+    let is_segment = matches!(
+        classify(name, SMALLEST_SEGMENT),
+        Some(WalName::Segment { .. })
+    );
+    let Some(spool) = spool.filter(|_| is_segment) else {
+        return false;
+    };
+    if tokio::fs::rename(spool.join(name), dest).await.is_ok() {
+        tracing::debug!(%name, "served from the prefetch spool");
+        return true;
+    }
+    false
+}
+
 pub async fn fetch(
     repo: &Repository,
     name: &str,
@@ -65,6 +96,15 @@ pub async fn fetch(
     spool: Option<&Path>,
 ) -> Result<Fetched, WalJobError> {
     crate::jobs::panic_point("wal-fetch");
+    if from_spool(name, dest, spool).await {
+        return Ok(Fetched::Served { partial: false });
+    }
+    // One GET: the key does not depend on the segment size.
+    let any = repo.wal_archive(SMALLEST_SEGMENT, Compression::None);
+    if let Some(data) = any.fetch(name).await? {
+        write_file(dest, &data).await?;
+        return Ok(Fetched::Served { partial: false });
+    }
     let Some(archive) = archive(repo).await? else {
         return Ok(Fetched::NotFound);
     };
@@ -72,17 +112,6 @@ pub async fn fetch(
         classify(name, archive.seg_size()),
         Some(WalName::Segment { .. })
     );
-    if let (Some(spool), true) = (spool, is_segment) {
-        let spooled = spool.join(name);
-        if tokio::fs::rename(&spooled, dest).await.is_ok() {
-            tracing::debug!(%name, "served from the prefetch spool");
-            return Ok(Fetched::Served { partial: false });
-        }
-    }
-    if let Some(data) = archive.fetch(name).await? {
-        write_file(dest, &data).await?;
-        return Ok(Fetched::Served { partial: false });
-    }
     if is_segment {
         if let Some(data) = archive.fetch_partial(name).await? {
             let mut full = data.to_vec();

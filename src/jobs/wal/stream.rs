@@ -435,6 +435,7 @@ async fn session(
                 }
                 let _ = client.send_status(asm.next_lsn(), flushed, Lsn::INVALID, false).await;
                 report.flushed = flushed;
+                archive.flush_index().await;
                 return Ok(());
             }
         };
@@ -507,6 +508,7 @@ async fn session(
             live.archived_to(flushed);
         }
         if s.stop_at.is_some_and(|stop| flushed >= stop) {
+            archive.flush_index().await;
             return Ok(());
         }
     }

@@ -199,8 +199,9 @@ pub(super) fn endpoint_is_local_or_ip(endpoint: &str) -> bool {
     host == "localhost" || host.parse::<std::net::Ipv4Addr>().is_ok()
 }
 
-/// Counts the SDK's retries into `storage::RETRIES`: every attempt after
-/// the first of an operation.
+/// Counts every attempt of an operation into `storage::requests` by kind,
+/// and the SDK's retries into `storage::RETRIES`: every attempt after the
+/// first of an operation.
 #[derive(Debug)]
 struct RetryCounter;
 
@@ -218,10 +219,18 @@ impl aws_sdk_s3::config::Intercept for RetryCounter {
 
     fn read_before_attempt(
         &self,
-        _context: &aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        context: &aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
         _runtime_components: &aws_sdk_s3::config::RuntimeComponents,
         cfg: &mut aws_sdk_s3::config::ConfigBag,
     ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        // Every attempt is a request the store bills, retries included.
+        let req = context.request();
+        let (path, query) = req.uri().split_once('?').unwrap_or((req.uri(), ""));
+        crate::storage::requests::count(crate::storage::requests::classify_http(
+            req.method(),
+            path,
+            query,
+        ));
         let n = cfg.load::<Attempts>().map_or(0, |a| a.0) + 1;
         if n > 1 {
             crate::storage::RETRIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

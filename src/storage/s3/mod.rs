@@ -271,6 +271,63 @@ impl S3 {
         })
     }
 
+    /// ListObjectsV2 pages of `prefix`, from after `start_after` when given.
+    async fn list_from(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+    ) -> Result<Vec<ObjectMeta>, StorageError> {
+        let s3 = &self.inner;
+        let full_prefix = s3.full_key(prefix);
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let resp = s3
+                .client
+                .list_objects_v2()
+                .bucket(&s3.bucket)
+                .prefix(&full_prefix)
+                .set_start_after(start_after.map(|k| s3.full_key(k)))
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| s3.error("list", prefix, failure(e)))?;
+            for obj in resp.contents() {
+                let Some(full) = obj.key() else { continue };
+                // Keys ending in `/` are folder markers made by other tools;
+                // pgtide never writes one.
+                let Some(rel) = full.strip_prefix(&s3.prefix) else {
+                    continue;
+                };
+                if rel.is_empty() || rel.ends_with('/') {
+                    continue;
+                }
+                out.push(ObjectMeta {
+                    key: rel.to_string(),
+                    size: obj.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+                });
+            }
+            if resp.is_truncated() == Some(true) {
+                match resp.next_continuation_token() {
+                    Some(t) => token = Some(t.to_string()),
+                    None => {
+                        return Err(service(
+                            "list",
+                            prefix,
+                            "truncated listing without a continuation token",
+                            false,
+                        ))
+                    }
+                }
+            } else {
+                break;
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        out.dedup_by(|a, b| a.key == b.key);
+        Ok(out)
+    }
+
     /// The SDK client (for tests and tools that need raw S3 calls).
     pub fn client(&self) -> &Client {
         &self.inner.client
@@ -429,54 +486,17 @@ impl Storage for S3 {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError> {
-        let s3 = &self.inner;
-        let full_prefix = s3.full_key(prefix);
-        let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let resp = s3
-                .client
-                .list_objects_v2()
-                .bucket(&s3.bucket)
-                .prefix(&full_prefix)
-                .set_continuation_token(token.take())
-                .send()
-                .await
-                .map_err(|e| s3.error("list", prefix, failure(e)))?;
-            for obj in resp.contents() {
-                let Some(full) = obj.key() else { continue };
-                // Keys ending in `/` are folder markers made by other tools;
-                // pgtide never writes one.
-                let Some(rel) = full.strip_prefix(&s3.prefix) else {
-                    continue;
-                };
-                if rel.is_empty() || rel.ends_with('/') {
-                    continue;
-                }
-                out.push(ObjectMeta {
-                    key: rel.to_string(),
-                    size: obj.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
-                });
-            }
-            if resp.is_truncated() == Some(true) {
-                match resp.next_continuation_token() {
-                    Some(t) => token = Some(t.to_string()),
-                    None => {
-                        return Err(service(
-                            "list",
-                            prefix,
-                            "truncated listing without a continuation token",
-                            false,
-                        ))
-                    }
-                }
-            } else {
-                break;
-            }
-        }
-        out.sort_by(|a, b| a.key.cmp(&b.key));
-        out.dedup_by(|a, b| a.key == b.key);
-        Ok(out)
+        self.list_from(prefix, None).await
+    }
+
+    async fn list_after(
+        &self,
+        prefix: &str,
+        start_after: &str,
+    ) -> Result<Vec<ObjectMeta>, StorageError> {
+        let mut v = self.list_from(prefix, Some(start_after)).await?;
+        v.retain(|o| o.key.as_str() > start_after);
+        Ok(v)
     }
 
     async fn delete_many(&self, keys: &[String]) -> Result<(), StorageError> {
