@@ -39,6 +39,7 @@ use super::{JobError, Progress};
 use crate::pg::lsn::parse_segment_name;
 use crate::repo::manifest::{BackupManifest, DumpManifest, StreamRef};
 use crate::repo::wal_archive::{self, WalError, WalName};
+use crate::repo::wal_index;
 use crate::repo::{layout, ClusterInfo, RepoError, Repository, SetKind};
 use crate::storage::{DynStorage, ObjectMeta, StorageError};
 
@@ -749,6 +750,9 @@ pub async fn run(
                 .await
                 .map_err(RepoError::from)?
                 .into_iter()
+                // The index describes its own repository: the copy's is
+                // built from what it holds by its first reader.
+                .filter(|(key, _)| key != wal_index::INDEX_KEY)
                 .collect();
             let needed = wal_needed(&source, &backups, all_wal, seg_size);
             let m = Mover {

@@ -347,6 +347,13 @@ async fn preflight(
         Flow::Backup(m) => {
             let archive = repo.wal_archive(m.wal_segment_size, Compression::None);
             let wal = JobError::archive("list the WAL archive");
+            // A drill proves restorability: what the archive holds comes
+            // from a full listing, not from the index (which a segment
+            // removed behind pgtide's back would outlive).
+            archive
+                .rebuild_index()
+                .await
+                .map_err(JobError::archive("list the WAL archive"))?;
             if m.timeline == m.end_timeline {
                 if let Some(name) = archive
                     .missing_in_range(m.timeline, m.start_lsn, m.end_lsn)
