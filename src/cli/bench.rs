@@ -1,5 +1,34 @@
 //! `pgtide bench`: flags to settings, a progress bar while it runs, and the
 //! report as a terminal table, `--json` or `--markdown`.
+//!
+//! # `--json` output
+//!
+//! One object, `BenchReport` (src/jobs/bench/report.rs). The list below is
+//! read by the integration test `tests/it/bench.rs`, which checks that the
+//! JSON has every field: one line per object, `- NAME: {FIELD, …}`; a field
+//! with its own line (`NAME.FIELD`) is an object, or with `[]` an array of
+//! such objects. Sizes are bytes, durations and CPU seconds. Figures a step
+//! cannot have are `null`.
+//!
+//! - `bench`: {pgtide_version, command, started_at, seconds, machine, server, database, settings, steps[], skipped[]}
+//!   (`command`: the command line that reproduces the run; `seconds`: the whole run, generation included)
+//! - `bench.machine`: {cores, cpu_model, memory_bytes, kernel, os}
+//!   (`cores`: the CPUs this process may use)
+//! - `bench.server`: {version, local, data_directory, cpu_unavailable}
+//!   (`local`: on this machine with a readable data directory, so server CPU is measured; `cpu_unavailable`: why not, else null)
+//! - `bench.database`: {name, generated_scale, size_bytes, cluster_size_bytes, tables}
+//!   (`generated_scale`: the `--generate` SCALE it was made with, null for a database the bench did not make; `cluster_size_bytes`: all databases, what a physical backup reads)
+//! - `bench.settings`: {jobs, runs, warmup, only[], wal_burst_bytes, page_cache_dropped, repository}
+//!   (`page_cache_dropped`: each step started with an empty page cache, as root only)
+//! - `bench.steps[]`: {name, kind, tool, command, runs[], wall_seconds, client_cpu_seconds, server_cpu_seconds, other_cpu_seconds, peak_rss_bytes, bytes_read, bytes_stored, mb_per_second, requests, ratios[], bound_by}
+//!   (`kind`: dump, restore, backup, physical-restore or wal; `tool`: pgtide, pg_dump, pg_restore, pg_basebackup, pgbackrest or pg_receivewal; CPU and RSS: medians over the runs, RSS the largest; `client_cpu_seconds`: user + system of the tool and every process it waited for; `server_cpu_seconds`: every PostgreSQL process, from /proc, null when not local; `other_cpu_seconds`: what the rest of the machine used meanwhile; `peak_rss_bytes`: the largest single process of the tool's tree; `bytes_read`: the database's size (dump, restore), the cluster's (backup, physical restore) or the WAL burst's (wal); `bytes_stored`: what it wrote to the repository or its output directory, null for restores; `mb_per_second`: bytes_read / median wall, in 10^6 bytes; `requests`: the job's own `requests` object {put, get, list, head, delete}, null when the tool does not report one; `bound_by`: `client CPU`, `server CPU` (tool and server kept ≥ 80% of the cores busy, the larger named), `I/O or waiting`, or null when the figures do not tell)
+//! - `bench.steps[].wall_seconds`: {median, min, max}
+//! - `bench.steps[].runs[]`: {wall_seconds, client_cpu_seconds, server_cpu_seconds, other_cpu_seconds, peak_rss_bytes}
+//!   (every measured run, warm-up excluded)
+//! - `bench.steps[].ratios[]`: {peer, ratio}
+//!   (pgtide's steps only: median wall time over the peer's)
+//! - `bench.skipped[]`: {step, reason}
+//!   (steps of the chosen groups that did not run: a peer not installed, pgBackRest without a local data directory, a peer that failed)
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -79,7 +108,10 @@ fn command_line() -> String {
 }
 
 /// A bar of steps done, with the step running.
-fn progress_bar(progress: Arc<Progress>, enabled: bool) -> Option<(ProgressBar, tokio::task::JoinHandle<()>)> {
+fn progress_bar(
+    progress: Arc<Progress>,
+    enabled: bool,
+) -> Option<(ProgressBar, tokio::task::JoinHandle<()>)> {
     if !enabled || !std::io::stderr().is_terminal() {
         return None;
     }
@@ -104,11 +136,17 @@ fn progress_bar(progress: Arc<Progress>, enabled: bool) -> Option<(ProgressBar, 
 
 pub(super) async fn run(a: BenchArgs, json: bool) -> Result<(), CliError> {
     if json && a.markdown {
-        return Err(CliError::new(exit::USAGE, "--json and --markdown cannot be combined"));
+        return Err(CliError::new(
+            exit::USAGE,
+            "--json and --markdown cannot be combined",
+        ));
     }
     let only = Group::parse_list(&a.only).map_err(|e| CliError::new(exit::USAGE, e))?;
     if a.runs == 0 || a.runs > 100 {
-        return Err(CliError::new(exit::USAGE, "--runs must be between 1 and 100"));
+        return Err(CliError::new(
+            exit::USAGE,
+            "--runs must be between 1 and 100",
+        ));
     }
     let s = BenchSettings {
         conn: conninfo(&a.db)?,

@@ -36,6 +36,15 @@ pub fn mark(scale: u32) -> String {
     format!("{MARK} --generate {scale}: it drops and recreates this database")
 }
 
+/// The SCALE a marked database was generated with.
+pub fn scale_of(comment: Option<&str>) -> Option<u32> {
+    let rest = comment?.strip_prefix(MARK)?.strip_prefix(" --generate ")?;
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// The statements that fill the database, in order; each runs on its own
 /// (the last ones are VACUUM, which cannot run in a transaction).
 pub fn statements(scale: u32) -> Vec<String> {
@@ -111,7 +120,9 @@ mod tests {
         assert_eq!(one, statements(1).join(";\n"));
         assert!(!one.contains("random()") && !one.contains("now()"));
         assert!(one.contains("generate_series(1, 100000)"));
-        assert!(statements(5).join(";").contains("generate_series(1, 500000)"));
+        assert!(statements(5)
+            .join(";")
+            .contains("generate_series(1, 500000)"));
     }
 
     #[test]
@@ -119,6 +130,8 @@ mod tests {
         assert!(is_ours(Some(&mark(3))));
         assert!(!is_ours(Some("the shop's orders")));
         assert!(!is_ours(None));
+        assert_eq!(scale_of(Some(&mark(12))), Some(12));
+        assert_eq!(scale_of(Some("created by pgtide bench")), None);
         assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
         assert_eq!(quote_literal("it's"), "'it''s'");
     }

@@ -95,14 +95,21 @@ fn is_local_host(ci: &ConnInfo) -> bool {
 }
 
 async fn one_text(c: &Client, sql: &str) -> Result<String, BenchError> {
-    let row = c.query_one(sql, &[]).await.map_err(sql_err(format!("run {sql}")))?;
+    let row = c
+        .query_one(sql, &[])
+        .await
+        .map_err(sql_err(format!("run {sql}")))?;
     Ok(row.get(0))
 }
 
 impl Bench {
     /// Reads the facts: the server, its sizes, the tools, pgBackRest's
     /// chances; makes the work directory.
-    pub async fn prepare(s: &BenchSettings, database: &str) -> Result<Bench, BenchError> {
+    pub async fn prepare(
+        s: &BenchSettings,
+        database: &str,
+        generated: Option<u32>,
+    ) -> Result<Bench, BenchError> {
         let conn = s.conn.with_dbname(database);
         let admin = session(&conn).await?;
         let version = one_text(&admin, "SELECT current_setting('server_version')").await?;
@@ -111,7 +118,8 @@ impl Bench {
             .await
             .ok()
             .map(|r| PathBuf::from(r.get::<_, String>(0)));
-        let socket_dir = one_text(&admin, "SELECT current_setting('unix_socket_directories')").await?;
+        let socket_dir =
+            one_text(&admin, "SELECT current_setting('unix_socket_directories')").await?;
         let socket_dir = socket_dir.split(',').next().unwrap_or("").trim().to_owned();
         let port: u16 = one_text(&admin, "SELECT current_setting('port')")
             .await?
@@ -132,14 +140,24 @@ impl Bench {
             .map_err(sql_err("read the database's size"))?;
         let local = is_local_host(&conn);
         let server_cpu = match (&data_dir, local) {
-            (_, false) => Err("the server is not on this machine (--db names another host)".to_owned()),
-            (None, true) => Err("this role cannot read data_directory (needs pg_read_all_settings)".to_owned()),
+            (_, false) => {
+                Err("the server is not on this machine (--db names another host)".to_owned())
+            }
+            (None, true) => {
+                Err("this role cannot read data_directory (needs pg_read_all_settings)".to_owned())
+            }
             (Some(d), true) => ServerCpu::open(d),
         };
-        let tools = ["pg_dump", "pg_restore", "pg_basebackup", "pg_receivewal", "pgbackrest"]
-            .into_iter()
-            .filter_map(|t| Some((t, find_tool(t, s.pg_bin.as_deref())?)))
-            .collect::<BTreeMap<_, _>>();
+        let tools = [
+            "pg_dump",
+            "pg_restore",
+            "pg_basebackup",
+            "pg_receivewal",
+            "pgbackrest",
+        ]
+        .into_iter()
+        .filter_map(|t| Some((t, find_tool(t, s.pg_bin.as_deref())?)))
+        .collect::<BTreeMap<_, _>>();
         let (work, own_work) = match &s.work {
             Some(w) => (w.clone(), false),
             None => (
@@ -154,12 +172,23 @@ impl Bench {
             .unwrap_or_else(|| work.join("repo").to_string_lossy().into_owned());
         let pgbackrest = match (tools.get("pgbackrest"), &data_dir, local) {
             (None, _, _) => Err("pgbackrest not found on PATH".to_owned()),
-            (_, _, false) => Err("pgBackRest reads the data directory, and the server is not on this machine".to_owned()),
+            (_, _, false) => Err(
+                "pgBackRest reads the data directory, and the server is not on this machine"
+                    .to_owned(),
+            ),
             (_, None, _) => Err("this role cannot read data_directory".to_owned()),
-            (_, _, _) if socket_dir.is_empty() => Err("the server listens on no Unix socket, which pgBackRest needs".to_owned()),
+            (_, _, _) if socket_dir.is_empty() => {
+                Err("the server listens on no Unix socket, which pgBackRest needs".to_owned())
+            }
             (Some(program), Some(d), true) => pgbackrest::owner_check(d).and_then(|run_as| {
                 let dir = work.join("pgbackrest");
-                let facts = pgbackrest::Facts { data_dir: d, socket_dir: &socket_dir, port, user: &user, jobs: s.jobs };
+                let facts = pgbackrest::Facts {
+                    data_dir: d,
+                    socket_dir: &socket_dir,
+                    port,
+                    user: &user,
+                    jobs: s.jobs,
+                };
                 let config = dir.join("pgbackrest.conf");
                 let made = (|| -> std::io::Result<()> {
                     for sub in ["", "repo", "log", "lock", "spool"] {
@@ -168,8 +197,15 @@ impl Bench {
                     }
                     std::fs::write(&config, pgbackrest::config_text(&dir, &facts))
                 })();
-                made.map_err(|e| format!("cannot set up its scratch directory {}: {e}", dir.display()))?;
-                Ok(PgBackRest { program: program.clone(), config, dir, run_as })
+                made.map_err(|e| {
+                    format!("cannot set up its scratch directory {}: {e}", dir.display())
+                })?;
+                Ok(PgBackRest {
+                    program: program.clone(),
+                    config,
+                    dir,
+                    run_as,
+                })
             }),
         };
         Ok(Bench {
@@ -180,7 +216,7 @@ impl Bench {
             conn,
             admin,
             database: database.to_owned(),
-            generated: s.generate,
+            generated,
             version,
             data_dir,
             local,
@@ -188,7 +224,8 @@ impl Bench {
             db_size: u64::try_from(sizes.get::<_, i64>(0)).unwrap_or(0),
             cluster_size: u64::try_from(sizes.get::<_, Option<i64>>(1).unwrap_or(0)).unwrap_or(0),
             tables: u64::try_from(sizes.get::<_, i64>(2)).unwrap_or(0),
-            wal_segment_size: u64::try_from(sizes.get::<_, Option<i64>>(3).unwrap_or(16 << 20)).unwrap_or(16 << 20),
+            wal_segment_size: u64::try_from(sizes.get::<_, Option<i64>>(3).unwrap_or(16 << 20))
+                .unwrap_or(16 << 20),
             tools,
             pgbackrest,
             work,
@@ -209,18 +246,28 @@ impl Bench {
     pub fn choose_steps(&self, s: &BenchSettings) -> (Vec<Step>, Vec<Skipped>) {
         let mut chosen = Vec::new();
         let mut skipped = Vec::new();
-        for step in Step::ALL.into_iter().filter(|st| s.only.contains(&st.group())) {
+        for step in Step::ALL
+            .into_iter()
+            .filter(|st| s.only.contains(&st.group()))
+        {
             let why = match step.tool() {
                 "pgtide" => None,
                 "pgbackrest" => self.pgbackrest.as_ref().err().cloned(),
                 t if !self.tools.contains_key(t) => Some(format!(
                     "{t} not found {}",
-                    if s.pg_bin.is_some() { "in --pg-bin or on PATH" } else { "on PATH" }
+                    if s.pg_bin.is_some() {
+                        "in --pg-bin or on PATH"
+                    } else {
+                        "on PATH"
+                    }
                 )),
                 _ => None,
             };
             match why {
-                Some(reason) => skipped.push(Skipped { step: step.name(s.jobs), reason }),
+                Some(reason) => skipped.push(Skipped {
+                    step: step.name(s.jobs),
+                    reason,
+                }),
                 None => chosen.push(step),
             }
         }
@@ -232,14 +279,23 @@ impl Bench {
     }
 
     async fn execute(&self, sql: &str) -> Result<(), BenchError> {
-        self.admin.batch_execute(sql).await.map_err(sql_err(format!("run {sql}")))
+        self.admin
+            .batch_execute(sql)
+            .await
+            .map_err(sql_err(format!("run {sql}")))
     }
 
     async fn drop_database(&self, name: &str) -> Result<(), BenchError> {
-        self.execute(&format!("DROP DATABASE IF EXISTS {}", quote_ident(name))).await
+        self.execute(&format!("DROP DATABASE IF EXISTS {}", quote_ident(name)))
+            .await
     }
 
-    fn fresh_dir(&self, dir: &Path, create: bool, owner: Option<pgbackrest::Owner>) -> Result<(), BenchError> {
+    fn fresh_dir(
+        &self,
+        dir: &Path,
+        create: bool,
+        owner: Option<pgbackrest::Owner>,
+    ) -> Result<(), BenchError> {
         if dir.exists() {
             std::fs::remove_dir_all(dir).map_err(io_err(format!("remove {}", dir.display())))?;
         }
@@ -259,13 +315,24 @@ impl Bench {
             Step::PgtideRestore => self.drop_database(RESTORE_DB_PGTIDE).await?,
             Step::PgRestore => {
                 self.drop_database(RESTORE_DB_PG_RESTORE).await?;
-                self.execute(&format!("CREATE DATABASE {}", quote_ident(RESTORE_DB_PG_RESTORE))).await?;
+                self.execute(&format!(
+                    "CREATE DATABASE {}",
+                    quote_ident(RESTORE_DB_PG_RESTORE)
+                ))
+                .await?;
             }
-            Step::PgDump | Step::Basebackup0 | Step::Basebackup1 | Step::Basebackup3 | Step::PgtideWal
+            Step::PgDump
+            | Step::Basebackup0
+            | Step::Basebackup1
+            | Step::Basebackup3
+            | Step::PgtideWal
             | Step::PgtidePhysicalRestore => self.fresh_dir(&out, false, None)?,
             Step::PgReceivewal => self.fresh_dir(&out, true, None)?,
             Step::PgbackrestBackup => {
-                let b = self.pgbackrest.as_ref().map_err(|e| BenchError::Usage(e.clone()))?;
+                let b = self
+                    .pgbackrest
+                    .as_ref()
+                    .map_err(|e| BenchError::Usage(e.clone()))?;
                 self.fresh_dir(&out, true, b.run_as)?;
                 let mut cmd = self.pgbackrest_command(b);
                 cmd.args(["--stanza", steps::PGBACKREST_STANZA, "stanza-create"]);
@@ -296,12 +363,21 @@ impl Bench {
         cmd
     }
 
-    async fn run_blocking(&self, cmd: Command, label: &str) -> Result<measure::ChildRun, BenchError> {
-        let prefix = self.work.join(format!("out-{}", label.replace([' ', '/', ':'], "_")));
+    async fn run_blocking(
+        &self,
+        cmd: Command,
+        label: &str,
+    ) -> Result<measure::ChildRun, BenchError> {
+        let prefix = self
+            .work
+            .join(format!("out-{}", label.replace([' ', '/', ':'], "_")));
         let what = format!("start {:?}", cmd.get_program());
         tokio::task::spawn_blocking(move || measure::run_child(cmd, &prefix))
             .await
-            .map_err(|e| BenchError::Io { context: what.clone(), source: std::io::Error::other(e) })?
+            .map_err(|e| BenchError::Io {
+                context: what.clone(),
+                source: std::io::Error::other(e),
+            })?
             .map_err(io_err(what))
     }
 
@@ -317,7 +393,11 @@ impl Bench {
         let pgbackrest_config = self.pgbackrest.as_ref().ok().map(|b| b.config.clone());
         let ctx = CommandContext {
             db: &db,
-            restore_db: if step == Step::PgRestore { &pg_restore_db } else { &pgtide_restore_db },
+            restore_db: if step == Step::PgRestore {
+                &pg_restore_db
+            } else {
+                &pgtide_restore_db
+            },
             repo: &self.repo,
             work: &self.work,
             jobs: self.jobs_of(),
@@ -337,13 +417,22 @@ impl Bench {
                 }
                 c
             }
-            (t, _) => Command::new(self.tools.get(t).cloned().unwrap_or_else(|| PathBuf::from(t))),
+            (t, _) => Command::new(
+                self.tools
+                    .get(t)
+                    .cloned()
+                    .unwrap_or_else(|| PathBuf::from(t)),
+            ),
         };
         cmd.args(&args);
         if let Some(p) = &self.conn.password {
             cmd.env("PGPASSWORD", p);
         }
-        let program = if step.is_pgtide() { "pgtide".to_owned() } else { step.tool().to_owned() };
+        let program = if step.is_pgtide() {
+            "pgtide".to_owned()
+        } else {
+            step.tool().to_owned()
+        };
         let command = steps::display(&program, &args);
 
         self.execute("CHECKPOINT").await?;
@@ -380,7 +469,12 @@ impl Bench {
             .is_pgtide()
             .then(|| serde_json::from_str(&run.stdout_text()).ok())
             .flatten();
-        let field = |k: &str| json.as_ref().and_then(|j| j.get(k)).filter(|v| !v.is_null()).cloned();
+        let field = |k: &str| {
+            json.as_ref()
+                .and_then(|j| j.get(k))
+                .filter(|v| !v.is_null())
+                .cloned()
+        };
         let set_id = field("id").and_then(|v| v.as_str().map(str::to_owned));
         match step {
             Step::PgtideDump => self.dump_id = set_id.clone(),
@@ -391,7 +485,10 @@ impl Bench {
             Step::PgtideDump | Step::PgtideBackup1 | Step::PgtideBackup3 => {
                 field("bytes_stored").and_then(|v| v.as_u64())
             }
-            Step::PgtideRestore | Step::PgRestore | Step::PgtidePhysicalRestore | Step::PgbackrestRestore => None,
+            Step::PgtideRestore
+            | Step::PgRestore
+            | Step::PgtidePhysicalRestore
+            | Step::PgbackrestRestore => None,
             _ => Some(measure::dir_size(&step.output_dir(&self.work))),
         };
         let bytes_read = Some(match step.group() {
@@ -405,11 +502,17 @@ impl Bench {
                 wall_seconds: run.cost.wall_seconds,
                 client_cpu_seconds: client,
                 server_cpu_seconds: server_seconds,
-                other_cpu_seconds: busy.map(|b| (b - client - server_seconds.unwrap_or(0.0)).max(0.0)),
+                other_cpu_seconds: busy
+                    .map(|b| (b - client - server_seconds.unwrap_or(0.0)).max(0.0)),
                 peak_rss_bytes: run.cost.peak_rss_bytes,
             },
             command,
-            set_id: set_id.filter(|_| matches!(step, Step::PgtideDump | Step::PgtideBackup1 | Step::PgtideBackup3)),
+            set_id: set_id.filter(|_| {
+                matches!(
+                    step,
+                    Step::PgtideDump | Step::PgtideBackup1 | Step::PgtideBackup3
+                )
+            }),
             bytes_read,
             bytes_stored,
             requests: field("requests"),
@@ -427,7 +530,8 @@ impl Bench {
         self.drop_slots().await;
         if !self.wal_db_made {
             self.drop_database(WAL_DB).await?;
-            self.execute(&format!("CREATE DATABASE {}", quote_ident(WAL_DB))).await?;
+            self.execute(&format!("CREATE DATABASE {}", quote_ident(WAL_DB)))
+                .await?;
             self.wal_db_made = true;
         }
         let mut start: Option<Lsn> = None;
@@ -498,7 +602,11 @@ impl Bench {
         cmd.args(["delete", id, "--repo", &self.repo]);
         match self.run_blocking(cmd, "delete").await {
             Ok(r) if r.cost.code == 0 => {}
-            Ok(r) => tracing::warn!("could not delete {id} from {}: {}", self.repo, r.stderr_tail()),
+            Ok(r) => tracing::warn!(
+                "could not delete {id} from {}: {}",
+                self.repo,
+                r.stderr_tail()
+            ),
             Err(e) => tracing::warn!("could not delete {id} from {}: {e}", self.repo),
         }
     }

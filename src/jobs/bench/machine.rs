@@ -49,7 +49,11 @@ mod tests {
     #[test]
     fn fields_are_found() {
         assert_eq!(
-            field("processor\t: 0\nmodel name\t: AMD EPYC\n", "model name", ':'),
+            field(
+                "processor\t: 0\nmodel name\t: AMD EPYC\n",
+                "model name",
+                ':'
+            ),
             Some("AMD EPYC".to_owned())
         );
         assert_eq!(

@@ -42,7 +42,13 @@ impl ChildRun {
     pub fn stderr_tail(&self) -> String {
         let text = fs::read_to_string(&self.stderr).unwrap_or_default();
         let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-        let tail = lines.iter().rev().take(3).rev().cloned().collect::<Vec<_>>();
+        let tail = lines
+            .iter()
+            .rev()
+            .take(3)
+            .rev()
+            .cloned()
+            .collect::<Vec<_>>();
         tail.join(" / ")
     }
 }
@@ -191,7 +197,11 @@ pub fn machine_busy_seconds() -> Option<f64> {
         .collect();
     // user nice system idle iowait irq softirq steal: busy = all but idle
     // and iowait.
-    let busy = v.iter().take(8).enumerate().filter(|(i, _)| *i != 3 && *i != 4);
+    let busy = v
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4);
     Some(busy.map(|(_, t)| *t).sum::<u64>() as f64 / clock_ticks())
 }
 

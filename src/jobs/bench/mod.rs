@@ -33,8 +33,8 @@ use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
 use super::Progress;
-use crate::pg::conninfo::ConnInfo;
 use crate::pg::connect::{connect, ConnectError};
+use crate::pg::conninfo::ConnInfo;
 pub use data::{GENERATED_DB, MARK};
 use exec::{Bench, Measured};
 use report::{BenchReport, RunCost, Skipped};
@@ -98,7 +98,9 @@ pub enum BenchError {
     Interrupted,
 }
 
-pub(crate) fn sql_err(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> BenchError {
+pub(crate) fn sql_err(
+    context: impl Into<String>,
+) -> impl FnOnce(tokio_postgres::Error) -> BenchError {
     let context = context.into();
     move |source| BenchError::Sql { context, source }
 }
@@ -109,9 +111,11 @@ pub(crate) fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) 
 }
 
 /// The database to measure: generated, or the given one when it is the
-/// bench's own or `--yes` says so. Returns its name.
-async fn choose_database(s: &BenchSettings) -> Result<String, BenchError> {
-    let comment_sql = "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1";
+/// bench's own or `--yes` says so. Returns its name, and the scale it was
+/// generated with.
+async fn choose_database(s: &BenchSettings) -> Result<(String, Option<u32>), BenchError> {
+    let comment_sql =
+        "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1";
     let Some(scale) = s.generate else {
         let c = connect(&s.conn, "pgtide bench").await?;
         let name: String = c
@@ -127,7 +131,7 @@ async fn choose_database(s: &BenchSettings) -> Result<String, BenchError> {
         if !data::is_ours(comment.as_deref()) && !s.yes {
             return Err(BenchError::NotOurs { database: name });
         }
-        return Ok(name);
+        return Ok((name, data::scale_of(comment.as_deref())));
     };
     let admin_db = match s.conn.dbname.as_deref() {
         Some(GENERATED_DB) | None => "postgres",
@@ -146,7 +150,10 @@ async fn choose_database(s: &BenchSettings) -> Result<String, BenchError> {
             });
         }
         admin
-            .batch_execute(&format!("DROP DATABASE {}", data::quote_ident(GENERATED_DB)))
+            .batch_execute(&format!(
+                "DROP DATABASE {}",
+                data::quote_ident(GENERATED_DB)
+            ))
             .await
             .map_err(sql_err(format!("drop the earlier {GENERATED_DB}")))?;
     }
@@ -168,7 +175,7 @@ async fn choose_database(s: &BenchSettings) -> Result<String, BenchError> {
             .await
             .map_err(sql_err(format!("generate the data set (scale {scale})")))?;
     }
-    Ok(GENERATED_DB.to_owned())
+    Ok((GENERATED_DB.to_owned(), Some(scale)))
 }
 
 /// Runs the benchmark. Scratch databases, slots and (unless `keep`) the
@@ -187,8 +194,8 @@ pub async fn run(
         Some(scale) => format!("generating the data set (scale {scale})"),
         None => "checking the database".to_owned(),
     });
-    let database = choose_database(s).await?;
-    let mut bench = Bench::prepare(s, &database).await?;
+    let (database, scale) = choose_database(s).await?;
+    let mut bench = Bench::prepare(s, &database, scale).await?;
     let result = measure_all(&mut bench, s, &progress, &cancel).await;
     progress.set_phase("cleaning up");
     bench.clean_up(s.keep).await;
@@ -268,7 +275,11 @@ async fn measure_all(
                             e.1 = Some(m);
                         }
                     }
-                    Err(BenchError::StepFailed { step: n, code, tail }) if !step.is_pgtide() => {
+                    Err(BenchError::StepFailed {
+                        step: n,
+                        code,
+                        tail,
+                    }) if !step.is_pgtide() => {
                         // A peer that fails here is reported, not fatal:
                         // pgtide's figures still stand.
                         failed.push(step);

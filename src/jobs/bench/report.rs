@@ -146,7 +146,12 @@ pub struct Skipped {
 /// server together kept at least 80% of the cores busy (the larger of the
 /// two named), otherwise "I/O or waiting". Unknown without the server's
 /// CPU unless the tool alone kept the cores that busy.
-pub fn bound_by(wall: f64, client_cpu: f64, server_cpu: Option<f64>, cores: usize) -> Option<String> {
+pub fn bound_by(
+    wall: f64,
+    client_cpu: f64,
+    server_cpu: Option<f64>,
+    cores: usize,
+) -> Option<String> {
     if wall <= 0.0 || cores == 0 {
         return None;
     }
@@ -340,7 +345,11 @@ pub fn terminal(r: &BenchReport) -> String {
         r.database.name,
         mib(r.database.size_bytes) + " MiB",
         r.settings.runs,
-        if r.settings.warmup { " after a warm-up" } else { "" },
+        if r.settings.warmup {
+            " after a warm-up"
+        } else {
+            ""
+        },
         r.settings.jobs,
         r.machine.cores
     );
@@ -403,7 +412,9 @@ pub fn markdown(r: &BenchReport) -> String {
         mib(r.settings.wal_burst_bytes)
     ));
     out.push_str(&format!("| {} |\n", HEADERS.join(" | ")));
-    out.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |\n");
+    out.push_str(
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |\n",
+    );
     for row in rows(r) {
         out.push_str(&format!("| {} |\n", row.join(" | ")));
     }
@@ -421,7 +432,9 @@ pub fn markdown(r: &BenchReport) -> String {
     for s in &r.steps {
         out.push_str(&format!("- {}: `{}`\n", s.name, s.command));
     }
-    out.push_str("\nEvery run (wall s, client CPU s, server CPU s, other CPU s, peak RSS MiB):\n\n```\n");
+    out.push_str(
+        "\nEvery run (wall s, client CPU s, server CPU s, other CPU s, peak RSS MiB):\n\n```\n",
+    );
     for s in &r.steps {
         for c in &s.runs {
             out.push_str(&format!(
@@ -447,7 +460,11 @@ mod tests {
     fn spread_is_median_and_range() {
         assert_eq!(
             Spread::of(&[3.0, 1.0, 2.0]),
-            Some(Spread { median: 2.0, min: 1.0, max: 3.0 })
+            Some(Spread {
+                median: 2.0,
+                min: 1.0,
+                max: 3.0
+            })
         );
         assert_eq!(Spread::of(&[4.0, 1.0]).unwrap().median, 2.5);
         assert_eq!(Spread::of(&[]), None);
@@ -456,9 +473,18 @@ mod tests {
     #[test]
     fn bound_by_reads_the_cpu_figures() {
         // 2 cores for 10 s: 16 CPU s is the 80% mark.
-        assert_eq!(bound_by(10.0, 12.0, Some(5.0), 2).as_deref(), Some("client CPU"));
-        assert_eq!(bound_by(10.0, 3.0, Some(14.0), 2).as_deref(), Some("server CPU"));
-        assert_eq!(bound_by(10.0, 3.0, Some(4.0), 2).as_deref(), Some("I/O or waiting"));
+        assert_eq!(
+            bound_by(10.0, 12.0, Some(5.0), 2).as_deref(),
+            Some("client CPU")
+        );
+        assert_eq!(
+            bound_by(10.0, 3.0, Some(14.0), 2).as_deref(),
+            Some("server CPU")
+        );
+        assert_eq!(
+            bound_by(10.0, 3.0, Some(4.0), 2).as_deref(),
+            Some("I/O or waiting")
+        );
         assert_eq!(bound_by(10.0, 3.0, None, 2), None);
         assert_eq!(bound_by(10.0, 17.0, None, 2).as_deref(), Some("client CPU"));
         assert_eq!(bound_by(0.0, 1.0, Some(1.0), 2), None);
@@ -477,11 +503,39 @@ mod tests {
     #[test]
     fn ratios_compare_medians() {
         let mut steps = vec![
-            summarise("a", "dump", "pgtide", "a", vec![cost(2.0), cost(4.0), cost(3.0)], Some(6_000_000), None, None, 2).unwrap(),
-            summarise("b", "dump", "pg_dump", "b", vec![cost(6.0)], None, Some(1), None, 2).unwrap(),
+            summarise(
+                "a",
+                "dump",
+                "pgtide",
+                "a",
+                vec![cost(2.0), cost(4.0), cost(3.0)],
+                Some(6_000_000),
+                None,
+                None,
+                2,
+            )
+            .unwrap(),
+            summarise(
+                "b",
+                "dump",
+                "pg_dump",
+                "b",
+                vec![cost(6.0)],
+                None,
+                Some(1),
+                None,
+                2,
+            )
+            .unwrap(),
         ];
         assert_eq!(steps[0].mb_per_second, Some(2.0));
-        fill_ratios(&mut steps, |n| if n == "a" { vec!["b".into(), "absent".into()] } else { vec![] });
+        fill_ratios(&mut steps, |n| {
+            if n == "a" {
+                vec!["b".into(), "absent".into()]
+            } else {
+                vec![]
+            }
+        });
         assert_eq!(steps[0].ratios.len(), 1);
         assert!((steps[0].ratios[0].ratio - 0.5).abs() < 1e-9);
         assert!(steps[1].ratios.is_empty());

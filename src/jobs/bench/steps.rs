@@ -51,7 +51,9 @@ impl Group {
             }
         }
         if out.is_empty() {
-            return Err("--only names no step: use dump, restore, backup, physical-restore or wal".into());
+            return Err(
+                "--only names no step: use dump, restore, backup, physical-restore or wal".into(),
+            );
         }
         out.sort();
         Ok(out)
@@ -110,7 +112,11 @@ impl Step {
     pub fn tool(self) -> &'static str {
         use Step::*;
         match self {
-            PgtideDump | PgtideRestore | PgtideBackup1 | PgtideBackup3 | PgtidePhysicalRestore
+            PgtideDump
+            | PgtideRestore
+            | PgtideBackup1
+            | PgtideBackup3
+            | PgtidePhysicalRestore
             | PgtideWal => "pgtide",
             PgDump => "pg_dump",
             PgRestore => "pg_restore",
@@ -209,7 +215,9 @@ pub fn arguments<'a>(step: Step, c: &CommandContext<'a>) -> Result<Vec<OsString>
     let s = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
     let need = |v: Option<&'a str>, what: &str| v.ok_or_else(|| format!("no {what} to read"));
     let mut args = match step {
-        PgtideDump => s(&["--json", "dump", "--db", c.db, "--repo", c.repo, "--jobs", &j]),
+        PgtideDump => s(&[
+            "--json", "dump", "--db", c.db, "--repo", c.repo, "--jobs", &j,
+        ]),
         PgDump => s(&["-Fd", "-j", &j, "-d", c.db, "-f"]),
         PgtideRestore => s(&[
             "--json",
@@ -238,7 +246,11 @@ pub fn arguments<'a>(step: Step, c: &CommandContext<'a>) -> Result<Vec<OsString>
             "--jobs",
             &j,
             "--compress",
-            if step == PgtideBackup1 { "zstd:1" } else { "zstd:3" },
+            if step == PgtideBackup1 {
+                "zstd:1"
+            } else {
+                "zstd:3"
+            },
         ]),
         Basebackup0 | Basebackup1 | Basebackup3 => s(&[
             "-d",
@@ -343,7 +355,9 @@ mod tests {
             Group::parse_list("wal,dump,dump").unwrap(),
             vec![Group::Dump, Group::Wal]
         );
-        assert!(Group::parse_list("dumps").unwrap_err().contains("\"dumps\""));
+        assert!(Group::parse_list("dumps")
+            .unwrap_err()
+            .contains("\"dumps\""));
         assert!(Group::parse_list(",").is_err());
     }
 
@@ -377,10 +391,13 @@ mod tests {
             display("pg_restore", &a),
             "pg_restore -j 2 -d 'host=h dbname=r' /w/pg_dump.dir"
         );
-        assert!(arguments(Step::PgtidePhysicalRestore, &c).unwrap_err().contains("backup"));
+        assert!(arguments(Step::PgtidePhysicalRestore, &c)
+            .unwrap_err()
+            .contains("backup"));
         assert!(arguments(Step::PgbackrestBackup, &c).is_err());
         let a = arguments(Step::PgReceivewal, &c).unwrap();
         assert_eq!(a.last().unwrap(), "/w/pg_receivewal");
-        assert!(display("pg_receivewal", &a).ends_with("--endpos 0/3000000 --no-loop -D /w/pg_receivewal"));
+        assert!(display("pg_receivewal", &a)
+            .ends_with("--endpos 0/3000000 --no-loop -D /w/pg_receivewal"));
     }
 }
