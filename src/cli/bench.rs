@@ -86,6 +86,9 @@ pub struct BenchArgs {
     /// Print the docs/BENCHMARKS.md section instead of the table
     #[arg(long)]
     pub markdown: bool,
+    /// Also write the JSON report to this file
+    #[arg(long, value_name = "FILE")]
+    pub save: Option<PathBuf>,
 }
 
 impl From<BenchError> for CliError {
@@ -171,6 +174,12 @@ pub(super) async fn run(a: BenchArgs, json: bool) -> Result<(), CliError> {
         bar.finish_and_clear();
     }
     let r = r?;
+    if let Some(path) = &a.save {
+        let text = serde_json::to_string_pretty(&r).expect("reports serialize");
+        std::fs::write(path, text + "\n").map_err(|e| {
+            CliError::new(exit::FAILURE, format!("write the report to {}: {e}", path.display()))
+        })?;
+    }
     if json {
         print_json(&r);
     } else if a.markdown {
