@@ -20,8 +20,8 @@
 //!   (`generated_scale`: the `--generate` SCALE it was made with, null for a database the bench did not make; `cluster_size_bytes`: all databases, what a physical backup reads)
 //! - `bench.settings`: {jobs, runs, warmup, only[], wal_burst_bytes, page_cache_dropped, repository}
 //!   (`page_cache_dropped`: each step started with an empty page cache, as root only)
-//! - `bench.steps[]`: {name, kind, tool, command, runs[], wall_seconds, client_cpu_seconds, server_cpu_seconds, other_cpu_seconds, peak_rss_bytes, bytes_read, bytes_stored, mb_per_second, requests, ratios[], bound_by}
-//!   (`kind`: dump, restore, backup, physical-restore or wal; `tool`: pgtide, pg_dump, pg_restore, pg_basebackup, pgbackrest or pg_receivewal; CPU and RSS: medians over the runs, RSS the largest; `client_cpu_seconds`: user + system of the tool and every process it waited for; `server_cpu_seconds`: every PostgreSQL process, from /proc, null when not local; `other_cpu_seconds`: what the rest of the machine used meanwhile; `peak_rss_bytes`: the largest single process of the tool's tree; `bytes_read`: the database's size (dump, restore), the cluster's (backup, physical restore) or the WAL burst's (wal); `bytes_stored`: what it wrote to the repository or its output directory, null for restores; `mb_per_second`: bytes_read / median wall, in 10^6 bytes; `requests`: the job's own `requests` object {put, get, list, head, delete}, null when the tool does not report one; `bound_by`: `client CPU`, `server CPU` (tool and server kept ≥ 80% of the cores busy, the larger named), `I/O or waiting`, or null when the figures do not tell)
+//! - `bench.steps[]`: {name, kind, tool, command, runs[], wall_seconds, client_cpu_seconds, server_cpu_seconds, other_cpu_seconds, peak_rss_bytes, bytes_read, bytes_stored, mb_per_second, requests, ratios[], bound_by, matches_source}
+//!   (`kind`: dump, restore, backup, physical-restore or wal; `tool`: pgtide, pg_dump, pg_restore, pg_basebackup, pgbackrest or pg_receivewal; CPU and RSS: medians over the runs, RSS the largest; `client_cpu_seconds`: user + system of the tool and every process it waited for; `server_cpu_seconds`: every PostgreSQL process, from /proc, null when not local; `other_cpu_seconds`: what the rest of the machine used meanwhile; `peak_rss_bytes`: the largest single process of the tool's tree; `bytes_read`: the database's size (dump, restore), the cluster's (backup, physical restore) or the WAL burst's (wal); `bytes_stored`: what it wrote to the repository or its output directory, null for restores; `mb_per_second`: bytes_read / median wall, in 10^6 bytes; `requests`: the job's own `requests` object {put, get, list, head, delete}, null when the tool does not report one; `bound_by`: `client CPU`, `server CPU` (tool and server kept ≥ 80% of the cores busy, the larger named), `client CPU (one core)` or `server CPU (one core)` (one side kept one core ≥ 90% busy), `I/O or waiting`, or null when the figures do not tell; `matches_source`: logical restores only, the restored database holds the source's rows (count and hash of every row, per table), else null)
 //! - `bench.steps[].wall_seconds`: {median, min, max}
 //! - `bench.steps[].runs[]`: {wall_seconds, client_cpu_seconds, server_cpu_seconds, other_cpu_seconds, peak_rss_bytes}
 //!   (every measured run, warm-up excluded)
@@ -177,7 +177,10 @@ pub(super) async fn run(a: BenchArgs, json: bool) -> Result<(), CliError> {
     if let Some(path) = &a.save {
         let text = serde_json::to_string_pretty(&r).expect("reports serialize");
         std::fs::write(path, text + "\n").map_err(|e| {
-            CliError::new(exit::FAILURE, format!("write the report to {}: {e}", path.display()))
+            CliError::new(
+                exit::FAILURE,
+                format!("write the report to {}: {e}", path.display()),
+            )
         })?;
     }
     if json {
@@ -186,6 +189,22 @@ pub(super) async fn run(a: BenchArgs, json: bool) -> Result<(), CliError> {
         print!("{}", report::markdown(&r));
     } else {
         print!("{}", report::terminal(&r));
+    }
+    // A database that changes while measured differs for that reason; the
+    // bench's own data set does not change.
+    let own = r.database.generated_scale.is_some();
+    if let Some(s) = r
+        .steps
+        .iter()
+        .find(|s| own && s.matches_source == Some(false))
+    {
+        return Err(CliError::new(
+            exit::FAILURE,
+            format!(
+                "{}: the restored database differs from the source (see the log with -v)",
+                s.name
+            ),
+        ));
     }
     Ok(())
 }

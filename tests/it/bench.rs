@@ -143,6 +143,10 @@ fn bench_runs_every_step_and_documents_its_json() {
         .unwrap();
     assert_eq!(dump["ratios"][0]["peer"], "pg_dump -Fd -j2");
     assert!(dump["bytes_stored"].as_u64().unwrap() > 0);
+    for restore in ["pgtide restore -j2", "pg_restore -j2"] {
+        let s = steps.iter().find(|s| s["name"] == restore).unwrap();
+        assert_eq!(s["matches_source"], true, "{s:#}");
+    }
     assert_eq!(report["database"]["name"], "pgtide_bench");
     assert_eq!(report["database"]["generated_scale"], 1);
     assert!(report["database"]["size_bytes"].as_u64().unwrap() > 10 << 20);

@@ -196,11 +196,27 @@ pub async fn run(
     });
     let (database, scale) = choose_database(s).await?;
     let mut bench = Bench::prepare(s, &database, scale).await?;
-    let result = measure_all(&mut bench, s, &progress, &cancel).await;
+    let mut result = measure_all(&mut bench, s, &progress, &cancel).await;
+    let mut matches = BTreeMap::new();
+    if let Ok((recorded, _)) = &result {
+        progress.set_phase("checking the restored databases against the source");
+        let restored: Vec<Step> = recorded.keys().map(|i| Step::ALL[*i]).collect();
+        match bench.restores_match(&restored).await {
+            Ok(m) => matches = m,
+            Err(e) => result = Err(e),
+        }
+    }
     progress.set_phase("cleaning up");
     bench.clean_up(s.keep).await;
     let (recorded, skipped) = result?;
-    Ok(bench.report(s, started_at, t0.elapsed().as_secs_f64(), recorded, skipped))
+    Ok(bench.report(
+        s,
+        started_at,
+        t0.elapsed().as_secs_f64(),
+        recorded,
+        skipped,
+        matches,
+    ))
 }
 
 type Recorded = BTreeMap<usize, (Vec<RunCost>, Option<Measured>)>;

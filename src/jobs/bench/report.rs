@@ -134,6 +134,9 @@ pub struct StepReport {
     pub requests: Option<serde_json::Value>,
     pub ratios: Vec<Ratio>,
     pub bound_by: Option<String>,
+    /// Logical restores: the restored database holds exactly the source's
+    /// rows (count and hash of every row, per table). Null for other steps.
+    pub matches_source: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -144,8 +147,10 @@ pub struct Skipped {
 
 /// Which resource bound a step, from its medians: the CPU when tool and
 /// server together kept at least 80% of the cores busy (the larger of the
-/// two named), otherwise "I/O or waiting". Unknown without the server's
-/// CPU unless the tool alone kept the cores that busy.
+/// two named); else one side that kept one core at least 90% busy (a
+/// single-threaded tool, or one worker, at its limit); else "I/O or
+/// waiting". Unknown without the server's CPU unless the tool alone kept
+/// the cores that busy.
 pub fn bound_by(
     wall: f64,
     client_cpu: f64,
@@ -156,11 +161,14 @@ pub fn bound_by(
         return None;
     }
     let capacity = 0.8 * wall * cores as f64;
+    let one_core = 0.9 * wall;
     let verdict = match server_cpu {
         None if client_cpu >= capacity => "client CPU",
         None => return None,
         Some(s) if client_cpu + s >= capacity && client_cpu >= s => "client CPU",
         Some(s) if client_cpu + s >= capacity => "server CPU",
+        Some(s) if client_cpu >= one_core && client_cpu >= s => "client CPU (one core)",
+        Some(s) if s >= one_core => "server CPU (one core)",
         Some(_) => "I/O or waiting",
     };
     Some(verdict.to_owned())
@@ -206,6 +214,7 @@ pub fn summarise(
         requests,
         ratios: Vec::new(),
         bound_by: bound_by(wall.median, client, server, cores),
+        matches_source: None,
         runs,
     })
 }
@@ -362,6 +371,19 @@ pub fn terminal(r: &BenchReport) -> String {
     for l in ratio_legend(r) {
         out.push_str(&format!("{l}\n"));
     }
+    for s in &r.steps {
+        match s.matches_source {
+            Some(true) => out.push_str(&format!(
+                "{}: the restored database matches the source\n",
+                s.name
+            )),
+            Some(false) => out.push_str(&format!(
+                "{}: THE RESTORED DATABASE DIFFERS FROM THE SOURCE\n",
+                s.name
+            )),
+            None => {}
+        }
+    }
     for s in &r.skipped {
         out.push_str(&format!("skipped {}: {}\n", s.step, s.reason));
     }
@@ -421,6 +443,15 @@ pub fn markdown(r: &BenchReport) -> String {
     out.push('\n');
     for l in ratio_legend(r) {
         out.push_str(&format!("- {l} (wall time, medians)\n"));
+    }
+    for s in &r.steps {
+        if let Some(m) = s.matches_source {
+            out.push_str(&format!(
+                "- {}: the restored database {} the source (rows counted and hashed, every table)\n",
+                s.name,
+                if m { "matches" } else { "**differs from**" }
+            ));
+        }
     }
     for s in &r.skipped {
         out.push_str(&format!("- skipped {}: {}\n", s.step, s.reason));
