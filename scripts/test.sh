@@ -82,6 +82,8 @@ done
 [ -x "$PG15_BIN/psql" ] || apt_pkgs+=(postgresql-client-15)
 [ -f /usr/share/postgresql/15/extension/amcheck.control ] || apt_pkgs+=(postgresql-15)
 command -v openssl >/dev/null || apt_pkgs+=(openssl)
+# pgtide bench's peer (tests/it/bench.rs)
+command -v pgbackrest >/dev/null || apt_pkgs+=(pgbackrest)
 command -v runuser >/dev/null || apt_pkgs+=(util-linux)
 command -v node >/dev/null || apt_pkgs+=(nodejs)
 command -v npm >/dev/null || apt_pkgs+=(npm)
