@@ -42,6 +42,7 @@ pub struct Measured {
 }
 
 pub struct Bench {
+    cancel: tokio_util::sync::CancellationToken,
     exe: PathBuf,
     jobs: usize,
     conn: ConnInfo,
@@ -109,6 +110,7 @@ impl Bench {
         s: &BenchSettings,
         database: &str,
         generated: Option<u32>,
+        cancel: tokio_util::sync::CancellationToken,
     ) -> Result<Bench, BenchError> {
         let conn = s.conn.with_dbname(database);
         let admin = session(&conn).await?;
@@ -209,6 +211,7 @@ impl Bench {
             }),
         };
         Ok(Bench {
+            cancel,
             exe: PathBuf::from(
                 crate::jobs::pgtide_executable().map_err(io_err("find this executable"))?,
             ),
@@ -363,6 +366,9 @@ impl Bench {
         cmd
     }
 
+    /// Runs `cmd` to its end on the blocking pool. On the cancellation
+    /// token the child gets SIGINT (as from a terminal) and, once it has
+    /// ended, the bench stops with `Interrupted`.
     async fn run_blocking(
         &self,
         cmd: Command,
@@ -372,13 +378,26 @@ impl Bench {
             .work
             .join(format!("out-{}", label.replace([' ', '/', ':'], "_")));
         let what = format!("start {:?}", cmd.get_program());
-        tokio::task::spawn_blocking(move || measure::run_child(cmd, &prefix))
-            .await
+        let pid = std::sync::Arc::new(measure::ChildPid::default());
+        let slot = pid.clone();
+        let mut task = tokio::task::spawn_blocking(move || measure::run_child(cmd, &prefix, &slot));
+        let joined = tokio::select! {
+            r = &mut task => r,
+            _ = self.cancel.cancelled() => {
+                pid.signal(libc::SIGINT);
+                task.await
+            }
+        };
+        let run = joined
             .map_err(|e| BenchError::Io {
                 context: what.clone(),
                 source: std::io::Error::other(e),
             })?
-            .map_err(io_err(what))
+            .map_err(io_err(what))?;
+        if self.cancel.is_cancelled() {
+            return Err(BenchError::Interrupted);
+        }
+        Ok(run)
     }
 
     /// Runs `step` once from its reset state and measures it.

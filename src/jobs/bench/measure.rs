@@ -56,8 +56,9 @@ impl ChildRun {
 /// Runs `cmd` to its end with stdout and stderr in `out_prefix.stdout` and
 /// `.stderr`, and reaps it with `wait4` so that its resource usage
 /// (including its waited-for descendants: pg_dump's workers, pgtide's
-/// pg_dump) is its alone. Blocking: call it on the blocking pool.
-pub fn run_child(mut cmd: Command, out_prefix: &Path) -> std::io::Result<ChildRun> {
+/// pg_dump) is its alone. Its pid goes into `pid` while it runs (for a
+/// signal). Blocking: call it on the blocking pool.
+pub fn run_child(mut cmd: Command, out_prefix: &Path, pid: &ChildPid) -> std::io::Result<ChildRun> {
     let stdout = out_prefix.with_extension("stdout");
     let stderr = out_prefix.with_extension("stderr");
     cmd.stdin(Stdio::null())
@@ -65,7 +66,32 @@ pub fn run_child(mut cmd: Command, out_prefix: &Path) -> std::io::Result<ChildRu
         .stderr(fs::File::create(&stderr)?);
     let start = Instant::now();
     let child = cmd.spawn()?;
-    let pid = child.id() as libc::pid_t;
+    let child_pid = child.id() as libc::pid_t;
+    pid.set(Some(child_pid));
+    // Wait for the end without reaping (the pid stays ours), forget the pid,
+    // then reap: a signal never reaches a reused pid.
+    loop {
+        // SAFETY: siginfo_t is plain old data; waitid fills it.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: child_pid is our own child, not yet reaped.
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                child_pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if r == 0 {
+            break;
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+    let guard = pid.forget();
+    let pid = child_pid;
     let mut status: libc::c_int = 0;
     // SAFETY: rusage is plain old data; wait4 fills it.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -81,6 +107,7 @@ pub fn run_child(mut cmd: Command, out_prefix: &Path) -> std::io::Result<ChildRu
             return Err(err);
         }
     }
+    drop(guard);
     let wall_seconds = start.elapsed().as_secs_f64();
     drop(child);
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
@@ -102,6 +129,33 @@ pub fn run_child(mut cmd: Command, out_prefix: &Path) -> std::io::Result<ChildRu
         stdout,
         stderr,
     })
+}
+
+/// The pid of a running child, for a signal from another thread; cleared
+/// (under its lock) before the child is reaped.
+#[derive(Debug, Default)]
+pub struct ChildPid(std::sync::Mutex<Option<libc::pid_t>>);
+
+impl ChildPid {
+    fn set(&self, pid: Option<libc::pid_t>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = pid;
+    }
+
+    /// Clears the pid and holds the lock until the guard is dropped.
+    fn forget(&self) -> std::sync::MutexGuard<'_, Option<libc::pid_t>> {
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        *g = None;
+        g
+    }
+
+    /// Sends `signal` to the child, if it has not ended yet.
+    pub fn signal(&self, signal: libc::c_int) {
+        if let Some(p) = *self.0.lock().unwrap_or_else(|e| e.into_inner()) {
+            // SAFETY: p is our child, not yet reaped (it is reaped only
+            // after the pid is cleared under this lock).
+            unsafe { libc::kill(p, signal) };
+        }
+    }
 }
 
 fn clock_ticks() -> f64 {
@@ -236,7 +290,9 @@ mod tests {
         fs::create_dir_all(&dir).unwrap();
         let mut cmd = Command::new("sh");
         cmd.args(["-c", "echo out; echo err >&2; exit 3"]);
-        let run = run_child(cmd, &dir.join("t")).unwrap();
+        let pid = ChildPid::default();
+        let run = run_child(cmd, &dir.join("t"), &pid).unwrap();
+        pid.signal(libc::SIGINT); // ended: nothing to signal
         assert_eq!(run.cost.code, 3);
         assert_eq!(run.stdout_text().trim(), "out");
         assert_eq!(run.stderr_tail(), "err");

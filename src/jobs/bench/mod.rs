@@ -195,7 +195,7 @@ pub async fn run(
         None => "checking the database".to_owned(),
     });
     let (database, scale) = choose_database(s).await?;
-    let mut bench = Bench::prepare(s, &database, scale).await?;
+    let mut bench = Bench::prepare(s, &database, scale, cancel.clone()).await?;
     let mut result = measure_all(&mut bench, s, &progress, &cancel).await;
     let mut matches = BTreeMap::new();
     if let Ok((recorded, _)) = &result {
