@@ -11,7 +11,9 @@
 #   ONLY=dump,restore scripts/bench.sh      # some steps (pgtide bench --only)
 #   KEEP=1 scripts/bench.sh                 # keep the work directory (cluster, logs, outputs)
 #
-# Knobs: SCALE (100), RUNS (3), JOBS (2), ONLY (all), WAL_BURST (1GiB), PGBIN,
+#   SCALE_JOBS=1,4 scripts/bench.sh        # dump and backup also with 1 and 4 workers
+#
+# Knobs: SCALE (100), RUNS (3), JOBS (2), SCALE_JOBS (none), ONLY (all), WAL_BURST (1GiB), PGBIN,
 # PORT (55432), WORK (a directory to use and keep), PGTIDE_BIN (measure that
 # binary instead of building this tree), CARGO_PROFILE (release; `profiling`
 # keeps line tables for perf), SERVER_CPUS / CLIENT_CPUS (taskset CPU lists
@@ -29,6 +31,7 @@ cd "$(dirname "$0")/.."
 SCALE=${SCALE:-100}
 RUNS=${RUNS:-3}
 JOBS=${JOBS:-2}
+SCALE_JOBS=${SCALE_JOBS:-}
 ONLY=${ONLY:-dump,restore,backup,physical-restore,wal}
 WAL_BURST=${WAL_BURST:-1GiB}
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
@@ -81,6 +84,6 @@ mkdir -p "$WORK/bench"
 ${CLIENT_CPUS:+taskset -c "$CLIENT_CPUS"} "$PGTIDE" bench \
   --db "host=127.0.0.1 port=$PORT user=postgres dbname=postgres" \
   --generate "$SCALE" --runs "$RUNS" --jobs "$JOBS" --only "$ONLY" --wal-burst "$WAL_BURST" \
-  --pg-bin "$PGBIN" --work "$WORK/bench" --repo "$WORK/bench/repo" \
+  ${SCALE_JOBS:+--scale-jobs "$SCALE_JOBS"} --pg-bin "$PGBIN" --work "$WORK/bench" --repo "$WORK/bench/repo" \
   --save "$OUT" --markdown
 echo "# JSON report: $OUT" >&2

@@ -18,8 +18,8 @@
 //!   (`local`: on this machine with a readable data directory, so server CPU is measured; `cpu_unavailable`: why not, else null)
 //! - `bench.database`: {name, generated_scale, size_bytes, cluster_size_bytes, tables}
 //!   (`generated_scale`: the `--generate` SCALE it was made with, null for a database the bench did not make; `cluster_size_bytes`: all databases, what a physical backup reads)
-//! - `bench.settings`: {jobs, runs, warmup, only[], wal_burst_bytes, page_cache_dropped, repository}
-//!   (`page_cache_dropped`: each step started with an empty page cache, as root only)
+//! - `bench.settings`: {jobs, scale_jobs[], runs, warmup, only[], wal_burst_bytes, page_cache_dropped, repository}
+//!   (`scale_jobs`: the `--scale-jobs` worker counts, at which `pgtide dump`, `pg_dump` and `pgtide backup zstd:1` ran too, named with `-jN`; `page_cache_dropped`: each step started with an empty page cache, as root only)
 //! - `bench.steps[]`: {name, kind, tool, command, runs[], wall_seconds, client_cpu_seconds, server_cpu_seconds, other_cpu_seconds, peak_rss_bytes, bytes_read, bytes_stored, mb_per_second, requests, ratios[], bound_by, matches_source}
 //!   (`kind`: dump, restore, backup, physical-restore or wal; `tool`: pgtide, pg_dump, pg_restore, pg_basebackup, pgbackrest or pg_receivewal; CPU and RSS: medians over the runs, RSS the largest; `client_cpu_seconds`: user + system of the tool and every process it waited for; `server_cpu_seconds`: every PostgreSQL process, from /proc, null when not local; `other_cpu_seconds`: what the rest of the machine used meanwhile; `peak_rss_bytes`: the largest single process of the tool's tree; `bytes_read`: the database's size (dump, restore), the cluster's (backup, physical restore) or the WAL burst's (wal); `bytes_stored`: what it wrote to the repository or its output directory, null for restores; `mb_per_second`: bytes_read / median wall, in 10^6 bytes; `requests`: the job's own `requests` object {put, get, list, head, delete}, null when the tool does not report one; `bound_by`: `client CPU`, `server CPU` (tool and server kept ≥ 80% of the cores busy, the larger named), `client CPU (one core)` or `server CPU (one core)` (one side kept one core ≥ 90% busy), `I/O or waiting`, or null when the figures do not tell; `matches_source`: logical restores only, the restored database holds the source's rows (count and hash of every row, per table), else null)
 //! - `bench.steps[].wall_seconds`: {median, min, max}
@@ -56,6 +56,9 @@ pub struct BenchArgs {
     /// Parallel workers of every tool: pgtide --jobs, pg_dump/pg_restore -j, pgBackRest process-max
     #[arg(long, short = 'j', default_value_t = default_jobs())]
     pub jobs: usize,
+    /// Also measure pgtide dump, pg_dump and pgtide backup zstd:1 with these worker counts (comma-separated), to show how they scale
+    #[arg(long, value_name = "N,N,…", value_delimiter = ',')]
+    pub scale_jobs: Vec<usize>,
     /// Create database pgtide_bench with a reproducible data set of this scale (as pgbench: 100,000 accounts rows per unit, plus text, bytea, wide and 200 small tables); dropped and recreated each time
     #[arg(long, value_name = "SCALE", value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub generate: Option<u32>,
@@ -155,6 +158,11 @@ pub(super) async fn run(a: BenchArgs, json: bool) -> Result<(), CliError> {
         conn: conninfo(&a.db)?,
         repo: a.repo,
         jobs: check_jobs(a.jobs)?,
+        scale_jobs: a
+            .scale_jobs
+            .iter()
+            .map(|j| check_jobs(*j))
+            .collect::<Result<_, _>>()?,
         generate: a.generate,
         only,
         runs: a.runs,

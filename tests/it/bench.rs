@@ -176,6 +176,8 @@ fn bench_runs_every_step_and_documents_its_json() {
         &pg.url("postgres", "pgtide_bench"),
         "--only",
         "dump",
+        "--scale-jobs",
+        "1",
         "--runs",
         "1",
         "--no-warmup",
@@ -184,6 +186,12 @@ fn bench_runs_every_step_and_documents_its_json() {
         "--markdown",
     ]);
     out.assert_ok();
+    assert!(out.stdout.contains("| pgtide dump -j1 | "), "{out}");
+    assert!(
+        out.stdout
+            .contains("ratio of pgtide dump -j1 to pg_dump -Fd -j1"),
+        "{out}"
+    );
     assert!(out.stdout.contains("## pgtide bench, "), "{out}");
     assert!(out.stdout.contains("| pgtide dump -j2 | "), "{out}");
     assert!(out.stdout.contains("(`--generate 1`)"), "{out}");

@@ -20,7 +20,7 @@ use super::machine::Machine;
 use super::measure::{self, ServerCpu};
 use super::pgbackrest::{self, PgBackRest};
 use super::report::{self, BenchReport, RunCost, Skipped};
-use super::steps::{self, CommandContext, Group, Step};
+use super::steps::{self, CommandContext, Group, Step, Task};
 use super::{io_err, session, sql_err, BenchError, BenchSettings, Recorded};
 use crate::pg::conninfo::ConnInfo;
 use crate::pg::lsn::Lsn;
@@ -401,7 +401,9 @@ impl Bench {
     }
 
     /// Runs `step` once from its reset state and measures it.
-    pub async fn measure(&mut self, step: Step) -> Result<Measured, BenchError> {
+    pub async fn measure(&mut self, task: Task) -> Result<Measured, BenchError> {
+        let step = task.step;
+        let main = task.jobs == self.jobs;
         self.reset(step).await?;
         let (db, pgtide_restore_db, pg_restore_db) = (
             self.libpq(&self.database),
@@ -419,7 +421,7 @@ impl Bench {
             },
             repo: &self.repo,
             work: &self.work,
-            jobs: self.jobs_of(),
+            jobs: task.jobs,
             dump_id: self.dump_id.as_deref(),
             backup_id: self.backup_id.as_deref(),
             wal_end: wal_end.as_deref(),
@@ -460,7 +462,7 @@ impl Bench {
         let backends = server.map_or(0, |s| s.children().len());
         let server_before = server.and_then(ServerCpu::seconds);
         let busy_before = measure::machine_busy_seconds();
-        let run = self.run_blocking(cmd, &step.name(self.jobs_of())).await?;
+        let run = self.run_blocking(cmd, &task.name(self.jobs)).await?;
         // The tool's backends end after it does: wait (briefly) until the
         // postmaster has reaped them, so their CPU is counted.
         if let Some(s) = server {
@@ -479,7 +481,7 @@ impl Bench {
         };
         if run.cost.code != 0 {
             return Err(BenchError::StepFailed {
-                step: step.name(self.jobs_of()),
+                step: task.name(self.jobs),
                 code: run.cost.code,
                 tail: run.stderr_tail(),
             });
@@ -496,8 +498,8 @@ impl Bench {
         };
         let set_id = field("id").and_then(|v| v.as_str().map(str::to_owned));
         match step {
-            Step::PgtideDump => self.dump_id = set_id.clone(),
-            Step::PgtideBackup1 => self.backup_id = set_id.clone(),
+            Step::PgtideDump if main => self.dump_id = set_id.clone(),
+            Step::PgtideBackup1 if main => self.backup_id = set_id.clone(),
             _ => {}
         }
         let bytes_stored = match step {
@@ -536,10 +538,6 @@ impl Bench {
             bytes_stored,
             requests: field("requests"),
         })
-    }
-
-    fn jobs_of(&self) -> usize {
-        self.jobs
     }
 
     /// Creates the WAL steps' slots (reserving WAL at once), then writes
@@ -716,15 +714,15 @@ impl Bench {
         matches: BTreeMap<Step, bool>,
     ) -> BenchReport {
         let cores = self.machine.cores;
+        let names: Vec<(String, Task)> = recorded.keys().map(|t| (t.name(s.jobs), *t)).collect();
         let mut out: Vec<report::StepReport> = recorded
             .into_iter()
-            .filter_map(|(i, (runs, m))| {
-                let step = Step::ALL[i];
+            .filter_map(|(task, (runs, m))| {
                 let m = m?;
                 let mut r = report::summarise(
-                    &step.name(s.jobs),
-                    step.group().key(),
-                    step.tool(),
+                    &task.name(s.jobs),
+                    task.step.group().key(),
+                    task.step.tool(),
                     &m.command,
                     runs,
                     m.bytes_read,
@@ -732,13 +730,18 @@ impl Bench {
                     m.requests,
                     cores,
                 )?;
-                r.matches_source = matches.get(&step).copied();
+                r.matches_source = matches
+                    .get(&task.step)
+                    .copied()
+                    .filter(|_| task.jobs == s.jobs);
                 Some(r)
             })
             .collect();
         report::fill_ratios(&mut out, |name| {
-            Step::by_name(name, s.jobs)
-                .map(|st| st.peers().iter().map(|p| p.name(s.jobs)).collect())
+            names
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, t)| t.peers().into_iter().map(|p| p.name(s.jobs)).collect())
                 .unwrap_or_default()
         });
         BenchReport {
@@ -762,6 +765,7 @@ impl Bench {
             },
             settings: report::SettingsInfo {
                 jobs: s.jobs,
+                scale_jobs: s.scale_jobs.clone(),
                 runs: s.runs,
                 warmup: s.warmup,
                 only: s.only.iter().map(|g| g.key().to_owned()).collect(),

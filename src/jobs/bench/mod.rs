@@ -40,7 +40,7 @@ use exec::{Bench, Measured};
 use report::{BenchReport, RunCost, Skipped};
 pub use steps::display as display_command;
 pub use steps::Group;
-use steps::Step;
+use steps::{Step, Task};
 
 #[derive(Debug, Clone)]
 pub struct BenchSettings {
@@ -49,6 +49,8 @@ pub struct BenchSettings {
     /// the work directory when unset.
     pub repo: Option<String>,
     pub jobs: usize,
+    /// Worker counts at which dumps and backups are measured too.
+    pub scale_jobs: Vec<usize>,
     pub generate: Option<u32>,
     pub only: Vec<Group>,
     pub runs: usize,
@@ -200,7 +202,7 @@ pub async fn run(
     let mut matches = BTreeMap::new();
     if let Ok((recorded, _)) = &result {
         progress.set_phase("checking the restored databases against the source");
-        let restored: Vec<Step> = recorded.keys().map(|i| Step::ALL[*i]).collect();
+        let restored: Vec<Step> = recorded.keys().map(|t| t.step).collect();
         match bench.restores_match(&restored).await {
             Ok(m) => matches = m,
             Err(e) => result = Err(e),
@@ -219,7 +221,22 @@ pub async fn run(
     ))
 }
 
-type Recorded = BTreeMap<usize, (Vec<RunCost>, Option<Measured>)>;
+type Recorded = BTreeMap<Task, (Vec<RunCost>, Option<Measured>)>;
+
+/// The tasks of the chosen steps: each at `--jobs`, and the steps that
+/// scale also at every `--scale-jobs` count.
+fn tasks(chosen: &[Step], s: &BenchSettings) -> Vec<Task> {
+    let mut out = Vec::new();
+    for &step in chosen {
+        out.push(Task { step, jobs: s.jobs });
+        if step.scales() {
+            for &jobs in s.scale_jobs.iter().filter(|j| **j != s.jobs) {
+                out.push(Task { step, jobs });
+            }
+        }
+    }
+    out
+}
 
 /// The warm-up and the runs, group by group; peers and pgtide take turns
 /// going first.
@@ -229,17 +246,22 @@ async fn measure_all(
     progress: &Progress,
     cancel: &CancellationToken,
 ) -> Result<(Recorded, Vec<Skipped>), BenchError> {
-    let (selected, mut skipped) = bench.choose_steps(s);
+    let (chosen, mut skipped) = bench.choose_steps(s);
+    let selected = tasks(&chosen, s);
     // Producers a selected step needs but --only left out run once,
     // untimed, in the warm-up.
-    let mut producers = Vec::new();
-    for step in &selected {
+    let mut producers: Vec<Task> = Vec::new();
+    for step in &chosen {
         let p = match step {
             Step::PgtideRestore => Step::PgtideDump,
             Step::PgRestore => Step::PgDump,
             Step::PgtidePhysicalRestore => Step::PgtideBackup1,
             Step::PgbackrestRestore => Step::PgbackrestBackup,
             _ => continue,
+        };
+        let p = Task {
+            step: p,
+            jobs: s.jobs,
         };
         if !selected.contains(&p) && !producers.contains(&p) {
             producers.push(p);
@@ -251,42 +273,41 @@ async fn measure_all(
         .units_total
         .store(total, std::sync::atomic::Ordering::Relaxed);
     let mut recorded: Recorded = BTreeMap::new();
-    let mut failed: Vec<Step> = Vec::new();
+    let mut failed: Vec<Task> = Vec::new();
     let mut old_sets: Vec<String> = Vec::new();
     for run in first..=s.runs {
         let mut this_run = Vec::new();
         for group in Group::ALL {
-            let mut steps: Vec<Step> = producers
+            let mut group_tasks: Vec<Task> = producers
                 .iter()
                 .filter(|_| run == first)
                 .chain(selected.iter())
                 .copied()
-                .filter(|st| st.group() == group && !failed.contains(st))
+                .filter(|t| t.step.group() == group && !failed.contains(t))
                 .collect();
-            if steps.is_empty() {
+            if group_tasks.is_empty() {
                 continue;
             }
             if run % 2 == 1 {
-                steps.reverse();
+                group_tasks.reverse();
             }
             if group == Group::Wal {
                 progress.set_phase(format!("{}: WAL burst", run_label(run, s.runs)));
                 bench.wal_burst(s.wal_burst).await?;
             }
-            for step in steps {
+            for task in group_tasks {
                 if cancel.is_cancelled() {
                     return Err(BenchError::Interrupted);
                 }
-                let name = step.name(s.jobs);
+                let name = task.name(s.jobs);
                 progress.set_phase(format!("{}: {name}", run_label(run, s.runs)));
-                match bench.measure(step).await {
+                match bench.measure(task).await {
                     Ok(m) => {
                         if let Some(id) = &m.set_id {
                             this_run.push(id.clone());
                         }
-                        if run > 0 && !producers.contains(&step) {
-                            let i = Step::ALL.iter().position(|x| *x == step).unwrap_or(0);
-                            let e = recorded.entry(i).or_default();
+                        if run > 0 && !producers.contains(&task) {
+                            let e = recorded.entry(task).or_default();
                             e.0.push(m.cost.clone());
                             e.1 = Some(m);
                         }
@@ -295,11 +316,11 @@ async fn measure_all(
                         step: n,
                         code,
                         tail,
-                    }) if !step.is_pgtide() => {
+                    }) if !task.step.is_pgtide() => {
                         // A peer that fails here is reported, not fatal:
                         // pgtide's figures still stand.
-                        failed.push(step);
-                        recorded.remove(&Step::ALL.iter().position(|x| *x == step).unwrap_or(0));
+                        failed.push(task);
+                        recorded.remove(&task);
                         skipped.push(Skipped {
                             step: n,
                             reason: format!("failed (exit {code}): {tail}"),

@@ -51,6 +51,8 @@ pub struct DatabaseInfo {
 #[derive(Debug, Clone, Serialize)]
 pub struct SettingsInfo {
     pub jobs: usize,
+    /// Worker counts at which dumps and backups were measured too.
+    pub scale_jobs: Vec<usize>,
     pub runs: usize,
     /// One unrecorded run of every step before the measured ones.
     pub warmup: bool,

@@ -164,8 +164,17 @@ impl Step {
         }
     }
 
-    pub fn by_name(name: &str, jobs: usize) -> Option<Step> {
-        Step::ALL.into_iter().find(|s| s.name(jobs) == name)
+    /// Takes a worker count (pg_basebackup does not).
+    pub fn uses_jobs(self) -> bool {
+        !matches!(
+            self,
+            Step::Basebackup0 | Step::Basebackup1 | Step::Basebackup3
+        )
+    }
+
+    /// Measured again at each `--scale-jobs` count.
+    pub fn scales(self) -> bool {
+        matches!(self, Step::PgtideDump | Step::PgDump | Step::PgtideBackup1)
     }
 
     /// Where a peer leaves its output, under the work directory (pgtide's
@@ -184,6 +193,42 @@ impl Step {
             PgReceivewal => "pg_receivewal",
             PgtideDump | PgtideRestore | PgRestore | PgtideBackup1 | PgtideBackup3 => "repo",
         })
+    }
+}
+
+/// A step at a number of workers: `--jobs`, or one of `--scale-jobs` for
+/// the steps that scale with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Task {
+    pub step: Step,
+    pub jobs: usize,
+}
+
+impl Task {
+    /// The step's name; `-jN` added for a worker count other than `main`
+    /// when the name does not already say it.
+    pub fn name(self, main: usize) -> String {
+        if !self.step.uses_jobs() {
+            return self.step.name(main);
+        }
+        let n = self.step.name(self.jobs);
+        if self.jobs == main || n.contains(&format!("-j{}", self.jobs)) {
+            n
+        } else {
+            format!("{n} -j{}", self.jobs)
+        }
+    }
+
+    /// The peers to compare with, at the same worker count.
+    pub fn peers(self) -> Vec<Task> {
+        self.step
+            .peers()
+            .iter()
+            .map(|p| Task {
+                step: *p,
+                jobs: self.jobs,
+            })
+            .collect()
     }
 }
 
@@ -363,13 +408,38 @@ mod tests {
 
     #[test]
     fn names_are_unique_and_peers_are_peers() {
+        let names: std::collections::BTreeSet<String> =
+            Step::ALL.iter().map(|s| s.name(2)).collect();
+        assert_eq!(names.len(), Step::ALL.len());
         for s in Step::ALL {
-            assert_eq!(Step::by_name(&s.name(2), 2), Some(s));
             for p in s.peers() {
                 assert!(!p.is_pgtide());
                 assert_eq!(p.group(), s.group());
             }
         }
+    }
+
+    #[test]
+    fn tasks_at_other_worker_counts_say_so() {
+        let t = |step, jobs| Task { step, jobs }.name(2);
+        assert_eq!(t(Step::PgtideDump, 4), "pgtide dump -j4");
+        assert_eq!(t(Step::PgtideBackup1, 2), "pgtide backup zstd:1");
+        assert_eq!(t(Step::PgtideBackup1, 1), "pgtide backup zstd:1 -j1");
+        let peers: Vec<String> = Task {
+            step: Step::PgtideBackup1,
+            jobs: 1,
+        }
+        .peers()
+        .into_iter()
+        .map(|p| p.name(2))
+        .collect();
+        assert_eq!(
+            peers,
+            [
+                "pg_basebackup -Ft client-zstd:1",
+                "pgbackrest backup zst:1 p1 -j1"
+            ]
+        );
     }
 
     #[test]
