@@ -278,7 +278,7 @@ impl Bench {
     }
 
     fn libpq(&self, db: &str) -> String {
-        self.conn.with_dbname(db).to_libpq_string()
+        steps::plain_conninfo(&self.conn.with_dbname(db).to_libpq_string())
     }
 
     async fn execute(&self, sql: &str) -> Result<(), BenchError> {

@@ -417,7 +417,7 @@ pub fn markdown(r: &BenchReport) -> String {
         r.pgtide_version
     ));
     out.push_str(&format!(
-        "Database `{}`: {} MiB, {} tables{}; cluster {} MiB. {} run(s){}, median wall time (spread min–max); `--jobs {}`; page cache {}; WAL burst {} MiB.\n\n",
+        "Database `{}`: {} MiB, {} tables{}; cluster {} MiB. {} run(s){}, median wall time (spread min–max); `--jobs {}`; page cache {}{}.\n\n",
         r.database.name,
         mib(r.database.size_bytes),
         r.database.tables,
@@ -433,7 +433,11 @@ pub fn markdown(r: &BenchReport) -> String {
         } else {
             "not dropped (not root)"
         },
-        mib(r.settings.wal_burst_bytes)
+        if r.settings.only.iter().any(|o| o == "wal") {
+            format!("; WAL burst {} MiB", mib(r.settings.wal_burst_bytes))
+        } else {
+            String::new()
+        }
     ));
     out.push_str(&format!("| {} |\n", HEADERS.join(" | ")));
     out.push_str(

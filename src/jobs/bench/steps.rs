@@ -373,6 +373,50 @@ pub fn arguments<'a>(step: Step, c: &CommandContext<'a>) -> Result<Vec<OsString>
     Ok(args)
 }
 
+/// A libpq `key='value'` string with the quotes left out where a value
+/// needs none (`host=127.0.0.1 port=5432`): the same connection, easier to
+/// read in a report and to paste.
+pub fn plain_conninfo(s: &str) -> String {
+    let simple = |v: &str| {
+        !v.is_empty()
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-/:@,+".contains(c))
+    };
+    let mut out: Vec<String> = Vec::new();
+    let mut chars = s.chars().peekable();
+    loop {
+        while chars.peek() == Some(&' ') {
+            chars.next();
+        }
+        let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+        if key.is_empty() {
+            break;
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'\'') {
+            chars.next();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => value.extend(chars.next()),
+                    '\'' => break,
+                    c => value.push(c),
+                }
+            }
+        } else {
+            while let Some(c) = chars.next_if(|c| *c != ' ') {
+                value.push(c);
+            }
+        }
+        if simple(&value) {
+            out.push(format!("{key}={value}"));
+        } else {
+            let escaped = value.replace('\\', "\\\\").replace('\'', "\\'");
+            out.push(format!("{key}='{escaped}'"));
+        }
+    }
+    out.join(" ")
+}
+
 /// A command line as text, for the report.
 pub fn display(program: &str, args: &[OsString]) -> String {
     let mut s = program.to_owned();
@@ -417,6 +461,21 @@ mod tests {
                 assert_eq!(p.group(), s.group());
             }
         }
+    }
+
+    #[test]
+    fn conninfo_loses_only_needless_quotes() {
+        assert_eq!(
+            plain_conninfo(
+                "host='127.0.0.1' port='5432' user='postgres' dbname='my db' password='a\\'b'"
+            ),
+            "host=127.0.0.1 port=5432 user=postgres dbname='my db' password='a\\'b'"
+        );
+        assert_eq!(
+            plain_conninfo("host='/run/pg' sslmode='prefer'"),
+            "host=/run/pg sslmode=prefer"
+        );
+        assert_eq!(plain_conninfo(""), "");
     }
 
     #[test]
