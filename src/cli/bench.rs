@@ -71,6 +71,9 @@ pub struct BenchArgs {
     /// No warm-up run before the measured ones
     #[arg(long)]
     pub no_warmup: bool,
+    /// Keep the page cache: by default (as root) it is emptied before every step, for the whole machine
+    #[arg(long)]
+    pub no_drop_caches: bool,
     /// Measure a database pgtide bench did not create (it loads the server; restores go to scratch databases)
     #[arg(long)]
     pub yes: bool,
@@ -167,6 +170,7 @@ pub(super) async fn run(a: BenchArgs, json: bool) -> Result<(), CliError> {
         only,
         runs: a.runs,
         warmup: !a.no_warmup,
+        drop_caches: !a.no_drop_caches,
         yes: a.yes,
         wal_burst: a.wal_burst.max(1 << 20),
         work: a.work,

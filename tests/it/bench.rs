@@ -73,6 +73,8 @@ fn bench_runs_every_step_and_documents_its_json() {
         "--runs",
         "1",
         "--no-warmup",
+        // The page cache is the whole machine's: the other tests need it.
+        "--no-drop-caches",
         "--wal-burst",
         "16MiB",
         "--pg-bin",
@@ -181,6 +183,7 @@ fn bench_runs_every_step_and_documents_its_json() {
         "--runs",
         "1",
         "--no-warmup",
+        "--no-drop-caches",
         "--pg-bin",
         pg.bin_dir().to_str().unwrap(),
         "--markdown",

@@ -67,6 +67,7 @@ pub struct Bench {
     wal_end: Option<Lsn>,
     wal_bytes: u64,
     cache_dropped: bool,
+    drop_caches: bool,
     wal_db_made: bool,
     machine: Machine,
 }
@@ -168,6 +169,12 @@ impl Bench {
             ),
         };
         std::fs::create_dir_all(&work).map_err(io_err(format!("create {}", work.display())))?;
+        if own_work {
+            // pgBackRest runs as the server's OS user and must get through.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&work, std::fs::Permissions::from_mode(0o755))
+                .map_err(io_err(format!("chmod {}", work.display())))?;
+        }
         let repo = s
             .repo
             .clone()
@@ -239,6 +246,7 @@ impl Bench {
             wal_end: None,
             wal_bytes: 0,
             cache_dropped: false,
+            drop_caches: s.drop_caches,
             wal_db_made: false,
             machine: Machine::read(),
         })
@@ -457,7 +465,9 @@ impl Bench {
         let command = steps::display(&program, &args);
 
         self.execute("CHECKPOINT").await?;
-        self.cache_dropped |= measure::drop_page_cache();
+        if self.drop_caches {
+            self.cache_dropped |= measure::drop_page_cache();
+        }
         let server = self.server_cpu.as_ref().ok();
         let backends = server.map_or(0, |s| s.children().len());
         let server_before = server.and_then(ServerCpu::seconds);

@@ -56,6 +56,9 @@ pub struct BenchSettings {
     pub runs: usize,
     /// One unrecorded run of every step first.
     pub warmup: bool,
+    /// Empty the page cache before every step (root only; it empties the
+    /// whole machine's).
+    pub drop_caches: bool,
     /// Measure a database the bench did not create.
     pub yes: bool,
     /// WAL written for the `wal` steps, in bytes.

@@ -431,7 +431,7 @@ pub fn markdown(r: &BenchReport) -> String {
         if r.settings.page_cache_dropped {
             "dropped before every step"
         } else {
-            "not dropped (not root)"
+            "not dropped"
         },
         if r.settings.only.iter().any(|o| o == "wal") {
             format!("; WAL burst {} MiB", mib(r.settings.wal_burst_bytes))
