@@ -251,15 +251,27 @@ fn opt<T>(v: Option<T>, f: impl Fn(T) -> String) -> String {
 }
 
 /// `put 3, get 0, …` of a `requests` object.
-fn requests_text(r: &Option<serde_json::Value>) -> String {
-    match r.as_ref().and_then(|v| v.as_object()) {
-        Some(o) => o
-            .iter()
-            .filter(|(_, v)| v.as_u64().unwrap_or(0) > 0)
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect::<Vec<_>>()
-            .join(", "),
-        None => "–".to_owned(),
+/// `put 3 (1 per 10.0 MiB), get 0, …` of a step's `requests` object:
+/// the kinds used (`0` when none was), PUTs with the stored bytes per PUT.
+fn requests_text(s: &StepReport) -> String {
+    let Some(o) = s.requests.as_ref().and_then(|v| v.as_object()) else {
+        return "–".to_owned();
+    };
+    const ORDER: [&str; 5] = ["put", "get", "list", "head", "delete"];
+    let mut kinds: Vec<(&String, &serde_json::Value)> = o.iter().collect();
+    kinds.sort_by_key(|(k, _)| ORDER.iter().position(|o| o == k).unwrap_or(ORDER.len()));
+    let used: Vec<String> = kinds
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, v.as_u64().filter(|n| *n > 0)?)))
+        .map(|(k, n)| match (k.as_str(), s.bytes_stored) {
+            ("put", Some(b)) if b > 0 => format!("put {n} (1 per {} MiB)", mib(b / n)),
+            _ => format!("{k} {n}"),
+        })
+        .collect();
+    if used.is_empty() {
+        "0".to_owned()
+    } else {
+        used.join(", ")
     }
 }
 
@@ -301,7 +313,7 @@ fn rows(r: &BenchReport) -> Vec<[String; 12]> {
                 opt(s.bytes_read, mib),
                 opt(s.bytes_stored, mib),
                 opt(s.mb_per_second, |v| format!("{v:.0}")),
-                requests_text(&s.requests),
+                requests_text(s),
                 ratio_text(s),
                 s.bound_by.clone().unwrap_or_else(|| "–".to_owned()),
             ]
@@ -576,5 +588,11 @@ mod tests {
         assert_eq!(steps[0].ratios.len(), 1);
         assert!((steps[0].ratios[0].ratio - 0.5).abs() < 1e-9);
         assert!(steps[1].ratios.is_empty());
+        assert_eq!(requests_text(&steps[0]), "–");
+        steps[1].requests = Some(serde_json::json!({"put": 0, "get": 0}));
+        assert_eq!(requests_text(&steps[1]), "0");
+        steps[1].bytes_stored = Some(64 << 20);
+        steps[1].requests = Some(serde_json::json!({"put": 2, "get": 0, "list": 1}));
+        assert_eq!(requests_text(&steps[1]), "put 2 (1 per 32.0 MiB), list 1");
     }
 }
