@@ -553,3 +553,30 @@ impl Bench {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tools_are_found_in_pg_bin_first() {
+        let dir = std::env::temp_dir().join(format!("pgtide-find-tool-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("sh"), "").unwrap();
+        assert_eq!(find_tool("sh", Some(&dir)), Some(dir.join("sh")));
+        assert!(find_tool("sh", None).is_some_and(|p| p != dir.join("sh")));
+        assert_eq!(find_tool("no-such-tool-pgtide", Some(&dir)), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn local_hosts_are_loopback_or_sockets() {
+        let local = |s: &str| is_local_host(&ConnInfo::parse(s).unwrap());
+        assert!(local("host=127.0.0.1 port=5432"));
+        assert!(local("host=localhost"));
+        assert!(local("host=/run/postgresql"));
+        assert!(local("host=db.example hostaddr=127.0.0.1"));
+        assert!(!local("host=db.example"));
+        assert!(!local("host=10.0.0.5"));
+    }
+}
