@@ -300,6 +300,23 @@ mod tests {
         fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// ru_maxrss of wait4 is the largest process of the tree: here a
+    /// grandchild holding 30 MB under a small shell.
+    #[test]
+    fn peak_rss_covers_waited_descendants() {
+        let dir = std::env::temp_dir().join(format!("pgtide-measure-rss-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let mut cmd = Command::new("sh");
+        cmd.args([
+            "-c",
+            "sh -c 'x=$(head -c 30000000 /dev/zero | tr \"\\0\" a); echo ${#x}'; true",
+        ]);
+        let run = run_child(cmd, &dir.join("t"), &ChildPid::default()).unwrap();
+        assert_eq!(run.stdout_text().trim(), "30000000");
+        assert!(run.cost.peak_rss_bytes >= 30_000_000, "{:?}", run.cost);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn own_process_is_not_a_postmaster_directory() {
         let dir = std::env::temp_dir();
