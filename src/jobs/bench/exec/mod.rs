@@ -62,6 +62,8 @@ pub struct Bench {
     wal_segment_size: u64,
     tools: BTreeMap<&'static str, PathBuf>,
     pgbackrest: Result<PgBackRest, String>,
+    /// Why the WAL steps cannot run, if they cannot.
+    wal_unavailable: Option<String>,
     work: PathBuf,
     own_work: bool,
     repo: String,
@@ -73,6 +75,23 @@ pub struct Bench {
     drop_caches: bool,
     wal_db_made: bool,
     machine: Machine,
+}
+
+/// Why the WAL steps (two slots of their own) cannot run on a server with
+/// these settings, if they cannot.
+fn wal_check(wal_level: &str, free_slots: i32, may_replicate: Option<bool>) -> Option<String> {
+    if wal_level == "minimal" {
+        Some("the server has wal_level = minimal (replica is needed)".to_owned())
+    } else if free_slots < 2 {
+        Some(format!(
+            "the server has {} free replication slot(s) and the WAL steps need 2 (max_replication_slots)",
+            free_slots.max(0)
+        ))
+    } else if may_replicate != Some(true) {
+        Some("the role has no REPLICATION privilege".to_owned())
+    } else {
+        None
+    }
 }
 
 /// `name` in `--pg-bin`, else on PATH.
@@ -144,6 +163,17 @@ impl Bench {
             )
             .await
             .map_err(sql_err("read the database's size"))?;
+        let wal = admin
+            .query_one(
+                "SELECT current_setting('wal_level'), \
+                 current_setting('max_replication_slots')::int \
+                   - (SELECT count(*) FROM pg_replication_slots WHERE slot_name NOT LIKE 'pgtide\\_bench\\_%')::int, \
+                 (SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user)",
+                &[],
+            )
+            .await
+            .map_err(sql_err("read the replication settings"))?;
+        let wal_unavailable = wal_check(&wal.get::<_, String>(0), wal.get(1), wal.get(2));
         let local = is_local_host(&conn);
         let server_cpu = match (&data_dir, local) {
             (_, false) => {
@@ -241,6 +271,7 @@ impl Bench {
                 .unwrap_or(16 << 20),
             tools,
             pgbackrest,
+            wal_unavailable,
             work,
             own_work,
             repo,
@@ -265,6 +296,9 @@ impl Bench {
             .filter(|st| s.only.contains(&st.group()))
         {
             let why = match step.tool() {
+                _ if step.group() == Group::Wal && self.wal_unavailable.is_some() => {
+                    self.wal_unavailable.clone()
+                }
                 "pgtide" => None,
                 "pgbackrest" => self.pgbackrest.as_ref().err().cloned(),
                 t if !self.tools.contains_key(t) => Some(format!(
@@ -567,6 +601,20 @@ mod tests {
         assert!(find_tool("sh", None).is_some_and(|p| p != dir.join("sh")));
         assert_eq!(find_tool("no-such-tool-pgtide", Some(&dir)), None);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn wal_steps_need_two_slots_and_replication() {
+        assert_eq!(wal_check("replica", 2, Some(true)), None);
+        assert!(wal_check("minimal", 9, Some(true))
+            .unwrap()
+            .contains("wal_level"));
+        assert!(wal_check("logical", 1, Some(true))
+            .unwrap()
+            .contains("1 free"));
+        assert!(wal_check("replica", 5, Some(false))
+            .unwrap()
+            .contains("REPLICATION"));
     }
 
     #[test]
