@@ -10,7 +10,7 @@
 //! such objects. Sizes are bytes, durations and CPU seconds. Figures a step
 //! cannot have are `null`.
 //!
-//! - `bench`: {pgtide_version, command, started_at, seconds, machine, server, database, settings, steps[], skipped[]}
+//! - `bench`: {pgtide_version, command, started_at, seconds, machine, server, database, settings, steps[], skipped[], targets[]}
 //!   (`command`: the command line that reproduces the run; `seconds`: the whole run, generation included)
 //! - `bench.machine`: {cores, cpu_model, memory_bytes, kernel, os}
 //!   (`cores`: the CPUs this process may use)
@@ -27,6 +27,8 @@
 //!   (every measured run, warm-up excluded)
 //! - `bench.steps[].ratios[]`: {peer, ratio}
 //!   (pgtide's steps only: median wall time over the peer's)
+//! - `bench.targets[]`: {target, measured, met}
+//!   (issue 13's targets this run has figures for: pgtide's dump ≤ 0.45 ×, restore ≤ 0.75 ×, backup zstd:1 ≤ 1.0 × and zstd:3 ≤ 0.75 × their peers' wall time at `--jobs`, and peak RSS ≤ 256 MiB in every pgtide step; as text, with `met` true or false)
 //! - `bench.skipped[]`: {step, reason}
 //!   (steps of the chosen groups that did not run: a peer not installed, pgBackRest without a local data directory, a peer that failed)
 

@@ -24,6 +24,85 @@ pub struct BenchReport {
     pub settings: SettingsInfo,
     pub steps: Vec<StepReport>,
     pub skipped: Vec<Skipped>,
+    /// Issue 13's speed and memory targets, checked against these figures.
+    pub targets: Vec<TargetCheck>,
+}
+
+/// One target and how this run measured against it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetCheck {
+    pub target: String,
+    pub measured: String,
+    pub met: bool,
+}
+
+/// The targets (issue 13) whose figures this run has: wall-time ratios of
+/// pgtide's steps to their peers at `--jobs`, and peak RSS.
+pub fn check_targets(steps: &[StepReport], jobs: usize) -> Vec<TargetCheck> {
+    let ratio = |step: &str, peer: &str| {
+        steps
+            .iter()
+            .find(|s| s.name == step)?
+            .ratios
+            .iter()
+            .find(|r| r.peer == peer)
+            .map(|r| r.ratio)
+    };
+    let wall = |name: &str| {
+        steps
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.wall_seconds.median)
+    };
+    let pairs = [
+        (
+            format!("pgtide dump -j{jobs}"),
+            format!("pg_dump -Fd -j{jobs}"),
+            0.45,
+        ),
+        (
+            format!("pgtide restore -j{jobs}"),
+            format!("pg_restore -j{jobs}"),
+            0.75,
+        ),
+        (
+            "pgtide backup zstd:1".to_owned(),
+            "pg_basebackup -Ft client-zstd:1".to_owned(),
+            1.0,
+        ),
+        (
+            "pgtide backup zstd:3".to_owned(),
+            "pg_basebackup -Ft client-zstd:3".to_owned(),
+            0.75,
+        ),
+    ];
+    let mut out: Vec<TargetCheck> = pairs
+        .iter()
+        .filter_map(|(step, peer, limit)| {
+            let r = ratio(step, peer)?;
+            Some(TargetCheck {
+                target: format!("{step} ≤ {limit:.2} × {peer} (wall time)"),
+                measured: format!(
+                    "{r:.2} × ({:.2} s against {:.2} s)",
+                    wall(step)?,
+                    wall(peer)?
+                ),
+                met: r <= *limit,
+            })
+        })
+        .collect();
+    let rss = steps
+        .iter()
+        .filter(|s| s.tool == "pgtide")
+        .max_by_key(|s| s.peak_rss_bytes);
+    if let Some(s) = rss {
+        out.push(TargetCheck {
+            target: "peak RSS ≤ 256 MiB, every pgtide step".to_owned(),
+            measured: format!("largest {} MiB ({})", mib(s.peak_rss_bytes), s.name),
+            met: s.peak_rss_bytes <= 256 << 20,
+        });
+    }
+    out
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -385,6 +464,14 @@ pub fn terminal(r: &BenchReport) -> String {
     for l in ratio_legend(r) {
         out.push_str(&format!("{l}\n"));
     }
+    for t in &r.targets {
+        out.push_str(&format!(
+            "target {}: {} — {}\n",
+            t.target,
+            t.measured,
+            if t.met { "met" } else { "NOT met" }
+        ));
+    }
     for s in &r.steps {
         match s.matches_source {
             Some(true) => out.push_str(&format!(
@@ -451,6 +538,18 @@ pub fn markdown(r: &BenchReport) -> String {
             String::new()
         }
     ));
+    if !r.targets.is_empty() {
+        out.push_str("| target | measured | met? |\n| --- | --- | --- |\n");
+        for t in &r.targets {
+            out.push_str(&format!(
+                "| {} | {} | {} |\n",
+                t.target,
+                t.measured,
+                if t.met { "yes" } else { "**no**" }
+            ));
+        }
+        out.push('\n');
+    }
     out.push_str(&format!("| {} |\n", HEADERS.join(" | ")));
     out.push_str(
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |\n",
@@ -588,6 +687,19 @@ mod tests {
         assert_eq!(steps[0].ratios.len(), 1);
         assert!((steps[0].ratios[0].ratio - 0.5).abs() < 1e-9);
         assert!(steps[1].ratios.is_empty());
+        steps[0].name = "pgtide dump -j2".into();
+        steps[0].tool = "pgtide".into();
+        steps[0].ratios[0].peer = "pg_dump -Fd -j2".into();
+        steps[1].name = "pg_dump -Fd -j2".into();
+        let t = check_targets(&steps, 2);
+        assert_eq!(t.len(), 2, "{t:?}");
+        assert_eq!(
+            t[0].target,
+            "pgtide dump -j2 ≤ 0.45 × pg_dump -Fd -j2 (wall time)"
+        );
+        assert_eq!(t[0].measured, "0.50 × (3.00 s against 6.00 s)");
+        assert!(!t[0].met);
+        assert!(t[1].met && t[1].measured.starts_with("largest 1.0 MiB"));
         assert_eq!(requests_text(&steps[0]), "–");
         steps[1].requests = Some(serde_json::json!({"put": 0, "get": 0}));
         assert_eq!(requests_text(&steps[1]), "0");

@@ -165,6 +165,7 @@ impl Bench {
                 page_cache_dropped: self.cache_dropped,
                 repository: self.repo.clone(),
             },
+            targets: report::check_targets(&out, s.jobs),
             steps: out,
             skipped,
         }
