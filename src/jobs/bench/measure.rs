@@ -226,6 +226,21 @@ impl ServerCpu {
             .collect()
     }
 
+    /// The live children not in `before` that serve a connection (a client
+    /// backend or walsender; not an autovacuum or parallel worker, which
+    /// the server starts on its own).
+    pub fn new_connections(&self, before: &[u32]) -> usize {
+        self.children()
+            .into_iter()
+            .filter(|pid| !before.contains(pid))
+            .filter(|pid| {
+                let cmd = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let cmd = String::from_utf8_lossy(&cmd);
+                !cmd.is_empty() && !cmd.contains("autovacuum") && !cmd.contains("parallel worker")
+            })
+            .count()
+    }
+
     /// CPU seconds the server has used so far.
     pub fn seconds(&self) -> Option<f64> {
         // Index 11..15 are utime, stime, cutime, cstime (fields 14–17).

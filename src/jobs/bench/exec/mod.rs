@@ -506,7 +506,7 @@ impl Bench {
             self.cache_dropped |= measure::drop_page_cache();
         }
         let server = self.server_cpu.as_ref().ok();
-        let backends = server.map_or(0, |s| s.children().len());
+        let before: Vec<u32> = server.map_or_else(Vec::new, |s| s.children());
         let server_before = server.and_then(ServerCpu::seconds);
         let busy_before = measure::machine_busy_seconds();
         let run = self.run_blocking(cmd, &task.name(self.jobs)).await?;
@@ -514,7 +514,7 @@ impl Bench {
         // postmaster has reaped them, so their CPU is counted.
         if let Some(s) = server {
             let t = Instant::now();
-            while s.children().len() > backends && t.elapsed() < Duration::from_secs(3) {
+            while s.new_connections(&before) > 0 && t.elapsed() < Duration::from_secs(3) {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
