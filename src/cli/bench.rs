@@ -10,12 +10,14 @@
 //! such objects. Sizes are bytes, durations and CPU seconds. Figures a step
 //! cannot have are `null`.
 //!
-//! - `bench`: {pgtide_version, command, started_at, seconds, machine, server, database, settings, steps[], skipped[], targets[]}
-//!   (`command`: the command line that reproduces the run; `seconds`: the whole run, generation included)
+//! - `bench`: {pgtide_version, pgtide_build, command, started_at, seconds, machine, server, tools[], database, settings, steps[], skipped[], targets[]}
+//!   (`pgtide_build`: `release` or `debug`; `command`: the command line that reproduces the run; `seconds`: the whole run, generation included)
 //! - `bench.machine`: {cores, cpu_model, memory_bytes, kernel, os}
 //!   (`cores`: the CPUs this process may use)
 //! - `bench.server`: {version, local, data_directory, cpu_unavailable}
 //!   (`local`: on this machine with a readable data directory, so server CPU is measured; `cpu_unavailable`: why not, else null)
+//! - `bench.tools[]`: {name, path, version}
+//!   (the peers found: pg_dump, pg_restore, pg_basebackup, pg_receivewal, pgbackrest; `version`: the first line of `--version`)
 //! - `bench.database`: {name, generated_scale, size_bytes, cluster_size_bytes, tables}
 //!   (`generated_scale`: the `--generate` SCALE it was made with, null for a database the bench did not make; `cluster_size_bytes`: all databases, what a physical backup reads)
 //! - `bench.settings`: {jobs, scale_jobs[], runs, warmup, only[], wal_burst_bytes, page_cache_dropped, repository}

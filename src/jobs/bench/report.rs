@@ -14,12 +14,16 @@ use super::machine::Machine;
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
     pub pgtide_version: String,
+    /// `release`, or `debug` (figures of a debug build are not pgtide's).
+    pub pgtide_build: String,
     /// The command that reproduces this run.
     pub command: String,
     pub started_at: DateTime<Utc>,
     pub seconds: f64,
     pub machine: Machine,
     pub server: ServerInfo,
+    /// The peers found, with their versions.
+    pub tools: Vec<Tool>,
     pub database: DatabaseInfo,
     pub settings: SettingsInfo,
     pub steps: Vec<StepReport>,
@@ -103,6 +107,14 @@ pub fn check_targets(steps: &[StepReport], jobs: usize) -> Vec<TargetCheck> {
         });
     }
     out
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Tool {
+    pub name: String,
+    pub path: String,
+    /// The first line of its `--version` (pgBackRest: `version`).
+    pub version: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -443,7 +455,8 @@ pub fn terminal(r: &BenchReport) -> String {
             .to_owned()
     };
     let mut out = format!(
-        "pgtide bench: {} ({}), {} run(s){}, --jobs {}; {} cores\n\n",
+        "pgtide bench ({} build): {} ({}), {} run(s){}, --jobs {}; {} cores\n\n",
+        r.pgtide_build,
         r.database.name,
         mib(r.database.size_bytes) + " MiB",
         r.settings.runs,
@@ -505,7 +518,7 @@ pub fn markdown(r: &BenchReport) -> String {
     );
     out.push_str("| machine | |\n| --- | --- |\n");
     out.push_str(&format!(
-        "| CPU | {} × {} |\n| memory | {} |\n| OS | {}, Linux {} |\n| PostgreSQL | {} ({}) |\n| pgtide | {} |\n\n",
+        "| CPU | {} × {} |\n| memory | {} |\n| OS | {}, Linux {} |\n| PostgreSQL | {} ({}) |\n| pgtide | {} ({} build) |\n",
         m.cores,
         m.cpu_model.as_deref().unwrap_or("unknown"),
         opt(m.memory_bytes, |b| format!("{:.1} GiB", b as f64 / 1073741824.0)),
@@ -513,8 +526,17 @@ pub fn markdown(r: &BenchReport) -> String {
         m.kernel.as_deref().unwrap_or("unknown"),
         r.server.version,
         if r.server.local { "same machine" } else { "remote" },
-        r.pgtide_version
+        r.pgtide_version,
+        r.pgtide_build
     ));
+    for t in &r.tools {
+        out.push_str(&format!(
+            "| {} | {} |\n",
+            t.name,
+            t.version.as_deref().unwrap_or("version unknown")
+        ));
+    }
+    out.push('\n');
     out.push_str(&format!(
         "Database `{}`: {} MiB, {} tables{}; cluster {} MiB. {} run(s){}, median wall time (spread min–max); `--jobs {}`; page cache {}{}.\n\n",
         r.database.name,

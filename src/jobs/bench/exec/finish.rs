@@ -138,10 +138,25 @@ impl Bench {
         });
         BenchReport {
             pgtide_version: env!("CARGO_PKG_VERSION").to_owned(),
+            pgtide_build: if cfg!(debug_assertions) {
+                "debug"
+            } else {
+                "release"
+            }
+            .to_owned(),
             command: s.command_line.clone(),
             started_at,
             seconds,
             machine: self.machine.clone(),
+            tools: self
+                .tools
+                .iter()
+                .map(|(name, path)| report::Tool {
+                    name: (*name).to_owned(),
+                    path: path.display().to_string(),
+                    version: tool_version(name, path),
+                })
+                .collect(),
             server: report::ServerInfo {
                 version: self.version.clone(),
                 local: self.local && self.server_cpu.is_ok(),
@@ -170,4 +185,17 @@ impl Bench {
             skipped,
         }
     }
+}
+
+/// The first line `name --version` prints (pgBackRest: `version`).
+fn tool_version(name: &str, path: &Path) -> Option<String> {
+    let arg = if name == "pgbackrest" {
+        "version"
+    } else {
+        "--version"
+    };
+    let out = Command::new(path).arg(arg).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().next()?.trim();
+    (out.status.success() && !line.is_empty()).then(|| line.to_owned())
 }
