@@ -260,6 +260,7 @@ async fn measure_all(
             Step::PgRestore => Step::PgDump,
             Step::PgtidePhysicalRestore => Step::PgtideBackup1,
             Step::PgbackrestRestore => Step::PgbackrestBackup,
+            Step::TarExtract => Step::Basebackup1,
             _ => continue,
         };
         let p = Task {

@@ -74,12 +74,13 @@ pub enum Step {
     PgbackrestBackup,
     PgtidePhysicalRestore,
     PgbackrestRestore,
+    TarExtract,
     PgtideWal,
     PgReceivewal,
 }
 
 impl Step {
-    pub const ALL: [Step; 14] = [
+    pub const ALL: [Step; 15] = [
         Step::PgtideDump,
         Step::PgDump,
         Step::PgtideRestore,
@@ -92,6 +93,7 @@ impl Step {
         Step::PgbackrestBackup,
         Step::PgtidePhysicalRestore,
         Step::PgbackrestRestore,
+        Step::TarExtract,
         Step::PgtideWal,
         Step::PgReceivewal,
     ];
@@ -103,7 +105,7 @@ impl Step {
             PgtideRestore | PgRestore => Group::Restore,
             PgtideBackup1 | PgtideBackup3 | Basebackup0 | Basebackup1 | Basebackup3
             | PgbackrestBackup => Group::Backup,
-            PgtidePhysicalRestore | PgbackrestRestore => Group::PhysicalRestore,
+            PgtidePhysicalRestore | PgbackrestRestore | TarExtract => Group::PhysicalRestore,
             PgtideWal | PgReceivewal => Group::Wal,
         }
     }
@@ -123,6 +125,7 @@ impl Step {
             Basebackup0 | Basebackup1 | Basebackup3 => "pg_basebackup",
             PgbackrestBackup | PgbackrestRestore => "pgbackrest",
             PgReceivewal => "pg_receivewal",
+            TarExtract => "tar",
         }
     }
 
@@ -145,6 +148,7 @@ impl Step {
             PgbackrestBackup => format!("pgbackrest backup zst:1 p{jobs}"),
             PgtidePhysicalRestore => "pgtide restore --pgdata".into(),
             PgbackrestRestore => format!("pgbackrest restore p{jobs}"),
+            TarExtract => "tar -I zstd -xf base.tar.zst".into(),
             PgtideWal => "pgtide wal stream".into(),
             PgReceivewal => "pg_receivewal".into(),
         }
@@ -158,7 +162,7 @@ impl Step {
             PgtideRestore => &[PgRestore],
             PgtideBackup1 => &[Basebackup1, PgbackrestBackup],
             PgtideBackup3 => &[Basebackup3],
-            PgtidePhysicalRestore => &[PgbackrestRestore],
+            PgtidePhysicalRestore => &[PgbackrestRestore, TarExtract],
             PgtideWal => &[PgReceivewal],
             _ => &[],
         }
@@ -189,6 +193,7 @@ impl Step {
             PgbackrestBackup => "pgbackrest/repo",
             PgtidePhysicalRestore => "restore-pgtide",
             PgbackrestRestore => "restore-pgbackrest",
+            TarExtract => "restore-tar",
             PgtideWal => "wal-repo",
             PgReceivewal => "pg_receivewal",
             PgtideDump | PgtideRestore | PgRestore | PgtideBackup1 | PgtideBackup3 => "repo",
@@ -325,6 +330,17 @@ pub fn arguments<'a>(step: Step, c: &CommandContext<'a>) -> Result<Vec<OsString>
                 a.push(p);
                 a.push("restore".into());
             }
+            return Ok(a);
+        }
+        TarExtract => {
+            let mut a = vec![OsString::from("-C"), out];
+            a.extend(s(&["-I", "zstd", "-xf"]));
+            a.push(
+                Basebackup1
+                    .output_dir(c.work)
+                    .join("base.tar.zst")
+                    .into_os_string(),
+            );
             return Ok(a);
         }
         PgtidePhysicalRestore => s(&[

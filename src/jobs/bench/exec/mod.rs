@@ -190,6 +190,8 @@ impl Bench {
             "pg_basebackup",
             "pg_receivewal",
             "pgbackrest",
+            "tar",
+            "zstd",
         ]
         .into_iter()
         .filter_map(|t| Some((t, find_tool(t, s.pg_bin.as_deref())?)))
@@ -300,6 +302,9 @@ impl Bench {
                     self.wal_unavailable.clone()
                 }
                 "pgtide" => None,
+                "tar" if !self.tools.contains_key("zstd") => {
+                    Some("zstd not found on PATH (tar -I zstd needs it)".to_owned())
+                }
                 "pgbackrest" => self.pgbackrest.as_ref().err().cloned(),
                 t if !self.tools.contains_key(t) => Some(format!(
                     "{t} not found {}",
@@ -393,6 +398,7 @@ impl Bench {
                     });
                 }
             }
+            Step::TarExtract => self.fresh_dir(&out, true, None)?,
             Step::PgbackrestRestore => {
                 let owner = self.pgbackrest.as_ref().ok().and_then(|b| b.run_as);
                 self.fresh_dir(&out, true, owner)?;
@@ -556,7 +562,8 @@ impl Bench {
             Step::PgtideRestore
             | Step::PgRestore
             | Step::PgtidePhysicalRestore
-            | Step::PgbackrestRestore => None,
+            | Step::PgbackrestRestore
+            | Step::TarExtract => None,
             _ => Some(measure::dir_size(&step.output_dir(&self.work))),
         };
         let bytes_read = Some(match step.group() {
