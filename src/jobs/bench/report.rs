@@ -209,7 +209,7 @@ pub struct StepReport {
     pub name: String,
     /// dump, restore, backup, physical-restore or wal.
     pub kind: String,
-    /// pgtide, pg_dump, pg_restore, pg_basebackup, pgbackrest, pg_receivewal.
+    /// pgtide, pg_dump, pg_restore, pg_basebackup, pgbackrest, tar, pg_receivewal.
     pub tool: String,
     /// The command as run (passwords never appear).
     pub command: String,
