@@ -305,6 +305,9 @@ impl Bench {
                 "tar" if !self.tools.contains_key("zstd") => {
                     Some("zstd not found on PATH (tar -I zstd needs it)".to_owned())
                 }
+                "tar" if !self.tools.contains_key("pg_basebackup") => {
+                    Some("pg_basebackup, whose output it extracts, was not found".to_owned())
+                }
                 "pgbackrest" => self.pgbackrest.as_ref().err().cloned(),
                 t if !self.tools.contains_key(t) => Some(format!(
                     "{t} not found {}",
