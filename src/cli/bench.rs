@@ -90,7 +90,7 @@ pub struct BenchArgs {
     /// Keep the work directory
     #[arg(long)]
     pub keep: bool,
-    /// Directory of PostgreSQL's programs, searched before PATH
+    /// Directory of PostgreSQL's programs, searched before PATH (pgtide's own jobs get it as PGTIDE_PG_DUMP)
     #[arg(long)]
     pub pg_bin: Option<PathBuf>,
     /// Print the docs/BENCHMARKS.md section instead of the table

@@ -61,6 +61,7 @@ pub struct Bench {
     tables: u64,
     wal_segment_size: u64,
     tools: BTreeMap<&'static str, PathBuf>,
+    pg_bin: Option<PathBuf>,
     pgbackrest: Result<PgBackRest, String>,
     /// Why the WAL steps cannot run, if they cannot.
     wal_unavailable: Option<String>,
@@ -272,6 +273,7 @@ impl Bench {
             wal_segment_size: u64::try_from(sizes.get::<_, Option<i64>>(3).unwrap_or(16 << 20))
                 .unwrap_or(16 << 20),
             tools,
+            pg_bin: s.pg_bin.clone(),
             pgbackrest,
             wal_unavailable,
             work,
@@ -502,6 +504,10 @@ impl Bench {
         cmd.args(&args);
         if let Some(p) = &self.conn.password {
             cmd.env("PGPASSWORD", p);
+        }
+        if let (true, Some(dir)) = (step.is_pgtide(), &self.pg_bin) {
+            // pgtide's dump and restore use the peers' pg_dump / pg_restore.
+            cmd.env("PGTIDE_PG_DUMP", dir);
         }
         let program = if step.is_pgtide() {
             "pgtide".to_owned()
