@@ -61,7 +61,7 @@ pub fn statements(scale: u32) -> Vec<String> {
         ),
         "CREATE TABLE bench_accounts (aid int, bid int, abalance int, filler char(84))".into(),
         format!(
-            "INSERT INTO bench_accounts SELECT g, (g - 1) / 100000 + 1, (g * 7919) % 100000 - 50000, '' \
+            "INSERT INTO bench_accounts SELECT g, (g - 1) / 100000 + 1, (g::bigint * 7919 % 100000)::int - 50000, '' \
              FROM generate_series(1, {accounts}) g"
         ),
         "ALTER TABLE bench_accounts ADD PRIMARY KEY (aid)".into(),

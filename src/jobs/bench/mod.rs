@@ -79,7 +79,7 @@ pub enum BenchError {
     NotOurs { database: String },
     #[error(transparent)]
     Connect(#[from] ConnectError),
-    #[error("{context}: {source}")]
+    #[error("{context}: {}", sql_text(.source))]
     Sql {
         context: String,
         #[source]
@@ -101,6 +101,24 @@ pub enum BenchError {
     Usage(String),
     #[error("interrupted")]
     Interrupted,
+}
+
+/// What the server said (its message, detail and hint), or the client's
+/// error when there was no server answer.
+fn sql_text(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut s = db.message().to_owned();
+            if let Some(d) = db.detail() {
+                s.push_str(&format!(" ({d})"));
+            }
+            if let Some(h) = db.hint() {
+                s.push_str(&format!(" (hint: {h})"));
+            }
+            s
+        }
+        None => e.to_string(),
+    }
 }
 
 pub(crate) fn sql_err(
@@ -201,19 +219,10 @@ pub async fn run(
     });
     let (database, scale) = choose_database(s).await?;
     let mut bench = Bench::prepare(s, &database, scale, cancel.clone()).await?;
-    let mut result = measure_all(&mut bench, s, &progress, &cancel).await;
-    let mut matches = BTreeMap::new();
-    if let Ok((recorded, _)) = &result {
-        progress.set_phase("checking the restored databases against the source");
-        let restored: Vec<Step> = recorded.keys().map(|t| t.step).collect();
-        match bench.restores_match(&restored).await {
-            Ok(m) => matches = m,
-            Err(e) => result = Err(e),
-        }
-    }
+    let result = measure_all(&mut bench, s, &progress, &cancel).await;
     progress.set_phase("cleaning up");
     bench.clean_up(s.keep).await;
-    let (recorded, skipped) = result?;
+    let (recorded, skipped, matches) = result?;
     Ok(bench.report(
         s,
         started_at,
@@ -248,7 +257,7 @@ async fn measure_all(
     s: &BenchSettings,
     progress: &Progress,
     cancel: &CancellationToken,
-) -> Result<(Recorded, Vec<Skipped>), BenchError> {
+) -> Result<(Recorded, Vec<Skipped>, BTreeMap<Step, bool>), BenchError> {
     let (chosen, mut skipped) = bench.choose_steps(s);
     let selected = tasks(&chosen, s);
     // Producers a selected step needs but --only left out run once,
@@ -279,6 +288,7 @@ async fn measure_all(
     let mut recorded: Recorded = BTreeMap::new();
     let mut failed: Vec<Task> = Vec::new();
     let mut old_sets: Vec<String> = Vec::new();
+    let mut matches = BTreeMap::new();
     for run in first..=s.runs {
         let mut this_run = Vec::new();
         for group in Group::ALL {
@@ -336,8 +346,24 @@ async fn measure_all(
                     .units_done
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
+            // What a group leaves in the cluster goes before the next one
+            // (a physical backup would read it): the restored databases,
+            // checked against the source after the last run first, and the
+            // WAL burst's database and slots.
+            if group == Group::Restore {
+                if run == s.runs {
+                    progress.set_phase("checking the restored databases against the source");
+                    let restored: Vec<Step> = recorded
+                        .keys()
+                        .filter(|t| t.step.group() == Group::Restore)
+                        .map(|t| t.step)
+                        .collect();
+                    matches = bench.restores_match(&restored).await?;
+                }
+                bench.drop_restored().await?;
+            }
             if group == Group::Wal {
-                bench.drop_slots().await;
+                bench.wal_done().await?;
             }
         }
         // Keep only the newest dumps and backups: the repository does not
@@ -347,7 +373,7 @@ async fn measure_all(
         }
         old_sets = this_run;
     }
-    Ok((recorded, skipped))
+    Ok((recorded, skipped, matches))
 }
 
 fn run_label(run: usize, runs: usize) -> String {

@@ -33,6 +33,12 @@ impl Bench {
         Ok(out)
     }
 
+    /// Drops the databases the logical restores made.
+    pub async fn drop_restored(&self) -> Result<(), BenchError> {
+        self.drop_database(RESTORE_DB_PGTIDE).await?;
+        self.drop_database(RESTORE_DB_PG_RESTORE).await
+    }
+
     /// For each logical restore among `steps`: whether the database its
     /// last run restored holds exactly the source's rows (count and hash
     /// of every row, per table).

@@ -63,6 +63,14 @@ impl Bench {
         Ok(())
     }
 
+    /// After the WAL steps: their slots and the burst's database go.
+    pub async fn wal_done(&mut self) -> Result<(), BenchError> {
+        self.drop_slots().await;
+        self.drop_database(WAL_DB).await?;
+        self.wal_db_made = false;
+        Ok(())
+    }
+
     /// Drops the bench's slots, if there.
     pub async fn drop_slots(&self) {
         for slot in [steps::WAL_SLOT_PGTIDE, steps::WAL_SLOT_RECEIVEWAL] {
