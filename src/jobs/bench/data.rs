@@ -50,7 +50,7 @@ pub fn scale_of(comment: Option<&str>) -> Option<u32> {
 pub fn statements(scale: u32) -> Vec<String> {
     let accounts = u64::from(scale) * 100_000;
     let extra = u64::from(scale) * EXTRA_ROWS_PER_SCALE;
-    let mut s = vec![
+    vec![
         "CREATE TABLE bench_branches (bid int PRIMARY KEY, bbalance int, filler char(88))".into(),
         format!("INSERT INTO bench_branches SELECT g, 0, '' FROM generate_series(1, {scale}) g"),
         "CREATE TABLE bench_tellers (tid int PRIMARY KEY, bid int, tbalance int, filler char(84))"
@@ -95,9 +95,7 @@ pub fn statements(scale: u32) -> Vec<String> {
              END LOOP; END $$"
         ),
         "VACUUM ANALYZE".into(),
-    ];
-    s.shrink_to_fit();
-    s
+    ]
 }
 
 /// `name` as a quoted SQL identifier.

@@ -360,7 +360,9 @@ impl Bench {
         if create {
             std::fs::create_dir_all(dir).map_err(io_err(format!("create {}", dir.display())))?;
             use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+            // A data directory's mode: pgBackRest's restore wants it.
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(io_err(format!("chmod {}", dir.display())))?;
             pgbackrest::give(dir, owner).map_err(io_err(format!("chown {}", dir.display())))?;
         }
         Ok(())
