@@ -211,6 +211,11 @@ pub struct StepReport {
     pub kind: String,
     /// pgtide, pg_dump, pg_restore, pg_basebackup, pgbackrest, tar, pg_receivewal.
     pub tool: String,
+    /// The step whatever its worker count, e.g. `pgtide dump`: the steps
+    /// of one family differ only in `jobs`.
+    pub family: String,
+    /// The worker count it ran with; null for a tool without one.
+    pub jobs: Option<usize>,
     /// The command as run (passwords never appear).
     pub command: String,
     pub runs: Vec<RunCost>,
@@ -308,6 +313,8 @@ pub fn summarise(
         ratios: Vec::new(),
         bound_by: bound_by(wall.median, client, server, cores),
         matches_source: None,
+        family: name.to_owned(),
+        jobs: None,
         runs,
     })
 }
@@ -426,6 +433,41 @@ const HEADERS: [&str; 12] = [
     "ratio",
     "bound by",
 ];
+
+/// The families measured at several worker counts, fewest workers first:
+/// step, workers, wall, speed-up, client and server CPU.
+fn scaling_rows(r: &BenchReport) -> Vec<[String; 6]> {
+    let mut out = Vec::new();
+    let mut families: Vec<&str> = Vec::new();
+    for s in &r.steps {
+        if !families.contains(&s.family.as_str()) {
+            families.push(&s.family);
+        }
+    }
+    for f in families {
+        let mut members: Vec<&StepReport> = r
+            .steps
+            .iter()
+            .filter(|s| s.family == f && s.jobs.is_some())
+            .collect();
+        if members.len() < 2 {
+            continue;
+        }
+        members.sort_by_key(|s| s.jobs);
+        let base = members[0].wall_seconds.median;
+        for s in members {
+            out.push([
+                f.to_owned(),
+                s.jobs.map_or_else(String::new, |j| j.to_string()),
+                format!("{:.2}", s.wall_seconds.median),
+                format!("{:.2} ×", base / s.wall_seconds.median.max(1e-9)),
+                format!("{:.1}", s.client_cpu_seconds),
+                opt(s.server_cpu_seconds, |v| format!("{v:.1}")),
+            ]);
+        }
+    }
+    out
+}
 
 /// The table printed on the terminal at the end.
 pub fn terminal(r: &BenchReport) -> String {
@@ -598,6 +640,15 @@ pub fn markdown(r: &BenchReport) -> String {
     if let Some(why) = &r.server.cpu_unavailable {
         out.push_str(&format!("- server CPU not measured: {why}\n"));
     }
+    let scaling = scaling_rows(r);
+    if !scaling.is_empty() {
+        out.push_str("\nWith more workers (speed-up: wall time with the fewest workers over this one's):\n\n");
+        out.push_str("| step | workers | wall s | speed-up | client CPU s | server CPU s |\n");
+        out.push_str("| --- | ---: | ---: | ---: | ---: | ---: |\n");
+        for row in scaling {
+            out.push_str(&format!("| {} |\n", row.join(" | ")));
+        }
+    }
     out.push_str("\nCommands:\n\n");
     for s in &r.steps {
         out.push_str(&format!("- {}: `{}`\n", s.name, s.command));
@@ -668,6 +719,80 @@ mod tests {
             other_cpu_seconds: None,
             peak_rss_bytes: 1 << 20,
         }
+    }
+
+    #[test]
+    fn scaling_rows_compare_worker_counts() {
+        let step = |jobs: usize, wall: f64| {
+            let mut s = summarise(
+                "x",
+                "dump",
+                "pgtide",
+                "x",
+                vec![cost(wall)],
+                None,
+                None,
+                None,
+                2,
+            )
+            .unwrap();
+            s.name = format!("pgtide dump -j{jobs}");
+            s.family = "pgtide dump".into();
+            s.jobs = Some(jobs);
+            s
+        };
+        let lone = summarise(
+            "pg_basebackup -Ft none",
+            "backup",
+            "pg_basebackup",
+            "x",
+            vec![cost(1.0)],
+            None,
+            None,
+            None,
+            2,
+        )
+        .unwrap();
+        let r = BenchReport {
+            pgtide_version: "0".into(),
+            pgtide_build: "debug".into(),
+            command: "pgtide bench".into(),
+            started_at: chrono::Utc::now(),
+            seconds: 1.0,
+            machine: Machine::read(),
+            server: ServerInfo {
+                version: "15".into(),
+                local: true,
+                data_directory: None,
+                cpu_unavailable: None,
+            },
+            tools: vec![],
+            database: DatabaseInfo {
+                name: "d".into(),
+                generated_scale: Some(1),
+                size_bytes: 1,
+                cluster_size_bytes: 1,
+                tables: 1,
+            },
+            settings: SettingsInfo {
+                jobs: 2,
+                scale_jobs: vec![1, 4],
+                runs: 1,
+                warmup: false,
+                only: vec!["dump".into()],
+                wal_burst_bytes: 1,
+                page_cache_dropped: false,
+                repository: "r".into(),
+            },
+            steps: vec![step(4, 2.0), step(1, 6.0), lone],
+            skipped: vec![],
+            targets: vec![],
+        };
+        let rows = scaling_rows(&r);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0][1], "1");
+        assert_eq!(rows[1][3], "3.00 ×");
+        assert!(markdown(&r).contains("| pgtide dump | 4 | 2.00 | 3.00 × |"));
     }
 
     #[test]

@@ -128,6 +128,8 @@ impl Bench {
                     m.requests,
                     cores,
                 )?;
+                r.family = task.step.name(1).replace(" -j1", "");
+                r.jobs = task.step.uses_jobs().then_some(task.jobs);
                 r.matches_source = matches
                     .get(&task.step)
                     .copied()
