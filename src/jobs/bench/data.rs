@@ -7,7 +7,8 @@
 //! `bench_blobs` (bytea, about 1 kB, half repetitive and half hash output)
 //! and `bench_wide` (13 columns of mixed types); plus `bench_branches`
 //! (SCALE rows), `bench_tellers` (10 × SCALE) and 200 small tables of 100
-//! rows each, whatever the scale. About 17 MB on disk per SCALE unit.
+//! rows each, whatever the scale. About 19 MB on disk per SCALE unit, plus
+//! about 20 MB (the small tables and the catalogs).
 //!
 //! Owns: the SQL text. Must never: connect (the caller runs the statements).
 
