@@ -4,7 +4,7 @@
 //! | ---- | ------- |
 //! | 0 | success |
 //! | 1 | any other failure: also bytes from the server pgtide cannot use, a connection lost after it was established |
-//! | 2 | bad command line or settings; a `--table` pattern that matches no table, a database a backup did not hold at the recovery target |
+//! | 2 | bad command line or settings; a `--table` pattern that matches no table, a database a backup did not hold at the recovery target; `bench` on a database it did not create, without `--yes` |
 //! | 3 | cannot connect to PostgreSQL: unreachable, authentication, database missing |
 //! | 4 | repository or storage problem: not a repository, format too new, bucket missing, access denied, no such dump, WAL a backup needs missing from the archive |
 //! | 5 | damaged data: a corrupt or missing chunk or pack (verify found problems) |

@@ -2,6 +2,7 @@
 //! error → exit code mapping (`exit.rs`). Nothing else lives here.
 
 mod args;
+pub mod bench;
 pub mod drill;
 pub mod exit;
 pub mod expire;
@@ -129,6 +130,8 @@ pub enum Command {
     Daemon(service::DaemonArgs),
     /// Show the daemon's state (or, when none answers, what the repository records)
     Status(service::StatusArgs),
+    /// Measure pgtide's dump, restore, backup, physical restore and WAL streaming against pg_dump, pg_restore, pg_basebackup, pgBackRest and pg_receivewal on the same data
+    Bench(bench::BenchArgs),
     /// Prove a backup or dump restores: restore it into a scratch directory with a private server, check it, remove it
     Drill(drill::DrillArgs),
     /// Create a repository: plain, or encrypted for age recipients (--recipient) or a passphrase; with --object-lock, every object kept is retained by S3 Object Lock
@@ -576,6 +579,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Daemon(a) => return service::run_daemon(a, cli.log_format).await,
         Command::Status(a) => return service::run_status(a, json).await,
         Command::Drill(a) => return drill::run(a, json).await,
+        Command::Bench(a) => return bench::run(a, json).await,
         Command::Init(a) => return keys::run_init(a, json).await,
         Command::Key(k) => return keys::run_key(k, json).await,
     }

@@ -48,6 +48,7 @@
 //! - `info` of a backup: {format_version, kind, id, label, name, started_at, finished_at, system_identifier, timeline, start_lsn, end_lsn, wal_start, wal_end, files[], packs[], stats}
 //!   (its manifest, docs/FORMAT.md)
 //! - `drill`: `DrillReport`, fields listed in `src/cli/drill.rs`
+//! - `bench`: `BenchReport`, fields listed in `src/cli/bench.rs`
 //!   (also `info` of a dump or backup carries `drill` {passed_at, failed_at, failure}: what drills recorded)
 //! - `verify`: {id, ok, packs, chunks, bytes_stored, bytes_raw, problems[], seconds}
 //!   (printed also when problems are found, before exit 5)

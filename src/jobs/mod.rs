@@ -18,6 +18,7 @@
 //! its scratch directory) and return [`JobError::Interrupted`] (exit 130).
 
 pub mod backup;
+pub mod bench;
 pub mod copy;
 pub mod drill;
 pub mod dump;

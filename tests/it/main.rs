@@ -5,6 +5,7 @@
 
 mod harness;
 
+mod bench;
 mod cloud;
 mod daemon;
 mod drill;
