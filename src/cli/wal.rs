@@ -65,6 +65,8 @@ pub(super) async fn run(cmd: WalCommand, json: bool) -> Result<(), CliError> {
                 compression: a.compress,
                 partial_interval: a.partial_interval,
                 status_interval: a.status_interval.max(std::time::Duration::from_millis(100)),
+                synchronous: a.synchronous,
+                application_name: a.application_name,
                 stop_at: a.stop_at,
                 live: None,
                 accept_gap: false,

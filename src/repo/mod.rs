@@ -25,6 +25,7 @@ pub mod retention;
 pub mod runs;
 mod sets;
 pub mod wal_archive;
+pub mod wal_pieces;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};

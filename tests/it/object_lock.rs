@@ -562,7 +562,7 @@ fn no_job_rewrites_an_object_once_written() {
     assert_eq!(pg.query_one("restored", "SELECT count(*) FROM t"), "20000");
 
     // WAL: stream to a point inside a segment (its tail goes up as
-    // partials), then push that segment from pg_wal once complete, and
+    // pieces), then push that segment from pg_wal once complete, and
     // push it again (already archived).
     let stream = |stop_at: Lsn| {
         rt.block_on(jobs::wal::stream::run(
@@ -574,6 +574,8 @@ fn no_job_rewrites_an_object_once_written() {
                 compression: Compression::Zstd(1),
                 partial_interval: Duration::from_millis(100),
                 status_interval: Duration::from_secs(1),
+                synchronous: false,
+                application_name: "pgtide".into(),
                 stop_at: Some(stop_at),
                 live: None,
                 accept_gap: false,

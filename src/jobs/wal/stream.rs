@@ -3,16 +3,26 @@
 //!
 //! Invariants:
 //! - The flush position reported to the server (which frees WAL held by the
-//!   slot) is never beyond what the repository holds durably: the end of the
-//!   last complete segment archived, or of the last `.partial` uploaded.
+//!   slot, and releases commits waiting for a synchronous standby) is never
+//!   beyond what the repository holds durably: the end of the last complete
+//!   segment archived, or of the pieces of the current one whose PUT
+//!   returned.
 //! - Every (re)connection starts at a segment boundary at or before that
 //!   position, so a segment is always assembled whole from contiguous data;
 //!   segments already archived are re-sent identical and pushing them is a
 //!   no-op.
-//! - What the repository holds never shrinks: a `.partial` is only replaced
-//!   by a longer one, also while a reconnection re-streams its segment.
-//! - At the end of a timeline the partial last segment is stored as a
-//!   `.partial`, the new timeline's history file is archived, and streaming
+//! - What the repository holds never shrinks: pieces only add bytes past
+//!   what is held (`tail`), also while a reconnection re-streams a segment;
+//!   they are removed only once a merged piece or the complete segment
+//!   holds their bytes.
+//! - Requests: one LIST of the current segment's pieces per connection,
+//!   then at most one PUT per `--partial-interval` while WAL flows and
+//!   none while it does not; one PUT and one batch delete per segment.
+//! - `--synchronous`: new bytes go up as soon as nothing more is waiting
+//!   on the connection and no upload runs (the next upload takes all that
+//!   arrived meanwhile), and the flush position is sent right after.
+//! - At the end of a timeline the rest of the last segment is stored as a
+//!   piece, the new timeline's history file is archived, and streaming
 //!   continues on the new timeline.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
@@ -26,13 +36,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::segment::SegmentAssembler;
 use super::start::{self, ServerTimelines, StartPoint};
+use super::tail::{Tail, TailStats};
 use crate::jobs::JobError;
 use crate::pg::conninfo::ConnInfo;
-use crate::pg::lsn::{history_name, segment_name, Lsn};
+use crate::pg::lsn::{history_name, Lsn};
 use crate::pg::proto::history;
 use crate::pg::wire::{parse_size_setting, ReplEvent, WireClient, WireError};
 use crate::pipeline::Compression;
-use crate::repo::wal_archive::{WalArchive, WalError};
+use crate::repo::wal_archive::WalError;
 use crate::repo::{RepoError, Repository};
 
 #[derive(Debug, Clone)]
@@ -41,8 +52,17 @@ pub struct StreamSettings {
     pub slot: String,
     pub create_slot: bool,
     pub compression: Compression,
-    /// Upload the tail of the current segment this often (0: never).
+    /// Upload the new bytes of the current segment as a piece this often
+    /// (0: never; segments still go up whole).
     pub partial_interval: Duration,
+    /// Upload new bytes as soon as they arrive and no upload is running,
+    /// and report them flushed right after (a synchronous standby for
+    /// `synchronous_standby_names`).
+    pub synchronous: bool,
+    /// `application_name` of the replication connection (the name
+    /// `synchronous_standby_names` lists), unless the connection string
+    /// names one.
+    pub application_name: String,
     /// Send a standby status update at least this often.
     pub status_interval: Duration,
     /// Stop once this LSN is archived (tests and one-shot catch-up).
@@ -116,11 +136,25 @@ impl StreamLive {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct StreamReport {
     pub segments: u64,
+    /// Pieces uploaded (merged pieces included).
     pub partials: u64,
+    /// WAL bytes uploaded in pieces (merged pieces included).
+    pub piece_bytes: u64,
+    /// Merged pieces uploaded (a slowly filling segment's pieces combined).
+    pub merges: u64,
     pub reconnects: u64,
     pub timeline: u32,
     /// The flush position last reported to the server.
     pub flushed: Lsn,
+}
+
+impl StreamReport {
+    fn absorb(&mut self, stats: &mut TailStats) {
+        let t = std::mem::take(stats);
+        self.partials += t.pieces;
+        self.piece_bytes += t.piece_bytes;
+        self.merges += t.merges;
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -244,7 +278,7 @@ async fn session(
     report: &mut StreamReport,
     skip_to: &mut Option<(StartPoint, StartPoint)>,
 ) -> Result<(), StreamError> {
-    let mut client = WireClient::connect(&s.conn, "pgtide wal stream").await?;
+    let mut client = WireClient::connect(&s.conn, &s.application_name).await?;
     let version = client.server_version();
     if !version.is_supported() {
         return Err(JobError::UnsupportedServer(version).into());
@@ -382,22 +416,31 @@ async fn session(
     }
     let _disconnected = Disconnected(live.clone());
     let mut asm = SegmentAssembler::new(start, tli, seg_size);
+    // What the repository holds of the segment being filled (one LIST):
+    // only bytes past it are uploaded, so what it holds never shrinks.
+    let mut tail = Tail::open(&archive, tli, start, seg_size).await?;
     let mut flushed = start;
     let mut last_status = Instant::now();
     let mut last_partial = Instant::now();
-    // Length of the partial of the current segment that the repository
-    // holds: only a longer one is ever uploaded.
-    let mut partial_len = stored_partial_len(&archive, &asm, seg_size).await?;
     report.timeline = tli;
     // Whether any WAL arrived on this connection.
     let mut received = false;
+    // Synchronous: bytes received and not yet uploaded make the next wait
+    // zero, so an upload starts as soon as nothing more is waiting (group
+    // commit: it takes everything that arrived meanwhile).
+    const SYNC_BATCH: u64 = 1 << 20;
 
     loop {
-        let wait = s.status_interval.min(if s.partial_interval.is_zero() {
-            s.status_interval
+        let pending = asm.next_lsn().0.saturating_sub(tail.held_lsn().0);
+        let wait = if s.synchronous && pending > 0 {
+            Duration::ZERO
         } else {
-            s.partial_interval
-        });
+            s.status_interval.min(if s.partial_interval.is_zero() {
+                s.status_interval
+            } else {
+                s.partial_interval
+            })
+        };
         let ev = tokio::select! {
             ev = client.recv_timeout(wait) => match ev {
                 // "requested WAL segment … has already been removed": 58P01
@@ -425,32 +468,30 @@ async fn session(
                 other => other?,
             },
             _ = cancel.cancelled() => {
-                // Flush what we have (if it is more than the repository
-                // holds) and tell the server.
-                if let Some((name, data)) = asm.partial().filter(|(_, d)| d.len() > partial_len) {
-                    let end = asm.next_lsn();
-                    archive.push_partial(&name, data).await?;
-                    flushed = end;
-                    report.partials += 1;
-                }
+                // Store what the repository does not hold yet and tell the
+                // server.
+                tail.upload(&archive, asm.filled()).await?;
+                report.absorb(&mut tail.stats);
+                flushed = flushed.max(tail.held_lsn().min(asm.next_lsn()));
                 let _ = client.send_status(asm.next_lsn(), flushed, Lsn::INVALID, false).await;
                 report.flushed = flushed;
+                live.archived_to(flushed);
                 return Ok(());
             }
         };
         let mut reply_now = false;
+        let mut upload_now = false;
         match ev {
             Some(ReplEvent::XLogData { start, end, data }) => {
                 received = true;
                 live.server_at(end);
                 for seg in asm.push(start, &data)? {
-                    archive.push(&seg.name, seg.data).await?;
+                    tail.complete(&archive, &seg.name, seg.segno, seg.data).await?;
                     report.segments += 1;
-                    flushed = Lsn((seg.segno + 1) * seg_size);
-                    partial_len = 0;
-                    reply_now = true;
                     tracing::debug!(segment = %seg.name, "archived");
                 }
+                upload_now = s.synchronous
+                    && asm.next_lsn().0.saturating_sub(tail.held_lsn().0) >= SYNC_BATCH;
             }
             Some(ReplEvent::Keepalive {
                 end,
@@ -463,10 +504,8 @@ async fn session(
                 next_tli,
                 next_tli_start,
             }) => {
-                if let Some((name, data)) = asm.partial().filter(|(_, d)| d.len() > partial_len) {
-                    archive.push_partial(&name, data).await?;
-                    report.partials += 1;
-                }
+                tail.upload(&archive, asm.filled()).await?;
+                report.absorb(&mut tail.stats);
                 let (name, content) = client.timeline_history(next_tli).await?;
                 let expected = history_name(next_tli);
                 if name != expected {
@@ -480,23 +519,28 @@ async fn session(
                 let seg_start = next_tli_start.segment_start(seg_size);
                 client.start_physical(Some(&s.slot), seg_start, tli).await?;
                 asm = SegmentAssembler::new(seg_start, tli, seg_size);
-                partial_len = stored_partial_len(&archive, &asm, seg_size).await?;
+                tail = Tail::open(&archive, tli, seg_start, seg_size).await?;
                 continue;
             }
-            None => {}
+            // Nothing more waiting: a synchronous stream uploads now.
+            None => upload_now = s.synchronous,
         }
-        // The tail of the current segment, on an interval.
+        // New bytes of the current segment: at once when synchronous,
+        // otherwise on the interval.
         if !s.partial_interval.is_zero() && last_partial.elapsed() >= s.partial_interval {
             last_partial = Instant::now();
-            if let Some((name, data)) = asm.partial() {
-                if data.len() > partial_len {
-                    partial_len = data.len();
-                    archive.push_partial(&name, data).await?;
-                    flushed = asm.next_lsn();
-                    report.partials += 1;
-                    reply_now = true;
-                }
-            }
+            upload_now = true;
+        }
+        if upload_now && tail.upload(&archive, asm.filled()).await?.is_some() {
+            report.absorb(&mut tail.stats);
+        }
+        // The repository holds `[.., tail.held_lsn())`; a reconnection
+        // re-streams from the segment start, so only what has arrived again
+        // counts as flushed.
+        let durable = tail.held_lsn().min(asm.next_lsn());
+        if durable > flushed {
+            flushed = durable;
+            reply_now = true;
         }
         if reply_now || last_status.elapsed() >= s.status_interval {
             client
@@ -509,32 +553,6 @@ async fn session(
         if s.stop_at.is_some_and(|stop| flushed >= stop) {
             return Ok(());
         }
-    }
-}
-
-/// How much of the segment `asm` is about to fill the repository already
-/// holds as a `.partial` (0: none), e.g. from before a crash or a SIGKILL.
-/// A reconnection re-streams the segment from its start, and storing a
-/// shorter partial would replace the longer one (`push_partial` keeps only
-/// the newest), taking back WAL the slot may already have let go of. A
-/// damaged partial counts as none: the next upload replaces it.
-async fn stored_partial_len(
-    archive: &WalArchive,
-    asm: &SegmentAssembler,
-    seg_size: u64,
-) -> Result<usize, StreamError> {
-    let name = segment_name(asm.timeline(), asm.next_lsn().segno(seg_size), seg_size);
-    // Header and stored bytes only: an encrypted repository's writer holds
-    // no key to open it, and needs none to know its length.
-    match archive.partial_len(&name).await {
-        Ok(Some(len)) => Ok(len as usize),
-        Ok(None) => Ok(0),
-        Err(e @ WalError::Damaged { .. }) => {
-            // Handled here: the stream goes on and overwrites it.
-            tracing::warn!("ignoring a damaged partial of {name}: {e}");
-            Ok(0)
-        }
-        Err(e) => Err(e.into()),
     }
 }
 
