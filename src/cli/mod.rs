@@ -33,8 +33,7 @@ use exit::CliError;
 use output::{print_json, ProgressDisplay};
 use settings::{
     default_jobs, default_repo, human_bytes, parse_application_name, parse_duration, parse_size,
-    CheckpointArg,
-    CopyFormatArg, ManifestChecksumsArg, SplitByArg, TargetActionArg, WalSourceArg,
+    CheckpointArg, CopyFormatArg, ManifestChecksumsArg, SplitByArg, TargetActionArg, WalSourceArg,
 };
 
 #[derive(Debug, Parser)]

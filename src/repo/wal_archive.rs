@@ -457,8 +457,13 @@ impl WalArchive {
         let pushed = self.push_object(name, data).await?;
         if pushed == Pushed::Stored {
             if let Some(WalName::Segment { .. }) = classify(name, self.seg_size) {
-                let keys: Vec<String> =
-                    self.pieces(name).await?.all.into_iter().map(|p| p.key).collect();
+                let keys: Vec<String> = self
+                    .pieces(name)
+                    .await?
+                    .all
+                    .into_iter()
+                    .map(|p| p.key)
+                    .collect();
                 self.delete_pieces(&keys).await?;
             }
         }
@@ -849,7 +854,10 @@ mod tests {
         // An older `.partial` [0, 1000), written as earlier versions did.
         let old = layout::wal_partial(&a.key(&name).unwrap(), 1000);
         storage
-            .put(&old, encode_object(&seg[..1000], Compression::Zstd(1)).unwrap())
+            .put(
+                &old,
+                encode_object(&seg[..1000], Compression::Zstd(1)).unwrap(),
+            )
             .await
             .unwrap();
         assert_eq!(a.partial_len(&name).await.unwrap(), Some(1000));
@@ -876,7 +884,9 @@ mod tests {
         // Pieces holding the whole segment stand in for it.
         a.put_piece(&name, 20000, part(20000, SEG)).await.unwrap();
         assert_eq!(
-            a.missing_in_range(1, Lsn(4 * SEG), Lsn(5 * SEG)).await.unwrap(),
+            a.missing_in_range(1, Lsn(4 * SEG), Lsn(5 * SEG))
+                .await
+                .unwrap(),
             None
         );
         // Overlapping bytes that differ are damage, named.

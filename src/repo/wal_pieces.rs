@@ -114,9 +114,7 @@ pub fn assemble(pieces: &[(Piece, Bytes)]) -> Result<Vec<u8>, AssembleError> {
         let overlap = (have.saturating_sub(p.start)).min(p.end - p.start) as usize;
         let at = p.start as usize;
         if out[at..at + overlap] != data[..overlap] {
-            let first = (0..overlap)
-                .find(|&i| out[at + i] != data[i])
-                .unwrap_or(0);
+            let first = (0..overlap).find(|&i| out[at + i] != data[i]).unwrap_or(0);
             return Err(AssembleError::Differ {
                 a: prev.map(|q| q.key.clone()).unwrap_or_default(),
                 b: p.key.clone(),
@@ -207,8 +205,8 @@ mod tests {
     fn overlaps_merged_pieces_and_old_partials_assemble() {
         // An old `.partial` [0, 120), a restarted streamer's pieces from
         // the segment start, and a merged piece.
-        let old = Piece::from_key("wal/00000001/000000010000000000000003.00000078.partial")
-            .unwrap();
+        let old =
+            Piece::from_key("wal/00000001/000000010000000000000003.00000078.partial").unwrap();
         assert_eq!((old.start, old.end), (0, 120));
         let h = held(vec![old, p(0, 100), p(100, 200), p(0, 180), p(150, 260)]);
         assert_eq!(h.end, 260);
@@ -235,7 +233,11 @@ mod tests {
         short[0].1 = short[0].1.slice(..5);
         assert!(matches!(
             assemble(&short),
-            Err(AssembleError::Length { got: 5, want: 180, .. })
+            Err(AssembleError::Length {
+                got: 5,
+                want: 180,
+                ..
+            })
         ));
     }
 
@@ -257,7 +259,10 @@ mod tests {
             end += per;
             uploaded += per;
             while let Some(i) = merge_due(&v) {
-                let w = v[i..].iter().map(|w| w.weight).fold(0u64, u64::saturating_add);
+                let w = v[i..]
+                    .iter()
+                    .map(|w| w.weight)
+                    .fold(0u64, u64::saturating_add);
                 let m = Written {
                     start: v[i].start,
                     end,

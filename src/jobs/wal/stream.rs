@@ -486,7 +486,8 @@ async fn session(
                 received = true;
                 live.server_at(end);
                 for seg in asm.push(start, &data)? {
-                    tail.complete(&archive, &seg.name, seg.segno, seg.data).await?;
+                    tail.complete(&archive, &seg.name, seg.segno, seg.data)
+                        .await?;
                     report.segments += 1;
                     tracing::debug!(segment = %seg.name, "archived");
                 }

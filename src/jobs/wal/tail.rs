@@ -123,7 +123,11 @@ impl Tail {
         self.pieces.push((w, key));
         self.held = len;
         while let Some(i) = wal_pieces::merge_due(
-            &self.pieces.iter().map(|(w, _)| w.clone()).collect::<Vec<_>>(),
+            &self
+                .pieces
+                .iter()
+                .map(|(w, _)| w.clone())
+                .collect::<Vec<_>>(),
         ) {
             self.merge(archive, filled, i).await?;
         }
@@ -138,11 +142,7 @@ impl Tail {
         filled: &[u8],
         i: usize,
     ) -> Result<(), WalError> {
-        let start = if i == 0 {
-            0
-        } else {
-            self.pieces[i].0.start
-        };
+        let start = if i == 0 { 0 } else { self.pieces[i].0.start };
         let end = self.held;
         let weight = self.pieces[i..]
             .iter()
