@@ -421,7 +421,13 @@ async fn session(
     let mut tail = Tail::open(&archive, tli, start, seg_size).await?;
     let mut flushed = start;
     let mut last_status = Instant::now();
-    let mut last_partial = Instant::now();
+    // When the oldest byte the repository does not hold yet arrived: it
+    // goes up as a piece before it has waited `partial_interval` (less the
+    // time an upload takes), unless its segment completes first and goes
+    // up whole. So a segment that fills within the interval is uploaded
+    // once, as a segment, and a slower one in about one piece per interval.
+    let mut oldest: Option<Instant> = None;
+    let mut upload_time = Duration::ZERO;
     report.timeline = tli;
     // Whether any WAL arrived on this connection.
     let mut received = false;
@@ -432,14 +438,21 @@ async fn session(
 
     loop {
         let pending = asm.next_lsn().0.saturating_sub(tail.held_lsn().0);
+        let due = oldest.filter(|_| !s.partial_interval.is_zero()).map(|t| {
+            t + s
+                .partial_interval
+                .saturating_sub(upload_time.min(s.partial_interval / 2))
+        });
         let wait = if s.synchronous && pending > 0 {
             Duration::ZERO
         } else {
-            s.status_interval.min(if s.partial_interval.is_zero() {
-                s.status_interval
-            } else {
-                s.partial_interval
-            })
+            let until_due = due.map_or(s.status_interval, |d| {
+                d.saturating_duration_since(Instant::now())
+            });
+            s.status_interval
+                .saturating_sub(last_status.elapsed())
+                .min(until_due)
+                .max(Duration::from_millis(1))
         };
         let ev = tokio::select! {
             ev = client.recv_timeout(wait) => match ev {
@@ -527,13 +540,23 @@ async fn session(
             None => upload_now = s.synchronous,
         }
         // New bytes of the current segment: at once when synchronous,
-        // otherwise on the interval.
-        if !s.partial_interval.is_zero() && last_partial.elapsed() >= s.partial_interval {
-            last_partial = Instant::now();
+        // otherwise when the oldest of them is due.
+        let pending = asm.next_lsn().0.saturating_sub(tail.held_lsn().0);
+        if pending == 0 {
+            oldest = None;
+        } else if oldest.is_none() {
+            oldest = Some(Instant::now());
+        }
+        if due.is_some_and(|d| Instant::now() >= d) {
             upload_now = true;
         }
-        if upload_now && tail.upload(&archive, asm.filled()).await?.is_some() {
-            report.absorb(&mut tail.stats);
+        if upload_now && pending > 0 {
+            let t0 = Instant::now();
+            if tail.upload(&archive, asm.filled()).await?.is_some() {
+                report.absorb(&mut tail.stats);
+                upload_time = t0.elapsed();
+            }
+            oldest = None;
         }
         // The repository holds `[.., tail.held_lsn())`; a reconnection
         // re-streams from the segment start, so only what has arrived again
