@@ -154,9 +154,12 @@ fn pieces_follow_the_server_at_one_second() {
     let mut s = Streamer::start(&out, "1", &conninfo, &repo, true, "1s");
     rig.wait_streaming(&mut s, None);
     let floor = rig.restart_lsn().expect("slot");
-    let writer = Writer::start(&rig.pg, 8 << 10, 60.0);
+    let writer = Writer::start(&rig.pg, 32 << 10, 60.0);
     let mut most = 0;
-    for _ in 0..6 {
+    let mut rounds = 0;
+    let start = rig.insert_lsn();
+    while rig.insert_lsn() < start + 2 * rig.seg {
+        rounds += 1;
         // What the server has written now must reach the repository
         // without another segment switch: in pieces.
         let target = rig.insert_lsn();
@@ -182,7 +185,7 @@ fn pieces_follow_the_server_at_one_second() {
     assert!(most <= 64, "{most} pieces for one segment");
     let (log, listed) = rig.finish(&repo, &mut s, writer);
     eprintln!(
-        "pieces at 1s: {} rows, at most {most} pieces of a segment at once, archive {listed:?}\n{}",
+        "pieces at 1s: {} rows, {rounds} rounds, at most {most} pieces of a segment at once, archive {listed:?}\n{}",
         log.committed.len(),
         s.stdout().trim()
     );
@@ -253,8 +256,8 @@ fn a_missing_middle_piece_is_a_reported_gap() {
     let writer = Writer::start(&rig.pg, 4 << 10, 20.0);
     let from = rig.insert_lsn();
     rig.wait_wal(from, 1 << 20, &s);
-    // A backup that waits for its WAL in the archive: it ends inside the
-    // segment being filled, which the pieces hold.
+    // A backup that waits for its WAL in the archive (the server switches
+    // segments at its end, so its last segment is archived whole).
     let mut backup = Cli::new([
         "backup", "--json", "--wal", "archive", "--db", &conninfo, "--repo", &repo.url,
     ]);
@@ -264,7 +267,7 @@ fn a_missing_middle_piece_is_a_reported_gap() {
     let v: serde_json::Value = serde_json::from_str(b.stdout.trim()).expect("backup json");
     let id = v["id"].as_str().expect("backup id").to_string();
     let end = lsn(v["end_lsn"].as_str().expect("end_lsn"));
-    // More pieces after the backup's end, then stop with the segment open.
+    // Pieces of the next segment, then stop with it open.
     let from = rig.insert_lsn();
     rig.wait_wal(from, 1 << 20, &s);
     let target = rig.insert_lsn();
@@ -278,16 +281,18 @@ fn a_missing_middle_piece_is_a_reported_gap() {
     s.terminate();
     repo.run(&["verify", &id]).assert_ok();
 
-    let segno = (end - 1) / rig.seg;
-    let name = segment_name(TLI, segno, rig.seg);
-    let pieces = repo.piece_files().remove(&name).unwrap_or_default();
-    let offset = end - segno * rig.seg;
-    // A piece wholly before the backup's end, not the first.
+    // `wal fetch` of the open segment with a middle piece removed: a
+    // warning naming the bytes, and only the bytes before them served.
+    let (name, pieces) = repo
+        .piece_files()
+        .into_iter()
+        .next_back()
+        .expect("the open segment has pieces");
     let victim = pieces
         .iter()
-        .filter(|p| p.start > 0 && p.end < offset)
+        .filter(|p| p.start > 0)
         .min_by_key(|p| p.start)
-        .unwrap_or_else(|| panic!("no piece of {name} inside 0..{offset}: {pieces:?}"))
+        .unwrap_or_else(|| panic!("only one piece of {name}: {pieces:?}"))
         .clone();
     let dir = repo
         .local
@@ -295,19 +300,12 @@ fn a_missing_middle_piece_is_a_reported_gap() {
         .expect("local")
         .join(format!("wal/{TLI:08X}"));
     std::fs::remove_file(dir.join(&victim.key)).expect("remove piece");
-
-    let v = repo.run(&["verify", &id]);
-    v.assert_exit(5);
-    let gap = format!("bytes {}..", victim.start);
-    assert!(
-        v.stderr.contains(&name) && v.stderr.contains(&gap),
-        "verify does not name the gap ({name}, {gap})\n{v}"
-    );
     let dest = rig.scratch("fetched").join(&name);
     let f = repo.fetch(&name, &dest);
     f.assert_ok();
+    let gap = format!("bytes {}..", victim.start);
     assert!(
-        f.stderr.contains("gap") && f.stderr.contains(&gap),
+        f.stderr.contains("gap") && f.stderr.contains(&name) && f.stderr.contains(&gap),
         "wal fetch does not warn of the gap\n{f}"
     );
     let got = std::fs::read(&dest).expect("fetched");
@@ -317,5 +315,43 @@ fn a_missing_middle_piece_is_a_reported_gap() {
     assert!(
         got[at..].iter().all(|b| *b == 0),
         "bytes after the gap were served"
+    );
+
+    // `verify` of the backup whose last segment is held only as pieces
+    // with a hole before the backup's end (written here with the library,
+    // as a streamer stopped before pushing the segment would leave them).
+    let segno = (end - 1) / rig.seg;
+    let last = segment_name(TLI, segno, rig.seg);
+    let whole = std::fs::read(rig.pg.data_dir().join("pg_wal").join(&last)).expect("pg_wal");
+    let offset = end - segno * rig.seg;
+    let (a, b) = (offset / 3, 2 * offset / 3);
+    std::fs::remove_file(dir.join(&last)).expect("remove the segment");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let storage: pgtide::storage::DynStorage = std::sync::Arc::new(
+            pgtide::storage::LocalFs::new(repo.local.clone().expect("local")),
+        );
+        let archive = pgtide::repo::wal_archive::WalArchive::new(
+            storage,
+            rig.seg,
+            pgtide::chunk::Compression::Zstd(1),
+        );
+        for (from, to) in [(0, a), (b, rig.seg)] {
+            let bytes = bytes::Bytes::copy_from_slice(&whole[from as usize..to as usize]);
+            archive
+                .put_piece(&last, from, bytes)
+                .await
+                .expect("put piece");
+        }
+    });
+    let v = repo.run(&["verify", &id]);
+    v.assert_exit(5);
+    let gap = format!("bytes {a}..{b}");
+    assert!(
+        v.stderr.contains(&last) && v.stderr.contains(&gap),
+        "verify does not name the gap ({last}, {gap})\n{v}"
     );
 }
