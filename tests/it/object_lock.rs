@@ -105,6 +105,7 @@ fn unretained(key: &str) -> bool {
         || key.starts_with("runs/")
         || key.ends_with("/deleting.json")
         || key.ends_with(".partial")
+        || key.ends_with(".piece")
 }
 
 #[test]
@@ -448,7 +449,7 @@ fn object_lock_retains_every_kept_object_and_retention_waits_for_its_date() {
 
 /// Runs every job in this process against a local repository whose driver
 /// is wrapped by `storage::audit`: dump ×2, logical restore, wal stream
-/// (partials included), wal push (a segment held as a partial, then one
+/// (pieces included), wal push (a segment held as a piece, then one
 /// already archived), backup ×2, verify, physical restore, a dump drill (a
 /// run record), a run record as the daemon writes it, expire, delete,
 /// delete --wal-before, all under the writer lock with a fast heartbeat.
@@ -759,8 +760,8 @@ fn no_job_rewrites_an_object_once_written() {
             }),
         ),
         (
-            "a WAL partial",
-            writes.iter().any(|k| k.ends_with(".partial")),
+            "a WAL piece",
+            writes.iter().any(|k| k.ends_with(".piece")),
         ),
         (
             "a deletion marker",
