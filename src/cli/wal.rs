@@ -77,8 +77,13 @@ pub(super) async fn run(cmd: WalCommand, json: bool) -> Result<(), CliError> {
                 print_json(&r);
             } else {
                 println!(
-                    "wal stream stopped: {} segments and {} partials archived, {} reconnects, flushed to {} on timeline {}",
-                    r.segments, r.partials, r.reconnects, r.flushed, r.timeline
+                    "wal stream stopped: {} segments and {} pieces ({}) archived, {} reconnects, flushed to {} on timeline {}",
+                    r.segments,
+                    r.partials,
+                    crate::units::human_bytes(r.piece_bytes),
+                    r.reconnects,
+                    r.flushed,
+                    r.timeline
                 );
             }
         }

@@ -454,7 +454,7 @@ impl WalArchive {
     /// and remove the segment's pieces (one LIST, one batch delete).
     /// Same bytes already there: `AlreadyArchived`. Different: `Conflict`.
     pub async fn push(&self, name: &str, data: Bytes) -> Result<Pushed, WalError> {
-        let pushed = self.push_object(name, data).await?;
+        let (pushed, _) = self.push_object(name, data).await?;
         if pushed == Pushed::Stored {
             if let Some(WalName::Segment { .. }) = classify(name, self.seg_size) {
                 let keys: Vec<String> = self
@@ -473,28 +473,31 @@ impl WalArchive {
     /// Archive complete segment `name` and remove the pieces of it the
     /// caller knows of (`pieces`, one batch delete; no LIST): the streamer
     /// knows what it wrote. A piece left behind (written by another
-    /// process) never shadows the segment, and `expire` removes it.
+    /// process) never shadows the segment, and `expire` removes it. Also
+    /// returns the bytes of the object sent.
     pub async fn push_segment(
         &self,
         name: &str,
         data: Bytes,
         pieces: &[String],
-    ) -> Result<Pushed, WalError> {
+    ) -> Result<(Pushed, u64), WalError> {
         let pushed = self.push_object(name, data).await?;
         self.delete_pieces(pieces).await?;
         Ok(pushed)
     }
 
-    async fn push_object(&self, name: &str, data: Bytes) -> Result<Pushed, WalError> {
+    /// Store a segment (or other file) under its name; with the bytes sent.
+    async fn push_object(&self, name: &str, data: Bytes) -> Result<(Pushed, u64), WalError> {
         let key = self.key(name)?;
         let obj = self.encode(&key, data.clone()).await?;
+        let sent = obj.len() as u64;
         match self.storage.put_if_absent(&key, obj).await {
-            Ok(()) => Ok(Pushed::Stored),
+            Ok(()) => Ok((Pushed::Stored, sent)),
             Err(StorageError::AlreadyExists { .. }) => {
                 let existing = self.storage.get(&key).await?;
                 // A damaged copy is never "the same": its error says so.
                 match self.holds(&key, existing, &data).await? {
-                    true => Ok(Pushed::AlreadyArchived),
+                    true => Ok((Pushed::AlreadyArchived, sent)),
                     false => Err(WalError::Conflict { name: name.into() }),
                 }
             }
@@ -505,13 +508,20 @@ impl WalArchive {
     /// Store bytes `[start, start + data.len())` of segment `name` as a
     /// piece: one request. A piece already stored under the same key holds
     /// the same bytes by construction (the same range of the same segment
-    /// of the same timeline) and is kept. Returns the piece's key.
-    pub async fn put_piece(&self, name: &str, start: u64, data: Bytes) -> Result<String, WalError> {
+    /// of the same timeline) and is kept. Returns the piece's key and the
+    /// bytes of the object sent.
+    pub async fn put_piece(
+        &self,
+        name: &str,
+        start: u64,
+        data: Bytes,
+    ) -> Result<(String, u64), WalError> {
         let end = start + data.len() as u64;
         let pkey = layout::wal_piece(&self.key(name)?, start, end);
         let obj = self.encode(&pkey, data).await?;
+        let sent = obj.len() as u64;
         match self.partials.put_if_absent(&pkey, obj).await {
-            Ok(()) | Err(StorageError::AlreadyExists { .. }) => Ok(pkey),
+            Ok(()) | Err(StorageError::AlreadyExists { .. }) => Ok((pkey, sent)),
             Err(e) => Err(e.into()),
         }
     }
@@ -539,7 +549,7 @@ impl WalArchive {
         if held.end >= len {
             return Ok(());
         }
-        let pkey = self.put_piece(name, 0, data).await?;
+        let (pkey, _) = self.put_piece(name, 0, data).await?;
         let covered: Vec<String> = held
             .all
             .into_iter()
@@ -863,7 +873,7 @@ mod tests {
         assert_eq!(a.partial_len(&name).await.unwrap(), Some(1000));
         // A restarted streamer's pieces overlapping it, then a hole.
         a.put_piece(&name, 0, part(0, 600)).await.unwrap();
-        let k2 = a.put_piece(&name, 1000, part(1000, 5000)).await.unwrap();
+        let (k2, _) = a.put_piece(&name, 1000, part(1000, 5000)).await.unwrap();
         a.put_piece(&name, 5000, part(5000, 9000)).await.unwrap();
         a.put_piece(&name, 12000, part(12000, 20000)).await.unwrap();
         let got = a.fetch_pieces(&name).await.unwrap().unwrap();

@@ -759,10 +759,7 @@ fn no_job_rewrites_an_object_once_written() {
                     && k.len() == "wal/00000001/000000010000000000000001".len()
             }),
         ),
-        (
-            "a WAL piece",
-            writes.iter().any(|k| k.ends_with(".piece")),
-        ),
+        ("a WAL piece", writes.iter().any(|k| k.ends_with(".piece"))),
         (
             "a deletion marker",
             writes.iter().any(|k| k.ends_with("/deleting.json")),

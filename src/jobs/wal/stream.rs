@@ -142,6 +142,8 @@ pub struct StreamReport {
     pub piece_bytes: u64,
     /// Merged pieces uploaded (a slowly filling segment's pieces combined).
     pub merges: u64,
+    /// Bytes of the WAL objects sent (segments and pieces, compressed).
+    pub sent_bytes: u64,
     pub reconnects: u64,
     pub timeline: u32,
     /// The flush position last reported to the server.
@@ -154,6 +156,7 @@ impl StreamReport {
         self.partials += t.pieces;
         self.piece_bytes += t.piece_bytes;
         self.merges += t.merges;
+        self.sent_bytes += t.sent_bytes;
     }
 }
 
@@ -501,6 +504,7 @@ async fn session(
                 for seg in asm.push(start, &data)? {
                     tail.complete(&archive, &seg.name, seg.segno, seg.data)
                         .await?;
+                    report.absorb(&mut tail.stats);
                     report.segments += 1;
                     tracing::debug!(segment = %seg.name, "archived");
                 }
@@ -574,6 +578,10 @@ async fn session(
             report.flushed = flushed;
             live.archived_to(flushed);
         }
+        // Merging pieces (a slowly filling segment) waits until the server
+        // has heard of the flush: it changes nothing of what is held.
+        tail.merge_due(&archive, asm.filled()).await?;
+        report.absorb(&mut tail.stats);
         if s.stop_at.is_some_and(|stop| flushed >= stop) {
             return Ok(());
         }

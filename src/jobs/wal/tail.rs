@@ -27,6 +27,9 @@ pub struct TailStats {
     pub merges: u64,
     /// WAL bytes uploaded in pieces (merged ones included).
     pub piece_bytes: u64,
+    /// Bytes of the objects sent, pieces and segments (compressed,
+    /// with their headers): what went over the wire.
+    pub sent_bytes: u64,
 }
 
 /// What the repository holds of the segment being filled.
@@ -97,9 +100,9 @@ impl Tail {
     }
 
     /// Store the bytes of `filled` (the segment's bytes `[0, len)` received
-    /// so far) that the repository does not hold yet: one piece, and a
-    /// merged one when [`wal_pieces::merge_due`] says so. Returns the new
-    /// end of what is held, or `None` when there was nothing new.
+    /// so far) that the repository does not hold yet, as one piece. Returns
+    /// the new end of what is held, or `None` when there was nothing new.
+    /// Call [`Tail::merge_due`] after (once the server has heard of it).
     pub async fn upload(
         &mut self,
         archive: &WalArchive,
@@ -111,9 +114,10 @@ impl Tail {
         }
         let name = self.name();
         let data = Bytes::copy_from_slice(&filled[self.held as usize..]);
-        let key = archive.put_piece(&name, self.held, data).await?;
+        let (key, sent) = archive.put_piece(&name, self.held, data).await?;
         crate::jobs::pause_point("wal-piece-uploaded").await;
         self.stats.pieces += 1;
+        self.stats.sent_bytes += sent;
         self.stats.piece_bytes += len - self.held;
         let w = Written {
             start: self.held,
@@ -122,16 +126,25 @@ impl Tail {
         };
         self.pieces.push((w, key));
         self.held = len;
-        while let Some(i) = wal_pieces::merge_due(
-            &self
-                .pieces
-                .iter()
-                .map(|(w, _)| w.clone())
-                .collect::<Vec<_>>(),
-        ) {
+        Ok(Some(self.held_lsn()))
+    }
+
+    /// Merge pieces when [`wal_pieces::merge_due`] says so (rarely: a
+    /// segment filling in more than 32 pieces). Changes nothing of what is
+    /// held, so it runs after the flush position went to the server.
+    pub async fn merge_due(&mut self, archive: &WalArchive, filled: &[u8]) -> Result<(), WalError> {
+        // After a reconnection the stream re-sends what is held: merge once
+        // the bytes are here again.
+        if (filled.len() as u64) < self.held {
+            return Ok(());
+        }
+        loop {
+            let written: Vec<Written> = self.pieces.iter().map(|(w, _)| w.clone()).collect();
+            let Some(i) = wal_pieces::merge_due(&written) else {
+                return Ok(());
+            };
             self.merge(archive, filled, i).await?;
         }
-        Ok(Some(self.held_lsn()))
     }
 
     /// Replace `pieces[i..]` by one piece covering them (from byte 0 when
@@ -149,8 +162,9 @@ impl Tail {
             .map(|(w, _)| w.weight)
             .fold(0u64, u64::saturating_add);
         let data = Bytes::copy_from_slice(&filled[start as usize..end as usize]);
-        let key = archive.put_piece(&self.name(), start, data).await?;
+        let (key, sent) = archive.put_piece(&self.name(), start, data).await?;
         self.stats.pieces += 1;
+        self.stats.sent_bytes += sent;
         self.stats.merges += 1;
         self.stats.piece_bytes += end - start;
         let gone: Vec<String> = self
@@ -178,10 +192,66 @@ impl Tail {
         } else {
             Vec::new()
         };
-        let pushed = archive.push_segment(name, data, &keys).await?;
+        let (pushed, sent) = archive.push_segment(name, data, &keys).await?;
+        self.stats.sent_bytes += sent;
         self.segno = segno + 1;
         self.held = 0;
         self.pieces.clear();
         Ok(pushed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunk::Compression;
+    use crate::storage::DynStorage;
+
+    const SEG: u64 = 1 << 20;
+
+    #[tokio::test]
+    async fn pieces_grow_merge_resume_and_give_way_to_the_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage: DynStorage = std::sync::Arc::new(crate::storage::LocalFs::new(dir.path()));
+        let a = WalArchive::new(storage, SEG, Compression::Zstd(1));
+        let seg: Vec<u8> = (0..SEG as u32).map(|i| (i % 253) as u8).collect();
+        let name = segment_name(1, 2, SEG);
+        let mut t = Tail::open(&a, 1, Lsn(2 * SEG), SEG).await.unwrap();
+        assert_eq!(t.held_lsn(), Lsn(2 * SEG));
+        // Nothing new: no upload.
+        assert_eq!(t.upload(&a, &[]).await.unwrap(), None);
+        for i in 1..=40u64 {
+            let end = t.upload(&a, &seg[..(i * 1000) as usize]).await.unwrap();
+            assert_eq!(end, Some(Lsn(2 * SEG + i * 1000)));
+            t.merge_due(&a, &seg[..(i * 1000) as usize]).await.unwrap();
+        }
+        assert_eq!(t.stats.merges, 1);
+        assert_eq!(t.stats.piece_bytes, 40_000 + 32_000);
+        let held = a.pieces(&name).await.unwrap();
+        assert_eq!(held.all.len(), 1 + 8, "{:?}", held.all);
+        assert_eq!(held.end, 40_000);
+        assert_eq!(
+            &a.fetch_partial(&name).await.unwrap().unwrap()[..],
+            &seg[..40_000]
+        );
+        // A new streamer finds what is held with one listing and goes on
+        // from there, whatever it is re-sent.
+        let mut t2 = Tail::open(&a, 1, Lsn(2 * SEG), SEG).await.unwrap();
+        assert_eq!(t2.held_lsn(), Lsn(2 * SEG + 40_000));
+        assert_eq!(t2.upload(&a, &seg[..30_000]).await.unwrap(), None);
+        t2.merge_due(&a, &seg[..30_000]).await.unwrap();
+        assert_eq!(
+            t2.upload(&a, &seg[..50_000]).await.unwrap(),
+            Some(Lsn(2 * SEG + 50_000))
+        );
+        // The complete segment replaces every piece, old and new.
+        let pushed = t2
+            .complete(&a, &name, 2, Bytes::from(seg.clone()))
+            .await
+            .unwrap();
+        assert_eq!(pushed, Pushed::Stored);
+        assert!(a.pieces(&name).await.unwrap().all.is_empty());
+        assert_eq!(t2.held_lsn(), Lsn(3 * SEG));
+        assert_eq!(&a.fetch(&name).await.unwrap().unwrap()[..], &seg[..]);
     }
 }
