@@ -43,7 +43,7 @@ use crate::pg::lsn::{history_name, Lsn};
 use crate::pg::proto::history;
 use crate::pg::wire::{parse_size_setting, ReplEvent, WireClient, WireError};
 use crate::pipeline::Compression;
-use crate::repo::wal_archive::WalError;
+use crate::repo::wal_archive::{WalArchive, WalError};
 use crate::repo::{RepoError, Repository};
 
 #[derive(Debug, Clone)]
@@ -376,12 +376,23 @@ async fn session(
         }
         (_, new) => new,
     };
-    let (mut tli, start) = match *skip_to {
+    let (mut tli, mut start) = match *skip_to {
         Some((failed, _)) if failed == plan.start => {
             let f = fallback.expect("set with the failed start");
             (f.tli, f.lsn)
         }
         _ => (plan.start.tli, plan.start.lsn),
+    };
+    // What the repository holds of the first segment (one LIST). Pieces
+    // holding a segment whole (a streamer stopped before pushing it) make
+    // it a segment, and streaming starts after it.
+    let mut tail = loop {
+        let t = Tail::open(&archive, tli, start, seg_size).await?;
+        if !t.is_whole() {
+            break t;
+        }
+        t.promote(&archive).await?;
+        start = Lsn(start.0 + seg_size);
     };
     let fallback = fallback.filter(|f| f.lsn > start);
     // The history files of the timelines up to the one streamed: recovery
@@ -419,9 +430,11 @@ async fn session(
     }
     let _disconnected = Disconnected(live.clone());
     let mut asm = SegmentAssembler::new(start, tli, seg_size);
-    // What the repository holds of the segment being filled (one LIST):
-    // only bytes past it are uploaded, so what it holds never shrinks.
-    let mut tail = Tail::open(&archive, tli, start, seg_size).await?;
+    // `tail`: what the repository holds of the segment being filled; only
+    // bytes past it are uploaded, so what it holds never shrinks.
+    // Synchronous: the segment pushed whole in the background (its pieces
+    // already hold it), at most one at a time.
+    let mut pushing: Option<Pushing> = None;
     let mut flushed = start;
     let mut last_status = Instant::now();
     // When the oldest byte the repository does not hold yet arrived: it
@@ -486,6 +499,9 @@ async fn session(
             _ = cancel.cancelled() => {
                 // Store what the repository does not hold yet and tell the
                 // server.
+                if let Some(p) = pushing.take() {
+                    report.sent_bytes += p.finish().await?;
+                }
                 tail.upload(&archive, asm.filled()).await?;
                 report.absorb(&mut tail.stats);
                 flushed = flushed.max(tail.held_lsn().min(asm.next_lsn()));
@@ -502,8 +518,16 @@ async fn session(
                 received = true;
                 live.server_at(end);
                 for seg in asm.push(start, &data)? {
-                    tail.complete(&archive, &seg.name, seg.segno, seg.data)
-                        .await?;
+                    if s.synchronous {
+                        let keys = tail.finish_segment(&archive, seg.segno, &seg.data).await?;
+                        if let Some(p) = pushing.take() {
+                            report.sent_bytes += p.finish().await?;
+                        }
+                        pushing = Some(Pushing::start(&archive, seg.name.clone(), seg.data, keys));
+                    } else {
+                        tail.complete(&archive, &seg.name, seg.segno, seg.data)
+                            .await?;
+                    }
                     report.absorb(&mut tail.stats);
                     report.segments += 1;
                     tracing::debug!(segment = %seg.name, "archived");
@@ -582,9 +606,52 @@ async fn session(
         // has heard of the flush: it changes nothing of what is held.
         tail.merge_due(&archive, asm.filled()).await?;
         report.absorb(&mut tail.stats);
+        if pushing.as_ref().is_some_and(Pushing::is_finished) {
+            let p = pushing.take().expect("checked");
+            report.sent_bytes += p.finish().await?;
+        }
         if s.stop_at.is_some_and(|stop| flushed >= stop) {
+            if let Some(p) = pushing.take() {
+                report.sent_bytes += p.finish().await?;
+            }
             return Ok(());
         }
+    }
+}
+
+/// A complete segment pushed whole in the background (`--synchronous`),
+/// then its pieces removed. Its bytes are durable in the pieces already,
+/// so nothing waits for it but the next one; dropped, it is aborted (the
+/// pieces stay, and the next session pushes the segment from them).
+struct Pushing(tokio::task::JoinHandle<Result<u64, WalError>>);
+
+impl Pushing {
+    fn start(archive: &WalArchive, name: String, data: bytes::Bytes, keys: Vec<String>) -> Pushing {
+        let archive = archive.clone();
+        Pushing(tokio::spawn(async move {
+            let (_, sent) = archive.push_segment(&name, data, &keys).await?;
+            tracing::debug!(segment = %name, "archived");
+            Ok(sent)
+        }))
+    }
+
+    fn is_finished(&self) -> bool {
+        self.0.is_finished()
+    }
+
+    /// Wait for it; the bytes sent.
+    async fn finish(mut self) -> Result<u64, StreamError> {
+        let r = (&mut self.0).await;
+        match r {
+            Ok(r) => Ok(r?),
+            Err(e) => Err(WalError::Codec(format!("archive a segment: {e}")).into()),
+        }
+    }
+}
+
+impl Drop for Pushing {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -177,6 +177,54 @@ impl Tail {
         archive.delete_pieces(&gone).await
     }
 
+    /// Whether the pieces hold the whole segment (a streamer stopped
+    /// between its last piece and pushing the segment whole).
+    pub fn is_whole(&self) -> bool {
+        self.held >= self.seg_size
+    }
+
+    /// Archive the segment the pieces hold whole (one GET per piece
+    /// chosen, one PUT, one batch delete): at start, so that streaming goes
+    /// on after it. The tail is spent.
+    pub async fn promote(self, archive: &WalArchive) -> Result<(), WalError> {
+        let name = self.name();
+        let Some(a) = archive.fetch_pieces(&name).await? else {
+            return Ok(());
+        };
+        let keys: Vec<String> = self.pieces.into_iter().map(|(_, k)| k).collect();
+        archive
+            .push_segment(&name, a.data.slice(..self.seg_size as usize), &keys)
+            .await?;
+        tracing::info!(segment = %name, "archived a segment its pieces held whole");
+        Ok(())
+    }
+
+    /// Segment `data` of this tail is complete: store what the repository
+    /// does not hold of it as a piece (so it is durable now), and go on to
+    /// the next segment. Returns the keys of the segment's pieces, for
+    /// [`WalArchive::push_segment`] once it is pushed whole (by the caller,
+    /// in the background: `--synchronous` does not make commits wait for
+    /// a whole segment's upload).
+    pub async fn finish_segment(
+        &mut self,
+        archive: &WalArchive,
+        segno: u64,
+        data: &[u8],
+    ) -> Result<Vec<String>, WalError> {
+        if segno == self.segno {
+            self.upload(archive, data).await?;
+        }
+        let keys = if segno == self.segno {
+            self.pieces.drain(..).map(|(_, k)| k).collect()
+        } else {
+            Vec::new()
+        };
+        self.segno = segno + 1;
+        self.held = 0;
+        self.pieces.clear();
+        Ok(keys)
+    }
+
     /// Segment `data` of this tail is complete: archive it whole, remove
     /// its pieces, and go on to the next segment (which holds nothing yet:
     /// no LIST).
@@ -253,5 +301,28 @@ mod tests {
         assert!(a.pieces(&name).await.unwrap().all.is_empty());
         assert_eq!(t2.held_lsn(), Lsn(3 * SEG));
         assert_eq!(&a.fetch(&name).await.unwrap().unwrap()[..], &seg[..]);
+    }
+
+    #[tokio::test]
+    async fn a_segment_held_whole_in_pieces_is_promoted_and_finished_segments_hand_over_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage: DynStorage = std::sync::Arc::new(crate::storage::LocalFs::new(dir.path()));
+        let a = WalArchive::new(storage, SEG, Compression::Zstd(1));
+        let seg: Vec<u8> = (0..SEG as u32).map(|i| (i % 241) as u8).collect();
+        let name = segment_name(1, 5, SEG);
+        // Synchronous: the rest of the segment goes up as a piece, and the
+        // keys of all its pieces come back for the push in the background.
+        let mut t = Tail::open(&a, 1, Lsn(5 * SEG), SEG).await.unwrap();
+        t.upload(&a, &seg[..1000]).await.unwrap();
+        let keys = t.finish_segment(&a, 5, &seg).await.unwrap();
+        assert_eq!(keys.len(), 2);
+        assert_eq!(t.held_lsn(), Lsn(6 * SEG));
+        // Stopped before that push: the next start finds the segment whole
+        // in its pieces and archives it.
+        let t = Tail::open(&a, 1, Lsn(5 * SEG), SEG).await.unwrap();
+        assert!(t.is_whole());
+        t.promote(&a).await.unwrap();
+        assert_eq!(&a.fetch(&name).await.unwrap().unwrap()[..], &seg[..]);
+        assert!(a.pieces(&name).await.unwrap().all.is_empty());
     }
 }
