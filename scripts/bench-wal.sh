@@ -10,7 +10,12 @@
 #   DURATION=20 scripts/bench-wal.sh        # a quick run
 #   STORES=local scripts/bench-wal.sh       # without S3
 #
-# Knobs: DURATION (60), CLIENTS (4), SCALE (10), PGBIN, PORT (55452),
+# Each store gets six runs: pgbench at full speed without pgtide, with
+# `wal stream` at 1s and at 30s, and with `--synchronous`; then pgbench held
+# to RATE transactions a second (100), where a segment takes minutes to fill,
+# with `wal stream` at 1s and at 30s (there the interval is the lag).
+#
+# Knobs: DURATION (60), CLIENTS (4), SCALE (10), RATE (100), PGBIN, PORT (55452),
 # PGTIDE_BIN (else a release build of this tree), MOTO_SERVER (moto_server,
 # default $PGTIDE_TEST_MOTO_SERVER), MOTO_PORT (55453), WORK, KEEP=1.
 #
@@ -28,6 +33,7 @@ cd "$(dirname "$0")/.."
 DURATION=${DURATION:-60}
 CLIENTS=${CLIENTS:-4}
 SCALE=${SCALE:-10}
+RATE=${RATE:-100}
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 PORT=${PORT:-55452}
 MOTO_SERVER=${MOTO_SERVER:-${PGTIDE_TEST_MOTO_SERVER:-moto_server}}
@@ -94,9 +100,10 @@ pct() {
 
 ROWS=()
 N=0
-# run STORE INTERVAL MODE: MODE is none (no pgtide), async or sync.
+# run STORE INTERVAL MODE [RATE]: MODE is none (no pgtide), async or sync;
+# RATE limits pgbench to that many transactions a second.
 run() {
-  local store=$1 interval=$2 mode=$3 url slot dir pid start_lsn tps lat
+  local store=$1 interval=$2 mode=$3 rate=${4:-} url slot dir pid start_lsn tps lat
   N=$((N + 1))
   dir="$WORK/run-$N"
   mkdir -p "$dir"
@@ -140,7 +147,7 @@ run() {
     ) &
     SAMPLER=$!
   fi
-  "$PGBIN/pgbench" -T "$DURATION" -c "$CLIENTS" -j 2 bench >"$dir/pgbench.out" 2>&1
+  "$PGBIN/pgbench" -T "$DURATION" -c "$CLIENTS" -j 2 ${rate:+-R "$rate"} bench >"$dir/pgbench.out" 2>&1
   tps=$(awk '/^tps = / { printf "%.0f", $3; exit }' "$dir/pgbench.out")
   lat=$(awk '/^latency average/ { print $4; exit }' "$dir/pgbench.out")
   if [ "$mode" = none ]; then
@@ -158,7 +165,7 @@ run() {
   q "SELECT pg_drop_replication_slot('$slot')" >/dev/null
   read -r t50 t99 tmax < <(pct 1 "$dir/lag")
   read -r b50 b99 bmax < <(pct 2 "$dir/lag")
-  ROWS+=("$(python3 - "$dir/stream.json" "$start_lsn" "$SEG" "$store" "$interval" "$mode" "$tps" "$lat" \
+  ROWS+=("$(python3 - "$dir/stream.json" "$start_lsn" "$SEG" "$store" "$interval${rate:+, $rate TPS}" "$mode" "$tps" "$lat" \
     "$t50" "$t99" "$tmax" "$b50" "$b99" "$bmax" <<'PY'
 import json, sys
 (f, start, seg, store, interval, mode, tps, lat, t50, t99, tmax, b50, b99, bmax) = sys.argv[1:]
@@ -184,6 +191,8 @@ for store in $STORES; do
   run "$store" 1s async
   run "$store" 30s async
   run "$store" 1s sync
+  run "$store" 1s async "$RATE"
+  run "$store" 30s async "$RATE"
 done
 
 cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
@@ -192,7 +201,7 @@ cat <<EOF
 
 Machine: $(nproc) cores ($cpu), $(free -g | awk '/^Mem:/ { print $2 }') GiB RAM, shared with other jobs;
 PostgreSQL $("$PGBIN/postgres" --version | awk '{ print $3 }'), pgbench scale $SCALE, $CLIENTS clients, ${DURATION} s a run;
-S3 is moto on 127.0.0.1. Command: \`DURATION=$DURATION CLIENTS=$CLIENTS SCALE=$SCALE scripts/bench-wal.sh\`.
+S3 is moto on 127.0.0.1. Command: \`DURATION=$DURATION CLIENTS=$CLIENTS SCALE=$SCALE RATE=$RATE scripts/bench-wal.sh\`.
 
 | store | pgtide | TPS | latency ms | lag s p50 / p99 / max | lag MiB p50 / p99 / max | WAL MiB | uploaded / WAL raw / sent | PUTs | merges |
 | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |

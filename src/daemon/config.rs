@@ -894,6 +894,25 @@ webhook = "https://hooks.example.com/pgtide"
         assert!(e.to_string().starts_with("dump[0].schedule:"), "{e}");
         let e = load("[wal]\nslot_warn = \"10GiB\"\nslot_max = \"1GiB\"\n", &[]).unwrap_err();
         assert!(e.to_string().starts_with("wal.slot_max:"), "{e}");
+        let e = load("[wal]\napplication_name = \"\"\n", &[]).unwrap_err();
+        assert!(e.to_string().starts_with("wal.application_name:"), "{e}");
+    }
+
+    #[test]
+    fn a_synchronous_archive_is_asked_for_in_the_wal_section() {
+        let c = load("", &[]).unwrap();
+        assert!(!c.wal.synchronous);
+        assert_eq!(c.wal.application_name, "pgtide");
+        let c = load(
+            "[wal]\nsynchronous = true\napplication_name = \"archive\"\npartial_interval = \"500ms\"\n",
+            &[],
+        )
+        .unwrap();
+        assert!(c.wal.synchronous);
+        assert_eq!(c.wal.application_name, "archive");
+        assert_eq!(c.wal.partial_interval, Duration::from_millis(500));
+        let c = load("", &[("PGTIDE_WAL_SYNCHRONOUS", "true")]).unwrap();
+        assert!(c.wal.synchronous);
     }
 
     #[test]

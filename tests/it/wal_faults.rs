@@ -2,8 +2,8 @@
 //! and 9). Named scenarios against a real PostgreSQL 15: the walsender
 //! terminated, the server restarted and crashed (and pgtide stopped with
 //! SIGTERM while it is down), the TCP connection cut mid-message by the
-//! relay, pgtide SIGKILLed mid-segment (its `.partial` must never shrink
-//! when it starts again), the S3 store down for half a minute (and pgtide
+//! relay, pgtide SIGKILLed mid-segment (the prefix its pieces hold must
+//! never shrink when it starts again), the S3 store down for half a minute (and pgtide
 //! stopped during a second outage), and the slot's `restart_lsn` sampled
 //! against what the repository holds.
 //!
@@ -1051,9 +1051,9 @@ fn connection_cut_mid_message() {
 }
 
 /// pgtide is SIGKILLed while a segment is being filled (its tail is in the
-/// repository as a `.partial`), and started again on the same slot: the slot
+/// repository as pieces), and started again on the same slot: the slot
 /// never passes what the repository holds, the segment is archived complete
-/// later, starting with the partial's bytes, and the partial is removed.
+/// later, starting with the pieces' bytes, and the pieces are removed.
 #[test]
 fn streamer_sigkill_mid_segment() {
     let rig = Rig::start();
@@ -1070,7 +1070,7 @@ fn streamer_sigkill_mid_segment() {
     rig.wait_wal(from, rig.seg, &s);
     rig.wait_archived(&repo, &s, from + 1);
     let (partial, len) = wait_for(
-        "a .partial of the segment being filled",
+        "pieces of the segment being filled",
         Duration::from_secs(120),
         || rig.diag(&s),
         || {
@@ -1100,11 +1100,11 @@ fn streamer_sigkill_mid_segment() {
     let saved = std::fs::read(&saved).expect("read saved partial");
 
     // Started again with a tiny partial interval, it re-receives the segment
-    // from its start and could upload a partial after every message while
-    // catching up: none may be shorter than what the repository already held
-    // (replacing the longer one would take back WAL the slot let go of).
-    // Once it is past that point, a partial per message is only slow: it is
-    // stopped and started again with the usual interval.
+    // from its start and could upload a piece after every message while
+    // catching up: the prefix held may never be shorter than what the
+    // repository already held (taking bytes back would lose WAL the slot let
+    // go of). Once it is past that point, a piece per message is only slow:
+    // it is stopped and started again with the usual interval.
     let mut s2 = Streamer::start(&out, "2", &conninfo, &repo, false, "1ms");
     let complete_path = repo
         .local
