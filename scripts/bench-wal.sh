@@ -19,11 +19,13 @@
 # PGTIDE_BIN (else a release build of this tree), MOTO_SERVER (moto_server,
 # default $PGTIDE_TEST_MOTO_SERVER), MOTO_PORT (55453), WORK, KEEP=1.
 #
-# The lag is sampled every 200 ms from the server: pg_stat_replication's
-# flush_lag for pgtide's connection (the time from the server flushing WAL
-# to pgtide reporting it durable in the repository; pgtide reports only what
-# the repository holds) and the bytes between pg_current_wal_flush_lsn() and
-# the flush position pgtide reported. WAL bytes are those pgtide streamed
+# The lag is sampled every 200 ms from the server: its flush position
+# (pg_current_wal_flush_lsn()) and the flush position pgtide reported
+# (pg_stat_replication.flush_lsn; pgtide reports only what the repository
+# holds, right after each upload). The lag in bytes is their difference; the
+# lag in seconds is the age of the oldest byte the archive lacks: the time
+# since the server flushed past the archive's position, taken between the
+# two samples where it did (so within ±0.1 s). WAL bytes are those pgtide streamed
 # (from the segment start where it began to where it stopped); "sent" is
 # the bytes of the WAL objects uploaded (compressed), "raw" the WAL bytes
 # they hold (segments whole, plus pieces).
@@ -89,15 +91,6 @@ if [[ " $STORES " == *" s3 "* ]]; then
   export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
 fi
 
-# Percentiles of column $1 of file $2: "p50 p99 max".
-pct() {
-  sort -g -k"$1","$1" "$2" | awk -v c="$1" '{ v[NR] = $c } END {
-    if (NR == 0) { print "- - -"; exit }
-    i50 = int(NR * 0.50); if (i50 < 1) i50 = 1
-    i99 = int(NR * 0.99); if (i99 < 1) i99 = 1
-    printf "%s %s %s\n", v[i50], v[i99], v[NR] }'
-}
-
 ROWS=()
 N=0
 # run STORE INTERVAL MODE [RATE]: MODE is none (no pgtide), async or sync;
@@ -140,7 +133,8 @@ run() {
     # Sampler: seconds and bytes the archive trails the server's flush.
     (
       while :; do
-        q "SELECT coalesce(extract(epoch FROM flush_lag), 0), pg_wal_lsn_diff(pg_current_wal_flush_lsn(), flush_lsn)
+        q "SELECT extract(epoch FROM clock_timestamp()), pg_current_wal_flush_lsn() - '0/0'::pg_lsn,
+             flush_lsn - '0/0'::pg_lsn
            FROM pg_stat_replication WHERE application_name = 'pgtide'" 2>/dev/null | tr '|' ' ' >>"$dir/lag"
         sleep 0.2
       done
@@ -163,12 +157,38 @@ run() {
   kill -TERM "$pid"
   wait "$pid" || true
   q "SELECT pg_drop_replication_slot('$slot')" >/dev/null
-  read -r t50 t99 tmax < <(pct 1 "$dir/lag")
-  read -r b50 b99 bmax < <(pct 2 "$dir/lag")
   ROWS+=("$(python3 - "$dir/stream.json" "$start_lsn" "$SEG" "$store" "$interval${rate:+, $rate TPS}" "$mode" "$tps" "$lat" \
-    "$t50" "$t99" "$tmax" "$b50" "$b99" "$bmax" <<'PY'
+    "$dir/lag" <<'PY'
 import json, sys
-(f, start, seg, store, interval, mode, tps, lat, t50, t99, tmax, b50, b99, bmax) = sys.argv[1:]
+(f, start, seg, store, interval, mode, tps, lat, lagfile) = sys.argv[1:]
+samples = []
+for line in open(lagfile):
+    p = line.split()
+    if len(p) == 3 and p[2] != "":
+        samples.append((float(p[0]), float(p[1]), float(p[2])))
+samples.sort()
+secs, lag_bytes = [], []
+first_past = 0  # index of the first sample whose server position passed the archive's
+for i, (t, server, archive) in enumerate(samples):
+    lag_bytes.append(max(0.0, server - archive))
+    if server <= archive:
+        secs.append(0.0)
+        continue
+    # The archive only moves forward: so does the first sample past it.
+    while first_past < i and samples[first_past][1] <= archive:
+        first_past += 1
+    j = first_past
+    # The server passed the archive's position between samples j-1 and j.
+    before = samples[j - 1][0] if j > 0 else samples[j][0]
+    secs.append(t - (before + samples[j][0]) / 2)
+def pct(v):
+    if not v:
+        return ("-", "-", "-")
+    v = sorted(v)
+    at = lambda q: v[max(0, min(len(v) - 1, int(len(v) * q + 0.5) - 1))]
+    return (at(0.50), at(0.99), v[-1])
+t50, t99, tmax = pct(secs)
+b50, b99, bmax = pct(lag_bytes)
 r = json.load(open(f))
 seg = int(seg)
 hi, lo = r["flushed"].split("/")
