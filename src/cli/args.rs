@@ -164,9 +164,15 @@ pub struct StreamArgs {
     /// Compression of stored segments
     #[arg(long, default_value = "zstd:1")]
     pub compress: Compression,
-    /// Upload the tail of the current segment this often (0 disables)
+    /// Upload the new bytes of the current segment as a piece this often, e.g. 1s, 500ms (0 disables)
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub partial_interval: std::time::Duration,
+    /// Act as a synchronous standby: upload new WAL as soon as it arrives and report it flushed at once (with synchronous_standby_names naming --application-name, commits wait for the repository)
+    #[arg(long)]
+    pub synchronous: bool,
+    /// application_name of the replication connection (what synchronous_standby_names lists)
+    #[arg(long, default_value = "pgtide", value_parser = parse_application_name)]
+    pub application_name: String,
     /// Send standby status updates at least this often
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub status_interval: std::time::Duration,

@@ -33,8 +33,8 @@ pub use args::*;
 use exit::CliError;
 use output::{print_json, ProgressDisplay};
 use settings::{
-    default_jobs, default_repo, human_bytes, parse_duration, parse_size, CheckpointArg,
-    CopyFormatArg, ManifestChecksumsArg, SplitByArg, TargetActionArg, WalSourceArg,
+    default_jobs, default_repo, human_bytes, parse_application_name, parse_duration, parse_size,
+    CheckpointArg, CopyFormatArg, ManifestChecksumsArg, SplitByArg, TargetActionArg, WalSourceArg,
 };
 
 #[derive(Debug, Parser)]

@@ -65,7 +65,10 @@
 //! - `status`: {source, repository, daemon, lock, wal, jobs, errors[]}
 //!   (what `GET /status` of the daemon answers, or with `source` `repository` what the repository records; fields in `src/daemon/status.rs`)
 //! - `delete --wal-before`: {kept_from, objects, bytes_freed, retained_objects, retained_bytes, retained_until}
-//! - `wal stream`: {segments, partials, reconnects, timeline, flushed}
+//! - `wal stream`: {segments, partials, piece_bytes, merges, sent_bytes, reconnects, timeline, flushed}
+//!   (`partials`: pieces uploaded, merged ones included; `piece_bytes`: the
+//!   WAL bytes they held; `sent_bytes`: bytes of the WAL objects sent,
+//!   segments and pieces, compressed)
 //!   (when it stops: `--stop-at` reached, or interrupted)
 //! - `wal push`: {name, outcome, bytes}
 //!   (`outcome`: `stored`, `already-archived` or `partial`)

@@ -108,6 +108,17 @@ pub use crate::jobs::default_jobs;
 pub use crate::repo::default_location as default_repo;
 pub use crate::units::human_bytes;
 
+/// `--application-name`: what PostgreSQL keeps of it (63 bytes of ASCII)
+/// must be the name `synchronous_standby_names` lists, so nothing is cut.
+pub(crate) fn parse_application_name(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.len() > 63 || !s.bytes().all(|b| (32..127).contains(&b)) {
+        return Err(format!(
+            "{s:?} is not a usable application_name: 1 to 63 printable ASCII characters"
+        ));
+    }
+    Ok(s.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -71,6 +71,8 @@ pub(super) async fn run(cmd: WalCommand, json: bool) -> Result<(), CliError> {
                 compression: a.compress,
                 partial_interval: a.partial_interval,
                 status_interval: a.status_interval.max(std::time::Duration::from_millis(100)),
+                synchronous: a.synchronous,
+                application_name: a.application_name,
                 stop_at: a.stop_at,
                 live: None,
                 accept_gap: false,
@@ -81,8 +83,13 @@ pub(super) async fn run(cmd: WalCommand, json: bool) -> Result<(), CliError> {
                 print_json(&r);
             } else {
                 println!(
-                    "wal stream stopped: {} segments and {} partials archived, {} reconnects, flushed to {} on timeline {}",
-                    r.segments, r.partials, r.reconnects, r.flushed, r.timeline
+                    "wal stream stopped: {} segments and {} pieces ({}) archived, {} reconnects, flushed to {} on timeline {}",
+                    r.segments,
+                    r.partials,
+                    crate::units::human_bytes(r.piece_bytes),
+                    r.reconnects,
+                    r.flushed,
+                    r.timeline
                 );
             }
         }

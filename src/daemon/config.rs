@@ -143,6 +143,8 @@ struct WalSection {
     compress: Option<String>,
     partial_interval: Option<String>,
     status_interval: Option<String>,
+    synchronous: Option<bool>,
+    application_name: Option<String>,
     slot_warn: Option<String>,
     slot_max: Option<String>,
     slot_check_interval: Option<String>,
@@ -230,6 +232,10 @@ pub struct WalConfig {
     pub compression: Compression,
     pub partial_interval: Duration,
     pub status_interval: Duration,
+    /// A synchronous standby: upload new WAL at once and report it flushed.
+    pub synchronous: bool,
+    /// `application_name` of the replication connection.
+    pub application_name: String,
     /// Retained WAL of the slot past which the daemon warns.
     pub slot_warn: u64,
     /// Retained WAL past which the slot is dropped and recreated.
@@ -504,6 +510,17 @@ impl DaemonConfig {
                 Duration::from_secs(10),
             )?
             .max(Duration::from_millis(100)),
+            synchronous: f.wal.synchronous.unwrap_or(false),
+            application_name: match &f.wal.application_name {
+                Some(n) if n.is_empty() || n.len() > 63 || !n.is_ascii() => {
+                    return Err(invalid(
+                        "wal.application_name",
+                        format!("{n:?} must be 1 to 63 ASCII characters"),
+                    ))
+                }
+                Some(n) => n.clone(),
+                None => "pgtide".into(),
+            },
             slot_warn,
             slot_max,
             slot_check_interval: dur(
@@ -877,6 +894,25 @@ webhook = "https://hooks.example.com/pgtide"
         assert!(e.to_string().starts_with("dump[0].schedule:"), "{e}");
         let e = load("[wal]\nslot_warn = \"10GiB\"\nslot_max = \"1GiB\"\n", &[]).unwrap_err();
         assert!(e.to_string().starts_with("wal.slot_max:"), "{e}");
+        let e = load("[wal]\napplication_name = \"\"\n", &[]).unwrap_err();
+        assert!(e.to_string().starts_with("wal.application_name:"), "{e}");
+    }
+
+    #[test]
+    fn a_synchronous_archive_is_asked_for_in_the_wal_section() {
+        let c = load("", &[]).unwrap();
+        assert!(!c.wal.synchronous);
+        assert_eq!(c.wal.application_name, "pgtide");
+        let c = load(
+            "[wal]\nsynchronous = true\napplication_name = \"archive\"\npartial_interval = \"500ms\"\n",
+            &[],
+        )
+        .unwrap();
+        assert!(c.wal.synchronous);
+        assert_eq!(c.wal.application_name, "archive");
+        assert_eq!(c.wal.partial_interval, Duration::from_millis(500));
+        let c = load("", &[("PGTIDE_WAL_SYNCHRONOUS", "true")]).unwrap();
+        assert!(c.wal.synchronous);
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub(super) async fn wal_task(shared: Arc<Shared>, mut reset: mpsc::Receiver<u64>
             compression: cfg.wal.compression,
             partial_interval: cfg.wal.partial_interval,
             status_interval: cfg.wal.status_interval,
+            synchronous: cfg.wal.synchronous,
+            application_name: cfg.wal.application_name.clone(),
             stop_at: None,
             live: Some(shared.live.clone()),
             // After the slot guard gave the slot up, the WAL before the new

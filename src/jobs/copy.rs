@@ -580,7 +580,8 @@ fn wal_needed(
             if name.ends_with(".history") {
                 return true;
             }
-            // A segment, its partials (`<segment>.<len>.partial`) and
+            // A segment, its pieces (`<segment>.<start>-<end>.piece`, older
+            // `<segment>.<len>.partial`) and
             // `.backup` files start with the segment's name.
             let Some((tli, segno)) = name.get(..24).and_then(|s| parse_segment_name(s, seg_size))
             else {
@@ -594,7 +595,7 @@ fn wal_needed(
         .collect()
 }
 
-/// Copy WAL objects; a complete segment replaces the target's partials of it.
+/// Copy WAL objects; a complete segment replaces the target's pieces of it.
 async fn copy_wal(
     from: &Repository,
     to: &Repository,
@@ -610,9 +611,10 @@ async fn copy_wal(
     let mut report = WalCopy::default();
     let mut todo = Vec::new();
     for (key, size) in needed {
-        // A partial whose complete segment the source holds is superseded.
-        if let Some(seg) = key.strip_suffix(".partial") {
-            let seg_key = seg.rsplit_once('.').map_or(seg, |(s, _)| s);
+        // A piece (or older partial) whose complete segment the source
+        // holds is superseded; the others are copied as they are, and the
+        // target's readers assemble them like the source's.
+        if let Some(seg_key) = layout::wal_piece_segment(&key) {
             if source.contains_key(seg_key) {
                 continue;
             }

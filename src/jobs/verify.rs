@@ -98,26 +98,35 @@ async fn verify(
                     Ok(Some(d)) => r
                         .problems
                         .push(format!("WAL segment {name} has {} bytes", d.len())),
-                    // A backup taken on a standby may end inside a segment
-                    // the primary has not completed: its .partial will do
-                    // if it reaches the end LSN.
-                    Ok(None) if segno == last && m.end_lsn.segno(seg) == segno => {
-                        let needed = m.end_lsn.segment_offset(seg);
-                        match archive.fetch_partial(&name).await {
-                            Ok(Some(d)) if d.len() as u64 >= needed => {}
-                            Ok(Some(d)) => r.problems.push(format!(
-                                "WAL segment {name} is archived only up to byte {} of the {needed} the backup needs",
-                                d.len()
-                            )),
+                    // Held as pieces only: a backup taken on a standby may
+                    // end inside a segment the primary has not completed,
+                    // and a streamer may have stopped before pushing a
+                    // segment whole. Their prefix will do if it reaches
+                    // what the backup needs; a gap is reported.
+                    Ok(None) => {
+                        let needed = if m.end_lsn.segno(seg) == segno {
+                            m.end_lsn.segment_offset(seg).max(1)
+                        } else {
+                            seg
+                        };
+                        match archive.fetch_pieces(&name).await {
+                            Ok(Some(a)) if a.data.len() as u64 >= needed => {}
+                            Ok(Some(a)) => r.problems.push(match a.gap {
+                                Some((from, to)) => format!(
+                                    "WAL segment {name} has a gap: bytes {from}..{to} are missing \
+                                     (the backup needs {needed} bytes of it)"
+                                ),
+                                None => format!(
+                                    "WAL segment {name} is archived only up to byte {} of the {needed} the backup needs",
+                                    a.data.len()
+                                ),
+                            }),
                             Ok(None) => r.problems.push(format!(
                                 "WAL segment {name} that the backup needs is missing"
                             )),
                             Err(e) => r.problems.push(format!("WAL segment {name}: {e}")),
                         }
                     }
-                    Ok(None) => r.problems.push(format!(
-                        "WAL segment {name} that the backup needs is missing"
-                    )),
                     Err(e) => r.problems.push(format!("WAL segment {name}: {e}")),
                 }
             }

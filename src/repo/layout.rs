@@ -115,17 +115,43 @@ pub fn wal_partial(segment_key: &str, len: u64) -> String {
     format!("{segment_key}.{len:08X}.partial")
 }
 
-/// The prefix under which the partials of the segment at `segment_key` are.
+/// Bytes `[start, end)` of the segment stored at `segment_key`:
+/// `<segment key>.<START, 8 hex digits>-<END, 8 hex digits>.piece`.
+pub fn wal_piece(segment_key: &str, start: u64, end: u64) -> String {
+    format!("{segment_key}.{start:08X}-{end:08X}.piece")
+}
+
+/// The prefix under which the partials and pieces of the segment at
+/// `segment_key` are (its `.backup` files too: readers filter by suffix).
 pub fn wal_partials_prefix(segment_key: &str) -> String {
     format!("{segment_key}.")
 }
 
-/// The length a partial's key records (0 if it is not one).
-pub fn wal_partial_len(key: &str) -> u64 {
-    key.strip_suffix(".partial")
-        .and_then(|k| k.rsplit('.').next())
-        .and_then(|h| u64::from_str_radix(h, 16).ok())
-        .unwrap_or(0)
+/// The byte range of its segment that a piece's key records: `[start, end)`
+/// of a `.piece`, `[0, LEN)` of an older `.partial`. `None` for any other key
+/// (a segment, a `.backup` file) and for a range that is empty or reversed.
+pub fn wal_piece_range(key: &str) -> Option<(u64, u64)> {
+    let hex = |h: &str| {
+        (h.len() == 8)
+            .then(|| u64::from_str_radix(h, 16).ok())
+            .flatten()
+    };
+    let (start, end) = if let Some(k) = key.strip_suffix(".partial") {
+        (0, hex(k.rsplit('.').next()?)?)
+    } else {
+        let k = key.strip_suffix(".piece")?;
+        let (a, b) = k.rsplit('.').next()?.split_once('-')?;
+        (hex(a)?, hex(b)?)
+    };
+    (start < end).then_some((start, end))
+}
+
+/// The key of the segment a piece or partial belongs to.
+pub fn wal_piece_segment(key: &str) -> Option<&str> {
+    wal_piece_range(key)?;
+    key.rsplit_once('.')
+        .and_then(|(k, _)| k.rsplit_once('.'))
+        .map(|(seg, _)| seg)
 }
 
 /// The id part of a key under a kind's prefix, if the key is a set's object.
@@ -204,7 +230,26 @@ mod tests {
             "wal/00000001/000000010000000000000003.00002000.partial"
         );
         assert!(partial.starts_with(&wal_partials_prefix(&seg)));
-        assert_eq!(wal_partial_len(&partial), 0x2000);
-        assert_eq!(wal_partial_len(&seg), 0);
+        assert_eq!(wal_piece_range(&partial), Some((0, 0x2000)));
+        assert_eq!(wal_piece_range(&seg), None);
+        let piece = wal_piece(&seg, 0x2000, 0x1000000);
+        assert_eq!(
+            piece,
+            "wal/00000001/000000010000000000000003.00002000-01000000.piece"
+        );
+        assert!(piece.starts_with(&wal_partials_prefix(&seg)));
+        assert_eq!(wal_piece_range(&piece), Some((0x2000, 0x1000000)));
+        assert_eq!(wal_piece_segment(&piece), Some(seg.as_str()));
+        assert_eq!(wal_piece_segment(&partial), Some(seg.as_str()));
+        assert_eq!(wal_piece_segment(&seg), None);
+        // Empty, reversed and malformed ranges are not pieces.
+        assert_eq!(wal_piece_range(&wal_piece(&seg, 5, 5)), None);
+        assert_eq!(wal_piece_range(&wal_piece(&seg, 6, 5)), None);
+        assert_eq!(wal_piece_range(&format!("{seg}.xyz-00000001.piece")), None);
+        assert_eq!(wal_piece_range(&format!("{seg}.00000000.partial")), None);
+        assert_eq!(
+            wal_piece_range("wal/00000001/000000010000000000000002.00000028.backup"),
+            None
+        );
     }
 }

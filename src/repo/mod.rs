@@ -26,6 +26,7 @@ pub mod runs;
 mod sets;
 pub mod wal_archive;
 pub mod wal_index;
+pub mod wal_pieces;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};

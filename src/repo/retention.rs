@@ -449,15 +449,22 @@ pub fn split_retained(
     (go, stay, latest)
 }
 
+/// Besides what [`wal_expendable`] allows, the pieces (and older
+/// partials) of a segment the listing holds complete are removed: the
+/// segment holds their bytes (a writer stopped between pushing the segment
+/// and removing its pieces leaves them).
 pub fn wal_to_remove<'a>(
     needs: &[WalNeed],
     objects: impl IntoIterator<Item = (&'a str, u64)>,
     seg_size: u64,
 ) -> WalRemoval {
+    let objects: Vec<(&str, u64)> = objects.into_iter().collect();
+    let keys: std::collections::BTreeSet<&str> = objects.iter().map(|(k, _)| *k).collect();
     let mut r = WalRemoval::default();
     for (key, size) in objects {
         let name = key.rsplit('/').next().unwrap_or(key);
-        if wal_expendable(name, needs, seg_size) {
+        let superseded = super::layout::wal_piece_segment(key).is_some_and(|s| keys.contains(s));
+        if superseded || wal_expendable(name, needs, seg_size) {
             r.keys.push(key.to_string());
             r.bytes += size;
         }
@@ -1048,6 +1055,23 @@ mod tests {
                 "000000010000000000000003.00100000.partial",
             ]
         );
+    }
+
+    #[test]
+    fn pieces_of_complete_segments_go_even_without_backups() {
+        let keys = [
+            "wal/00000001/000000010000000000000004",
+            "wal/00000001/000000010000000000000004.00000000-00100000.piece",
+            "wal/00000001/000000010000000000000004.00100000.partial",
+            "wal/00000001/000000010000000000000005.00000000-00100000.piece",
+            "wal/00000001/000000010000000000000005.00100000.partial",
+        ];
+        let r = wal_to_remove(&[], keys.iter().map(|k| (*k, 1)), SEG);
+        assert_eq!(r.keys, keys[1..3]);
+        // Below the horizon, pieces go with their segment's other objects.
+        let need = WalNeed::of_segment("000000010000000000000006", SEG).unwrap();
+        let r = wal_to_remove(&[need], keys.iter().map(|k| (*k, 1)), SEG);
+        assert_eq!(r.keys, keys);
     }
 
     #[test]

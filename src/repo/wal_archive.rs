@@ -1,13 +1,20 @@
 //! The WAL archive: one object per segment under its timeline, timeline
-//! `.history` files, and `.partial` tails of the segment being written.
+//! `.history` files, and pieces of the segment being written.
 //!
 //! Rules (STYLE.md habit 7): archiving the same bytes twice is a no-op;
 //! different bytes for a segment already archived is an error and nothing is
-//! overwritten; a `.partial` never shadows a complete segment (readers take
-//! the complete one when both exist, and writers delete partials once the
-//! segment is complete). Partials are superseded and deleted by design, so
-//! in a repository with Object Lock they are written without retention
+//! overwritten; pieces never shadow a complete segment (readers take the
+//! complete one when both exist, and writers delete the pieces once the
+//! segment is complete). Pieces are superseded and deleted by design, so in
+//! a repository with Object Lock they are written without retention
 //! (`storage::unretained`); segments, history and `.backup` files carry it.
+//!
+//! Pieces (`wal_pieces`): `<segment key>.<START>-<END>.piece` holds bytes
+//! `[START, END)` of the segment (8 hex digits each), encoded like any WAL
+//! object below; an older `<segment key>.<LEN>.partial` holds `[0, LEN)`
+//! and is read as that piece. One LIST of the segment's prefix finds both.
+//! Readers assemble the contiguous prefix from byte 0; a hole with later
+//! bytes held is a reported gap, and nothing after it is served.
 //!
 //! Object format (every WAL object, little-endian):
 //!
@@ -46,6 +53,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::layout;
+use super::wal_pieces::{self, Held, Piece};
 use crate::chunk::codec::{self, CorruptKind};
 use crate::chunk::Compression;
 use crate::pg::lsn::{history_name, parse_history_name, parse_segment_name, segment_name, Lsn};
@@ -108,6 +116,15 @@ pub fn classify(name: &str, seg_size: u64) -> Option<WalName> {
         return Some(WalName::Other { tli });
     }
     None
+}
+
+/// The prefix of a segment assembled from its pieces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assembled {
+    /// Bytes `[0, len)` of the segment.
+    pub data: Bytes,
+    /// The first hole after them when later bytes are held.
+    pub gap: Option<(u64, u64)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -436,18 +453,51 @@ impl WalArchive {
         }
     }
 
-    /// Archive a complete segment, a history file or a `.backup` file.
+    /// Archive a complete segment, a history file or a `.backup` file,
+    /// and remove the segment's pieces (one LIST, one batch delete).
     /// Same bytes already there: `AlreadyArchived`. Different: `Conflict`.
     pub async fn push(&self, name: &str, data: Bytes) -> Result<Pushed, WalError> {
+        let (pushed, _) = self.push_object(name, data).await?;
+        if pushed == Pushed::Stored {
+            if let Some(WalName::Segment { .. }) = classify(name, self.seg_size) {
+                let keys: Vec<String> = self
+                    .pieces(name)
+                    .await?
+                    .all
+                    .into_iter()
+                    .map(|p| p.key)
+                    .collect();
+                self.delete_pieces(&keys).await?;
+            }
+        }
+        Ok(pushed)
+    }
+
+    /// Archive complete segment `name` and remove the pieces of it the
+    /// caller knows of (`pieces`, one batch delete; no LIST): the streamer
+    /// knows what it wrote. A piece left behind (written by another
+    /// process) never shadows the segment, and `expire` removes it. Also
+    /// returns the bytes of the object sent.
+    pub async fn push_segment(
+        &self,
+        name: &str,
+        data: Bytes,
+        pieces: &[String],
+    ) -> Result<(Pushed, u64), WalError> {
+        let pushed = self.push_object(name, data).await?;
+        self.delete_pieces(pieces).await?;
+        Ok(pushed)
+    }
+
+    /// Store a segment (or other file) under its name; with the bytes sent.
+    async fn push_object(&self, name: &str, data: Bytes) -> Result<(Pushed, u64), WalError> {
         let key = self.key(name)?;
         let obj = self.encode(&key, data.clone()).await?;
+        let sent = obj.len() as u64;
         match self.storage.put_if_absent(&key, obj).await {
             Ok(()) => {
-                if let Some(WalName::Segment { .. }) = classify(name, self.seg_size) {
-                    self.delete_partials(name).await?;
-                }
                 self.note_stored(&key).await;
-                Ok(Pushed::Stored)
+                Ok((Pushed::Stored, sent))
             }
             Err(StorageError::AlreadyExists { .. }) => {
                 let existing = self.storage.get(&key).await?;
@@ -455,7 +505,7 @@ impl WalArchive {
                 match self.holds(&key, existing, &data).await? {
                     true => {
                         self.note_stored(&key).await;
-                        Ok(Pushed::AlreadyArchived)
+                        Ok((Pushed::AlreadyArchived, sent))
                     }
                     false => Err(WalError::Conflict { name: name.into() }),
                 }
@@ -464,33 +514,58 @@ impl WalArchive {
         }
     }
 
-    /// Store the first `data.len()` bytes of segment `name` as a partial.
-    /// Partials are named by their length, so a longer one never overwrites
-    /// a shorter one in place; shorter partials are removed afterwards. No-op
-    /// when the complete segment or a partial at least as long is archived.
+    /// Store bytes `[start, start + data.len())` of segment `name` as a
+    /// piece: one request. A piece already stored under the same key holds
+    /// the same bytes by construction (the same range of the same segment
+    /// of the same timeline) and is kept. Returns the piece's key and the
+    /// bytes of the object sent.
+    pub async fn put_piece(
+        &self,
+        name: &str,
+        start: u64,
+        data: Bytes,
+    ) -> Result<(String, u64), WalError> {
+        let end = start + data.len() as u64;
+        let pkey = layout::wal_piece(&self.key(name)?, start, end);
+        let obj = self.encode(&pkey, data).await?;
+        let sent = obj.len() as u64;
+        match self.partials.put_if_absent(&pkey, obj).await {
+            Ok(()) | Err(StorageError::AlreadyExists { .. }) => Ok((pkey, sent)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Remove pieces (one batch delete; none: no request).
+    pub async fn delete_pieces(&self, keys: &[String]) -> Result<(), WalError> {
+        if !keys.is_empty() {
+            self.storage.delete_many(keys).await?;
+        }
+        Ok(())
+    }
+
+    /// Store the first `data.len()` bytes of segment `name` as the piece
+    /// `[0, len)` (`wal push NAME.partial`, a backup's last segment). No-op
+    /// when the complete segment or a prefix at least as long is archived;
+    /// the pieces it covers are removed afterwards. What the archive holds
+    /// only grows, whoever pushes.
     pub async fn push_partial(&self, name: &str, data: Bytes) -> Result<(), WalError> {
         let key = self.key(name)?;
         if self.exists(&key).await? {
             return Ok(());
         }
-        // Never replace a longer partial with a shorter one: the archive
-        // only grows, whoever pushes (a restarted streamer, archive_command).
-        let existing = self.partial_keys(name).await?;
-        if existing
-            .iter()
-            .any(|k| layout::wal_partial_len(k) >= data.len() as u64)
-        {
+        let len = data.len() as u64;
+        let held = self.pieces(name).await?;
+        if held.end >= len {
             return Ok(());
         }
-        let pkey = layout::wal_partial(&key, data.len() as u64);
-        let obj = self.encode(&pkey, data).await?;
-        match self.partials.put_if_absent(&pkey, obj).await {
-            Ok(()) | Err(StorageError::AlreadyExists { .. }) => {}
-            Err(e) => return Err(e.into()),
-        }
-        // Shorter ones are superseded.
-        self.storage.delete_many(&existing).await?;
-        Ok(())
+        let (pkey, _) = self.put_piece(name, 0, data).await?;
+        let covered: Vec<String> = held
+            .all
+            .into_iter()
+            .filter(|p| p.end <= len && p.key != pkey)
+            .map(|p| p.key)
+            .collect();
+        self.delete_pieces(&covered).await
     }
 
     pub(super) async fn exists(&self, key: &str) -> Result<bool, WalError> {
@@ -501,27 +576,18 @@ impl WalArchive {
         }
     }
 
-    /// Keys of the partials of segment `name`, shortest first.
-    async fn partial_keys(&self, name: &str) -> Result<Vec<String>, WalError> {
+    /// The pieces (and older `.partial` objects) of segment `name`: one
+    /// LIST of the segment's prefix; their ranges come from their names.
+    pub async fn pieces(&self, name: &str) -> Result<Held, WalError> {
         let key = self.key(name)?;
-        let mut v: Vec<String> = self
+        let found = self
             .storage
             .list(&layout::wal_partials_prefix(&key))
             .await?
             .into_iter()
-            .map(|o| o.key)
-            .filter(|k| k.ends_with(".partial"))
+            .filter_map(|o| Piece::from_key(&o.key))
             .collect();
-        v.sort();
-        Ok(v)
-    }
-
-    async fn delete_partials(&self, name: &str) -> Result<(), WalError> {
-        let keys = self.partial_keys(name).await?;
-        if !keys.is_empty() {
-            self.storage.delete_many(&keys).await?;
-        }
-        Ok(())
+        Ok(wal_pieces::held(found))
     }
 
     /// A complete segment, history or `.backup` file, checked; `None` when absent.
@@ -534,30 +600,52 @@ impl WalArchive {
         }
     }
 
-    /// The length of the longest partial of segment `name`, its header and
-    /// stored bytes checked but not opened (a writer needs no key); `None`
-    /// when absent.
+    /// The length of the prefix of segment `name` its pieces hold (from
+    /// their names: one LIST, nothing opened, so a writer needs no key);
+    /// `None` when no piece starts at byte 0.
     pub async fn partial_len(&self, name: &str) -> Result<Option<u64>, WalError> {
-        let Some(key) = self.partial_keys(name).await?.pop() else {
-            return Ok(None);
-        };
-        match self.storage.get(&key).await {
-            Ok(obj) => Ok(Some(parse_header(&key, &obj)?.raw_len)),
-            Err(StorageError::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        let end = self.pieces(name).await?.end;
+        Ok((end > 0).then_some(end))
     }
 
-    /// The longest partial of segment `name`, checked; `None` when absent.
+    /// The prefix of segment `name` its pieces hold, assembled and checked,
+    /// with the first gap after it; `None` when it has no pieces. One LIST
+    /// and one GET per piece chosen.
+    pub async fn fetch_pieces(&self, name: &str) -> Result<Option<Assembled>, WalError> {
+        let held = self.pieces(name).await?;
+        if held.all.is_empty() {
+            return Ok(None);
+        }
+        let gets = held.chosen.iter().map(|p| async move {
+            let obj = self.storage.get(&p.key).await?;
+            Ok::<_, WalError>((p.clone(), self.decode(p.key.clone(), obj).await?))
+        });
+        let parts = futures::future::try_join_all(gets).await?;
+        let data = wal_pieces::assemble(&parts).map_err(|e| WalError::Damaged {
+            key: self.key(name).unwrap_or_default(),
+            reason: e.to_string(),
+        })?;
+        Ok(Some(Assembled {
+            data: Bytes::from(data),
+            gap: held.gap,
+        }))
+    }
+
+    /// The prefix of segment `name` its pieces hold, checked; `None` when
+    /// absent. A gap after it is logged as a warning (the bytes after it
+    /// are never served as if they followed the prefix).
     pub async fn fetch_partial(&self, name: &str) -> Result<Option<Bytes>, WalError> {
-        let Some(key) = self.partial_keys(name).await?.pop() else {
+        let Some(a) = self.fetch_pieces(name).await? else {
             return Ok(None);
         };
-        match self.storage.get(&key).await {
-            Ok(obj) => Ok(Some(self.decode(key, obj).await?)),
-            Err(StorageError::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e.into()),
+        if let Some((from, to)) = a.gap {
+            // Reported where it is found: the caller serves the prefix only.
+            tracing::warn!(
+                "WAL segment {name} has a gap: bytes {from}..{to} are missing from the archive \
+                 while later bytes are held; only the first {from} bytes are usable"
+            );
         }
+        Ok((!a.data.is_empty()).then_some(a.data))
     }
 
     /// Complete segments held, by timeline, as the index and the keys
@@ -574,9 +662,11 @@ impl WalArchive {
 
     /// The first WAL file missing for replay from `start` to `end` on
     /// timeline `tli`: every segment whole, except that the one holding the
-    /// last byte before `end` may be a `.partial` that reaches `end` (a
-    /// backup taken on a standby ends inside a segment the primary has not
-    /// finished). `None` when the archive covers the range.
+    /// last byte before `end` may be held by pieces whose prefix reaches
+    /// `end` (a backup taken on a standby ends inside a segment the primary
+    /// has not finished), and any segment may be held whole by pieces (a
+    /// streamer stopped before pushing it). `None` when the archive covers
+    /// the range.
     pub async fn missing_in_range(
         &self,
         tli: u32,
@@ -618,17 +708,11 @@ impl WalArchive {
             } else {
                 seg
             };
-            if segno == last && needed < seg {
-                let longest = self
-                    .partial_keys(&name)
-                    .await?
-                    .iter()
-                    .map(|k| layout::wal_partial_len(k))
-                    .max()
-                    .unwrap_or(0);
-                if longest >= needed {
-                    continue;
-                }
+            // The segment's pieces will do if their prefix reaches what is
+            // needed: the end of the range, or the whole segment (a
+            // streamer stopped between its last piece and the segment).
+            if self.pieces(&name).await?.end >= needed {
+                continue;
             }
             return Ok(Some(name));
         }
@@ -789,5 +873,68 @@ mod tests {
             a.missing_in_range(2, start, end).await.unwrap(),
             Some(segment_name(2, 2, SEG))
         );
+    }
+
+    #[tokio::test]
+    async fn pieces_assemble_with_old_partials_and_gaps_are_reported() {
+        const SEG: u64 = 1 << 20;
+        let dir = tempfile::tempdir().unwrap();
+        let storage: DynStorage = std::sync::Arc::new(crate::storage::LocalFs::new(dir.path()));
+        let a = WalArchive::new(storage.clone(), SEG, Compression::Zstd(1));
+        let name = segment_name(1, 4, SEG);
+        let seg: Vec<u8> = (0..SEG as u32).map(|i| (i % 251) as u8).collect();
+        let part = |a: u64, b: u64| Bytes::copy_from_slice(&seg[a as usize..b as usize]);
+        // An older `.partial` [0, 1000), written as earlier versions did.
+        let old = layout::wal_partial(&a.key(&name).unwrap(), 1000);
+        storage
+            .put(
+                &old,
+                encode_object(&seg[..1000], Compression::Zstd(1)).unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(a.partial_len(&name).await.unwrap(), Some(1000));
+        // A restarted streamer's pieces overlapping it, then a hole.
+        a.put_piece(&name, 0, part(0, 600)).await.unwrap();
+        let (k2, _) = a.put_piece(&name, 1000, part(1000, 5000)).await.unwrap();
+        a.put_piece(&name, 5000, part(5000, 9000)).await.unwrap();
+        a.put_piece(&name, 12000, part(12000, 20000)).await.unwrap();
+        let got = a.fetch_pieces(&name).await.unwrap().unwrap();
+        assert_eq!(&got.data[..], &seg[..9000]);
+        assert_eq!(got.gap, Some((9000, 12000)));
+        assert_eq!(a.partial_len(&name).await.unwrap(), Some(9000));
+        let range = |end: u64| a.missing_in_range(1, Lsn(4 * SEG), Lsn(4 * SEG + end));
+        assert_eq!(range(9000).await.unwrap(), None);
+        // Bytes after the gap are held but do not count.
+        assert_eq!(range(15000).await.unwrap(), Some(name.clone()));
+        // Filling the hole joins them up.
+        a.put_piece(&name, 9000, part(9000, 12000)).await.unwrap();
+        assert_eq!(range(20000).await.unwrap(), None);
+        assert_eq!(
+            &a.fetch_partial(&name).await.unwrap().unwrap()[..],
+            &seg[..20000]
+        );
+        // Pieces holding the whole segment stand in for it.
+        a.put_piece(&name, 20000, part(20000, SEG)).await.unwrap();
+        assert_eq!(
+            a.missing_in_range(1, Lsn(4 * SEG), Lsn(5 * SEG))
+                .await
+                .unwrap(),
+            None
+        );
+        // Overlapping bytes that differ are damage, named.
+        let mut bad = seg[500..1500].to_vec();
+        bad[300] ^= 0xff;
+        storage.delete_many(&[k2]).await.unwrap();
+        a.put_piece(&name, 500, Bytes::from(bad)).await.unwrap();
+        let e = a.fetch_pieces(&name).await.unwrap_err();
+        assert!(
+            matches!(&e, WalError::Damaged { reason, .. } if reason.contains("offset 800")),
+            "{e}"
+        );
+        // The complete segment replaces its pieces.
+        a.push(&name, Bytes::from(seg.clone())).await.unwrap();
+        assert!(a.pieces(&name).await.unwrap().all.is_empty());
+        assert_eq!(a.fetch_pieces(&name).await.unwrap(), None);
     }
 }

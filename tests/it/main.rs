@@ -28,3 +28,4 @@ mod table_pitr;
 mod versions;
 mod wal_faults;
 mod wal_fetch;
+mod wal_pieces;

@@ -105,6 +105,7 @@ fn unretained(key: &str) -> bool {
         || key.starts_with("runs/")
         || key.ends_with("/deleting.json")
         || key.ends_with(".partial")
+        || key.ends_with(".piece")
 }
 
 #[test]
@@ -448,7 +449,7 @@ fn object_lock_retains_every_kept_object_and_retention_waits_for_its_date() {
 
 /// Runs every job in this process against a local repository whose driver
 /// is wrapped by `storage::audit`: dump ×2, logical restore, wal stream
-/// (partials included), wal push (a segment held as a partial, then one
+/// (pieces included), wal push (a segment held as a piece, then one
 /// already archived), backup ×2, verify, physical restore, a dump drill (a
 /// run record), a run record as the daemon writes it, expire, delete,
 /// delete --wal-before, all under the writer lock with a fast heartbeat.
@@ -562,7 +563,7 @@ fn no_job_rewrites_an_object_once_written() {
     assert_eq!(pg.query_one("restored", "SELECT count(*) FROM t"), "20000");
 
     // WAL: stream to a point inside a segment (its tail goes up as
-    // partials), then push that segment from pg_wal once complete, and
+    // pieces), then push that segment from pg_wal once complete, and
     // push it again (already archived).
     let stream = |stop_at: Lsn| {
         rt.block_on(jobs::wal::stream::run(
@@ -574,6 +575,8 @@ fn no_job_rewrites_an_object_once_written() {
                 compression: Compression::Zstd(1),
                 partial_interval: Duration::from_millis(100),
                 status_interval: Duration::from_secs(1),
+                synchronous: false,
+                application_name: "pgtide".into(),
                 stop_at: Some(stop_at),
                 live: None,
                 accept_gap: false,
@@ -756,10 +759,7 @@ fn no_job_rewrites_an_object_once_written() {
                     && k.len() == "wal/00000001/000000010000000000000001".len()
             }),
         ),
-        (
-            "a WAL partial",
-            writes.iter().any(|k| k.ends_with(".partial")),
-        ),
+        ("a WAL piece", writes.iter().any(|k| k.ends_with(".piece"))),
         (
             "a deletion marker",
             writes.iter().any(|k| k.ends_with("/deleting.json")),

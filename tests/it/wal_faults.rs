@@ -2,8 +2,8 @@
 //! and 9). Named scenarios against a real PostgreSQL 15: the walsender
 //! terminated, the server restarted and crashed (and pgtide stopped with
 //! SIGTERM while it is down), the TCP connection cut mid-message by the
-//! relay, pgtide SIGKILLed mid-segment (its `.partial` must never shrink
-//! when it starts again), the S3 store down for half a minute (and pgtide
+//! relay, pgtide SIGKILLed mid-segment (the prefix its pieces hold must
+//! never shrink when it starts again), the S3 store down for half a minute (and pgtide
 //! stopped during a second outage), and the slot's `restart_lsn` sampled
 //! against what the repository holds.
 //!
@@ -22,7 +22,7 @@
 //! its `-v` log goes to a file. Every wait has a deadline; nothing asserts on
 //! timings. WAL volumes stay at a few 16 MiB segments.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,30 +31,31 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use pgtide::pg::lsn::{parse_segment_name, segment_name, Lsn};
+use pgtide::repo::wal_pieces::{self, Piece};
 
 use crate::harness::cli::{Cli, CliOutput, PGTIDE_BIN};
 use crate::harness::cut::Relay;
 use crate::harness::pg::{pg_tool, PgCluster, SUPERUSER};
 use crate::harness::s3::{s3_env, S3Server};
 
-const SLOT: &str = "faults";
-const TLI: u32 = 1;
+pub(crate) const SLOT: &str = "faults";
+pub(crate) const TLI: u32 = 1;
 
 // ---------------------------------------------------------------------------
 // Small helpers
 // ---------------------------------------------------------------------------
 
-fn lsn(text: &str) -> u64 {
+pub(crate) fn lsn(text: &str) -> u64 {
     text.parse::<Lsn>().unwrap_or_else(|e| panic!("{e}")).0
 }
 
-fn show_lsn(l: u64) -> String {
+pub(crate) fn show_lsn(l: u64) -> String {
     Lsn(l).to_string()
 }
 
 /// Polls `f` every 200 ms until it returns `Some`, or panics after `timeout`
 /// with `what` and `diag()`.
-fn wait_for<T>(
+pub(crate) fn wait_for<T>(
     what: &str,
     timeout: Duration,
     diag: impl Fn() -> String,
@@ -72,7 +73,7 @@ fn wait_for<T>(
     }
 }
 
-fn tail(text: &str, lines: usize) -> String {
+pub(crate) fn tail(text: &str, lines: usize) -> String {
     let v: Vec<&str> = text.lines().collect();
     v[v.len().saturating_sub(lines)..].join("\n")
 }
@@ -82,15 +83,15 @@ fn tail(text: &str, lines: usize) -> String {
 // ---------------------------------------------------------------------------
 
 /// Where the streamer archives, and the environment pgtide needs to reach it.
-struct Repo {
-    url: String,
-    env: Vec<(String, String)>,
-    /// The directory of a local repository (for looking at `.partial`s).
-    local: Option<PathBuf>,
+pub(crate) struct Repo {
+    pub(crate) url: String,
+    pub(crate) env: Vec<(String, String)>,
+    /// The directory of a local repository (for looking at pieces).
+    pub(crate) local: Option<PathBuf>,
 }
 
 impl Repo {
-    fn local(dir: &Path) -> Repo {
+    pub(crate) fn local(dir: &Path) -> Repo {
         Repo {
             url: dir.display().to_string(),
             env: Vec::new(),
@@ -98,7 +99,7 @@ impl Repo {
         }
     }
 
-    fn s3(url: String) -> Repo {
+    pub(crate) fn s3(url: String) -> Repo {
         Repo {
             url,
             env: s3_env()
@@ -110,7 +111,7 @@ impl Repo {
     }
 
     /// `pgtide ARGS --repo URL` with the repository's environment.
-    fn run(&self, args: &[&str]) -> CliOutput {
+    pub(crate) fn run(&self, args: &[&str]) -> CliOutput {
         let mut cli = Cli::new(args);
         cli.arg("--repo")
             .arg(&self.url)
@@ -122,7 +123,7 @@ impl Repo {
     }
 
     /// Complete segments archived on timeline 1 (from `pgtide list --json`).
-    fn listed(&self) -> Option<Listed> {
+    pub(crate) fn listed(&self) -> Option<Listed> {
         let out = self.run(&["list", "--json"]);
         out.assert_ok();
         let v: serde_json::Value = serde_json::from_str(out.stdout.trim())
@@ -153,9 +154,10 @@ impl Repo {
     }
 
     /// End of what a local repository holds on timeline 1: the end of the
-    /// newest complete segment or of the longest `.partial`, whichever is
-    /// further (read from the files: partials are not listed by the CLI).
-    fn held_end(&self, seg: u64) -> u64 {
+    /// newest complete segment or of the longest prefix held in pieces,
+    /// whichever is further (read from the files: pieces are not listed by
+    /// the CLI).
+    pub(crate) fn held_end(&self, seg: u64) -> u64 {
         let dir = self
             .local
             .as_ref()
@@ -164,62 +166,67 @@ impl Repo {
         let mut end = 0;
         for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if name.ends_with(".pgtide-tmp") {
-                continue;
-            }
             if let Some((_, segno)) = parse_segment_name(&name, seg) {
                 end = end.max((segno + 1) * seg);
-            } else if let Some(rest) = name.strip_suffix(".partial") {
-                let (seg_name, len) = rest.split_at(24);
-                let (_, segno) = parse_segment_name(seg_name, seg)
-                    .unwrap_or_else(|| panic!("bad partial name {name}"));
-                let len = u64::from_str_radix(len.trim_start_matches('.'), 16)
-                    .unwrap_or_else(|_| panic!("bad partial name {name}"));
-                end = end.max(segno * seg + len);
             }
+        }
+        for (name, len) in self.partials() {
+            let (_, segno) =
+                parse_segment_name(&name, seg).unwrap_or_else(|| panic!("bad piece name {name}"));
+            end = end.max(segno * seg + len);
         }
         end
     }
 
-    /// `(name, length)` of the partials of a local repository on timeline 1.
-    fn partials(&self) -> Vec<(String, u64)> {
+    /// Piece files (`.piece`, older `.partial`) of a local repository on
+    /// timeline 1, by segment name.
+    pub(crate) fn piece_files(&self) -> BTreeMap<String, Vec<Piece>> {
         let dir = self
             .local
             .as_ref()
-            .expect("partials needs a local repository")
+            .expect("pieces need a local repository")
             .join(format!("wal/{TLI:08X}"));
-        let mut v = Vec::new();
+        let mut by_segment: BTreeMap<String, Vec<Piece>> = BTreeMap::new();
         for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if let Some(rest) = name.strip_suffix(".partial") {
-                let (seg_name, len) = rest.split_at(24);
-                let len = u64::from_str_radix(len.trim_start_matches('.'), 16)
-                    .unwrap_or_else(|_| panic!("bad partial name {name}"));
-                v.push((seg_name.to_string(), len));
+            if let Some(p) = Piece::from_key(&name) {
+                by_segment
+                    .entry(name[..24].to_string())
+                    .or_default()
+                    .push(p);
             }
         }
-        v.sort();
-        v
+        by_segment
     }
 
-    fn fetch(&self, name: &str, dest: &Path) -> CliOutput {
+    /// `(segment name, length of the prefix its pieces hold)` of a local
+    /// repository on timeline 1.
+    pub(crate) fn partials(&self) -> Vec<(String, u64)> {
+        self.piece_files()
+            .into_iter()
+            .map(|(name, pieces)| (name, wal_pieces::held(pieces).end))
+            .filter(|(_, len)| *len > 0)
+            .collect()
+    }
+
+    pub(crate) fn fetch(&self, name: &str, dest: &Path) -> CliOutput {
         let dest = dest.display().to_string();
         self.run(&["wal", "fetch", "--prefetch", "0", name, &dest])
     }
 }
 
 #[derive(Debug, Clone)]
-struct Listed {
-    first: u64,
-    last: u64,
-    gaps: Vec<String>,
+pub(crate) struct Listed {
+    pub(crate) first: u64,
+    pub(crate) last: u64,
+    pub(crate) gaps: Vec<String>,
 }
 
 // ---------------------------------------------------------------------------
 // The streamer, as a killable child process
 // ---------------------------------------------------------------------------
 
-struct Streamer {
+pub(crate) struct Streamer {
     child: Child,
     stdout: PathBuf,
     stderr: PathBuf,
@@ -229,13 +236,37 @@ struct Streamer {
 impl Streamer {
     /// `pgtide wal stream -v …` with a clean environment (PATH only, plus
     /// the repository's), stdout and stderr to files in `dir`.
-    fn start(
+    pub(crate) fn start(
         dir: &Path,
         tag: &str,
         conninfo: &str,
         repo: &Repo,
         create_slot: bool,
         partial_interval: &str,
+    ) -> Streamer {
+        Streamer::start_with(
+            dir,
+            tag,
+            conninfo,
+            repo,
+            create_slot,
+            partial_interval,
+            &[],
+            &[],
+        )
+    }
+
+    /// [`Streamer::start`] with more arguments and environment variables.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn start_with(
+        dir: &Path,
+        tag: &str,
+        conninfo: &str,
+        repo: &Repo,
+        create_slot: bool,
+        partial_interval: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
     ) -> Streamer {
         let stdout = dir.join(format!("stream-{tag}.out"));
         let stderr = dir.join(format!("stream-{tag}.err"));
@@ -246,10 +277,12 @@ impl Streamer {
         if create_slot {
             cmd.arg("--create-slot");
         }
+        cmd.args(args);
         cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", dir)
             .envs(repo.env.iter().map(|(k, v)| (k, v)))
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&stdout).expect("create stdout file"))
             .stderr(std::fs::File::create(&stderr).expect("create stderr file"));
@@ -264,16 +297,16 @@ impl Streamer {
         }
     }
 
-    fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         String::from_utf8_lossy(&std::fs::read(&self.stderr).unwrap_or_default()).into_owned()
     }
 
-    fn stdout(&self) -> String {
+    pub(crate) fn stdout(&self) -> String {
         String::from_utf8_lossy(&std::fs::read(&self.stdout).unwrap_or_default()).into_owned()
     }
 
     /// What it printed, for failure messages.
-    fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         format!(
             "--- streamer status: {:?} ---\n--- streamer stdout ---\n{}\n--- streamer stderr (tail) ---\n{}",
             self.status,
@@ -282,7 +315,7 @@ impl Streamer {
         )
     }
 
-    fn running(&mut self) -> bool {
+    pub(crate) fn running(&mut self) -> bool {
         if self.status.is_none() {
             self.status = self.child.try_wait().expect("wait for pgtide");
         }
@@ -290,11 +323,11 @@ impl Streamer {
     }
 
     #[track_caller]
-    fn assert_running(&mut self) {
+    pub(crate) fn assert_running(&mut self) {
         assert!(self.running(), "the streamer exited\n{}", self.describe());
     }
 
-    fn signal(&self, sig: &str) {
+    pub(crate) fn signal(&self, sig: &str) {
         let st = Command::new("kill")
             .args([sig, &self.child.id().to_string()])
             .status()
@@ -303,7 +336,7 @@ impl Streamer {
     }
 
     /// SIGKILL, and reap it.
-    fn kill9(&mut self) {
+    pub(crate) fn kill9(&mut self) {
         if self.running() {
             self.signal("-KILL");
             self.status = Some(self.child.wait().expect("wait for pgtide"));
@@ -311,7 +344,7 @@ impl Streamer {
     }
 
     /// SIGTERM: it must flush and exit 0 within a minute.
-    fn terminate(&mut self) {
+    pub(crate) fn terminate(&mut self) {
         self.assert_running();
         self.signal("-TERM");
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -338,7 +371,7 @@ impl Streamer {
     }
 
     /// Reconnects it logged ("WAL stream interrupted, reconnecting").
-    fn reconnects(&self) -> usize {
+    pub(crate) fn reconnects(&self) -> usize {
         self.stderr()
             .lines()
             .filter(|l| l.contains("reconnecting"))
@@ -360,17 +393,17 @@ impl Drop for Streamer {
 // ---------------------------------------------------------------------------
 
 #[derive(Debug, Default)]
-struct WriterLog {
+pub(crate) struct WriterLog {
     /// `(id, WAL insert position read after the commit)`, in commit order.
-    committed: Vec<(i64, u64)>,
+    pub(crate) committed: Vec<(i64, u64)>,
     /// Statements that failed (server gone, connection killed).
-    failures: u64,
+    pub(crate) failures: u64,
 }
 
 /// Inserts rows `(id, pad)` with ids 1, 2, 3, … (one transaction each) at
 /// about `rows_per_sec`, `pad_bytes` of random hex per row (stored
 /// uncompressed), reconnecting after errors, until stopped.
-struct Writer {
+pub(crate) struct Writer {
     stop: Arc<AtomicBool>,
     handle: Option<JoinHandle<WriterLog>>,
 }
@@ -379,7 +412,7 @@ const TABLE_SQL: &str = "CREATE TABLE t (id bigint PRIMARY KEY, pad text); \
                          ALTER TABLE t ALTER pad SET STORAGE EXTERNAL;";
 
 impl Writer {
-    fn start(pg: &PgCluster, pad_bytes: usize, rows_per_sec: f64) -> Writer {
+    pub(crate) fn start(pg: &PgCluster, pad_bytes: usize, rows_per_sec: f64) -> Writer {
         let config = pg.pg_config(SUPERUSER, "postgres");
         let stop = Arc::new(AtomicBool::new(false));
         let md5s = (pad_bytes / 32).max(1) as i32;
@@ -399,7 +432,7 @@ impl Writer {
         }
     }
 
-    fn stop(mut self) -> WriterLog {
+    pub(crate) fn stop(mut self) -> WriterLog {
         self.stop.store(true, Ordering::SeqCst);
         self.handle
             .take()
@@ -482,14 +515,14 @@ async fn write_loop(
 // The rig: a cluster, a repository, a scratch dir
 // ---------------------------------------------------------------------------
 
-struct Rig {
-    pg: PgCluster,
-    seg: u64,
+pub(crate) struct Rig {
+    pub(crate) pg: PgCluster,
+    pub(crate) seg: u64,
     dir: tempfile::TempDir,
 }
 
 impl Rig {
-    fn start() -> Rig {
+    pub(crate) fn start() -> Rig {
         let pg = PgCluster::start(15);
         // Keep every segment in pg_wal so archived ones can be compared with
         // the server's own files.
@@ -510,28 +543,28 @@ impl Rig {
         Rig { pg, seg, dir }
     }
 
-    fn scratch(&self, name: &str) -> PathBuf {
+    pub(crate) fn scratch(&self, name: &str) -> PathBuf {
         let p = self.dir.path().join(name);
         std::fs::create_dir_all(&p).expect("create scratch dir");
         p
     }
 
-    fn local_repo(&self) -> Repo {
+    pub(crate) fn local_repo(&self) -> Repo {
         Repo::local(&self.dir.path().join("repo"))
     }
 
-    fn conninfo(&self, port: u16) -> String {
+    pub(crate) fn conninfo(&self, port: u16) -> String {
         format!("host=127.0.0.1 port={port} user={SUPERUSER} dbname=postgres")
     }
 
-    fn insert_lsn(&self) -> u64 {
+    pub(crate) fn insert_lsn(&self) -> u64 {
         lsn(&self
             .pg
             .query_one("postgres", "SELECT pg_current_wal_insert_lsn()::text"))
     }
 
     /// PID of the walsender holding the slot, if any.
-    fn slot_pid(&self) -> Option<String> {
+    pub(crate) fn slot_pid(&self) -> Option<String> {
         self.pg
             .query(
                 "postgres",
@@ -542,7 +575,7 @@ impl Rig {
             .and_then(|r| r[0].clone())
     }
 
-    fn restart_lsn(&self) -> Option<u64> {
+    pub(crate) fn restart_lsn(&self) -> Option<u64> {
         self.pg
             .query(
                 "postgres",
@@ -556,7 +589,7 @@ impl Rig {
             .map(|l| lsn(&l))
     }
 
-    fn diag(&self, s: &Streamer) -> String {
+    pub(crate) fn diag(&self, s: &Streamer) -> String {
         format!(
             "{}\n--- server log (tail) ---\n{}",
             s.describe(),
@@ -566,7 +599,7 @@ impl Rig {
 
     /// Wait until the streamer streams through the slot (possibly again).
     /// Returns the walsender's pid.
-    fn wait_streaming(&self, s: &mut Streamer, not_pid: Option<&str>) -> String {
+    pub(crate) fn wait_streaming(&self, s: &mut Streamer, not_pid: Option<&str>) -> String {
         wait_for(
             "the streamer to stream through the slot",
             Duration::from_secs(120),
@@ -588,7 +621,7 @@ impl Rig {
     /// Wait until no walsender holds the slot (after a SIGKILL or SIGTERM the
     /// old one may linger until it notices; a new streamer treats a busy slot
     /// at its first connection as another streamer's).
-    fn wait_slot_released(&self, s: &Streamer) {
+    pub(crate) fn wait_slot_released(&self, s: &Streamer) {
         wait_for(
             "the killed streamer's walsender to release the slot",
             Duration::from_secs(120),
@@ -598,7 +631,7 @@ impl Rig {
     }
 
     /// Wait until the archive holds the segment containing `upto - 1`.
-    fn wait_archived(&self, repo: &Repo, s: &Streamer, upto: u64) -> Listed {
+    pub(crate) fn wait_archived(&self, repo: &Repo, s: &Streamer, upto: u64) -> Listed {
         let need = (upto - 1) / self.seg;
         wait_for(
             &format!(
@@ -612,7 +645,7 @@ impl Rig {
     }
 
     /// Wait until the server's WAL has moved `bytes` past `from`.
-    fn wait_wal(&self, from: u64, bytes: u64, s: &Streamer) -> u64 {
+    pub(crate) fn wait_wal(&self, from: u64, bytes: u64, s: &Streamer) -> u64 {
         wait_for(
             &format!("{bytes} bytes of WAL after {}", show_lsn(from)),
             Duration::from_secs(180),
@@ -624,7 +657,12 @@ impl Rig {
     /// End of a scenario: stop the writer, switch segments, wait for the
     /// archive to reach the switch, stop the streamer (SIGTERM, exit 0), then
     /// check the last commit is archived and the archive is gap-free.
-    fn finish(&self, repo: &Repo, s: &mut Streamer, writer: Writer) -> (WriterLog, Listed) {
+    pub(crate) fn finish(
+        &self,
+        repo: &Repo,
+        s: &mut Streamer,
+        writer: Writer,
+    ) -> (WriterLog, Listed) {
         let log = writer.stop();
         assert!(
             !log.committed.is_empty(),
@@ -649,7 +687,7 @@ impl Rig {
     }
 
     /// The gap-free oracle (see the module docs).
-    fn check_gap_free(&self, repo: &Repo) -> Listed {
+    pub(crate) fn check_gap_free(&self, repo: &Repo) -> Listed {
         let listed = repo.listed().expect("the archive holds segments");
         assert!(
             listed.gaps.is_empty(),
@@ -725,7 +763,12 @@ impl Rig {
     /// The feedback oracle: the slot holds nothing the repository lacks.
     /// Returns the `restart_lsn` checked.
     #[track_caller]
-    fn check_slot_behind_archive(&self, repo: &Repo, floor: u64, s: &Streamer) -> Option<u64> {
+    pub(crate) fn check_slot_behind_archive(
+        &self,
+        repo: &Repo,
+        floor: u64,
+        s: &Streamer,
+    ) -> Option<u64> {
         let restart = self.restart_lsn()?;
         // Read after restart_lsn: the archive only grows.
         let held = repo.held_end(self.seg).max(floor);
@@ -867,14 +910,14 @@ fn server_restart_and_crash() {
 }
 
 /// A data directory restored by `pgtide restore --start`, stopped on drop.
-struct Restored {
+pub(crate) struct Restored {
     _dir: tempfile::TempDir,
-    pgdata: PathBuf,
-    port: u16,
+    pub(crate) pgdata: PathBuf,
+    pub(crate) port: u16,
 }
 
 impl Restored {
-    fn new() -> Restored {
+    pub(crate) fn new() -> Restored {
         let dir = tempfile::Builder::new()
             .prefix("pgtide-wal-faults-restore-")
             .tempdir_in("/tmp")
@@ -894,7 +937,7 @@ impl Restored {
         }
     }
 
-    fn psql(&self, sql: &str) -> String {
+    pub(crate) fn psql(&self, sql: &str) -> String {
         let out = Command::new(pg_tool(15, "psql"))
             .args([
                 "-X",
@@ -920,7 +963,7 @@ impl Restored {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    fn ids(&self) -> BTreeSet<i64> {
+    pub(crate) fn ids(&self) -> BTreeSet<i64> {
         self.psql("SELECT id FROM t")
             .lines()
             .filter(|l| !l.trim().is_empty())
@@ -928,7 +971,7 @@ impl Restored {
             .collect()
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         tail(
             &std::fs::read_to_string(self.pgdata.join("pgtide-recovery.log")).unwrap_or_default(),
             40,
@@ -958,7 +1001,7 @@ impl Drop for Restored {
     }
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self")
         .map(|m| m.uid() == 0)
@@ -1008,9 +1051,9 @@ fn connection_cut_mid_message() {
 }
 
 /// pgtide is SIGKILLed while a segment is being filled (its tail is in the
-/// repository as a `.partial`), and started again on the same slot: the slot
+/// repository as pieces), and started again on the same slot: the slot
 /// never passes what the repository holds, the segment is archived complete
-/// later, starting with the partial's bytes, and the partial is removed.
+/// later, starting with the pieces' bytes, and the pieces are removed.
 #[test]
 fn streamer_sigkill_mid_segment() {
     let rig = Rig::start();
@@ -1027,7 +1070,7 @@ fn streamer_sigkill_mid_segment() {
     rig.wait_wal(from, rig.seg, &s);
     rig.wait_archived(&repo, &s, from + 1);
     let (partial, len) = wait_for(
-        "a .partial of the segment being filled",
+        "pieces of the segment being filled",
         Duration::from_secs(120),
         || rig.diag(&s),
         || {
@@ -1057,11 +1100,11 @@ fn streamer_sigkill_mid_segment() {
     let saved = std::fs::read(&saved).expect("read saved partial");
 
     // Started again with a tiny partial interval, it re-receives the segment
-    // from its start and could upload a partial after every message while
-    // catching up: none may be shorter than what the repository already held
-    // (replacing the longer one would take back WAL the slot let go of).
-    // Once it is past that point, a partial per message is only slow: it is
-    // stopped and started again with the usual interval.
+    // from its start and could upload a piece after every message while
+    // catching up: the prefix held may never be shorter than what the
+    // repository already held (taking bytes back would lose WAL the slot let
+    // go of). Once it is past that point, a piece per message is only slow:
+    // it is stopped and started again with the usual interval.
     let mut s2 = Streamer::start(&out, "2", &conninfo, &repo, false, "1ms");
     let complete_path = repo
         .local

@@ -19,6 +19,8 @@ pub(super) const ENV_KEYS: &[(&str, Kind)] = &[
     ("wal.compress", Kind::Str),
     ("wal.partial_interval", Kind::Str),
     ("wal.status_interval", Kind::Str),
+    ("wal.synchronous", Kind::Bool),
+    ("wal.application_name", Kind::Str),
     ("wal.slot_warn", Kind::Str),
     ("wal.slot_max", Kind::Str),
     ("wal.slot_check_interval", Kind::Str),

@@ -1,7 +1,9 @@
 //! `pgtide wal fetch <name> <dest>` for `restore_command`. Serves complete
 //! segments, `.history` and `.backup` files; for a segment the archive holds
-//! only as a `.partial`, the longest partial padded with zeros (replay stops
-//! at its end). A name the archive does not hold is `NotFound`: the CLI
+//! only as pieces (`repo::wal_pieces`: the streamer's, or an older
+//! `.partial`), their contiguous prefix padded with zeros (replay stops at
+//! its end). A gap among the pieces is a warning naming the segment and the
+//! missing bytes; nothing after it is served. A name the archive does not hold is `NotFound`: the CLI
 //! exits 1 quietly, because PostgreSQL asks past the end on purpose.
 //!
 //! After serving a segment, a detached `pgtide wal prefetch` process fetches

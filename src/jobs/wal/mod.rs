@@ -7,6 +7,7 @@ pub mod push;
 pub mod segment;
 pub mod start;
 pub mod stream;
+pub mod tail;
 
 use crate::repo::wal_archive::WalError;
 use crate::repo::RepoError;

@@ -88,6 +88,11 @@ impl SegmentAssembler {
         Ok(done)
     }
 
+    /// The bytes of the segment being filled that have arrived: `[0, len)`.
+    pub fn filled(&self) -> &[u8] {
+        &self.buf
+    }
+
     /// Name and bytes of the segment being filled, if it has any.
     pub fn partial(&self) -> Option<(String, Bytes)> {
         (!self.buf.is_empty()).then(|| {

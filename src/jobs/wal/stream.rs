@@ -3,16 +3,26 @@
 //!
 //! Invariants:
 //! - The flush position reported to the server (which frees WAL held by the
-//!   slot) is never beyond what the repository holds durably: the end of the
-//!   last complete segment archived, or of the last `.partial` uploaded.
+//!   slot, and releases commits waiting for a synchronous standby) is never
+//!   beyond what the repository holds durably: the end of the last complete
+//!   segment archived, or of the pieces of the current one whose PUT
+//!   returned.
 //! - Every (re)connection starts at a segment boundary at or before that
 //!   position, so a segment is always assembled whole from contiguous data;
 //!   segments already archived are re-sent identical and pushing them is a
 //!   no-op.
-//! - What the repository holds never shrinks: a `.partial` is only replaced
-//!   by a longer one, also while a reconnection re-streams its segment.
-//! - At the end of a timeline the partial last segment is stored as a
-//!   `.partial`, the new timeline's history file is archived, and streaming
+//! - What the repository holds never shrinks: pieces only add bytes past
+//!   what is held (`tail`), also while a reconnection re-streams a segment;
+//!   they are removed only once a merged piece or the complete segment
+//!   holds their bytes.
+//! - Requests: one LIST of the current segment's pieces per connection,
+//!   then at most one PUT per `--partial-interval` while WAL flows and
+//!   none while it does not; one PUT and one batch delete per segment.
+//! - `--synchronous`: new bytes go up as soon as nothing more is waiting
+//!   on the connection and no upload runs (the next upload takes all that
+//!   arrived meanwhile), and the flush position is sent right after.
+//! - At the end of a timeline the rest of the last segment is stored as a
+//!   piece, the new timeline's history file is archived, and streaming
 //!   continues on the new timeline.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
@@ -26,9 +36,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::segment::SegmentAssembler;
 use super::start::{self, ServerTimelines, StartPoint};
+use super::tail::{Tail, TailStats};
 use crate::jobs::JobError;
 use crate::pg::conninfo::ConnInfo;
-use crate::pg::lsn::{history_name, segment_name, Lsn};
+use crate::pg::lsn::{history_name, Lsn};
 use crate::pg::proto::history;
 use crate::pg::wire::{parse_size_setting, ReplEvent, WireClient, WireError};
 use crate::pipeline::Compression;
@@ -41,8 +52,17 @@ pub struct StreamSettings {
     pub slot: String,
     pub create_slot: bool,
     pub compression: Compression,
-    /// Upload the tail of the current segment this often (0: never).
+    /// Upload the new bytes of the current segment as a piece this often
+    /// (0: never; segments still go up whole).
     pub partial_interval: Duration,
+    /// Upload new bytes as soon as they arrive and no upload is running,
+    /// and report them flushed right after (a synchronous standby for
+    /// `synchronous_standby_names`).
+    pub synchronous: bool,
+    /// `application_name` of the replication connection (the name
+    /// `synchronous_standby_names` lists), unless the connection string
+    /// names one.
+    pub application_name: String,
     /// Send a standby status update at least this often.
     pub status_interval: Duration,
     /// Stop once this LSN is archived (tests and one-shot catch-up).
@@ -116,11 +136,28 @@ impl StreamLive {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct StreamReport {
     pub segments: u64,
+    /// Pieces uploaded (merged pieces included).
     pub partials: u64,
+    /// WAL bytes uploaded in pieces (merged pieces included).
+    pub piece_bytes: u64,
+    /// Merged pieces uploaded (a slowly filling segment's pieces combined).
+    pub merges: u64,
+    /// Bytes of the WAL objects sent (segments and pieces, compressed).
+    pub sent_bytes: u64,
     pub reconnects: u64,
     pub timeline: u32,
     /// The flush position last reported to the server.
     pub flushed: Lsn,
+}
+
+impl StreamReport {
+    fn absorb(&mut self, stats: &mut TailStats) {
+        let t = std::mem::take(stats);
+        self.partials += t.pieces;
+        self.piece_bytes += t.piece_bytes;
+        self.merges += t.merges;
+        self.sent_bytes += t.sent_bytes;
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -244,7 +281,7 @@ async fn session(
     report: &mut StreamReport,
     skip_to: &mut Option<(StartPoint, StartPoint)>,
 ) -> Result<(), StreamError> {
-    let mut client = WireClient::connect(&s.conn, "pgtide wal stream").await?;
+    let mut client = WireClient::connect(&s.conn, &s.application_name).await?;
     let version = client.server_version();
     if !version.is_supported() {
         return Err(JobError::UnsupportedServer(version).into());
@@ -339,12 +376,23 @@ async fn session(
         }
         (_, new) => new,
     };
-    let (mut tli, start) = match *skip_to {
+    let (mut tli, mut start) = match *skip_to {
         Some((failed, _)) if failed == plan.start => {
             let f = fallback.expect("set with the failed start");
             (f.tli, f.lsn)
         }
         _ => (plan.start.tli, plan.start.lsn),
+    };
+    // What the repository holds of the first segment (one LIST). Pieces
+    // holding a segment whole (a streamer stopped before pushing it) make
+    // it a segment, and streaming starts after it.
+    let mut tail = loop {
+        let t = Tail::open(&archive, tli, start, seg_size).await?;
+        if !t.is_whole() {
+            break t;
+        }
+        t.promote(&archive).await?;
+        start = Lsn(start.0 + seg_size);
     };
     let fallback = fallback.filter(|f| f.lsn > start);
     // The history files of the timelines up to the one streamed: recovery
@@ -382,22 +430,46 @@ async fn session(
     }
     let _disconnected = Disconnected(live.clone());
     let mut asm = SegmentAssembler::new(start, tli, seg_size);
+    // `tail`: what the repository holds of the segment being filled; only
+    // bytes past it are uploaded, so what it holds never shrinks.
+    // Synchronous: the segment pushed whole in the background (its pieces
+    // already hold it), at most one at a time.
+    let mut pushing: Option<Pushing> = None;
     let mut flushed = start;
     let mut last_status = Instant::now();
-    let mut last_partial = Instant::now();
-    // Length of the partial of the current segment that the repository
-    // holds: only a longer one is ever uploaded.
-    let mut partial_len = stored_partial_len(&archive, &asm, seg_size).await?;
+    // When the oldest byte the repository does not hold yet arrived: it
+    // goes up as a piece before it has waited `partial_interval` (less the
+    // time an upload takes), unless its segment completes first and goes
+    // up whole. So a segment that fills within the interval is uploaded
+    // once, as a segment, and a slower one in about one piece per interval.
+    let mut oldest: Option<Instant> = None;
+    let mut upload_time = Duration::ZERO;
     report.timeline = tli;
     // Whether any WAL arrived on this connection.
     let mut received = false;
+    // Synchronous: bytes received and not yet uploaded make the next wait
+    // zero, so an upload starts as soon as nothing more is waiting (group
+    // commit: it takes everything that arrived meanwhile).
+    const SYNC_BATCH: u64 = 1 << 20;
 
     loop {
-        let wait = s.status_interval.min(if s.partial_interval.is_zero() {
-            s.status_interval
-        } else {
-            s.partial_interval
+        let pending = asm.next_lsn().0.saturating_sub(tail.held_lsn().0);
+        let due = oldest.filter(|_| !s.partial_interval.is_zero()).map(|t| {
+            t + s
+                .partial_interval
+                .saturating_sub(upload_time.min(s.partial_interval / 2))
         });
+        let wait = if s.synchronous && pending > 0 {
+            Duration::ZERO
+        } else {
+            let until_due = due.map_or(s.status_interval, |d| {
+                d.saturating_duration_since(Instant::now())
+            });
+            s.status_interval
+                .saturating_sub(last_status.elapsed())
+                .min(until_due)
+                .max(Duration::from_millis(1))
+        };
         let ev = tokio::select! {
             ev = client.recv_timeout(wait) => match ev {
                 // "requested WAL segment … has already been removed": 58P01
@@ -425,33 +497,44 @@ async fn session(
                 other => other?,
             },
             _ = cancel.cancelled() => {
-                // Flush what we have (if it is more than the repository
-                // holds) and tell the server.
-                if let Some((name, data)) = asm.partial().filter(|(_, d)| d.len() > partial_len) {
-                    let end = asm.next_lsn();
-                    archive.push_partial(&name, data).await?;
-                    flushed = end;
-                    report.partials += 1;
+                // Store what the repository does not hold yet and tell the
+                // server.
+                if let Some(p) = pushing.take() {
+                    report.sent_bytes += p.finish().await?;
                 }
+                tail.upload(&archive, asm.filled()).await?;
+                report.absorb(&mut tail.stats);
+                flushed = flushed.max(tail.held_lsn().min(asm.next_lsn()));
                 let _ = client.send_status(asm.next_lsn(), flushed, Lsn::INVALID, false).await;
                 report.flushed = flushed;
+                live.archived_to(flushed);
                 archive.flush_index().await;
                 return Ok(());
             }
         };
         let mut reply_now = false;
+        let mut upload_now = false;
         match ev {
             Some(ReplEvent::XLogData { start, end, data }) => {
                 received = true;
                 live.server_at(end);
                 for seg in asm.push(start, &data)? {
-                    archive.push(&seg.name, seg.data).await?;
+                    if s.synchronous {
+                        let keys = tail.finish_segment(&archive, seg.segno, &seg.data).await?;
+                        if let Some(p) = pushing.take() {
+                            report.sent_bytes += p.finish().await?;
+                        }
+                        pushing = Some(Pushing::start(&archive, seg.name.clone(), seg.data, keys));
+                    } else {
+                        tail.complete(&archive, &seg.name, seg.segno, seg.data)
+                            .await?;
+                    }
+                    report.absorb(&mut tail.stats);
                     report.segments += 1;
-                    flushed = Lsn((seg.segno + 1) * seg_size);
-                    partial_len = 0;
-                    reply_now = true;
                     tracing::debug!(segment = %seg.name, "archived");
                 }
+                upload_now = s.synchronous
+                    && asm.next_lsn().0.saturating_sub(tail.held_lsn().0) >= SYNC_BATCH;
             }
             Some(ReplEvent::Keepalive {
                 end,
@@ -464,10 +547,8 @@ async fn session(
                 next_tli,
                 next_tli_start,
             }) => {
-                if let Some((name, data)) = asm.partial().filter(|(_, d)| d.len() > partial_len) {
-                    archive.push_partial(&name, data).await?;
-                    report.partials += 1;
-                }
+                tail.upload(&archive, asm.filled()).await?;
+                report.absorb(&mut tail.stats);
                 let (name, content) = client.timeline_history(next_tli).await?;
                 let expected = history_name(next_tli);
                 if name != expected {
@@ -481,23 +562,38 @@ async fn session(
                 let seg_start = next_tli_start.segment_start(seg_size);
                 client.start_physical(Some(&s.slot), seg_start, tli).await?;
                 asm = SegmentAssembler::new(seg_start, tli, seg_size);
-                partial_len = stored_partial_len(&archive, &asm, seg_size).await?;
+                tail = Tail::open(&archive, tli, seg_start, seg_size).await?;
                 continue;
             }
-            None => {}
+            // Nothing more waiting: a synchronous stream uploads now.
+            None => upload_now = s.synchronous,
         }
-        // The tail of the current segment, on an interval.
-        if !s.partial_interval.is_zero() && last_partial.elapsed() >= s.partial_interval {
-            last_partial = Instant::now();
-            if let Some((name, data)) = asm.partial() {
-                if data.len() > partial_len {
-                    partial_len = data.len();
-                    archive.push_partial(&name, data).await?;
-                    flushed = asm.next_lsn();
-                    report.partials += 1;
-                    reply_now = true;
-                }
+        // New bytes of the current segment: at once when synchronous,
+        // otherwise when the oldest of them is due.
+        let pending = asm.next_lsn().0.saturating_sub(tail.held_lsn().0);
+        if pending == 0 {
+            oldest = None;
+        } else if oldest.is_none() {
+            oldest = Some(Instant::now());
+        }
+        if due.is_some_and(|d| Instant::now() >= d) {
+            upload_now = true;
+        }
+        if upload_now && pending > 0 {
+            let t0 = Instant::now();
+            if tail.upload(&archive, asm.filled()).await?.is_some() {
+                report.absorb(&mut tail.stats);
+                upload_time = t0.elapsed();
             }
+            oldest = None;
+        }
+        // The repository holds `[.., tail.held_lsn())`; a reconnection
+        // re-streams from the segment start, so only what has arrived again
+        // counts as flushed.
+        let durable = tail.held_lsn().min(asm.next_lsn());
+        if durable > flushed {
+            flushed = durable;
+            reply_now = true;
         }
         if reply_now || last_status.elapsed() >= s.status_interval {
             client
@@ -507,36 +603,57 @@ async fn session(
             report.flushed = flushed;
             live.archived_to(flushed);
         }
+        // Merging pieces (a slowly filling segment) waits until the server
+        // has heard of the flush: it changes nothing of what is held.
+        tail.merge_due(&archive, asm.filled()).await?;
+        report.absorb(&mut tail.stats);
+        if pushing.as_ref().is_some_and(Pushing::is_finished) {
+            let p = pushing.take().expect("checked");
+            report.sent_bytes += p.finish().await?;
+        }
         if s.stop_at.is_some_and(|stop| flushed >= stop) {
+            if let Some(p) = pushing.take() {
+                report.sent_bytes += p.finish().await?;
+            }
             archive.flush_index().await;
             return Ok(());
         }
     }
 }
 
-/// How much of the segment `asm` is about to fill the repository already
-/// holds as a `.partial` (0: none), e.g. from before a crash or a SIGKILL.
-/// A reconnection re-streams the segment from its start, and storing a
-/// shorter partial would replace the longer one (`push_partial` keeps only
-/// the newest), taking back WAL the slot may already have let go of. A
-/// damaged partial counts as none: the next upload replaces it.
-async fn stored_partial_len(
-    archive: &WalArchive,
-    asm: &SegmentAssembler,
-    seg_size: u64,
-) -> Result<usize, StreamError> {
-    let name = segment_name(asm.timeline(), asm.next_lsn().segno(seg_size), seg_size);
-    // Header and stored bytes only: an encrypted repository's writer holds
-    // no key to open it, and needs none to know its length.
-    match archive.partial_len(&name).await {
-        Ok(Some(len)) => Ok(len as usize),
-        Ok(None) => Ok(0),
-        Err(e @ WalError::Damaged { .. }) => {
-            // Handled here: the stream goes on and overwrites it.
-            tracing::warn!("ignoring a damaged partial of {name}: {e}");
-            Ok(0)
+/// A complete segment pushed whole in the background (`--synchronous`),
+/// then its pieces removed. Its bytes are durable in the pieces already,
+/// so nothing waits for it but the next one; dropped, it is aborted (the
+/// pieces stay, and the next session pushes the segment from them).
+struct Pushing(tokio::task::JoinHandle<Result<u64, WalError>>);
+
+impl Pushing {
+    fn start(archive: &WalArchive, name: String, data: bytes::Bytes, keys: Vec<String>) -> Pushing {
+        let archive = archive.clone();
+        Pushing(tokio::spawn(async move {
+            let (_, sent) = archive.push_segment(&name, data, &keys).await?;
+            tracing::debug!(segment = %name, "archived");
+            Ok(sent)
+        }))
+    }
+
+    fn is_finished(&self) -> bool {
+        self.0.is_finished()
+    }
+
+    /// Wait for it; the bytes sent.
+    async fn finish(mut self) -> Result<u64, StreamError> {
+        let r = (&mut self.0).await;
+        match r {
+            Ok(r) => Ok(r?),
+            Err(e) => Err(WalError::Codec(format!("archive a segment: {e}")).into()),
         }
-        Err(e) => Err(e.into()),
+    }
+}
+
+impl Drop for Pushing {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
