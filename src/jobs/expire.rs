@@ -415,20 +415,8 @@ async fn expire_wal(
     );
     let (gone, retained, retained_until) = split_retained(repo, gone, &listing, now).await?;
     if !dry_run && !gone.keys.is_empty() {
-        // The WAL index first, without what goes: it never names a
-        // segment that was removed.
-        let doomed: std::collections::BTreeSet<&str> =
-            gone.keys.iter().map(String::as_str).collect();
         repo.wal_archive(seg, Compression::None)
-            .write_index_of(
-                listing
-                    .iter()
-                    .map(|o| o.key.as_str())
-                    .filter(|k| !doomed.contains(k)),
-            )
-            .await;
-        repo.storage()
-            .delete_many(&gone.keys)
+            .delete_listed(&listing, &gone.keys)
             .await
             .map_err(|e| JobError::Repo(e.into()))?;
         tracing::info!("expired {} WAL objects", gone.keys.len());

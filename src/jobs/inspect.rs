@@ -327,18 +327,8 @@ pub async fn delete_wal_before(repo: &Repository, id: &str) -> Result<WalDeleteR
     );
     let (gone, retained, retained_until) =
         super::expire::split_retained(repo, gone, &listing, chrono::Utc::now()).await?;
-    // The WAL index first, without what goes (as `expire` does).
-    let doomed: std::collections::BTreeSet<&str> = gone.keys.iter().map(String::as_str).collect();
     repo.wal_archive(m.wal_segment_size, Compression::None)
-        .write_index_of(
-            listing
-                .iter()
-                .map(|o| o.key.as_str())
-                .filter(|k| !doomed.contains(k)),
-        )
-        .await;
-    repo.storage()
-        .delete_many(&gone.keys)
+        .delete_listed(&listing, &gone.keys)
         .await
         .map_err(|e| JobError::Repo(e.into()))?;
     Ok(WalDeleteReport {

@@ -339,6 +339,25 @@ impl WalArchive {
         self.store_index(&view).await;
     }
 
+    /// Delete WAL objects `gone` out of a full `listing` of `wal/`: the
+    /// index of what stays is written first, so it never names a removed
+    /// segment (`expire`, `delete --wal-before`).
+    pub async fn delete_listed(
+        &self,
+        listing: &[crate::storage::ObjectMeta],
+        gone: &[String],
+    ) -> Result<(), crate::storage::StorageError> {
+        let doomed: std::collections::BTreeSet<&str> = gone.iter().map(String::as_str).collect();
+        self.write_index_of(
+            listing
+                .iter()
+                .map(|o| o.key.as_str())
+                .filter(|k| !doomed.contains(k)),
+        )
+        .await;
+        self.storage.delete_many(gone).await
+    }
+
     /// Like [`WalArchive::view`], with the gaps it reports confirmed: the first
     /// segment of each of the first 16 gap runs is looked up (one HEAD
     /// each); one that exists means the index missed objects written
