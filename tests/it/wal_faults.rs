@@ -877,6 +877,22 @@ fn server_restart_and_crash() {
     );
 
     // The strongest oracle: restore the backup and replay the archive.
+    let (missing, restored, r) = missing_after_restore(&repo, &log);
+    assert!(
+        missing.is_empty(),
+        "{} committed rows are missing after restoring backup + archive (first: {:?})\n{r}\n--- recovery log ---\n{}",
+        missing.len(),
+        &missing[..missing.len().min(10)],
+        restored.log()
+    );
+}
+
+/// Ids whose commit the client saw acknowledged and that are missing from
+/// a restore of the backup replayed to the end of the archive.
+pub(crate) fn missing_after_restore(
+    repo: &Repo,
+    log: &WriterLog,
+) -> (Vec<i64>, Restored, CliOutput) {
     let restored = Restored::new();
     let mut cmd = Cli::new([
         "restore",
@@ -890,23 +906,20 @@ fn server_restart_and_crash() {
         "--set",
         &format!("port={}", restored.port),
     ]);
+    for (k, v) in &repo.env {
+        cmd.env(k, v);
+    }
     cmd.timeout(Duration::from_secs(300));
     let r = cmd.run();
     r.assert_ok();
-    let ids = restored.ids();
-    let missing: Vec<i64> = log
+    let ids: BTreeSet<i64> = restored.ids();
+    let missing = log
         .committed
         .iter()
         .map(|(id, _)| *id)
         .filter(|id| !ids.contains(id))
         .collect();
-    assert!(
-        missing.is_empty(),
-        "{} committed rows are missing after restoring backup + archive (first: {:?})\n{r}\n--- recovery log ---\n{}",
-        missing.len(),
-        &missing[..missing.len().min(10)],
-        restored.log()
-    );
+    (missing, restored, r)
 }
 
 /// A data directory restored by `pgtide restore --start`, stopped on drop.

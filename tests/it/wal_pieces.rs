@@ -21,7 +21,6 @@
 //!   middle of a segment is a gap for `verify` (of a backup ending in that
 //!   segment) and for `wal fetch`, which serves only the bytes before it.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use pgtide::pg::lsn::{parse_segment_name, segment_name};
@@ -29,40 +28,8 @@ use pgtide::pg::lsn::{parse_segment_name, segment_name};
 use crate::harness::cli::Cli;
 use crate::harness::s3::S3Server;
 use crate::wal_faults::{
-    lsn, show_lsn, wait_for, Repo, Restored, Rig, Streamer, Writer, WriterLog, TLI,
+    lsn, missing_after_restore, show_lsn, wait_for, Repo, Rig, Streamer, Writer, TLI,
 };
-
-/// Ids whose commit the client saw acknowledged and that are missing from
-/// a restore of the backup replayed to the end of the archive.
-fn missing_after_restore(repo: &Repo, log: &WriterLog) -> (Vec<i64>, Restored) {
-    let restored = Restored::new();
-    let mut cmd = Cli::new([
-        "restore",
-        "latest",
-        "--json",
-        "--repo",
-        &repo.url,
-        "--pgdata",
-        &restored.pgdata.display().to_string(),
-        "--start",
-        "--set",
-        &format!("port={}", restored.port),
-    ]);
-    for (k, v) in &repo.env {
-        cmd.env(k, v);
-    }
-    cmd.timeout(Duration::from_secs(300));
-    let r = cmd.run();
-    r.assert_ok();
-    let ids: BTreeSet<i64> = restored.ids();
-    let missing = log
-        .committed
-        .iter()
-        .map(|(id, _)| *id)
-        .filter(|id| !ids.contains(id))
-        .collect();
-    (missing, restored)
-}
 
 fn synchronous_archive(repo: Repo, rig: Rig) {
     let out = rig.scratch("out");
@@ -113,7 +80,7 @@ fn synchronous_archive(repo: Repo, rig: Rig) {
         "too few commits: {}",
         log.committed.len()
     );
-    let (missing, restored) = missing_after_restore(&repo, &log);
+    let (missing, restored, _) = missing_after_restore(&repo, &log);
     assert!(
         missing.is_empty(),
         "{} acknowledged commits are missing after restoring backup + archive (first: {:?}, last acknowledged: {:?})\n--- recovery log ---\n{}\n{}",
