@@ -237,6 +237,42 @@ pub trait Storage: Send + Sync + fmt::Debug {
     }
 }
 
+/// The longest common prefix of `keys` (at a char boundary).
+pub(crate) fn common_prefix<'a>(keys: impl IntoIterator<Item = &'a str>) -> String {
+    let mut it = keys.into_iter();
+    let Some(first) = it.next() else {
+        return String::new();
+    };
+    let mut len = first.len();
+    for k in it {
+        len = first
+            .bytes()
+            .zip(k.bytes())
+            .take(len)
+            .take_while(|(a, b)| a == b)
+            .count();
+    }
+    while !first.is_char_boundary(len) {
+        len -= 1;
+    }
+    first[..len].to_string()
+}
+
+/// The listing prefixes that cover `keys` with few extra objects: one per
+/// parent "folder", the common prefix of that folder's keys. For stores that
+/// find an object's versions by listing.
+pub(crate) fn group_prefixes<'a>(keys: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut groups: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for k in keys {
+        let parent = k.rsplit_once('/').map_or("", |(p, _)| p);
+        groups.entry(parent).or_default().push(k);
+    }
+    groups
+        .into_values()
+        .map(|g| common_prefix(g.iter().copied()))
+        .collect()
+}
+
 /// `storage` without retention on writes: for objects that are rewritten or
 /// removed by design (the writer lock, deletion markers, run records, WAL
 /// partials).
@@ -308,6 +344,24 @@ pub async fn open(url: &str) -> Result<DynStorage, StorageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn common_prefix_of_keys() {
+        assert_eq!(common_prefix(["a/b/c1", "a/b/c2", "a/b/d"]), "a/b/");
+        assert_eq!(common_prefix(["a/b/c1"]), "a/b/c1");
+        assert_eq!(common_prefix(["x", "y"]), "");
+        assert_eq!(common_prefix(["é1", "é2"]), "é");
+        assert_eq!(common_prefix(Vec::<&str>::new()), "");
+    }
+
+    #[test]
+    fn one_listing_prefix_per_folder() {
+        assert_eq!(
+            group_prefixes(["p/wal/a1", "p/wal/a2", "p/b/x", "top"]),
+            vec!["top", "p/b/x", "p/wal/a"]
+        );
+        assert!(group_prefixes(Vec::<&str>::new()).is_empty());
+    }
 
     #[test]
     fn retain_until_is_the_write_time_plus_the_period_rounded_up() {

@@ -20,7 +20,7 @@ use crate::harness::pg::{pg_dump_bin, PgCluster};
 use crate::harness::s3::{s3_env, S3Server, PREFIX};
 use crate::pitr::{json, path_in, switch_wal, work_dir};
 
-fn block<F: Future>(f: F) -> F::Output {
+pub(crate) fn block<F: Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -92,7 +92,7 @@ async fn head(client: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Head {
     }
 }
 
-fn date(v: &serde_json::Value) -> DateTime<Utc> {
+pub(crate) fn date(v: &serde_json::Value) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(v.as_str().unwrap_or_else(|| panic!("not a date: {v}")))
         .unwrap()
         .with_timezone(&Utc)
@@ -100,7 +100,7 @@ fn date(v: &serde_json::Value) -> DateTime<Utc> {
 
 /// Objects written and removed by design, that carry no retention
 /// (docs/FORMAT.md, "Object Lock").
-fn unretained(key: &str) -> bool {
+pub(crate) fn unretained(key: &str) -> bool {
     key.starts_with("locks/")
         || key.starts_with("runs/")
         || key.ends_with("/deleting.json")

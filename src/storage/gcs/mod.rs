@@ -25,9 +25,10 @@ use object_store::client::{HttpRequest, HttpRequestBody};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use super::cloud::{self, check_announced_len, past_end, service, transport, Response};
-use super::{ObjectMeta, ObjectWriter, Storage, StorageError};
+use super::{DynStorage, ObjectMeta, ObjectWriter, Retention, Storage, StorageError};
 
 mod location;
+mod retention;
 mod writer;
 
 pub use location::GcsOptions;
@@ -97,6 +98,10 @@ struct ObjectResource {
     size: String,
     #[serde(default)]
     crc32c: Option<String>,
+    #[serde(default)]
+    generation: Option<String>,
+    #[serde(default)]
+    retention: Option<retention::RetentionResource>,
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -243,7 +248,7 @@ impl Inner {
         resp: &Response,
         size: u64,
         crc: u32,
-    ) -> Result<(), StorageError> {
+    ) -> Result<ObjectResource, StorageError> {
         let r: ObjectResource = serde_json::from_slice(&resp.body).map_err(|e| {
             service(
                 op,
@@ -272,23 +277,35 @@ impl Inner {
                 ));
             }
         }
-        Ok(())
+        Ok(r)
     }
 
-    /// A whole object in one multipart upload, its CRC32C in the metadata.
+    /// The metadata of a new object: its name, and its retention counted
+    /// from now.
+    fn new_object(&self, key: &str, retention: Option<Retention>) -> serde_json::Value {
+        let mut meta = serde_json::json!({
+            "name": self.full_key(key),
+            "contentType": "application/octet-stream",
+        });
+        if let Some(r) = retention {
+            meta["retention"] = retention::retention_json(r, chrono::Utc::now());
+        }
+        meta
+    }
+
+    /// A whole object in one multipart upload, its CRC32C (and retention)
+    /// in the metadata.
     async fn put_object(
         &self,
         key: &str,
         data: Bytes,
         if_absent: bool,
+        retention: Option<Retention>,
     ) -> Result<(), StorageError> {
         let crc = cloud::crc32c(data.clone()).await;
         let boundary = format!("pgtide_{:016x}", fastrand::u64(..));
-        let meta = serde_json::json!({
-            "name": self.full_key(key),
-            "crc32c": cloud::crc32c_b64(crc),
-            "contentType": "application/octet-stream",
-        });
+        let mut meta = self.new_object(key, retention);
+        meta["crc32c"] = cloud::crc32c_b64(crc).into();
         let head = format!(
             "--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{meta}\r\n--{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n"
         );
@@ -323,6 +340,7 @@ impl Inner {
             return Err(self.error("upload", key, &resp));
         }
         self.check_uploaded("upload", key, &resp, size, crc)
+            .map(|_| ())
     }
 
     async fn stat(&self, key: &str) -> Result<u64, StorageError> {
@@ -425,6 +443,8 @@ impl Inner {
 #[derive(Debug, Clone)]
 pub struct Gcs {
     inner: Arc<Inner>,
+    /// Object retention put on every object written (`with_retention`).
+    retention: Option<Retention>,
 }
 
 impl Gcs {
@@ -446,6 +466,7 @@ impl Gcs {
         };
         let gcs = Gcs {
             inner: Arc::new(inner),
+            retention: None,
         };
         match gcs.inner.list_page("", None, 1).await {
             Ok(_) => Ok(gcs),
@@ -468,15 +489,21 @@ impl Storage for Gcs {
     }
 
     async fn put(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
-        self.inner.put_object(key, data, false).await
+        self.inner
+            .put_object(key, data, false, self.retention)
+            .await
     }
 
     async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
-        self.inner.put_object(key, data, true).await
+        self.inner.put_object(key, data, true, self.retention).await
     }
 
     async fn writer(&self, key: &str) -> Result<Box<dyn ObjectWriter>, StorageError> {
-        Ok(Box::new(GcsWriter::new(self.inner.clone(), key)))
+        Ok(Box::new(GcsWriter::new(
+            self.inner.clone(),
+            key,
+            self.retention,
+        )))
     }
 
     async fn get(&self, key: &str) -> Result<Bytes, StorageError> {
@@ -576,6 +603,9 @@ impl Storage for Gcs {
     }
 
     async fn delete_many(&self, keys: &[String]) -> Result<(), StorageError> {
+        if self.retention.is_some() {
+            return self.inner.delete_generations(keys).await;
+        }
         futures::stream::iter(keys.iter().cloned().map(|k| {
             let g = self.inner.clone();
             async move { g.delete_one(&k).await }
@@ -586,5 +616,31 @@ impl Storage for Gcs {
         .into_iter()
         .collect::<Result<Vec<()>, _>>()?;
         Ok(())
+    }
+
+    async fn check_retention(&self) -> Result<(), StorageError> {
+        self.inner.check_object_retention().await
+    }
+
+    fn with_retention(&self, retention: Retention) -> Result<DynStorage, StorageError> {
+        Ok(Arc::new(Gcs {
+            inner: self.inner.clone(),
+            retention: Some(retention),
+        }))
+    }
+
+    fn without_retention(&self) -> Option<DynStorage> {
+        self.retention?;
+        Some(Arc::new(Gcs {
+            inner: self.inner.clone(),
+            retention: None,
+        }))
+    }
+
+    async fn retained_until(
+        &self,
+        key: &str,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, StorageError> {
+        self.inner.retained_until(key, None).await
     }
 }

@@ -33,6 +33,8 @@ pub(super) struct GcsWriter {
     size: u64,
     failed: bool,
     closed: bool,
+    /// Object retention the object gets (from its completion).
+    retention: Option<Retention>,
 }
 
 /// Where a resumable upload stands after a request.
@@ -44,7 +46,7 @@ enum Standing {
 }
 
 impl GcsWriter {
-    pub(super) fn new(g: Arc<Inner>, key: &str) -> GcsWriter {
+    pub(super) fn new(g: Arc<Inner>, key: &str, retention: Option<Retention>) -> GcsWriter {
         GcsWriter {
             g,
             key: key.to_string(),
@@ -57,6 +59,7 @@ impl GcsWriter {
             size: 0,
             failed: false,
             closed: false,
+            retention,
         }
     }
 
@@ -77,10 +80,9 @@ impl GcsWriter {
             return Ok(s.clone());
         }
         let g = &self.g;
-        let meta = serde_json::json!({
-            "name": g.full_key(&self.key),
-            "contentType": "application/octet-stream",
-        });
+        // The retention counts from the session's start here; `finish`
+        // extends it to a full period from the completion.
+        let meta = g.new_object(&self.key, self.retention);
         let resp = g
             .send(
                 "start upload of",
@@ -190,7 +192,9 @@ impl GcsWriter {
     async fn finish_inner(&mut self) -> Result<u64, StorageError> {
         let Some(session) = self.session.clone() else {
             let body = std::mem::take(&mut self.buf).freeze();
-            self.g.put_object(&self.key, body, false).await?;
+            self.g
+                .put_object(&self.key, body, false, self.retention)
+                .await?;
             return Ok(self.size);
         };
         self.join().await?;
@@ -223,10 +227,29 @@ impl GcsWriter {
                 ))
             }
         };
+        let completed_at = chrono::Utc::now();
         self.session = None;
         self.closed = true;
-        self.g
+        let stored = self
+            .g
             .check_uploaded("complete upload of", &self.key, &resp, total, crc)?;
+        if let Some(r) = self.retention {
+            let want = r.until(completed_at);
+            let has = stored.retention.as_ref().and_then(|r| r.until());
+            if has.is_none_or(|t| t < want) {
+                let generation = stored.generation.as_deref().ok_or_else(|| {
+                    service(
+                        "complete upload of",
+                        &self.key,
+                        "the store answered no generation for the object",
+                        false,
+                    )
+                })?;
+                self.g
+                    .extend_retention(&self.key, generation, r.mode, want)
+                    .await?;
+            }
+        }
         Ok(total)
     }
 

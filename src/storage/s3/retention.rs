@@ -12,7 +12,7 @@ use aws_sdk_s3::types::{ObjectLockEnabled, ObjectLockMode, ObjectLockRetention};
 use chrono::{DateTime, Utc};
 
 use super::*;
-use crate::storage::RetentionMode;
+use crate::storage::{group_prefixes, RetentionMode};
 
 pub(super) fn lock_mode(mode: RetentionMode) -> ObjectLockMode {
     match mode {
@@ -34,27 +34,6 @@ pub(super) fn sdk_time(t: DateTime<Utc>) -> aws_smithy_types::DateTime {
 
 pub(super) fn chrono_time(t: &aws_smithy_types::DateTime) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp(t.secs(), t.subsec_nanos())
-}
-
-/// The longest common prefix of `keys` (at a char boundary).
-fn common_prefix<'a>(keys: impl IntoIterator<Item = &'a str>) -> String {
-    let mut it = keys.into_iter();
-    let Some(first) = it.next() else {
-        return String::new();
-    };
-    let mut len = first.len();
-    for k in it {
-        len = first
-            .bytes()
-            .zip(k.bytes())
-            .take(len)
-            .take_while(|(a, b)| a == b)
-            .count();
-    }
-    while !first.is_char_boundary(len) {
-        len -= 1;
-    }
-    first[..len].to_string()
 }
 
 impl Inner {
@@ -175,14 +154,8 @@ impl Inner {
         keys: &[String],
     ) -> Result<BTreeMap<String, Vec<String>>, StorageError> {
         let wanted: BTreeSet<String> = keys.iter().map(|k| self.full_key(k)).collect();
-        let mut groups: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-        for k in &wanted {
-            let parent = k.rsplit_once('/').map_or("", |(p, _)| p);
-            groups.entry(parent).or_default().push(k);
-        }
         let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for group in groups.values() {
-            let prefix = common_prefix(group.iter().copied());
+        for prefix in group_prefixes(wanted.iter().map(String::as_str)) {
             let (mut key_marker, mut version_marker) = (None::<String>, None::<String>);
             loop {
                 let resp = self
@@ -303,15 +276,6 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn common_prefix_of_keys() {
-        assert_eq!(common_prefix(["a/b/c1", "a/b/c2", "a/b/d"]), "a/b/");
-        assert_eq!(common_prefix(["a/b/c1"]), "a/b/c1");
-        assert_eq!(common_prefix(["x", "y"]), "");
-        assert_eq!(common_prefix(["é1", "é2"]), "é");
-        assert_eq!(common_prefix(Vec::<&str>::new()), "");
-    }
 
     #[test]
     fn dates_round_trip_through_the_sdk_type() {

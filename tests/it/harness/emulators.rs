@@ -173,6 +173,28 @@ impl Emulator {
         }
     }
 
+    /// A raw request to the emulator (for checks the driver cannot
+    /// express): the status and the body.
+    pub fn http(&self, method: &str, path: &str, body: &str) -> (u16, String) {
+        http_request(self.port, method, path, body)
+    }
+
+    /// A new fake-gcs-server bucket with object versioning on.
+    pub fn fresh_versioned_bucket(&self) -> TestPlace {
+        assert_eq!(self.kind, Kind::FakeGcs, "versioned buckets are GCS's");
+        let name = format!("pgtide-v-{}-{:08x}", std::process::id(), fastrand::u32(..));
+        let body = format!("{{\"name\":\"{name}\",\"versioning\":{{\"enabled\":true}}}}");
+        let (status, answer) = self.http("POST", "/storage/v1/b", &body);
+        assert!(
+            status == 200 && answer.contains("\"enabled\":true"),
+            "fake-gcs-server: creating versioned bucket {name} answered {status}: {answer}"
+        );
+        TestPlace {
+            url: format!("gs://{name}/prefix"),
+            name,
+        }
+    }
+
     /// [`fresh`](Self::fresh) for synchronous tests; also safe to call from
     /// inside a runtime (it runs on a helper thread).
     pub fn fresh_blocking(&'static self) -> TestPlace {
@@ -312,25 +334,35 @@ impl Drop for Emulator {
 
 /// POST a JSON body to 127.0.0.1:port; the status code (0 if none came).
 fn http_post(port: u16, path: &str, body: &str) -> u16 {
+    http_request(port, "POST", path, body).0
+}
+
+/// One HTTP/1.0 request (so never a chunked answer) with a JSON body to
+/// 127.0.0.1:port: the status code (0 if none came) and the answer's body.
+fn http_request(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
     use std::io::{Read as _, Write as _};
     let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return 0;
+        return (0, String::new());
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
     let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     if s.write_all(req.as_bytes()).is_err() {
-        return 0;
+        return (0, String::new());
     }
     let mut answer = String::new();
     let _ = s.read_to_string(&mut answer);
-    answer
+    let status = answer
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_string());
+    (status, body)
 }
 
 /// `$PGTIDE_TEST_AZURITE` / `$PGTIDE_TEST_FAKE_GCS`, else `.deps`, else PATH.
