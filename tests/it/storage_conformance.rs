@@ -415,6 +415,30 @@ async fn list_sorted_with_prefixes_and_pages(f: Fixture) {
     assert!(s.list("nothing/").await.unwrap().is_empty());
     assert!(s.list("many/k99999").await.unwrap().is_empty());
 
+    // Listings that start after a key (strictly), across pages.
+    assert_eq!(
+        keys(&s.list_after("many/", "many/k00999").await.unwrap()),
+        [
+            "many/k01000",
+            "many/k01001",
+            "many/k01002",
+            "many/k01003",
+            "many/k01004",
+            "many/sub/deeper/z"
+        ]
+    );
+    assert_eq!(s.list_after("many/", "").await.unwrap().len(), N + 1);
+    assert_eq!(s.list_after("many/", "a").await.unwrap().len(), N + 1);
+    assert!(s
+        .list_after("many/", "many/sub/deeper/z")
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        keys(&s.list_after("many", "many/k01004").await.unwrap()),
+        ["many/sub/deeper/z", "many2/x"]
+    );
+
     // One delete_many over more than one S3 batch (1000 keys).
     s.delete_many(&all).await.unwrap();
     assert!(s.list("").await.unwrap().is_empty());
@@ -491,9 +515,11 @@ async fn retention_needs_object_lock(f: Fixture) {
         "{e}"
     );
     assert!(!e.to_string().contains('\n'), "{e}");
-    // An S3 handle makes a retained handle without asking the bucket (the
-    // check above is what `init` asks); a directory refuses at once.
-    assert_eq!(s.with_retention(retention(3600)).is_ok(), f.s3.is_some());
+    // A cloud store's handle makes a retained handle without asking the
+    // bucket (the check above is what `init` asks); a directory refuses at
+    // once.
+    let local = f._dir.is_some();
+    assert_eq!(s.with_retention(retention(3600)).is_ok(), !local);
     s.put("plain", Bytes::from_static(b"x")).await.unwrap();
     assert_eq!(s.retained_until("plain").await.unwrap(), None);
     assert_not_found(s.retained_until("missing").await, "retained_until");

@@ -389,9 +389,12 @@ impl Inner {
         Err(self.error("delete", key, &resp))
     }
 
+    /// One page of the objects under `prefix`, from `start_offset` (a key,
+    /// inclusive) on.
     async fn list_page(
         &self,
         prefix: &str,
+        start_offset: Option<&str>,
         token: Option<&str>,
         max: u32,
     ) -> Result<(Vec<ObjectMeta>, Option<String>), StorageError> {
@@ -404,6 +407,9 @@ impl Inner {
                 .append_pair("fields", "items(name,size,crc32c),nextPageToken");
             if let Some(t) = token {
                 q.append_pair("pageToken", t);
+            }
+            if let Some(k) = start_offset {
+                q.append_pair("startOffset", &self.full_key(k));
             }
         }
         let resp = self
@@ -439,6 +445,31 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// Every object under `prefix` (from the key `start` on), sorted.
+    async fn list_from(
+        &self,
+        prefix: &str,
+        start: Option<&str>,
+    ) -> Result<Vec<ObjectMeta>, StorageError> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let (page, next) = self
+                .list_page(prefix, start, token.as_deref(), LIST_PAGE)
+                .await?;
+            out.extend(page);
+            match next {
+                Some(t) => token = Some(t),
+                None => break,
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        out.dedup_by(|a, b| a.key == b.key);
+        Ok(out)
+    }
+}
+
 /// A GCS bucket (and object name prefix) as a `Storage`.
 #[derive(Debug, Clone)]
 pub struct Gcs {
@@ -468,7 +499,7 @@ impl Gcs {
             inner: Arc::new(inner),
             retention: None,
         };
-        match gcs.inner.list_page("", None, 1).await {
+        match gcs.inner.list_page("", None, None, 1).await {
             Ok(_) => Ok(gcs),
             Err(StorageError::NotFound { .. }) => Err(StorageError::BucketNotFound {
                 noun: "bucket",
@@ -584,22 +615,18 @@ impl Storage for Gcs {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError> {
-        let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let (page, next) = self
-                .inner
-                .list_page(prefix, token.as_deref(), LIST_PAGE)
-                .await?;
-            out.extend(page);
-            match next {
-                Some(t) => token = Some(t),
-                None => break,
-            }
-        }
-        out.sort_by(|a, b| a.key.cmp(&b.key));
-        out.dedup_by(|a, b| a.key == b.key);
-        Ok(out)
+        self.inner.list_from(prefix, None).await
+    }
+
+    /// `startOffset`: requests in proportion to what is returned.
+    async fn list_after(
+        &self,
+        prefix: &str,
+        start_after: &str,
+    ) -> Result<Vec<ObjectMeta>, StorageError> {
+        let mut v = self.inner.list_from(prefix, Some(start_after)).await?;
+        v.retain(|o| o.key.as_str() > start_after);
+        Ok(v)
     }
 
     async fn delete_many(&self, keys: &[String]) -> Result<(), StorageError> {
