@@ -11,8 +11,9 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::{JobError, Progress};
-use crate::chunk::PackInfo;
+use crate::chunk::{ChunkRef, PackInfo};
 use crate::pg::lsn::{parse_segment_name, segment_name};
+use crate::pipeline::reader::{runs, RUN_SPAN};
 use crate::pipeline::Compression;
 use crate::pipeline::{ChunkReader, PipelineError};
 use crate::repo::manifest::{BackupManifest, StreamRef};
@@ -216,21 +217,47 @@ async fn check(
         .store(work.iter().map(|w| w.2.raw_len).sum(), Ordering::Relaxed);
     progress.set_phase(format!("verifying {} chunks", work.len()));
     let chunks = work.len() as u64;
-    let results: Vec<Option<String>> = futures::stream::iter(work)
-        .map(|(what, n, c)| {
+    // Chunks lying back to back in a pack are read together, one ranged
+    // request a run.
+    let refs: Vec<ChunkRef> = work.iter().map(|w| w.2).collect();
+    let mut work: Vec<Option<(String, usize, ChunkRef)>> = work.into_iter().map(Some).collect();
+    let runs: Vec<Vec<(String, usize, ChunkRef)>> = runs(&refs, RUN_SPAN)
+        .into_iter()
+        .map(|run| run.into_iter().filter_map(|k| work[k].take()).collect())
+        .collect();
+    let results: Vec<Vec<String>> = futures::stream::iter(runs)
+        .map(|run| {
             let reader = reader.clone();
             let progress = progress.clone();
             async move {
-                let r = reader.read_chunk(&c).await;
-                progress.add_bytes(c.raw_len);
-                crate::jobs::pause_point("verify-chunk").await;
-                match r {
-                    Ok(_) => None,
-                    Err(PipelineError::Corrupt { pack, offset, kind }) => Some(format!(
-                        "{what}: chunk {n} in {pack} at offset {offset}: {kind}"
-                    )),
-                    Err(e) => Some(format!("{what}: chunk {n}: {e}")),
+                let refs: Vec<ChunkRef> = run.iter().map(|w| w.2).collect();
+                let fetched = reader.fetch_run(&refs).await;
+                let mut problems = Vec::new();
+                match fetched {
+                    Err(e) => {
+                        let e = e.to_string();
+                        for (what, n, c) in &run {
+                            progress.add_bytes(c.raw_len);
+                            problems.push(format!("{what}: chunk {n}: {e}"));
+                        }
+                    }
+                    Ok(stored) => {
+                        for ((what, n, c), stored) in run.iter().zip(stored) {
+                            let r = reader.decode(c, stored).await;
+                            progress.add_bytes(c.raw_len);
+                            crate::jobs::pause_point("verify-chunk").await;
+                            match r {
+                                Ok(_) => {}
+                                Err(PipelineError::Corrupt { pack, offset, kind }) => problems
+                                    .push(format!(
+                                        "{what}: chunk {n} in {pack} at offset {offset}: {kind}"
+                                    )),
+                                Err(e) => problems.push(format!("{what}: chunk {n}: {e}")),
+                            }
+                        }
+                    }
                 }
+                problems
             }
         })
         .buffer_unordered(jobs.max(1) * 2)

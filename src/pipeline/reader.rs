@@ -52,6 +52,11 @@ impl ChunkReader {
     /// Fetch, check and decode one chunk.
     pub async fn read_chunk(&self, c: &ChunkRef) -> Result<Bytes, PipelineError> {
         let stored = self.fetch(c).await?;
+        self.decode(c, stored).await
+    }
+
+    /// Check and decode the stored bytes of one chunk (on the blocking pool).
+    pub async fn decode(&self, c: &ChunkRef, stored: Bytes) -> Result<Bytes, PipelineError> {
         self.check_raw_len(c)?;
         let (me, c2) = (self.clone(), *c);
         cpu(move || {
@@ -83,6 +88,54 @@ impl ChunkReader {
             .storage
             .get_range(&pack.key, c.offset, c.stored_len)
             .await?)
+    }
+
+    /// The stored bytes of chunks that lie back to back in one pack (a run
+    /// from [`runs`]), read with one ranged request, one slice per chunk.
+    pub async fn fetch_run(&self, run: &[ChunkRef]) -> Result<Vec<Bytes>, PipelineError> {
+        let (Some(first), Some(last)) = (run.first(), run.last()) else {
+            return Ok(Vec::new());
+        };
+        if run.len() == 1 {
+            return Ok(vec![self.fetch(first).await?]);
+        }
+        let pack = self.pack(first)?;
+        let start = first.offset;
+        let mut end = start;
+        for c in run {
+            if c.pack != first.pack || c.offset != end {
+                return Err(PipelineError::Corrupt {
+                    pack: pack.key.clone(),
+                    offset: c.offset,
+                    kind: codec::CorruptKind::StoredLen {
+                        expected: c.stored_len,
+                        found: 0,
+                    },
+                });
+            }
+            end = c.offset.saturating_add(c.stored_len);
+        }
+        if end > pack.size {
+            return Err(PipelineError::Corrupt {
+                pack: pack.key.clone(),
+                offset: last.offset,
+                kind: codec::CorruptKind::StoredLen {
+                    expected: last.stored_len,
+                    found: pack.size.saturating_sub(last.offset),
+                },
+            });
+        }
+        let bytes = self
+            .storage
+            .get_range(&pack.key, start, end - start)
+            .await?;
+        Ok(run
+            .iter()
+            .map(|c| {
+                let at = (c.offset - start) as usize;
+                bytes.slice(at..at + c.stored_len as usize)
+            })
+            .collect())
     }
 
     /// Check and decode fetched bytes into `out` (CPU work: call it off the
@@ -159,5 +212,73 @@ impl ChunkReader {
                 async move { me.read_chunk(&c).await }
             })
             .buffered(prefetch)
+    }
+}
+
+/// The stored bytes one run of chunks takes at most: one ranged request, and
+/// the memory a reader of runs holds per run in flight.
+pub const RUN_SPAN: u64 = 4 << 20;
+
+/// Group chunks into runs that one ranged request can read: chunks of one
+/// pack lying back to back (each starts where the one before ends), in pack
+/// order, at most `max_span` stored bytes a run (a chunk larger than that is
+/// a run of its own). Returns the runs as indexes into `chunks`.
+pub fn runs(chunks: &[ChunkRef], max_span: u64) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..chunks.len()).collect();
+    order.sort_by_key(|&i| (chunks[i].pack, chunks[i].offset));
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    let mut span = 0u64;
+    for i in order {
+        let c = &chunks[i];
+        let joins = out.last().and_then(|r| r.last()).is_some_and(|&j| {
+            let p = &chunks[j];
+            p.pack == c.pack
+                && p.offset.checked_add(p.stored_len) == Some(c.offset)
+                && span.saturating_add(c.stored_len) <= max_span
+        });
+        if joins {
+            span += c.stored_len;
+            out.last_mut().expect("a run to join").push(i);
+        } else {
+            span = c.stored_len;
+            out.push(vec![i]);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(pack: u32, offset: u64, stored_len: u64) -> ChunkRef {
+        ChunkRef {
+            pack,
+            offset,
+            stored_len,
+            raw_len: stored_len,
+            crc_raw: 0,
+            crc_stored: 0,
+            seq: 0,
+        }
+    }
+
+    #[test]
+    fn runs_join_back_to_back_chunks_of_a_pack_up_to_the_span() {
+        let chunks = [
+            c(0, 100, 50), // 0
+            c(0, 0, 100),  // 1
+            c(1, 0, 10),   // 2
+            c(0, 150, 60), // 3
+            c(0, 300, 10), // 4: a gap before it
+            c(1, 10, 500), // 5: larger than the span, alone
+            c(1, 510, 5),  // 6: its run would pass the span
+        ];
+        assert_eq!(
+            runs(&chunks, 256),
+            vec![vec![1, 0, 3], vec![4], vec![2], vec![5], vec![6]]
+        );
+        assert_eq!(runs(&chunks, 10_000).len(), 3);
+        assert!(runs(&[], 1).is_empty());
     }
 }

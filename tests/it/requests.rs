@@ -293,3 +293,53 @@ async fn request_bill_s3() {
     let bucket = S3Server::moto().fresh_bucket().await;
     bill(&bucket.url, true).await;
 }
+
+/// A data directory is mostly small files, each one chunk: `restore
+/// --pgdata` and `verify` read the chunks that lie back to back in a pack
+/// together (one ranged GET a run of up to 4 MiB), not one GET a file.
+#[test]
+fn restore_and_verify_read_small_files_in_runs() {
+    use crate::harness::cli::pgtide_env;
+    use crate::harness::pg::PgCluster;
+    use crate::harness::s3::s3_env;
+
+    let env = s3_env();
+    let bucket = crate::object_lock::block(S3Server::moto().fresh_bucket());
+    let pg = PgCluster::start(16);
+    let conn = pg.conninfo("postgres", "postgres");
+    let out = pgtide_env(
+        &["backup", "--json", "--db", &conn, "--repo", &bucket.url],
+        &env,
+    );
+    out.assert_ok();
+    let work = tempfile::tempdir().unwrap();
+    let pgdata = work.path().join("restored");
+    let out = pgtide_env(
+        &[
+            "restore",
+            "latest",
+            "--json",
+            "--repo",
+            &bucket.url,
+            "--pgdata",
+            pgdata.to_str().unwrap(),
+        ],
+        &env,
+    );
+    out.assert_ok();
+    let files = serde_json::from_str::<serde_json::Value>(&out.stdout).unwrap()["files"]
+        .as_u64()
+        .unwrap();
+    let gets = requests(&out)["get"].as_u64().unwrap();
+    assert!(files > 500, "{files} files");
+    assert!(gets * 20 < files, "{gets} GETs for {files} files\n{out}");
+    assert!(pgdata.join("PG_VERSION").is_file());
+
+    let out = pgtide_env(&["verify", "latest", "--json", "--repo", &bucket.url], &env);
+    out.assert_ok();
+    let chunks = serde_json::from_str::<serde_json::Value>(&out.stdout).unwrap()["chunks"]
+        .as_u64()
+        .unwrap();
+    let gets = requests(&out)["get"].as_u64().unwrap();
+    assert!(gets * 20 < chunks, "{gets} GETs for {chunks} chunks\n{out}");
+}

@@ -79,12 +79,45 @@ impl FileWriter {
             .map_err(|e| io::Error::other(format!("worker thread failed: {e}")))
     }
 
+    /// Write small one-chunk files whose chunks lie back to back in a pack
+    /// (a run of [`crate::pipeline::reader::runs`]): one ranged read for
+    /// all of them, then each written as [`FileWriter::restore`] does.
+    pub(super) async fn restore_run(
+        self: &Arc<Self>,
+        run: Vec<(PathBuf, &BackupFile)>,
+        progress: &Progress,
+    ) -> Result<(), JobError> {
+        let chunks: Vec<ChunkRef> = run
+            .iter()
+            .filter_map(|(_, f)| f.stream.as_ref()?.chunks.first().copied())
+            .collect();
+        if chunks.len() != run.len() {
+            // Not a run of one-chunk files after all: file by file.
+            for (path, f) in run {
+                self.restore(path, f, None, progress).await?;
+                progress.units_done.fetch_add(1, Ordering::Relaxed);
+            }
+            return Ok(());
+        }
+        let stored = self.reader.fetch_run(&chunks).await.map_err(|e| {
+            let first = run.first().map_or("", |(_, f)| f.path.as_str());
+            ChunkError::Pipeline(e).context(first)
+        })?;
+        for ((path, f), stored) in run.into_iter().zip(stored) {
+            self.restore(path, f, Some(stored), progress).await?;
+            progress.units_done.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
     /// Write `f` at `path`: every byte checked against the manifest, the
     /// length checked before anything is written, the mode applied.
+    /// `fetched`: the stored bytes of a one-chunk file, already read.
     pub(super) async fn restore(
         self: &Arc<Self>,
         path: PathBuf,
         f: &BackupFile,
+        fetched: Option<bytes::Bytes>,
         progress: &Progress,
     ) -> Result<(), JobError> {
         let chunks: Vec<ChunkRef> = f
@@ -112,13 +145,14 @@ impl FileWriter {
         let out = Arc::new(out);
 
         let mut offset = 0u64;
+        let mut fetched = fetched.filter(|_| chunks.len() == 1);
         let pieces = chunks.into_iter().map(|c| {
             let at = offset;
             offset += c.raw_len;
-            (c, at)
+            (c, at, fetched.take())
         });
         futures::stream::iter(pieces)
-            .map(|(c, at)| self.chunk(out.clone(), c, at, f.size))
+            .map(|(c, at, stored)| self.chunk(out.clone(), c, at, f.size, stored))
             .buffer_unordered(self.in_flight)
             .try_for_each(|n| {
                 progress.add_bytes(n);
@@ -140,12 +174,16 @@ impl FileWriter {
         c: ChunkRef,
         at: u64,
         size: u64,
+        fetched: Option<bytes::Bytes>,
     ) -> Result<u64, ChunkError> {
         let _slot = self.slots.acquire().await.expect("semaphore never closed");
         self.reader
             .check_raw_len(&c)
             .map_err(ChunkError::Pipeline)?;
-        let stored = self.reader.fetch(&c).await.map_err(ChunkError::Pipeline)?;
+        let stored = match fetched {
+            Some(b) => b,
+            None => self.reader.fetch(&c).await.map_err(ChunkError::Pipeline)?,
+        };
         let me = self.clone();
         self.blocking(move || {
             let need = c.raw_len as usize + 2 * ALIGN;

@@ -343,6 +343,46 @@ async fn restore(
     Ok(report)
 }
 
+/// A one-chunk file of at most this many stored bytes is read together with
+/// its neighbours in the pack (most of a data directory is such files).
+const RUN_FILE_MAX: u64 = 1 << 20;
+
+/// What a restore worker takes from the queue.
+enum Work {
+    /// A file (path, index into the manifest's files).
+    File(PathBuf, usize),
+    /// Small one-chunk files whose chunks lie back to back in a pack.
+    Run(Vec<(PathBuf, usize)>),
+}
+
+/// The order files are written in: the largest first, one by one; then the
+/// small one-chunk files in runs, so that a data directory's thousands of
+/// small files take one ranged read per run instead of one each.
+fn plan(m: &BackupManifest, files: Vec<(PathBuf, usize)>) -> std::collections::VecDeque<Work> {
+    let one_chunk = |i: usize| {
+        m.files[i]
+            .stream
+            .as_ref()
+            .filter(|s| s.chunks.len() == 1 && s.chunks[0].stored_len <= RUN_FILE_MAX)
+            .map(|s| s.chunks[0])
+    };
+    let (mut small, mut large): (Vec<_>, Vec<_>) = files
+        .into_iter()
+        .partition(|&(_, i)| one_chunk(i).is_some());
+    large.sort_by_key(|&(_, i)| std::cmp::Reverse(m.files[i].size));
+    let chunks: Vec<crate::chunk::ChunkRef> =
+        small.iter().filter_map(|&(_, i)| one_chunk(i)).collect();
+    let mut taken: Vec<Option<(PathBuf, usize)>> = small.drain(..).map(Some).collect();
+    let runs = crate::pipeline::reader::runs(&chunks, crate::pipeline::reader::RUN_SPAN)
+        .into_iter()
+        .map(|run| Work::Run(run.into_iter().filter_map(|k| taken[k].take()).collect()));
+    large
+        .into_iter()
+        .map(|(p, i)| Work::File(p, i))
+        .chain(runs)
+        .collect()
+}
+
 /// Write the files of `m` (`files`: path and index into `m.files`; `sparse`:
 /// path, size and mode of each file written as holes), PostgreSQL's
 /// `backup_manifest` and the recovery settings into the prepared
@@ -354,7 +394,7 @@ async fn write_contents(
     repo: &Repository,
     s: &PitrSettings,
     m: Arc<BackupManifest>,
-    mut files: Vec<(PathBuf, usize)>,
+    files: Vec<(PathBuf, usize)>,
     sparse: Vec<(PathBuf, u64, u32)>,
     ts_dirs: &HashMap<u32, PathBuf>,
     progress: &Arc<Progress>,
@@ -379,7 +419,6 @@ async fn write_contents(
             .await
             .map_err(|e| super::task_failed("write the sparse files", e))??;
     }
-    files.sort_by_key(|&(_, i)| std::cmp::Reverse(m.files[i].size));
     let total: u64 = files.iter().map(|&(_, i)| m.files[i].size).sum();
     progress.total_bytes.store(total, Ordering::Relaxed);
     progress
@@ -394,9 +433,7 @@ async fn write_contents(
         reader.clone(),
         (jobs * 2 + 2).max(4),
     ));
-    let queue = Arc::new(Mutex::new(
-        files.into_iter().collect::<std::collections::VecDeque<_>>(),
-    ));
+    let queue = Arc::new(Mutex::new(plan(&m, files)));
     // The first failure, or `cancel`, stops the other workers; the writes
     // they left on the blocking pool are awaited too (`settle`), so that
     // nothing lands in the directory after this returns.
@@ -406,11 +443,19 @@ async fn write_contents(
             (queue.clone(), writer.clone(), m.clone(), progress.clone());
         workers.spawn(async move {
             loop {
-                let Some((path, i)) = queue.lock().expect("queue lock").pop_front() else {
+                let Some(work) = queue.lock().expect("queue lock").pop_front() else {
                     return Ok::<(), JobError>(());
                 };
-                writer.restore(path, &m.files[i], &progress).await?;
-                progress.units_done.fetch_add(1, Ordering::Relaxed);
+                match work {
+                    Work::File(path, i) => {
+                        writer.restore(path, &m.files[i], None, &progress).await?;
+                        progress.units_done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Work::Run(run) => {
+                        let run = run.into_iter().map(|(p, i)| (p, &m.files[i])).collect();
+                        writer.restore_run(run, &progress).await?;
+                    }
+                }
                 crate::jobs::pause_point("physical-restore-file").await;
             }
         });
