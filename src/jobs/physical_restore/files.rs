@@ -31,6 +31,8 @@ const ALIGN: usize = 4096;
 /// Smaller files go through the page cache: one synchronous disk write per
 /// tiny file would cost more than the copy it saves.
 const DIRECT_MIN: u64 = 1 << 20;
+/// Files of one run written at once (their bytes are already fetched).
+const RUN_FILES_IN_FLIGHT: usize = 4;
 
 pub(super) struct FileWriter {
     /// The backup, for errors.
@@ -103,10 +105,28 @@ impl FileWriter {
             let first = run.first().map_or("", |(_, f)| f.path.as_str());
             ChunkError::Pipeline(e).context(first)
         })?;
-        for ((path, f), stored) in run.into_iter().zip(stored) {
-            self.restore(path, f, Some(stored), progress).await?;
-            progress.units_done.fetch_add(1, Ordering::Relaxed);
-        }
+        let writes: Vec<_> = run
+            .into_iter()
+            .zip(stored)
+            .map(|((path, f), stored)| self.restore_fetched(path, f, stored, progress))
+            .collect();
+        futures::stream::iter(writes)
+            .buffer_unordered(RUN_FILES_IN_FLIGHT)
+            .try_collect::<()>()
+            .await
+    }
+
+    /// [`FileWriter::restore`] of a one-chunk file already fetched, counted
+    /// as done.
+    async fn restore_fetched(
+        self: &Arc<Self>,
+        path: PathBuf,
+        f: &BackupFile,
+        stored: bytes::Bytes,
+        progress: &Progress,
+    ) -> Result<(), JobError> {
+        self.restore(path, f, Some(stored), progress).await?;
+        progress.units_done.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
