@@ -57,7 +57,7 @@ const DEFAULT_REGION: &str = "us-east-1";
 
 mod errors;
 mod location;
-mod retention;
+pub(super) mod retention;
 mod writer;
 
 use errors::*;

@@ -36,8 +36,9 @@ pub(super) fn chrono_time(t: &aws_smithy_types::DateTime) -> Option<DateTime<Utc
     DateTime::from_timestamp(t.secs(), t.subsec_nanos())
 }
 
-/// The longest common prefix of `keys` (at a char boundary).
-fn common_prefix<'a>(keys: impl IntoIterator<Item = &'a str>) -> String {
+/// The longest common prefix of `keys` (at a char boundary); the Azure
+/// driver groups its version listings the same way.
+pub(in crate::storage) fn common_prefix<'a>(keys: impl IntoIterator<Item = &'a str>) -> String {
     let mut it = keys.into_iter();
     let Some(first) = it.next() else {
         return String::new();
