@@ -16,6 +16,7 @@ mod errors;
 mod expire;
 mod json;
 mod object_lock;
+mod object_lock_azure;
 mod packaging;
 mod physical_errors;
 mod pitr;

@@ -244,12 +244,11 @@ impl Inner {
                 "container {c} has a legal hold, {locks}: clear the hold; pgtide puts the policy \
                  on each blob it keeps"
             ))),
-            ContainerWorm::NotReported => Err(unsupported(
-                "the store does not report version-level immutability (no \
-                 x-ms-immutable-storage-with-versioning-enabled in the container's properties; \
-                 emulators such as Azurite do not implement it)"
-                    .into(),
-            )),
+            ContainerWorm::NotReported => Err(unsupported(format!(
+                "the store does not report version-level immutability for container {c} (no \
+                 x-ms-immutable-storage-with-versioning-enabled in its properties; emulators \
+                 such as Azurite do not implement immutability)"
+            ))),
         }
     }
 

@@ -229,7 +229,12 @@ impl AzureWriter {
             let (has, _) = retention::policy_in(&head);
             if has.is_none_or(|t| t < want) {
                 let version = head.header("x-ms-version-id");
-                self.az.set_policy(&self.key, version, r.mode, want).await?;
+                if let Err(e) = self.az.set_policy(&self.key, version, r.mode, want).await {
+                    // Not left behind without its policy, where a re-run
+                    // would take it for done.
+                    let _ = self.az.delete_one(&self.key).await;
+                    return Err(e);
+                }
             }
         }
         Ok(self.size)
