@@ -290,6 +290,9 @@ impl Inner {
                 key: key.to_string(),
             });
         }
+        if retention.is_some() {
+            return Err(self.policy_write_error("upload", key, &resp));
+        }
         Err(self.error("upload", key, &resp))
     }
 

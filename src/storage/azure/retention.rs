@@ -311,6 +311,28 @@ impl Inner {
         })
     }
 
+    /// The error of a failed write that carried a policy: `policy_refused`,
+    /// or access denied with what setting a policy needs, or `error`.
+    pub(super) fn policy_write_error(
+        &self,
+        op: &'static str,
+        key: &str,
+        resp: &Response,
+    ) -> StorageError {
+        if let Some(e) = self.policy_refused(resp) {
+            return e;
+        }
+        match self.error(op, key, resp) {
+            StorageError::AccessDenied { what } => StorageError::AccessDenied {
+                what: format!(
+                    "{what}; writing with an immutability policy also needs the SAS permission i \
+                     or a role allowed to set immutability policies"
+                ),
+            },
+            e => e,
+        }
+    }
+
     /// Every version of `keys` (relative), by key: one listing per group of
     /// keys that share a parent.
     async fn versions_of(

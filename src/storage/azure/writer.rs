@@ -198,12 +198,11 @@ impl AzureWriter {
             )
             .await?;
         if !resp.ok() {
-            if self.retention.is_some() {
-                if let Some(e) = self.az.policy_refused(&resp) {
-                    return Err(e);
-                }
-            }
-            return Err(self.az.error("complete upload of", &self.key, &resp));
+            let op = "complete upload of";
+            return Err(match self.retention {
+                Some(_) => self.az.policy_write_error(op, &self.key, &resp),
+                None => self.az.error(op, &self.key, &resp),
+            });
         }
         self.closed = true;
         // Prove the object is there and whole before saying so.
