@@ -134,9 +134,10 @@ impl Response {
         one_line(&String::from_utf8_lossy(b))
     }
 
-    /// True for answers worth sending again: 5xx, 429 and 408.
+    /// True for answers worth sending again: 5xx (but 501, the store does
+    /// not implement the operation), 429 and 408.
     pub(super) fn retryable(&self) -> bool {
-        self.status >= 500 || self.status == 429 || self.status == 408
+        (self.status >= 500 && self.status != 501) || self.status == 429 || self.status == 408
     }
 }
 

@@ -16,6 +16,7 @@ mod errors;
 mod expire;
 mod json;
 mod object_lock;
+mod object_lock_azure;
 mod object_lock_gcs;
 mod packaging;
 mod physical_errors;

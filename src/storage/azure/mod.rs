@@ -12,7 +12,9 @@
 //! stores.
 //!
 //! Repository location: `az://container/prefix?account=NAME&endpoint=URL&block_size=8MiB`;
-//! see [`location`] for what comes from the environment.
+//! see [`location`] for what comes from the environment. `--object-lock`
+//! (version-level immutability: the container check, the policy on writes,
+//! deletes by version) is in `retention.rs`.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -25,9 +27,10 @@ use object_store::client::{HttpRequest, HttpRequestBody};
 use tokio::task::JoinHandle;
 
 use super::cloud::{self, check_announced_len, past_end, service, transport, Response};
-use super::{ObjectMeta, ObjectWriter, Storage, StorageError};
+use super::{DynStorage, ObjectMeta, ObjectWriter, Retention, Storage, StorageError};
 
 mod location;
+mod retention;
 mod writer;
 
 pub use location::AzureOptions;
@@ -210,6 +213,14 @@ impl Inner {
                 key: key.to_string(),
             };
         }
+        // A version under its immutability policy or a legal hold; the
+        // caller that can reads its date back.
+        if op == "delete" && code.is_some_and(|c| retention::IMMUTABLE_CODES.contains(&c)) {
+            return StorageError::Retained {
+                key: key.to_string(),
+                until: None,
+            };
+        }
         if resp.status == 401
             || resp.status == 403
             || code.is_some_and(|c| ACCESS_CODES.contains(&c))
@@ -235,8 +246,15 @@ impl Inner {
         service(op, key, message, resp.retryable())
     }
 
-    /// Put Blob: the whole object with its MD5, optionally only if absent.
-    async fn put_blob(&self, key: &str, data: Bytes, if_absent: bool) -> Result<(), StorageError> {
+    /// Put Blob: the whole object with its MD5, optionally only if absent,
+    /// with the immutability policy `retention` (from now) if given.
+    async fn put_blob(
+        &self,
+        key: &str,
+        data: Bytes,
+        if_absent: bool,
+        retention: Option<Retention>,
+    ) -> Result<(), StorageError> {
         let md5 = cloud::md5_b64(data.clone()).await;
         let mut headers = vec![
             ("x-ms-blob-type", "BlockBlob".to_string()),
@@ -246,12 +264,20 @@ impl Inner {
         if if_absent {
             headers.push(("if-none-match", "*".to_string()));
         }
+        if let Some(r) = retention {
+            headers.extend(retention::policy_headers(&r, chrono::Utc::now()));
+        }
         let url = self.blob_url(key);
         let resp = self
             .send("upload", key, http::Method::PUT, &url, &headers, data)
             .await?;
         if resp.ok() {
             return Ok(());
+        }
+        if retention.is_some() {
+            if let Some(e) = self.policy_refused(&resp) {
+                return Err(e);
+            }
         }
         if if_absent
             && (resp.status == 409 || resp.status == 412)
@@ -264,20 +290,35 @@ impl Inner {
                 key: key.to_string(),
             });
         }
+        if retention.is_some() {
+            return Err(self.policy_write_error("upload", key, &resp));
+        }
         Err(self.error("upload", key, &resp))
     }
 
-    async fn head(&self, key: &str) -> Result<u64, StorageError> {
-        let url = self.blob_url(key);
+    /// Get Blob Properties of `key` (of its version `version`, if given).
+    async fn stat(&self, key: &str, version: Option<&str>) -> Result<Response, StorageError> {
+        let mut url = self.blob_url(key);
+        if let Some(v) = version {
+            url.query_pairs_mut().append_pair("versionid", v);
+        }
         let resp = self
             .send("stat", key, http::Method::HEAD, &url, &[], Bytes::new())
             .await?;
         if !resp.ok() {
             return Err(self.error("stat", key, &resp));
         }
+        Ok(resp)
+    }
+
+    fn size_of(key: &str, resp: &Response) -> Result<u64, StorageError> {
         resp.header("content-length")
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| service("stat", key, "the store sent no object size", false))
+    }
+
+    async fn head(&self, key: &str) -> Result<u64, StorageError> {
+        Inner::size_of(key, &self.stat(key, None).await?)
     }
 
     /// Delete one blob; a missing one is fine.
@@ -391,6 +432,11 @@ impl Inner {
 #[derive(Debug, Clone)]
 pub struct Azure {
     inner: Arc<Inner>,
+    /// Immutability policy put on every blob written (`with_retention`).
+    retention: Option<Retention>,
+    /// Deletes remove every version of a key (handles of a repository with
+    /// Object Lock, whose container is versioned).
+    versioned: bool,
 }
 
 /// The parts of a List Blobs answer pgtide reads.
@@ -442,6 +488,8 @@ impl Azure {
         };
         let azure = Azure {
             inner: Arc::new(inner),
+            retention: None,
+            versioned: false,
         };
         azure
             .list_page("", None, Some(1))
@@ -548,15 +596,19 @@ impl Storage for Azure {
     }
 
     async fn put(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
-        self.inner.put_blob(key, data, false).await
+        self.inner.put_blob(key, data, false, self.retention).await
     }
 
     async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
-        self.inner.put_blob(key, data, true).await
+        self.inner.put_blob(key, data, true, self.retention).await
     }
 
     async fn writer(&self, key: &str) -> Result<Box<dyn ObjectWriter>, StorageError> {
-        Ok(Box::new(AzureWriter::new(self.inner.clone(), key)))
+        Ok(Box::new(AzureWriter::new(
+            self.inner.clone(),
+            key,
+            self.retention,
+        )))
     }
 
     async fn get(&self, key: &str) -> Result<Bytes, StorageError> {
@@ -635,6 +687,12 @@ impl Storage for Azure {
 
     async fn delete_many(&self, keys: &[String]) -> Result<(), StorageError> {
         let az = &self.inner;
+        if self.versioned {
+            for batch in keys.chunks(DELETE_BATCH) {
+                az.delete_versions(batch).await?;
+            }
+            return Ok(());
+        }
         for batch in keys.chunks(DELETE_BATCH) {
             if batch.len() > 1 && az.delete_batch(batch).await? {
                 continue;
@@ -650,6 +708,34 @@ impl Storage for Azure {
             .collect::<Result<Vec<()>, _>>()?;
         }
         Ok(())
+    }
+
+    async fn check_retention(&self) -> Result<(), StorageError> {
+        self.inner.check_immutability().await
+    }
+
+    fn with_retention(&self, retention: Retention) -> Result<DynStorage, StorageError> {
+        Ok(Arc::new(Azure {
+            inner: self.inner.clone(),
+            retention: Some(retention),
+            versioned: true,
+        }))
+    }
+
+    fn without_retention(&self) -> Option<DynStorage> {
+        self.retention?;
+        Some(Arc::new(Azure {
+            inner: self.inner.clone(),
+            retention: None,
+            versioned: self.versioned,
+        }))
+    }
+
+    async fn retained_until(
+        &self,
+        key: &str,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, StorageError> {
+        Ok(self.inner.policy_of(key, None).await?.0)
     }
 }
 

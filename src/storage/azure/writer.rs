@@ -3,7 +3,9 @@
 //! `BLOCKS_IN_FLIGHT` in flight while the next fills, committed by Put Block
 //! List; the block size grows so that any object stays under 50,000 blocks.
 //! Uncommitted blocks are invisible and expire by themselves: an aborted or
-//! dropped writer leaves nothing readable or listed.
+//! dropped writer leaves nothing readable or listed. With a retention, the
+//! commit (Put Blob or Put Block List) carries the immutability policy,
+//! counted from the commit.
 
 use super::*;
 
@@ -20,6 +22,8 @@ type BlockTask = JoinHandle<Result<(), StorageError>>;
 pub(super) struct AzureWriter {
     az: Arc<Inner>,
     key: String,
+    /// Immutability policy the blob gets (from its commit).
+    retention: Option<Retention>,
     /// The block being filled; never longer than the current block size.
     buf: BytesMut,
     /// Ids of the blocks sent, in order.
@@ -34,10 +38,11 @@ pub(super) struct AzureWriter {
 }
 
 impl AzureWriter {
-    pub(super) fn new(az: Arc<Inner>, key: &str) -> AzureWriter {
+    pub(super) fn new(az: Arc<Inner>, key: &str, retention: Option<Retention>) -> AzureWriter {
         AzureWriter {
             az,
             key: key.to_string(),
+            retention,
             buf: BytesMut::new(),
             blocks: Vec::new(),
             nonce: fastrand::u64(..),
@@ -146,7 +151,9 @@ impl AzureWriter {
     async fn finish_inner(&mut self) -> Result<u64, StorageError> {
         if self.blocks.is_empty() {
             let body = std::mem::take(&mut self.buf).freeze();
-            self.az.put_blob(&self.key, body, false).await?;
+            self.az
+                .put_blob(&self.key, body, false, self.retention)
+                .await?;
             return Ok(self.size);
         }
         if !self.buf.is_empty() {
@@ -167,6 +174,18 @@ impl AzureWriter {
         let md5 = cloud::md5_b64(xml.clone()).await;
         let mut url = self.az.blob_url(&self.key);
         url.query_pairs_mut().append_pair("comp", "blocklist");
+        let mut headers = vec![
+            ("content-md5", md5),
+            ("content-type", "application/xml".to_string()),
+            (
+                "x-ms-blob-content-type",
+                "application/octet-stream".to_string(),
+            ),
+        ];
+        let committed_at = chrono::Utc::now();
+        if let Some(r) = &self.retention {
+            headers.extend(retention::policy_headers(r, committed_at));
+        }
         let resp = self
             .az
             .send(
@@ -174,23 +193,21 @@ impl AzureWriter {
                 &self.key,
                 http::Method::PUT,
                 &url,
-                &[
-                    ("content-md5", md5),
-                    ("content-type", "application/xml".to_string()),
-                    (
-                        "x-ms-blob-content-type",
-                        "application/octet-stream".to_string(),
-                    ),
-                ],
+                &headers,
                 xml,
             )
             .await?;
         if !resp.ok() {
-            return Err(self.az.error("complete upload of", &self.key, &resp));
+            let op = "complete upload of";
+            return Err(match self.retention {
+                Some(_) => self.az.policy_write_error(op, &self.key, &resp),
+                None => self.az.error(op, &self.key, &resp),
+            });
         }
         self.closed = true;
         // Prove the object is there and whole before saying so.
-        let stored = self.az.head(&self.key).await?;
+        let head = self.az.stat(&self.key, None).await?;
+        let stored = Inner::size_of(&self.key, &head)?;
         if stored != self.size {
             let _ = self.az.delete_one(&self.key).await;
             return Err(service(
@@ -203,6 +220,21 @@ impl AzureWriter {
                 ),
                 true,
             ));
+        }
+        if let Some(r) = self.retention {
+            // A store that took the headers but kept no policy gets it
+            // set explicitly (or says it cannot keep one).
+            let want = r.until(committed_at);
+            let (has, _) = retention::policy_in(&head);
+            if has.is_none_or(|t| t < want) {
+                let version = head.header("x-ms-version-id");
+                if let Err(e) = self.az.set_policy(&self.key, version, r.mode, want).await {
+                    // Not left behind without its policy, where a re-run
+                    // would take it for done.
+                    let _ = self.az.delete_one(&self.key).await;
+                    return Err(e);
+                }
+            }
         }
         Ok(self.size)
     }
