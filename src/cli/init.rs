@@ -17,17 +17,20 @@ const MAX_LOCK_SECONDS: u64 = 100 * 365 * 86_400;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LockModeArg {
-    /// Users with s3:BypassGovernanceRetention can still delete early
+    /// Whoever may bypass or change retention can still delete early (S3
+    /// governance, an unlocked Azure policy or GCS retention)
     Governance,
-    /// Nobody can delete early, not even the account's root user
+    /// Nobody can delete early, not even the account's owner (S3
+    /// compliance, a locked Azure policy or GCS retention)
     Compliance,
 }
 
 #[derive(Debug, Args)]
 pub struct ObjectLockArgs {
-    /// S3 Object Lock: every object pgtide keeps is retained (cannot be
-    /// deleted or overwritten) for at least this long after it is written,
-    /// e.g. 14d; the bucket must have Object Lock enabled
+    /// Every object pgtide keeps is retained (cannot be deleted or
+    /// overwritten) for at least this long after it is written, e.g. 14d:
+    /// S3 Object Lock, Azure version-level immutability or GCS object
+    /// retention, which the bucket or container must have enabled
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub object_lock: Option<std::time::Duration>,
     /// Object Lock mode of that retention

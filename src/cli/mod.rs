@@ -134,7 +134,7 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Prove a backup or dump restores: restore it into a scratch directory with a private server, check it, remove it
     Drill(drill::DrillArgs),
-    /// Create a repository: plain, or encrypted for age recipients (--recipient) or a passphrase; with --object-lock, every object kept is retained by S3 Object Lock
+    /// Create a repository: plain, or encrypted for age recipients (--recipient) or a passphrase; with --object-lock, every object kept is retained (S3 Object Lock, Azure immutability, GCS object retention)
     Init(keys::InitArgs),
     /// Encryption keys: generate an identity; list, add or remove a repository's keys
     #[command(subcommand)]

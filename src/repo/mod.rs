@@ -1005,7 +1005,7 @@ mod tests {
         assert_eq!(
             e.to_string(),
             format!(
-                "Object Lock retention is not available on {}: only S3 buckets with Object Lock enabled keep objects under retention",
+                "Object Lock retention is not available on {}: this store keeps no retention; use an S3 bucket with Object Lock, an Azure container with version-level immutability or a GCS bucket with object retention",
                 dir.path().display()
             )
         );

@@ -148,11 +148,12 @@ impl Retention {
 /// - `list` is recursive, returns every key under the prefix sorted by key,
 ///   and never returns objects still being written.
 ///
-/// Object Lock (only S3 has it; the methods below have defaults for stores
-/// without it): a handle made by `with_retention` writes every object
-/// (`put`, `put_if_absent`, `writer`) with the retention asked, and its
-/// `delete_many` removes every *version* of each key, so that no data stays
-/// behind a delete marker of a versioned bucket; a version still under
+/// Object Lock (S3 Object Lock, Azure version-level immutability, GCS
+/// object retention; the methods below have defaults for stores without
+/// it): a handle made by `with_retention` writes every object (`put`,
+/// `put_if_absent`, `writer`) with the retention asked, and its
+/// `delete_many` removes every *version* (generation) of each key, so that
+/// no data stays behind in a versioned bucket; a version still under
 /// retention is left and reported as `Retained`, never bypassed.
 /// `without_retention` gives the same store without retention on writes
 /// (for objects that are rewritten or removed by design), deleting the same
@@ -206,11 +207,12 @@ pub trait Storage: Send + Sync + fmt::Debug {
 
     /// Check that this store can keep objects under retention: for S3, that
     /// the bucket has Object Lock enabled and no default retention rule (a
-    /// default rule would lock the objects pgtide must be able to remove).
+    /// default rule would lock the objects pgtide must be able to remove);
+    /// for Azure and GCS, the same in their terms.
     async fn check_retention(&self) -> Result<(), StorageError> {
         Err(StorageError::RetentionUnsupported {
             location: self.location(),
-            reason: "only S3 buckets with Object Lock enabled keep objects under retention".into(),
+            reason: "this store keeps no retention; use an S3 bucket with Object Lock, an Azure container with version-level immutability or a GCS bucket with object retention".into(),
         })
     }
 
@@ -220,7 +222,7 @@ pub trait Storage: Send + Sync + fmt::Debug {
         let _ = retention;
         Err(StorageError::RetentionUnsupported {
             location: self.location(),
-            reason: "only S3 buckets with Object Lock enabled keep objects under retention".into(),
+            reason: "this store keeps no retention; use an S3 bucket with Object Lock, an Azure container with version-level immutability or a GCS bucket with object retention".into(),
         })
     }
 

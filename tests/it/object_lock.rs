@@ -135,7 +135,7 @@ fn object_lock_init_refuses_a_store_that_cannot_keep_it() {
     let local = path_in(&work, "repo");
     pgtide(&["init", "--repo", &local, "--object-lock", "1d"]).assert_one_line_error(
         4,
-        &format!("Object Lock retention is not available on {local}: only S3 buckets with Object Lock enabled keep objects under retention"),
+        &format!("Object Lock retention is not available on {local}: this store keeps no retention; use an S3 bucket with Object Lock, an Azure container with version-level immutability or a GCS bucket with object retention"),
     );
     assert!(!std::path::Path::new(&local).join("pgtide.json").exists());
     // A mode without a period, a period of nothing: usage errors.
