@@ -199,20 +199,78 @@ impl ChunkReader {
             .ok_or(PipelineError::UnknownPack(c.pack))
     }
 
-    /// The original byte stream of a chunk list, in order.
+    /// The original byte stream of a chunk list, in order. Chunks that lie
+    /// back to back in a pack, in the list's order, are fetched together
+    /// (runs of up to [`STREAM_RUN_SPAN`] stored bytes, about `prefetch` / 2
+    /// runs in flight); `prefetch` chunks are decoded at once.
     pub fn stream(
         &self,
         chunks: Vec<ChunkRef>,
     ) -> impl Stream<Item = Result<Bytes, PipelineError>> + Send + 'static {
-        let me = self.clone();
+        let (fetcher, decoder) = (self.clone(), self.clone());
         let prefetch = self.prefetch;
-        futures::stream::iter(chunks)
-            .map(move |c| {
-                let me = me.clone();
-                async move { me.read_chunk(&c).await }
+        futures::stream::iter(in_order_runs(chunks, STREAM_RUN_SPAN))
+            .map(move |run| {
+                let me = fetcher.clone();
+                async move {
+                    let fetched: Vec<Result<(ChunkRef, Bytes), PipelineError>> =
+                        match me.fetch_run(&run).await {
+                            Ok(stored) => run.into_iter().zip(stored).map(Ok).collect(),
+                            Err(e) => vec![Err(e)],
+                        };
+                    futures::stream::iter(fetched)
+                }
+            })
+            .buffered(prefetch.div_ceil(2).max(2))
+            .flatten()
+            .map(move |fetched| {
+                let me = decoder.clone();
+                async move {
+                    let (c, stored) = fetched?;
+                    me.decode(&c, stored).await
+                }
             })
             .buffered(prefetch)
     }
+}
+
+/// The stored bytes a run of [`ChunkReader::stream`] takes at most.
+pub const STREAM_RUN_SPAN: u64 = 2 << 20;
+
+/// `chunks` in their order, cut into runs of chunks that lie back to back in
+/// one pack, at most `max_span` stored bytes a run (a larger chunk is a run
+/// of its own).
+fn in_order_runs(chunks: Vec<ChunkRef>, max_span: u64) -> Vec<Vec<ChunkRef>> {
+    back_to_back(chunks, |c| *c, max_span)
+}
+
+/// `items` in their order, cut where the chunk of an item does not start
+/// where the one before ended in the same pack, or where the run would
+/// pass `max_span` stored bytes.
+fn back_to_back<T>(
+    items: impl IntoIterator<Item = T>,
+    chunk: impl Fn(&T) -> ChunkRef,
+    max_span: u64,
+) -> Vec<Vec<T>> {
+    let mut out: Vec<Vec<T>> = Vec::new();
+    let mut span = 0u64;
+    for item in items {
+        let c = chunk(&item);
+        let joins = out.last().and_then(|r| r.last()).is_some_and(|p| {
+            let p = chunk(p);
+            p.pack == c.pack
+                && p.offset.checked_add(p.stored_len) == Some(c.offset)
+                && span.saturating_add(c.stored_len) <= max_span
+        });
+        if joins {
+            span += c.stored_len;
+            out.last_mut().expect("a run to join").push(item);
+        } else {
+            span = c.stored_len;
+            out.push(vec![item]);
+        }
+    }
+    out
 }
 
 /// The stored bytes one run of chunks takes at most: one ranged request, and
@@ -226,25 +284,7 @@ pub const RUN_SPAN: u64 = 4 << 20;
 pub fn runs(chunks: &[ChunkRef], max_span: u64) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = (0..chunks.len()).collect();
     order.sort_by_key(|&i| (chunks[i].pack, chunks[i].offset));
-    let mut out: Vec<Vec<usize>> = Vec::new();
-    let mut span = 0u64;
-    for i in order {
-        let c = &chunks[i];
-        let joins = out.last().and_then(|r| r.last()).is_some_and(|&j| {
-            let p = &chunks[j];
-            p.pack == c.pack
-                && p.offset.checked_add(p.stored_len) == Some(c.offset)
-                && span.saturating_add(c.stored_len) <= max_span
-        });
-        if joins {
-            span += c.stored_len;
-            out.last_mut().expect("a run to join").push(i);
-        } else {
-            span = c.stored_len;
-            out.push(vec![i]);
-        }
-    }
-    out
+    back_to_back(order, |&i| chunks[i], max_span)
 }
 
 #[cfg(test)]
@@ -280,5 +320,22 @@ mod tests {
         );
         assert_eq!(runs(&chunks, 10_000).len(), 3);
         assert!(runs(&[], 1).is_empty());
+    }
+
+    #[test]
+    fn in_order_runs_keep_the_order() {
+        let chunks = vec![
+            c(0, 0, 100),
+            c(0, 100, 50),
+            c(1, 0, 10),
+            c(0, 150, 60),
+            c(0, 210, 1),
+        ];
+        let got: Vec<Vec<u64>> = in_order_runs(chunks.clone(), 150)
+            .into_iter()
+            .map(|r| r.into_iter().map(|c| c.offset).collect())
+            .collect();
+        assert_eq!(got, vec![vec![0, 100], vec![0], vec![150, 210]]);
+        assert_eq!(in_order_runs(chunks, 1).len(), 5);
     }
 }
