@@ -7,7 +7,9 @@
 //!   pgtide and then the server are killed while commits flow; a base
 //!   backup taken before, restored and replayed to the end of the archive
 //!   (its last segment served from pieces), holds every commit the client
-//!   saw acknowledged. Local repository, and the same on S3 (moto).
+//!   saw acknowledged. Local repository, and the same on S3 (moto); and an
+//!   encrypted repository whose pieces `copy all` carries to a second one,
+//!   restored from the copy with the identity.
 //! - `pieces_follow_the_server_at_one_second`: under load at
 //!   `--partial-interval 1s`, the archive reaches each LSN the server had
 //!   written (waited for, never timed), the slot never passes it, pieces
@@ -31,7 +33,9 @@ use crate::wal_faults::{
     lsn, missing_after_restore, show_lsn, wait_for, Repo, Rig, Streamer, Writer, TLI,
 };
 
-fn synchronous_archive(repo: Repo, rig: Rig) {
+/// `restore_from`: restore from this repository after `pgtide copy all`
+/// into it, instead of from `repo`.
+fn synchronous_archive(repo: Repo, rig: Rig, restore_from: Option<Repo>) {
     let out = rig.scratch("out");
     let conninfo = rig.conninfo(rig.pg.port());
     let mut s = Streamer::start_with(
@@ -80,6 +84,22 @@ fn synchronous_archive(repo: Repo, rig: Rig) {
         "too few commits: {}",
         log.committed.len()
     );
+    let repo = match restore_from {
+        None => repo,
+        Some(copy) => {
+            // The tail of the archive is pieces: they are copied too.
+            let pieces = repo.piece_files();
+            assert!(!pieces.is_empty(), "no pieces to copy");
+            let mut cmd = Cli::new(["copy", "all", "--from", &repo.url, "--to", &copy.url]);
+            for (k, v) in repo.env.iter().chain(&copy.env) {
+                cmd.env(k, v);
+            }
+            cmd.timeout(Duration::from_secs(300));
+            cmd.run().assert_ok();
+            assert_eq!(copy.piece_files(), pieces, "the pieces copied");
+            copy
+        }
+    };
     let (missing, restored, _) = missing_after_restore(&repo, &log);
     assert!(
         missing.is_empty(),
@@ -101,7 +121,7 @@ fn synchronous_archive(repo: Repo, rig: Rig) {
 fn synchronous_archive_keeps_every_acknowledged_commit() {
     let rig = Rig::start();
     let repo = rig.local_repo();
-    synchronous_archive(repo, rig);
+    synchronous_archive(repo, rig, None);
 }
 
 #[test]
@@ -109,7 +129,32 @@ fn synchronous_archive_keeps_every_acknowledged_commit_on_s3() {
     let bucket = S3Server::moto().fresh_bucket_blocking();
     let rig = Rig::start();
     let repo = Repo::s3(bucket.url.clone());
-    synchronous_archive(repo, rig);
+    synchronous_archive(repo, rig, None);
+}
+
+/// The same with an encrypted repository (public-key mode: the streamer
+/// holds no secret), its sealed pieces copied to a second, empty
+/// repository, and the restore made from the copy with the identity (which
+/// `restore_command` passes on to `wal fetch`).
+#[test]
+fn synchronous_archive_encrypted_restores_from_a_copy() {
+    let rig = Rig::start();
+    let keys = rig.scratch("keys");
+    let identity = keys.join("id.key");
+    let out = Cli::new(["key", "generate", "--output", identity.to_str().unwrap()]).run();
+    out.assert_ok();
+    let recipient = out.stdout.trim().to_string();
+    crate::harness::pg::give_to_server_user(&identity);
+    let repo = rig.local_repo();
+    Cli::new(["init", "--repo", &repo.url, "--recipient", &recipient])
+        .run()
+        .assert_ok();
+    let mut copy = Repo::local(&rig.scratch("copy").join("repo"));
+    copy.env.push((
+        "PGTIDE_IDENTITY_FILE".to_string(),
+        identity.display().to_string(),
+    ));
+    synchronous_archive(repo, rig, Some(copy));
 }
 
 #[test]
