@@ -343,29 +343,35 @@ impl Inner {
             .map(|_| ())
     }
 
-    async fn stat(&self, key: &str) -> Result<u64, StorageError> {
-        let url = self.object_url(key);
+    /// GET a JSON resource about `key` (`what` names it in errors).
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        op: &'static str,
+        key: &str,
+        url: &str,
+        what: &str,
+    ) -> Result<T, StorageError> {
         let resp = self
             .send(
-                "stat",
+                op,
                 key,
                 http::Method::GET,
-                &url,
+                url,
                 &[],
                 HttpRequestBody::empty(),
             )
             .await?;
         if !resp.ok() {
-            return Err(self.error("stat", key, &resp));
+            return Err(self.error(op, key, &resp));
         }
-        let r: ObjectResource = serde_json::from_slice(&resp.body).map_err(|e| {
-            service(
-                "stat",
-                key,
-                format!("unreadable object resource: {e}"),
-                true,
-            )
-        })?;
+        serde_json::from_slice(&resp.body)
+            .map_err(|e| service(op, key, format!("unreadable {what}: {e}"), true))
+    }
+
+    async fn stat(&self, key: &str) -> Result<u64, StorageError> {
+        let r: ObjectResource = self
+            .get_json("stat", key, &self.object_url(key), "object resource")
+            .await?;
         r.size
             .parse()
             .map_err(|_| service("stat", key, format!("object size {:?}", r.size), false))
@@ -412,21 +418,9 @@ impl Inner {
                 q.append_pair("startOffset", &self.full_key(k));
             }
         }
-        let resp = self
-            .send(
-                "list",
-                prefix,
-                http::Method::GET,
-                url.as_str(),
-                &[],
-                HttpRequestBody::empty(),
-            )
+        let page: ListAnswer = self
+            .get_json("list", prefix, url.as_str(), "listing")
             .await?;
-        if !resp.ok() {
-            return Err(self.error("list", prefix, &resp));
-        }
-        let page: ListAnswer = serde_json::from_slice(&resp.body)
-            .map_err(|e| service("list", prefix, format!("unreadable listing: {e}"), true))?;
         let mut out = Vec::with_capacity(page.items.len());
         for o in page.items {
             let Some(rel) = o.name.strip_prefix(&self.prefix) else {

@@ -187,32 +187,12 @@ impl Inner {
         if let Some(g) = generation {
             url.push_str(&format!("&generation={g}"));
         }
-        let resp = self
-            .send(
-                "stat",
-                key,
-                http::Method::GET,
-                &url,
-                &[],
-                HttpRequestBody::empty(),
-            )
-            .await?;
-        if !resp.ok() {
-            return Err(self.error("stat", key, &resp));
-        }
         #[derive(serde::Deserialize)]
         struct Fields {
             #[serde(default)]
             retention: Option<RetentionResource>,
         }
-        let f: Fields = serde_json::from_slice(&resp.body).map_err(|e| {
-            service(
-                "stat",
-                key,
-                format!("unreadable object resource: {e}"),
-                true,
-            )
-        })?;
+        let f: Fields = self.get_json("stat", key, &url, "object resource").await?;
         Ok(f.retention.as_ref().and_then(RetentionResource::until))
     }
 
@@ -276,27 +256,9 @@ impl Inner {
                         q.append_pair("pageToken", t);
                     }
                 }
-                let resp = self
-                    .send(
-                        "list the versions of",
-                        rel,
-                        http::Method::GET,
-                        url.as_str(),
-                        &[],
-                        HttpRequestBody::empty(),
-                    )
+                let page: GenerationsPage = self
+                    .get_json("list the versions of", rel, url.as_str(), "listing")
                     .await?;
-                if !resp.ok() {
-                    return Err(self.error("list the versions of", rel, &resp));
-                }
-                let page: GenerationsPage = serde_json::from_slice(&resp.body).map_err(|e| {
-                    service(
-                        "list the versions of",
-                        rel,
-                        format!("unreadable listing: {e}"),
-                        true,
-                    )
-                })?;
                 for g in page.items {
                     if wanted.contains(&g.name) {
                         out.entry(g.name).or_default().push(g.generation);
