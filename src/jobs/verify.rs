@@ -231,30 +231,26 @@ async fn check(
             let progress = progress.clone();
             async move {
                 let refs: Vec<ChunkRef> = run.iter().map(|w| w.2).collect();
-                let fetched = reader.fetch_run(&refs).await;
+                // A run that cannot be read is read chunk by chunk, so that
+                // only the chunks at fault are reported.
+                let fetched: Vec<Option<bytes::Bytes>> = match reader.fetch_run(&refs).await {
+                    Ok(stored) => stored.into_iter().map(Some).collect(),
+                    Err(_) => vec![None; run.len()],
+                };
                 let mut problems = Vec::new();
-                match fetched {
-                    Err(e) => {
-                        let e = e.to_string();
-                        for (what, n, c) in &run {
-                            progress.add_bytes(c.raw_len);
-                            problems.push(format!("{what}: chunk {n}: {e}"));
-                        }
-                    }
-                    Ok(stored) => {
-                        for ((what, n, c), stored) in run.iter().zip(stored) {
-                            let r = reader.decode(c, stored).await;
-                            progress.add_bytes(c.raw_len);
-                            crate::jobs::pause_point("verify-chunk").await;
-                            match r {
-                                Ok(_) => {}
-                                Err(PipelineError::Corrupt { pack, offset, kind }) => problems
-                                    .push(format!(
-                                        "{what}: chunk {n} in {pack} at offset {offset}: {kind}"
-                                    )),
-                                Err(e) => problems.push(format!("{what}: chunk {n}: {e}")),
-                            }
-                        }
+                for ((what, n, c), stored) in run.iter().zip(fetched) {
+                    let r = match stored {
+                        Some(stored) => reader.decode(c, stored).await,
+                        None => reader.read_chunk(c).await,
+                    };
+                    progress.add_bytes(c.raw_len);
+                    crate::jobs::pause_point("verify-chunk").await;
+                    match r {
+                        Ok(_) => {}
+                        Err(PipelineError::Corrupt { pack, offset, kind }) => problems.push(
+                            format!("{what}: chunk {n} in {pack} at offset {offset}: {kind}"),
+                        ),
+                        Err(e) => problems.push(format!("{what}: chunk {n}: {e}")),
                     }
                 }
                 problems

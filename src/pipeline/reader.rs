@@ -1,7 +1,8 @@
 //! Restore direction: manifest chunk references → ranged reads → checks of the
 //! stored CRC → decompression on the blocking pool → checks of length and raw
-//! CRC. Yields the original bytes in order, with at most `prefetch` chunks in
-//! memory. Every mismatch is an error naming the pack and offset.
+//! CRC. Yields the original bytes in order, with at most `prefetch` chunks
+//! being decoded and `prefetch` / 2 runs of fetched chunks (up to
+//! [`STREAM_RUN_SPAN`] each) in memory. Every mismatch is an error naming the pack and offset.
 
 use std::sync::Arc;
 
@@ -201,8 +202,8 @@ impl ChunkReader {
 
     /// The original byte stream of a chunk list, in order. Chunks that lie
     /// back to back in a pack, in the list's order, are fetched together
-    /// (runs of up to [`STREAM_RUN_SPAN`] stored bytes, about `prefetch` / 2
-    /// runs in flight); `prefetch` chunks are decoded at once.
+    /// (runs of up to [`STREAM_RUN_SPAN`] stored bytes, `prefetch` / 2 runs
+    /// in flight, at least one); `prefetch` chunks are decoded at once.
     pub fn stream(
         &self,
         chunks: Vec<ChunkRef>,
@@ -221,7 +222,7 @@ impl ChunkReader {
                     futures::stream::iter(fetched)
                 }
             })
-            .buffered(prefetch.div_ceil(2).max(2))
+            .buffered((prefetch / 2).max(1))
             .flatten()
             .map(move |fetched| {
                 let me = decoder.clone();

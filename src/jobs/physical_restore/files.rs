@@ -101,10 +101,18 @@ impl FileWriter {
             }
             return Ok(());
         }
-        let stored = self.reader.fetch_run(&chunks).await.map_err(|e| {
-            let first = run.first().map_or("", |(_, f)| f.path.as_str());
-            ChunkError::Pipeline(e).context(first)
-        })?;
+        let stored = match self.reader.fetch_run(&chunks).await {
+            Ok(stored) => stored,
+            Err(e) => {
+                // File by file: the error then names the file it is about.
+                tracing::debug!("reading a run of {} files: {e}", run.len());
+                for (path, f) in run {
+                    self.restore(path, f, None, progress).await?;
+                    progress.units_done.fetch_add(1, Ordering::Relaxed);
+                }
+                return Ok(());
+            }
+        };
         let writes: Vec<_> = run
             .into_iter()
             .zip(stored)

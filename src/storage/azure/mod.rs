@@ -688,10 +688,19 @@ impl Storage for Azure {
     async fn delete_many(&self, keys: &[String]) -> Result<(), StorageError> {
         let az = &self.inner;
         if self.versioned {
+            // Every batch is tried; the first key still retained is
+            // reported at the end.
+            let mut retained = None;
             for batch in keys.chunks(DELETE_BATCH) {
-                az.delete_versions(batch).await?;
+                match az.delete_versions(batch).await {
+                    Ok(()) => {}
+                    Err(e @ StorageError::Retained { .. }) => {
+                        retained.get_or_insert(e);
+                    }
+                    Err(e) => return Err(e),
+                }
             }
-            return Ok(());
+            return retained.map_or(Ok(()), Err);
         }
         for batch in keys.chunks(DELETE_BATCH) {
             if batch.len() > 1 && az.delete_batch(batch).await? {

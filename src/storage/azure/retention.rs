@@ -172,9 +172,38 @@ pub(super) struct VersionEntry {
     pub(super) version_id: Option<String>,
     #[serde(default)]
     pub(super) is_current_version: Option<bool>,
+    /// With `include=immutabilitypolicy,legalhold`: the version's policy.
+    #[serde(default)]
+    pub(super) properties: VersionProperties,
+}
+
+/// The properties of a listed version that say whether it may go.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+pub(super) struct VersionProperties {
+    #[serde(rename = "ImmutabilityPolicyUntilDate", default)]
+    pub(super) until: Option<String>,
+    #[serde(rename = "ImmutabilityPolicyMode", default)]
+    pub(super) mode: Option<String>,
+    #[serde(rename = "LegalHold", default)]
+    pub(super) legal_hold: Option<String>,
 }
 
 impl VersionEntry {
+    /// `Some` when the version cannot be deleted at `now`: under a policy
+    /// until a later date (`Some(date)`), or a legal hold (`None`).
+    fn held_at(&self, now: DateTime<Utc>) -> Option<Option<DateTime<Utc>>> {
+        let p = &self.properties;
+        let (until, hold) = blob_policy(
+            p.mode.as_deref(),
+            p.until.as_deref(),
+            p.legal_hold.as_deref(),
+        );
+        if hold {
+            return Some(None);
+        }
+        until.filter(|t| *t > now).map(Some)
+    }
+
     /// The base blob (what a Delete Blob without a version id removes):
     /// the current version, or a blob without versions.
     fn is_base(&self) -> bool {
@@ -350,7 +379,7 @@ impl Inner {
                     let mut q = url.query_pairs_mut();
                     q.append_pair("restype", "container")
                         .append_pair("comp", "list")
-                        .append_pair("include", "versions")
+                        .append_pair("include", "versions,immutabilitypolicy,legalhold")
                         .append_pair("prefix", &prefix)
                         .append_pair("maxresults", "5000");
                     if let Some(m) = &marker {
@@ -422,9 +451,11 @@ impl Inner {
     /// Delete every version of `keys`: first each base blob (the current
     /// version becomes a previous one; the service refuses to delete the
     /// current version by its id, `OperationNotAllowedOnRootBlob`), then
-    /// each version by id. A version under its policy or a legal hold
-    /// stays: `Retained` (with its date) for the first failure met, after
-    /// the others were deleted.
+    /// each version by id. A key whose current version is under its policy
+    /// or a legal hold is left whole (its base blob is not deleted, which
+    /// would hide it while the version stays); any version the service
+    /// refuses stays too. `Retained` (with its date) for the first such key,
+    /// after every other deletion was tried.
     pub(super) async fn delete_versions(
         self: &Arc<Self>,
         keys: &[String],
@@ -432,10 +463,19 @@ impl Inner {
         if keys.is_empty() {
             return Ok(());
         }
+        let now = Utc::now();
         let versions = self.versions_of(keys).await?;
+        let mut retained: Vec<(String, Option<DateTime<Utc>>)> = Vec::new();
+        let mut kept_whole: BTreeSet<String> = BTreeSet::new();
+        for (k, vs) in &versions {
+            if let Some(until) = vs.iter().find(|v| v.is_base()).and_then(|v| v.held_at(now)) {
+                retained.push((k.clone(), until));
+                kept_whole.insert(k.clone());
+            }
+        }
         let bases: Vec<Target> = versions
             .iter()
-            .filter(|(_, vs)| vs.iter().any(VersionEntry::is_base))
+            .filter(|(k, vs)| !kept_whole.contains(*k) && vs.iter().any(VersionEntry::is_base))
             .map(|(k, _)| (k.clone(), None))
             .collect();
         let mut results = self.delete_targets(bases).await;
@@ -443,8 +483,9 @@ impl Inner {
             .iter()
             .filter(|(_, r)| r.is_err())
             .map(|((k, _), _)| k.clone())
+            .chain(kept_whole)
             .collect();
-        // A current version whose base delete failed is still current.
+        // A current version whose base was not deleted is still current.
         let ids: Vec<Target> = versions
             .into_iter()
             .flat_map(|(k, vs)| {
@@ -457,11 +498,17 @@ impl Inner {
             })
             .collect();
         results.extend(self.delete_targets(ids).await);
+        if let Some((key, until)) = retained.into_iter().next() {
+            return Err(StorageError::Retained { key, until });
+        }
         let failed: Vec<_> = results
             .into_iter()
             .filter_map(|(t, r)| r.err().map(|e| (t, e)))
             .collect();
-        let Some(((key, version), e)) = failed.into_iter().next() else {
+        let first_retained = failed
+            .iter()
+            .position(|(_, e)| matches!(e, StorageError::Retained { .. }));
+        let Some(((key, version), e)) = failed.into_iter().nth(first_retained.unwrap_or(0)) else {
             return Ok(());
         };
         match e {
@@ -669,9 +716,21 @@ mod tests {
                 name: "p/wal/a".into(),
                 version_id: Some("2026-06-15T02:17:03.6740094Z".into()),
                 is_current_version: None,
+                properties: VersionProperties {
+                    until: Some("Mon, 29 Jun 2026 02:17:03 GMT".into()),
+                    mode: Some("unlocked".into()),
+                    legal_hold: None,
+                },
             }
         );
         assert!(!v[0].is_base());
+        let before = at("2026-06-20T00:00:00Z");
+        assert_eq!(v[0].held_at(before), Some(Some(at("2026-06-29T02:17:03Z"))));
+        assert_eq!(v[0].held_at(at("2026-06-30T00:00:00Z")), None);
+        assert_eq!(v[1].held_at(before), None);
+        let mut hold = v[1].clone();
+        hold.properties.legal_hold = Some("true".into());
+        assert_eq!(hold.held_at(before), Some(None));
         assert_eq!(v[1].is_current_version, Some(true));
         assert!(v[1].is_base());
         assert_eq!(v[2].version_id, None);

@@ -336,6 +336,11 @@ impl Inner {
                 key: key.to_string(),
             });
         }
+        if resp.status == 403 && retention.is_some() {
+            // A retained object cannot be replaced: most likely this very
+            // upload, whose answer was lost and the request sent again.
+            return self.same_object(key, &resp, size, crc).await;
+        }
         if !resp.ok() {
             return Err(self.error("upload", key, &resp));
         }
@@ -470,6 +475,9 @@ pub struct Gcs {
     inner: Arc<Inner>,
     /// Object retention put on every object written (`with_retention`).
     retention: Option<Retention>,
+    /// Deletes remove every generation of a key (handles of a repository
+    /// with Object Lock, whose bucket may be versioned).
+    versioned: bool,
 }
 
 impl Gcs {
@@ -492,6 +500,7 @@ impl Gcs {
         let gcs = Gcs {
             inner: Arc::new(inner),
             retention: None,
+            versioned: false,
         };
         match gcs.inner.list_page("", None, None, 1).await {
             Ok(_) => Ok(gcs),
@@ -624,7 +633,7 @@ impl Storage for Gcs {
     }
 
     async fn delete_many(&self, keys: &[String]) -> Result<(), StorageError> {
-        if self.retention.is_some() {
+        if self.versioned {
             return self.inner.delete_generations(keys).await;
         }
         futures::stream::iter(keys.iter().cloned().map(|k| {
@@ -647,6 +656,7 @@ impl Storage for Gcs {
         Ok(Arc::new(Gcs {
             inner: self.inner.clone(),
             retention: Some(retention),
+            versioned: true,
         }))
     }
 
@@ -655,6 +665,7 @@ impl Storage for Gcs {
         Some(Arc::new(Gcs {
             inner: self.inner.clone(),
             retention: None,
+            versioned: self.versioned,
         }))
     }
 

@@ -196,6 +196,47 @@ impl Inner {
         Ok(f.retention.as_ref().and_then(RetentionResource::until))
     }
 
+    /// After a 403 to an upload of `size` bytes with CRC32C `crc` under
+    /// retention: Ok when the object stored under `key` is those bytes (an
+    /// upload sent again after its answer was lost), `Retained` when another
+    /// object is retained there, else the refusal itself.
+    pub(super) async fn same_object(
+        &self,
+        key: &str,
+        refused: &Response,
+        size: u64,
+        crc: u32,
+    ) -> Result<(), StorageError> {
+        let url = format!("{}?fields=size,crc32c,retention", self.object_url(key));
+        #[derive(serde::Deserialize)]
+        struct Stored {
+            #[serde(default)]
+            size: String,
+            #[serde(default)]
+            crc32c: Option<String>,
+            #[serde(default)]
+            retention: Option<RetentionResource>,
+        }
+        let Ok(stored) = self
+            .get_json::<Stored>("upload", key, &url, "object resource")
+            .await
+        else {
+            return Err(self.error("upload", key, refused));
+        };
+        if stored.size == size.to_string()
+            && stored.crc32c.as_deref() == Some(cloud::crc32c_b64(crc).as_str())
+        {
+            return Ok(());
+        }
+        match stored.retention.as_ref().and_then(RetentionResource::until) {
+            Some(until) if until > Utc::now() => Err(StorageError::Retained {
+                key: key.to_string(),
+                until: Some(until),
+            }),
+            _ => Err(self.error("upload", key, refused)),
+        }
+    }
+
     /// Extend the retention of `key` (generation `generation`) to `until`.
     /// Extending is allowed in both modes; pgtide never shortens one.
     pub(super) async fn extend_retention(
@@ -292,11 +333,13 @@ impl Inner {
         }
         if resp.status == 403 {
             // Most likely the retention; the generation's own date says so.
-            if let Ok(until @ Some(_)) = self.retained_until(key, Some(generation)).await {
-                return Err(StorageError::Retained {
-                    key: key.to_string(),
-                    until,
-                });
+            if let Ok(Some(until)) = self.retained_until(key, Some(generation)).await {
+                if until > Utc::now() {
+                    return Err(StorageError::Retained {
+                        key: key.to_string(),
+                        until: Some(until),
+                    });
+                }
             }
             if resp.body_text().to_ascii_lowercase().contains("retention") {
                 return Err(StorageError::Retained {
