@@ -1,6 +1,9 @@
 //! Writing a backup's files back: each chunk is fetched, checked, decoded
 //! into a reused buffer and written at its offset in one blocking-pool task,
 //! with several chunks of a file, and several files, in flight at once.
+//! The order ([`plan`]): the largest files first, then the small one-chunk
+//! files in runs whose chunks lie back to back in a pack, one ranged read a
+//! run.
 //!
 //! Files of `DIRECT_MIN` bytes and more are written with `O_DIRECT` where the
 //! file system allows it (Linux): the bytes go to the disk once, without
@@ -244,6 +247,49 @@ impl FileWriter {
         .await
         .map_err(ChunkError::Io)?
     }
+}
+
+/// A one-chunk file of at most this many stored bytes is read together with
+/// its neighbours in the pack (most of a data directory is such files).
+const RUN_FILE_MAX: u64 = 1 << 20;
+
+/// What a restore worker takes from the queue.
+pub(super) enum Work {
+    /// A file (path, index into the manifest's files).
+    File(PathBuf, usize),
+    /// Small one-chunk files whose chunks lie back to back in a pack.
+    Run(Vec<(PathBuf, usize)>),
+}
+
+/// The order files are written in: the largest first, one by one; then the
+/// small one-chunk files in runs, so that a data directory's thousands of
+/// small files take one ranged read per run instead of one each.
+pub(super) fn plan(
+    m: &crate::repo::manifest::BackupManifest,
+    files: Vec<(PathBuf, usize)>,
+) -> std::collections::VecDeque<Work> {
+    let one_chunk = |i: usize| {
+        m.files[i]
+            .stream
+            .as_ref()
+            .filter(|s| s.chunks.len() == 1 && s.chunks[0].stored_len <= RUN_FILE_MAX)
+            .map(|s| s.chunks[0])
+    };
+    let (mut small, mut large): (Vec<_>, Vec<_>) = files
+        .into_iter()
+        .partition(|&(_, i)| one_chunk(i).is_some());
+    large.sort_by_key(|&(_, i)| std::cmp::Reverse(m.files[i].size));
+    let chunks: Vec<crate::chunk::ChunkRef> =
+        small.iter().filter_map(|&(_, i)| one_chunk(i)).collect();
+    let mut taken: Vec<Option<(PathBuf, usize)>> = small.drain(..).map(Some).collect();
+    let runs = crate::pipeline::reader::runs(&chunks, crate::pipeline::reader::RUN_SPAN)
+        .into_iter()
+        .map(|run| Work::Run(run.into_iter().filter_map(|k| taken[k].take()).collect()));
+    large
+        .into_iter()
+        .map(|(p, i)| Work::File(p, i))
+        .chain(runs)
+        .collect()
 }
 
 /// One file being written: the `O_DIRECT` descriptor when there is one, and
