@@ -382,8 +382,13 @@ impl Inner {
             .map_err(|_| service("stat", key, format!("object size {:?}", r.size), false))
     }
 
-    async fn delete_one(&self, key: &str) -> Result<(), StorageError> {
-        let url = self.object_url(key);
+    /// Delete `key` (its `generation` for good, else the live object); a
+    /// missing one is fine, one still retained is `Retained` with its date.
+    async fn delete_one(&self, key: &str, generation: Option<&str>) -> Result<(), StorageError> {
+        let mut url = self.object_url(key);
+        if let Some(g) = generation {
+            url.push_str(&format!("?generation={g}"));
+        }
         let resp = self
             .send(
                 "delete",
@@ -396,6 +401,23 @@ impl Inner {
             .await?;
         if resp.ok() || resp.status == 404 {
             return Ok(());
+        }
+        if resp.status == 403 {
+            // Most likely the retention; the object's own date says so.
+            if let Ok(Some(until)) = self.retained_until(key, generation).await {
+                if until > chrono::Utc::now() {
+                    return Err(StorageError::Retained {
+                        key: key.to_string(),
+                        until: Some(until),
+                    });
+                }
+            }
+            if resp.body_text().to_ascii_lowercase().contains("retention") {
+                return Err(StorageError::Retained {
+                    key: key.to_string(),
+                    until: None,
+                });
+            }
         }
         Err(self.error("delete", key, &resp))
     }
@@ -638,7 +660,7 @@ impl Storage for Gcs {
         }
         futures::stream::iter(keys.iter().cloned().map(|k| {
             let g = self.inner.clone();
-            async move { g.delete_one(&k).await }
+            async move { g.delete_one(&k, None).await }
         }))
         .buffer_unordered(DELETES_IN_FLIGHT)
         .collect::<Vec<_>>()

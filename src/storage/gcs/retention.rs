@@ -314,43 +314,6 @@ impl Inner {
         Ok(out)
     }
 
-    /// Delete one generation of `key`; a generation still retained is
-    /// `Retained` with its date.
-    async fn delete_generation(&self, key: &str, generation: &str) -> Result<(), StorageError> {
-        let url = format!("{}?generation={generation}", self.object_url(key));
-        let resp = self
-            .send(
-                "delete",
-                key,
-                http::Method::DELETE,
-                &url,
-                &[],
-                HttpRequestBody::empty(),
-            )
-            .await?;
-        if resp.ok() || resp.status == 404 {
-            return Ok(());
-        }
-        if resp.status == 403 {
-            // Most likely the retention; the generation's own date says so.
-            if let Ok(Some(until)) = self.retained_until(key, Some(generation)).await {
-                if until > Utc::now() {
-                    return Err(StorageError::Retained {
-                        key: key.to_string(),
-                        until: Some(until),
-                    });
-                }
-            }
-            if resp.body_text().to_ascii_lowercase().contains("retention") {
-                return Err(StorageError::Retained {
-                    key: key.to_string(),
-                    until: None,
-                });
-            }
-        }
-        Err(self.error("delete", key, &resp))
-    }
-
     /// Delete every generation of `keys` (a versioned bucket keeps a
     /// deleted object as a noncurrent generation, billed). Generations
     /// still retained stay: `Retained` for the first one met, after every
@@ -368,7 +331,7 @@ impl Inner {
             })
             .collect();
         let results: Vec<Result<(), StorageError>> = futures::stream::iter(ids)
-            .map(|(key, g)| async move { self.delete_generation(&key, &g).await })
+            .map(|(key, g)| async move { self.delete_one(&key, Some(&g)).await })
             .buffer_unordered(DELETES_IN_FLIGHT)
             .collect()
             .await;
