@@ -93,6 +93,8 @@ pub enum AssembleError {
     Length { key: String, got: u64, want: u64 },
     #[error("pieces {a} and {b} hold different bytes at offset {offset} of the segment")]
     Differ { a: String, b: String, offset: u64 },
+    #[error("piece {key} starts at byte {start}, but the pieces before it end at {have}")]
+    Gap { key: String, start: u64, have: u64 },
 }
 
 /// The bytes `[0, end)` of a segment from the pieces [`held`] chose and
@@ -110,7 +112,13 @@ pub fn assemble(pieces: &[(Piece, Bytes)]) -> Result<Vec<u8>, AssembleError> {
             });
         }
         let have = out.len() as u64;
-        debug_assert!(p.start <= have, "chosen pieces are contiguous");
+        if p.start > have {
+            return Err(AssembleError::Gap {
+                key: p.key.clone(),
+                start: p.start,
+                have,
+            });
+        }
         let overlap = (have.saturating_sub(p.start)).min(p.end - p.start) as usize;
         let at = p.start as usize;
         if out[at..at + overlap] != data[..overlap] {
@@ -239,6 +247,16 @@ mod tests {
                 ..
             })
         ));
+        // Pieces with a hole between them: an error, never a panic.
+        let holed = vec![with[1].clone()];
+        assert_eq!(
+            assemble(&holed),
+            Err(AssembleError::Gap {
+                key: with[1].0.key.clone(),
+                start: 150,
+                have: 0
+            })
+        );
     }
 
     #[test]

@@ -391,7 +391,16 @@ async fn session(
         if !t.is_whole() {
             break t;
         }
-        t.promote(&archive).await?;
+        match t.promote(&archive).await {
+            Ok(()) => {}
+            // A writer without the repository's key (public-key mode)
+            // cannot open the pieces to push the segment whole; readers
+            // take it from the pieces as they are.
+            Err(WalError::Key(e)) => tracing::warn!(
+                "a WAL segment before {start} stays as pieces, which cannot be merged without                  the repository's key: {e}"
+            ),
+            Err(e) => return Err(e.into()),
+        }
         start = Lsn(start.0 + seg_size);
     };
     let fallback = fallback.filter(|f| f.lsn > start);

@@ -214,15 +214,21 @@ impl Tail {
         if segno == self.segno {
             self.upload(archive, data).await?;
         }
+        Ok(self.advance(segno))
+    }
+
+    /// Go on to the segment after `segno`, which holds nothing yet (no
+    /// LIST); the keys of `segno`'s pieces when it is this tail's segment.
+    fn advance(&mut self, segno: u64) -> Vec<String> {
+        let pieces = std::mem::take(&mut self.pieces);
         let keys = if segno == self.segno {
-            self.pieces.drain(..).map(|(_, k)| k).collect()
+            pieces.into_iter().map(|(_, k)| k).collect()
         } else {
             Vec::new()
         };
         self.segno = segno + 1;
         self.held = 0;
-        self.pieces.clear();
-        Ok(keys)
+        keys
     }
 
     /// Segment `data` of this tail is complete: archive it whole, remove
@@ -236,15 +242,13 @@ impl Tail {
         data: Bytes,
     ) -> Result<Pushed, WalError> {
         let keys: Vec<String> = if segno == self.segno {
-            self.pieces.drain(..).map(|(_, k)| k).collect()
+            self.pieces.iter().map(|(_, k)| k.clone()).collect()
         } else {
             Vec::new()
         };
         let (pushed, sent) = archive.push_segment(name, data, &keys).await?;
         self.stats.sent_bytes += sent;
-        self.segno = segno + 1;
-        self.held = 0;
-        self.pieces.clear();
+        self.advance(segno);
         Ok(pushed)
     }
 }
