@@ -637,7 +637,12 @@ async fn copy_wal(
     );
     let results: Vec<(String, Result<u64, Refused>)> =
         futures::stream::iter(todo.into_iter().map(|(key, size)| {
-            let m = m.clone();
+            let mut m = m.clone();
+            // Pieces are removed by design once their segment is complete:
+            // written without retention, as the streamer writes them.
+            if layout::wal_piece_segment(&key).is_some() {
+                m.dst = crate::storage::unretained(&m.dst);
+            }
             async move {
                 let r = copy_object(m, key.clone(), size, Check::Wal, true).await;
                 (key, r)
